@@ -1,0 +1,1 @@
+//! Role implementations: Burn models, tokenizers, loaders, learners, scripted and remote actors.

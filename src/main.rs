@@ -1,0 +1,2 @@
+//! The `sparring` command line.
+fn main() {}
