@@ -622,18 +622,7 @@ fn hf_view_renames_and_unpermutes() {
 // ---------------------------------------------------------------- the real SmolLM2 file
 
 fn smollm2_path() -> Option<std::path::PathBuf> {
-    let p = match std::env::var_os("SPARRING_SMOLLM2_GGUF") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => {
-            let cache = std::env::var_os("SPARRING_CACHE")
-                .map(std::path::PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME")
-                        .map(|h| std::path::Path::new(&h).join(".cache/sparring"))
-                })?;
-            cache.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        }
-    };
+    let p = sparring_actors::formats::smollm2_gguf_path()?;
     if p.is_file() {
         Some(p)
     } else {
@@ -701,4 +690,72 @@ fn smollm2_parses_with_expected_tensors() {
         n += data.len();
     }
     assert_eq!(n, 134_515_008);
+
+    // Reference checksums from gguf-py (`GGUFReader` + `quants.dequantize`): (name, sum of y[i]*(i%1000+1),
+    // sum |y|, y at [0, 1, 31, 32, n-1]).
+    let reference: [(&str, f64, f64, [f64; 5]); 4] = [
+        (
+            "token_embd.weight",
+            -7633473.04289484,
+            2802153.619805813,
+            [
+                -0.10654449462890625,
+                0.032978057861328125,
+                -0.20040512084960938,
+                -0.09348678588867188,
+                -0.0417022705078125,
+            ],
+        ),
+        (
+            "blk.0.attn_q.weight",
+            9388.28125,
+            63395.39872741699,
+            [
+                -0.0963134765625,
+                0.1573486328125,
+                -0.0963134765625,
+                -0.34619140625,
+                -0.255859375,
+            ],
+        ),
+        (
+            "blk.29.ffn_down.weight",
+            -724.3623352050781,
+            126250.91435241699,
+            [
+                -0.2733154296875,
+                0.186279296875,
+                -0.2733154296875,
+                0.026611328125,
+                0.056640625,
+            ],
+        ),
+        (
+            "output_norm.weight",
+            299776.453125,
+            1045.09765625,
+            [1.7578125, 1.8203125, 1.828125, 1.875, 1.984375],
+        ),
+    ];
+    for (name, wsum, asum, picks) in reference {
+        let (_, y) = g.tensor_f32(name).unwrap();
+        let got_w: f64 = y
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v as f64 * ((i % 1000) + 1) as f64)
+            .sum();
+        let got_a: f64 = y.iter().map(|&v| (v as f64).abs()).sum();
+        assert!(
+            (got_w - wsum).abs() <= 1e-9 * wsum.abs().max(1.0),
+            "{name}: {got_w} vs {wsum}"
+        );
+        assert!(
+            (got_a - asum).abs() <= 1e-9 * asum,
+            "{name}: {got_a} vs {asum}"
+        );
+        let n = y.len();
+        for (k, i) in [0, 1, 31, 32, n - 1].into_iter().enumerate() {
+            assert_eq!(y[i] as f64, picks[k], "{name}[{i}]");
+        }
+    }
 }
