@@ -4,13 +4,19 @@
 
 pub mod chat;
 pub mod gguf;
+pub mod hf;
 pub mod quant;
+pub mod safetensors;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
+pub use chat::{ChatMessage, ChatTemplate};
 pub use gguf::{GgufFile, GgufHfView, GgufWriter, MetaType, MetaValue, TensorInfo};
+pub use hf::{HfCheckpoint, LlamaConfig, convert_gguf_to_hf};
 pub use quant::GgmlType;
+pub use safetensors::SafetensorsFile;
+pub use tokenizer::TextTokenizer;
 
 /// Every error of the formats module. Messages name the file (or `<memory>`), and the byte offset or key.
 #[derive(Debug, thiserror::Error)]
