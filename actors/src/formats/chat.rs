@@ -401,7 +401,7 @@ fn pycompat(
                     None => String::new(),
                 })
             }
-            "title" => state.apply_filter("title", &[value.clone()])?,
+            "title" => state.apply_filter("title", std::slice::from_ref(value))?,
             "split" | "rsplit" => {
                 let sep = arg_str(args, 0, method)?;
                 let max = args.get(1).and_then(|v| v.as_i64()).filter(|&m| m >= 0);
@@ -455,7 +455,7 @@ fn pycompat(
     }
     if value.kind() == ValueKind::Map {
         return match method {
-            "items" => state.apply_filter("items", &[value.clone()]),
+            "items" => state.apply_filter("items", std::slice::from_ref(value)),
             "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
             "values" => {
                 let vals = value
