@@ -331,3 +331,35 @@ fn smollm2_converts_to_hf_and_matches() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn safetensors_seeded_mutations_never_panic() {
+    let base = to_bytes_f32(&sample(), &BTreeMap::new());
+    let mut state = 7u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut ok = 0;
+    for _ in 0..10_000 {
+        let mut b = base.clone();
+        for _ in 0..1 + next() % 3 {
+            let i = (next() % b.len() as u64) as usize;
+            match next() % 3 {
+                0 => b[i] = next() as u8,
+                1 => b[i] = b"0123456789[]{},:\"-"[(next() % 18) as usize],
+                _ => b.truncate(i.max(1)),
+            }
+        }
+        if let Ok(f) = SafetensorsFile::parse(b) {
+            ok += 1;
+            for n in f.names() {
+                let _ = f.get_f32(&n);
+            }
+        }
+    }
+    assert!(ok > 0 && ok < 10_000, "{ok}");
+}
