@@ -159,3 +159,88 @@ fn template_syntax_error_names_the_line() {
         .to_string();
     assert!(e.contains("chat template") && e.contains("line 2"), "{e}");
 }
+
+/// The non-tool part of Qwen2.5-Instruct's template (whitespace control, undefined attributes are falsy).
+#[test]
+fn qwen25_style_template_renders() {
+    let src = r#"{%- if tools %}
+    {{- raise_exception('tools not used here') }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"#;
+    let t = ChatTemplate::new(src).unwrap();
+    let out = t
+        .render(
+            &[
+                ChatMessage::new("user", "Hi"),
+                ChatMessage::new("assistant", "Hello!"),
+                ChatMessage::new("user", "Bye"),
+            ],
+            true,
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+}
+
+/// The shape of Llama 3.1's template: `set`, `strftime_now`, `|trim`, `bos_token`, namespace-free header.
+#[test]
+fn llama31_style_template_renders() {
+    let src = r#"{{- bos_token }}
+{%- if not date_string is defined %}
+    {%- set date_string = strftime_now("%d %b %Y") %}
+{%- endif %}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+{%- for message in messages %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+"#;
+    let mut t = ChatTemplate::new(src).unwrap();
+    t.special_tokens
+        .insert("bos_token".into(), "<|begin_of_text|>".into());
+    let out = t
+        .render(
+            &[
+                ChatMessage::new("system", " Be brief. "),
+                ChatMessage::new("user", "Hi "),
+            ],
+            true,
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\
+         Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+}
