@@ -244,3 +244,96 @@ fn llama31_style_template_renders() {
          <|start_header_id|>assistant<|end_header_id|>\n\n"
     );
 }
+
+/// GPT-2's byte → unicode map (the byte-level alphabet).
+fn byte_level_alphabet() -> Vec<String> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
+    printable.extend(0xA1..=0xAC);
+    printable.extend(0xAE..=0xFF);
+    let mut extra = 0;
+    (0u32..256)
+        .map(|b| {
+            if printable.contains(&b) {
+                char::from_u32(b).unwrap().to_string()
+            } else {
+                extra += 1;
+                char::from_u32(255 + extra).unwrap().to_string()
+            }
+        })
+        .collect()
+}
+
+fn tokenizer_with_pre(pre: &str) -> TextTokenizer {
+    use sparring_actors::formats::gguf::{GgufWriter, MetaType, MetaValue};
+    let s = |v: &str| MetaValue::String(v.into());
+    let mut tokens = byte_level_alphabet();
+    tokens.extend(["12".to_string(), "123".to_string(), "Ġa".to_string()]);
+    let n = tokens.len();
+    let mut w = GgufWriter::new();
+    w.meta("tokenizer.ggml.model", s("gpt2"))
+        .meta("tokenizer.ggml.pre", s(pre))
+        .meta(
+            "tokenizer.ggml.tokens",
+            MetaValue::Array {
+                elem: MetaType::String,
+                items: tokens.iter().map(|t| s(t)).collect(),
+            },
+        )
+        .meta(
+            "tokenizer.ggml.merges",
+            MetaValue::Array {
+                elem: MetaType::String,
+                items: vec![s("1 2"), s("12 3"), s("Ġ a")],
+            },
+        )
+        .meta("tokenizer.ggml.bos_token_id", MetaValue::U32(n as u32 - 1));
+    TextTokenizer::from_gguf(&GgufFile::parse(w.to_bytes()).unwrap()).unwrap()
+}
+
+#[test]
+fn pre_tokenizers_split_digits_as_their_models_do() {
+    let id = |t: &TextTokenizer, s: &str| t.token_to_id(s).unwrap();
+    // gpt2: "12345" is one word → merges give "123" "4" "5".
+    let t = tokenizer_with_pre("gpt2");
+    assert_eq!(
+        t.encode("12345", false).unwrap(),
+        vec![id(&t, "123"), id(&t, "4"), id(&t, "5")]
+    );
+    assert_eq!(t.encode(" a", false).unwrap(), vec![id(&t, "Ġa")]);
+    assert_eq!(
+        t.encode("3123", false).unwrap(),
+        vec![id(&t, "3"), id(&t, "123")]
+    );
+    // smollm and qwen2: every digit alone → no merges.
+    for pre in ["smollm", "qwen2"] {
+        let t = tokenizer_with_pre(pre);
+        let want: Vec<u32> = "12345".chars().map(|c| id(&t, &c.to_string())).collect();
+        assert_eq!(t.encode("12345", false).unwrap(), want, "{pre}");
+    }
+    // llama-bpe (Llama 3): digits in groups of three → "123" "45".
+    let t = tokenizer_with_pre("llama-bpe");
+    assert_eq!(
+        t.encode("12345", false).unwrap(),
+        vec![id(&t, "123"), id(&t, "4"), id(&t, "5")]
+    );
+    // "3123" is split "312" "3", so the "123" merge cannot happen.
+    assert_eq!(
+        t.encode("3123", false).unwrap(),
+        vec![id(&t, "3"), id(&t, "12"), id(&t, "3")]
+    );
+    assert_eq!(
+        t.encode("1234 12", false).unwrap(),
+        vec![id(&t, "123"), id(&t, "4"), id(&t, "Ġ"), id(&t, "12")]
+    );
+    assert!(
+        TextTokenizer::from_gguf(&{
+            use sparring_actors::formats::gguf::{GgufWriter, MetaValue};
+            let mut w = GgufWriter::new();
+            w.meta("tokenizer.ggml.model", MetaValue::String("llama".into()));
+            GgufFile::parse(w.to_bytes()).unwrap()
+        })
+        .unwrap_err()
+        .to_string()
+        .contains("not supported")
+    );
+}
