@@ -178,7 +178,8 @@ impl LlamaConfig {
             Some(v) => v,
             None => g.meta_array("tokenizer.ggml.tokens")?.len(),
         };
-        let head_dim = opt_usize(&k("attention.key_length"))?.filter(|&d| d * n_head != hidden);
+        let head_dim = opt_usize(&k("attention.key_length"))?
+            .filter(|&d| d.checked_mul(n_head) != Some(hidden));
         let (model_type, class) = match arch.as_str() {
             "llama" => ("llama", "LlamaForCausalLM"),
             "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
