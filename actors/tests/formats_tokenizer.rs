@@ -337,3 +337,18 @@ fn pre_tokenizers_split_digits_as_their_models_do() {
         .contains("not supported")
     );
 }
+
+#[test]
+fn generation_tags_and_none_tools_behave_like_hf() {
+    let src = "{% if tools is not none %}T{% endif %}{% for m in messages %}{%- generation -%} [{{ m.content }}] {%- endgeneration -%}{% endfor %}";
+    let t = ChatTemplate::new(src).unwrap();
+    assert_eq!(
+        t.render(&[ChatMessage::new("assistant", "x")], false)
+            .unwrap(),
+        "[x]"
+    );
+    let mut extra = serde_json::Map::new();
+    extra.insert("tools".into(), serde_json::json!([{"name": "f"}]));
+    let msgs = serde_json::json!([{"role": "user", "content": "y"}]);
+    assert_eq!(t.render_json(&msgs, false, Some(&extra)).unwrap(), "T[y]");
+}
