@@ -42,9 +42,19 @@ fn init_is_deterministic_by_seed_and_config_is_validated() {
 fn forward_rejects_bad_input() {
     let m = tiny(1, 0.02);
     let b = TokenBatch::left_padded(&[vec![1u32, 99]], 0).unwrap();
-    assert!(m.forward_batch(&b).unwrap_err().to_string().contains("vocabulary"));
+    assert!(
+        m.forward_batch(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("vocabulary")
+    );
     let long = TokenBatch::left_padded(&[vec![1u32; 25]], 0).unwrap();
-    assert!(m.forward_batch(&long).unwrap_err().to_string().contains("max_len"));
+    assert!(
+        m.forward_batch(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("max_len")
+    );
 }
 
 #[test]
@@ -55,11 +65,17 @@ fn padding_does_not_change_a_rows_logits() {
         .forward_batch(&TokenBatch::left_padded(&[a.clone()], 0).unwrap())
         .unwrap();
     let both = m
-        .forward_batch(&TokenBatch::left_padded(&[vec![1u32, 2, 6, 7, 8, 9], a.clone()], 0).unwrap())
+        .forward_batch(
+            &TokenBatch::left_padded(&[vec![1u32, 2, 6, 7, 8, 9], a.clone()], 0).unwrap(),
+        )
         .unwrap();
     let alone = to_vec_f32(alone).unwrap();
     let both = to_vec_f32(both.narrow(0, 1, 1).narrow(1, 3, 3)).unwrap();
-    let diff = alone.iter().zip(&both).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let diff = alone
+        .iter()
+        .zip(&both)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     assert!(diff < 1e-5, "max diff {diff}");
 }
 
@@ -77,7 +93,11 @@ fn kv_cache_logits_match_full_recompute() {
         let [b, t, v] = full.dims();
         let want = to_vec_f32(full.narrow(1, t - 1, 1).reshape([b, v])).unwrap();
         let got = to_vec_f32(last.clone()).unwrap();
-        let diff = want.iter().zip(&got).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let diff = want
+            .iter()
+            .zip(&got)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(diff < 1e-4, "step {step}: max diff {diff}");
         let next: Vec<u32> = (0..3).map(|r| (step * 3 + r) % 17).collect();
         for (s, n) in seqs.iter_mut().zip(&next) {
@@ -93,7 +113,10 @@ fn greedy_with_cache_equals_without_and_stops() {
     let reqs: Vec<GenRequest> = [vec![1u32, 2, 3], vec![4u32], vec![5u32, 6, 7, 8, 9]]
         .into_iter()
         .enumerate()
-        .map(|(i, prompt)| GenRequest { prompt, seed: i as u64 })
+        .map(|(i, prompt)| GenRequest {
+            prompt,
+            seed: i as u64,
+        })
         .collect();
     let cfg = SamplingConfig::greedy(10);
     let a = generate(&m, &reqs, &cfg).unwrap();
@@ -116,8 +139,15 @@ fn greedy_with_cache_equals_without_and_stops() {
     assert_eq!(s[0].tokens, a[0].tokens[..=pos].to_vec());
     assert!(s[0].stopped);
     // context limit: prompt of 20 in a max_len 24 model gets at most 4 tokens
-    let r = generate(&m, &[GenRequest { prompt: vec![1; 20], seed: 0 }], &SamplingConfig::greedy(10))
-        .unwrap();
+    let r = generate(
+        &m,
+        &[GenRequest {
+            prompt: vec![1; 20],
+            seed: 0,
+        }],
+        &SamplingConfig::greedy(10),
+    )
+    .unwrap();
     assert_eq!(r[0].tokens.len(), 4);
 }
 
@@ -130,17 +160,34 @@ fn sampling_is_seeded_per_request_and_batch_independent() {
         max_new_tokens: 12,
         ..Default::default()
     };
-    let a = GenRequest { prompt: vec![2, 3], seed: 42 };
+    let a = GenRequest {
+        prompt: vec![2, 3],
+        seed: 42,
+    };
     let others = [
-        GenRequest { prompt: vec![1, 2, 3, 4, 5, 6], seed: 1 },
-        GenRequest { prompt: vec![9], seed: 2 },
+        GenRequest {
+            prompt: vec![1, 2, 3, 4, 5, 6],
+            seed: 1,
+        },
+        GenRequest {
+            prompt: vec![9],
+            seed: 2,
+        },
     ];
     let alone = generate(&m, std::slice::from_ref(&a), &cfg).unwrap();
     let mixed = generate(&m, &[others[0].clone(), a.clone(), others[1].clone()], &cfg).unwrap();
     assert_eq!(alone[0].tokens, mixed[1].tokens);
     let again = generate(&m, std::slice::from_ref(&a), &cfg).unwrap();
     assert_eq!(alone, again);
-    let other_seed = generate(&m, &[GenRequest { seed: 43, ..a.clone() }], &cfg).unwrap();
+    let other_seed = generate(
+        &m,
+        &[GenRequest {
+            seed: 43,
+            ..a.clone()
+        }],
+        &cfg,
+    )
+    .unwrap();
     assert_ne!(alone[0].tokens, other_seed[0].tokens);
     assert!(generate(&m, &[a], &SamplingConfig { top_p: 0.0, ..cfg }).is_err());
 }
@@ -148,7 +195,10 @@ fn sampling_is_seeded_per_request_and_batch_independent() {
 #[test]
 fn sequence_logprobs_sum_response_tokens_only() {
     let m = tiny(17, 0.3);
-    let pairs = [(vec![1u32, 2, 3], vec![4u32, 5]), (vec![6u32], vec![7u32, 8, 9])];
+    let pairs = [
+        (vec![1u32, 2, 3], vec![4u32, 5]),
+        (vec![6u32], vec![7u32, 8, 9]),
+    ];
     let lp = sequence_logprobs_vec(&m, &pairs, 0).unwrap();
     // by hand from full logits
     for (i, (p, r)) in pairs.iter().enumerate() {
@@ -163,15 +213,26 @@ fn sequence_logprobs_sum_response_tokens_only() {
             let t = p.len() + k; // position of the predicted token
             let row = &l[(t - 1) * v..t * v];
             let max = row.iter().copied().fold(f32::MIN, f32::max);
-            let lse = max as f64 + row.iter().map(|x| ((x - max) as f64).exp()).sum::<f64>().ln();
+            let lse = max as f64
+                + row
+                    .iter()
+                    .map(|x| ((x - max) as f64).exp())
+                    .sum::<f64>()
+                    .ln();
             want += row[seq[t] as usize] as f64 - lse;
         }
         assert!((lp[i] as f64 - want).abs() < 1e-4, "{} vs {want}", lp[i]);
     }
     let g = generate(
         &m,
-        &[GenRequest { prompt: vec![1, 2, 3], seed: 0 }],
-        &SamplingConfig { max_new_tokens: 5, ..Default::default() },
+        &[GenRequest {
+            prompt: vec![1, 2, 3],
+            seed: 0,
+        }],
+        &SamplingConfig {
+            max_new_tokens: 5,
+            ..Default::default()
+        },
     )
     .unwrap();
     let s = sequence_logprobs_vec(&m, &[(vec![1u32, 2, 3], g[0].tokens.clone())], 0).unwrap();
@@ -182,7 +243,10 @@ fn sequence_logprobs_sum_response_tokens_only() {
 #[test]
 fn model_thread_runs_generation_off_thread() {
     let t = ModelThread::spawn("lm-test", || Ok(tiny(19, 0.3))).unwrap();
-    let reqs = vec![GenRequest { prompt: vec![1, 2], seed: 5 }];
+    let reqs = vec![GenRequest {
+        prompt: vec![1, 2],
+        seed: 5,
+    }];
     let r2 = reqs.clone();
     let out = t
         .call(move |m: &mut TransformerLm| generate(m, &r2, &SamplingConfig::greedy(4)))

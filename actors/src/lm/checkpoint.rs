@@ -217,13 +217,18 @@ mod tests {
     #[test]
     fn roundtrip_and_truncation() {
         let mut ck = Checkpoint::default();
-        ck.put_tensor("a", TensorRecord::new(vec![2, 2], vec![1.0, -2.5, f32::MIN, 3.0]));
+        ck.put_tensor(
+            "a",
+            TensorRecord::new(vec![2, 2], vec![1.0, -2.5, f32::MIN, 3.0]),
+        );
         ck.put_tensor("b", TensorRecord::new(vec![], vec![7.0]));
         ck.put_scalar("s", u64::MAX - 3);
         let bytes = ck.to_bytes();
         assert_eq!(Checkpoint::from_bytes(&bytes, "x").unwrap(), ck);
         for cut in [0, 5, 12, 20, bytes.len() - 1] {
-            let e = Checkpoint::from_bytes(&bytes[..cut], "f.ckpt").unwrap_err().to_string();
+            let e = Checkpoint::from_bytes(&bytes[..cut], "f.ckpt")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("f.ckpt") && e.contains("byte"), "{e}");
         }
         let mut bad = bytes.clone();

@@ -10,7 +10,7 @@ use super::checkpoint::{Checkpoint, TensorRecord};
 use super::logprob::{response_token_logprobs, sequence_logprobs};
 use super::loss::{dpo_loss, grpo_advantages, grpo_loss, ipo_loss, select_pair};
 use super::optim::{AdamW, OptimConfig};
-use super::params::{flat_params, load_module_records, map_flat, module_records};
+use super::params::{flat_params, load_module_records, module_records};
 use super::{LmError, SplitMix64};
 
 pub use super::params::ema_update;
@@ -82,7 +82,9 @@ impl LearnerConfig {
             return Err(LmError::Config("learner.beta: must be > 0".into()));
         }
         if !(0.0..=1.0).contains(&self.ema_decay) {
-            return Err(LmError::Config("learner.ema_decay: must be in [0, 1]".into()));
+            return Err(LmError::Config(
+                "learner.ema_decay: must be in [0, 1]".into(),
+            ));
         }
         if !(self.is_clip.is_finite() && self.is_clip > 0.0) {
             return Err(LmError::Config("learner.is_clip: must be > 0".into()));
@@ -151,8 +153,6 @@ pub struct Learner<M: CausalLm> {
 
 /// The module with every float parameter on the autodiff device, requiring gradients.
 fn trainable<M: Module>(m: M) -> M {
-    let m = map_flat(m, &mut |_, t| t.inner().autodiff().require_grad());
-    // map_flat preserves flags of the input; force them for a plain input.
     struct F;
     impl burn::module::ModuleMapper for F {
         fn map_float<const D: usize>(
@@ -160,7 +160,7 @@ fn trainable<M: Module>(m: M) -> M {
             p: burn::module::Param<Tensor<D>>,
         ) -> burn::module::Param<Tensor<D>> {
             let (id, t, mapper) = p.consume();
-            burn::module::Param::from_mapped_value(id, t.autodiff().require_grad(), mapper)
+            burn::module::Param::from_mapped_value(id, t.inner().autodiff().require_grad(), mapper)
         }
     }
     m.map(&mut F)
@@ -316,7 +316,12 @@ impl<M: CausalLm> Learner<M> {
         }
         let pairs: Vec<(&[u32], &[u32])> = used
             .iter()
-            .map(|i| (samples[*i].prompt.as_slice(), samples[*i].response.as_slice()))
+            .map(|i| {
+                (
+                    samples[*i].prompt.as_slice(),
+                    samples[*i].response.as_slice(),
+                )
+            })
             .collect();
         let pad = self.cfg.pad_token;
         let device = self.policy.device();
@@ -340,7 +345,15 @@ impl<M: CausalLm> Learner<M> {
             let v = to_vec_f32(k3.sum() / mask.clone().sum().clamp_min(1.0))?;
             v.first().copied().unwrap_or(0.0)
         };
-        let loss = grpo_loss(logp, gen_lp, ref_lp, mask, adv, self.cfg.beta, self.cfg.is_clip);
+        let loss = grpo_loss(
+            logp,
+            gen_lp,
+            ref_lp,
+            mask,
+            adv,
+            self.cfg.beta,
+            self.cfg.is_clip,
+        );
         let report = self.apply(loss, used.len())?;
         Ok(Some(StepReport {
             mean_kl: Some(kl),
@@ -350,7 +363,10 @@ impl<M: CausalLm> Learner<M> {
 
     fn apply(&mut self, loss: Tensor<1>, examples: usize) -> Result<StepReport, LmError> {
         let grads = loss.backward();
-        let loss_v = to_vec_f32(loss.detach())?.first().copied().unwrap_or(f32::NAN);
+        let loss_v = to_vec_f32(loss.detach())?
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
         let policy = self.policy.clone();
         let (policy, stats) = self.optim.step(policy, &grads)?;
         self.policy = policy;

@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn pairs_and_advantages() {
-        assert_eq!(select_pair(&[Some(0.1), Some(0.9), Some(-0.5)]), Some((1, 2)));
+        assert_eq!(
+            select_pair(&[Some(0.1), Some(0.9), Some(-0.5)]),
+            Some((1, 2))
+        );
         assert_eq!(select_pair(&[Some(0.5), None, Some(0.5)]), None);
         assert_eq!(select_pair(&[None, Some(1.0)]), None);
         assert_eq!(select_pair(&[Some(1.0), None, Some(0.0)]), Some((0, 2)));

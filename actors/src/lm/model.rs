@@ -403,7 +403,9 @@ impl KvCacheLm for TransformerLm {
         let mut layers = vec![None; self.blocks.len()];
         let h = self.hidden(batch, Some(&mut layers))?;
         let [b, t, d] = h.dims();
-        let last = self.head(h.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size]);
+        let last = self
+            .head(h.narrow(1, t - 1, 1))
+            .reshape([b, self.config.vocab_size]);
         let _ = d;
         let key_mask = (0..b)
             .map(|r| batch.mask[r * t..(r + 1) * t].to_vec())

@@ -212,7 +212,9 @@ impl AdamW {
             None => 0.0,
         };
         let scale = match self.cfg.grad_clip {
-            Some(c) if grad_norm.is_finite() && grad_norm as f64 > c => c / (grad_norm as f64 + 1e-6),
+            Some(c) if grad_norm.is_finite() && grad_norm as f64 > c => {
+                c / (grad_norm as f64 + 1e-6)
+            }
             _ => 1.0,
         };
         let lr = lr_at(&self.cfg, self.step);
@@ -281,6 +283,13 @@ mod tests {
         assert!((lr_at(&cfg, 7) - 0.55).abs() < 1e-12);
         assert!((lr_at(&cfg, 12) - 0.1).abs() < 1e-12);
         assert!((lr_at(&cfg, 100) - 0.1).abs() < 1e-12);
-        assert!(OptimConfig { lr: -1.0, ..Default::default() }.validate().is_err());
+        assert!(
+            OptimConfig {
+                lr: -1.0,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

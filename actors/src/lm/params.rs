@@ -149,7 +149,7 @@ pub fn map_flat<M: Module>(m: M, f: &mut dyn FnMut(usize, Tensor<1>) -> Tensor<1
             let dims = t.dims();
             let n = t.shape().num_elements();
             let flat = t.inner().reshape([n]);
-            let mut new: Tensor<D> = (self.f)(self.i, flat).reshape(dims);
+            let mut new: Tensor<D> = (self.f)(self.i, flat).reshape(dims).inner();
             self.i += 1;
             if ad {
                 new = new.autodiff();

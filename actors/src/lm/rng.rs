@@ -64,7 +64,10 @@ mod tests {
             assert!((0.0..1.0).contains(&x));
             assert_eq!(x.to_bits(), b.next_f64().to_bits());
         }
-        assert_ne!(SplitMix64::derive(1, 0).next_u64(), SplitMix64::derive(1, 1).next_u64());
+        assert_ne!(
+            SplitMix64::derive(1, 0).next_u64(),
+            SplitMix64::derive(1, 1).next_u64()
+        );
         let s = a.state();
         let mut c = SplitMix64::from_state(s);
         assert_eq!(a.next_u64(), c.next_u64());

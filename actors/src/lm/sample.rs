@@ -284,6 +284,9 @@ mod tests {
         for _ in 0..4000 {
             counts[pick(&logits, &cfg, &mut rng).0 as usize] += 1;
         }
-        assert!(counts[1] > 1500 && counts[3] > 1500 && counts[0] < 200, "{counts:?}");
+        assert!(
+            counts[1] > 1500 && counts[3] > 1500 && counts[0] < 200,
+            "{counts:?}"
+        );
     }
 }

@@ -88,15 +88,16 @@ impl<S: 'static> ModelThread<S> {
         C: FnOnce(Result<R, LmError>) + Send + 'static,
     {
         let job: Job<S> = Box::new(move |s: &mut S| {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(s)))
-                .unwrap_or_else(|p| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(s))).unwrap_or_else(
+                |p| {
                     let msg = p
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| p.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "panic".into());
                     Err(LmError::Thread(format!("job panicked: {msg}")))
-                });
+                },
+            );
             reply(r);
         });
         self.tx
