@@ -254,3 +254,29 @@ fn checkpoint_resumes_bit_identically() {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+#[test]
+fn sft_warm_start_then_reset_reference_in_a_model_thread() {
+    let t = ModelThread::spawn("learner", || Ok(learner(Algorithm::Dpo, 8))).unwrap();
+    let data = vec![(vec![1u32, 2], vec![3u32, 4]), (vec![5u32], vec![6u32])];
+    let d2 = data.clone();
+    let first = t
+        .call(move |l: &mut Learner<TransformerLm>| l.sft_step(&d2))
+        .unwrap()
+        .unwrap();
+    let mut last = first.clone();
+    for _ in 0..8 {
+        let d2 = data.clone();
+        last = t.call(move |l| l.sft_step(&d2)).unwrap().unwrap();
+    }
+    assert!(last.loss < first.loss, "{} -> {}", first.loss, last.loss);
+    let (same, steps) = t
+        .call(|l| {
+            l.reset_reference()?;
+            Ok((flat(l.ema().unwrap()) == flat(l.policy()), l.steps()))
+        })
+        .unwrap();
+    assert!(same);
+    assert_eq!(steps, 0);
+    t.shutdown();
+}

@@ -361,6 +361,38 @@ impl<M: CausalLm> Learner<M> {
         }))
     }
 
+    /// One supervised step (warm start): minimises the mean per-token negative log-likelihood
+    /// of each response given its prompt. Works for every algorithm; the EMA is updated as
+    /// after a preference step. Call [`Learner::reset_reference`] after a warm-start phase.
+    pub fn sft_step<P: AsRef<[u32]>, R: AsRef<[u32]>>(
+        &mut self,
+        pairs: &[(P, R)],
+    ) -> Result<Option<StepReport>, LmError> {
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let (logp, mask) = response_token_logprobs(&self.policy, pairs, self.cfg.pad_token)?;
+        let loss = logp.sum().neg() / mask.sum().clamp_min(1.0);
+        let report = self.apply(loss, pairs.len())?;
+        if let Some(ema) = self.ema.take() {
+            self.ema = Some(ema_update(ema, &self.policy, self.cfg.ema_decay));
+        }
+        Ok(Some(report))
+    }
+
+    /// Makes the current policy the new starting point: the EMA copy (DPO/IPO) or the frozen
+    /// reference (GRPO) becomes a copy of the policy, and the optimizer restarts (moments and
+    /// schedule). Use after a warm-start phase.
+    pub fn reset_reference(&mut self) -> Result<(), LmError> {
+        let plain = self.policy.valid();
+        match self.cfg.algorithm {
+            Algorithm::Dpo | Algorithm::Ipo => self.ema = Some(plain),
+            Algorithm::Grpo => self.reference = Some(plain),
+        }
+        self.optim = AdamW::new(self.cfg.optim.clone())?;
+        Ok(())
+    }
+
     fn apply(&mut self, loss: Tensor<1>, examples: usize) -> Result<StepReport, LmError> {
         let grads = loss.backward();
         let loss_v = to_vec_f32(loss.detach())?
