@@ -1,1 +1,2 @@
 //! Role implementations: Burn models, tokenizers, loaders, learners, scripted and remote actors.
+pub mod llama;
