@@ -138,3 +138,57 @@ fn greedy_matches_transformers_batched() {
         eprintln!("greedy {:?}: {compared} steps equal", case["prompt"]);
     }
 }
+
+fn prompt_logits(m: &LlamaModel, ids: &[u32]) -> Vec<f32> {
+    let logits = m
+        .forward(&[ids.to_vec()], &[vec![true; ids.len()]])
+        .unwrap();
+    logits.into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The HF layout (HF names, Q/K rows un-permuted by the formats view, rotate-half RoPE) gives
+/// the logits of the GGUF path (interleaved RoPE on llama.cpp's permuted rows).
+#[test]
+fn hf_layout_matches_gguf() {
+    use sparring_actors::formats::gguf::{GgufFile, GgufHfView};
+    use sparring_actors::llama::{LlamaConfig, RopeLayout, WeightNaming};
+    let (Some(cases), Some(m)) = (fixtures("logits.jsonl"), model()) else {
+        return;
+    };
+    let g = GgufFile::open(gguf_path()).unwrap();
+    let view = GgufHfView::new(&g).unwrap();
+    assert!(view.unpermutes_qk());
+    let mut cfg = LlamaConfig::from_gguf_metadata(&g).unwrap();
+    assert_eq!(cfg.rope_layout, RopeLayout::Interleaved);
+    cfg.rope_layout = RopeLayout::RotateHalf;
+    let hf =
+        LlamaModel::from_tensors(&cfg, &view, WeightNaming::HuggingFace, &Device::flex()).unwrap();
+    let ids = ids_of(&cases[0]);
+    let d = max_abs_diff(&prompt_logits(m, &ids), &prompt_logits(&hf, &ids));
+    eprintln!("HF layout vs GGUF: max |Δlogit| = {d:.2e}");
+    assert!(d < 1e-3, "{d}");
+}
+
+/// Full round trip through `convert_gguf_to_hf` on disk (writes ~540 MB; run with --ignored).
+#[test]
+#[ignore]
+fn converted_hf_dir_matches_gguf() {
+    let (Some(cases), Some(m)) = (fixtures("logits.jsonl"), model()) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sparring-llama-hf-{}", std::process::id()));
+    sparring_actors::formats::convert_gguf_to_hf(&gguf_path(), &dir).unwrap();
+    let hf = LlamaModel::load_hf_dir(&dir, &Device::flex()).unwrap();
+    let ids = ids_of(&cases[0]);
+    let d = max_abs_diff(&prompt_logits(m, &ids), &prompt_logits(&hf, &ids));
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("converted HF dir vs GGUF: max |Δlogit| = {d:.2e}");
+    assert!(d < 1e-3, "{d}");
+}

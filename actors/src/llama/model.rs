@@ -526,7 +526,18 @@ impl LlamaModel {
         let x = rms_norm(x, self.norm.val(), eps);
         match &self.head {
             Some(w) => linear(x, w.val(), None),
-            None => linear(x, self.embed.val().transpose(), None),
+            None => {
+                // logits = x · Eᵀ computed as (E · xᵀ)ᵀ: the big operand stays contiguous
+                // (a transposed [hidden, vocab] view would be copied on every call).
+                let [b, s, h] = x.dims();
+                let xt = x.reshape([b * s, h]).transpose();
+                let vocab = self.config.vocab_size;
+                self.embed
+                    .val()
+                    .matmul(xt)
+                    .transpose()
+                    .reshape([b, s, vocab])
+            }
         }
     }
 
