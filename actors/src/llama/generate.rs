@@ -83,91 +83,119 @@ impl LlamaModel {
         opts: &GenerateOptions,
     ) -> Result<Vec<Generated>, LlamaError> {
         let b = prompts.len();
-        if b == 0 {
-            return Ok(Vec::new());
-        }
-        if seeds.len() != b {
-            return Err(LlamaError::Input(format!(
-                "{} seeds for {b} prompts",
-                seeds.len()
-            )));
-        }
-        if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
-            return Err(LlamaError::Input(format!(
-                "temperature {} must be finite and >= 0",
-                opts.temperature
-            )));
-        }
-        if !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
-            return Err(LlamaError::Input(format!(
-                "top_p {} must be in (0, 1]",
-                opts.top_p
-            )));
-        }
         let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        if prompts.iter().any(Vec::is_empty) {
-            return Err(LlamaError::Input("empty prompt".into()));
-        }
-        let mut out: Vec<Generated> = (0..b)
-            .map(|_| Generated {
-                tokens: Vec::new(),
-                logprobs: Vec::new(),
-                stop: StopReason::MaxTokens,
-            })
-            .collect();
-        if opts.max_new_tokens == 0 {
-            return Ok(out);
-        }
         let device = self.device();
-        let mut cache = KvCache::new(self.config(), b, max_len + opts.max_new_tokens, &device);
-        let mut ids = Vec::with_capacity(b);
-        let mut valid = Vec::with_capacity(b);
-        for p in prompts {
-            let pad = max_len - p.len();
-            let mut row = vec![0u32; pad];
-            row.extend_from_slice(p);
-            let mut v = vec![false; pad];
-            v.extend(std::iter::repeat_n(true, p.len()));
-            ids.push(row);
-            valid.push(v);
-        }
-        let mut rngs: Vec<SplitMix64> = seeds.iter().map(|&s| SplitMix64::new(s)).collect();
-        let mut done = vec![false; b];
+        let mut cache = KvCache::new(
+            self.config(),
+            b.max(1),
+            max_len + opts.max_new_tokens,
+            &device,
+        );
         let vocab = self.config().vocab_size;
-        let mut logits = self.forward_cached(&ids, &valid, &mut cache, LogitsMode::Last)?;
-        for step in 0..opts.max_new_tokens {
-            let host = logits
+        generate_loop(prompts, seeds, opts, vocab, |ids, valid| {
+            let logits = self.forward_cached(ids, valid, &mut cache, LogitsMode::Last)?;
+            logits
                 .into_data()
                 .try_into_vec::<f32>()
-                .map_err(|e| LlamaError::Readback(format!("{e:?}")))?;
-            let mut next = vec![0u32; b];
-            let mut next_valid = vec![false; b];
-            for r in 0..b {
-                if done[r] {
-                    continue;
-                }
-                let row = &host[r * vocab..(r + 1) * vocab];
-                let tok = pick(row, opts, &mut rngs[r]);
-                if opts.logprobs {
-                    out[r].logprobs.push(row[tok] - logsumexp(row));
-                }
-                out[r].tokens.push(tok as u32);
-                next[r] = tok as u32;
-                next_valid[r] = true;
-                if opts.stop_tokens.contains(&(tok as u32)) {
-                    done[r] = true;
-                    out[r].stop = StopReason::StopToken;
-                }
-            }
-            if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
-                break;
-            }
-            let ids: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
-            let valid: Vec<Vec<bool>> = next_valid.iter().map(|&v| vec![v]).collect();
-            logits = self.forward_cached(&ids, &valid, &mut cache, LogitsMode::Last)?;
-        }
-        Ok(out)
+                .map_err(|e| LlamaError::Readback(format!("{e:?}")))
+        })
     }
+}
+
+/// The generation loop shared by every backend: `step(ids, valid)` runs one left-padded chunk
+/// through the model (appending to its cache) and returns the last position's logits,
+/// `[batch * vocab]` on the host.
+pub fn generate_loop(
+    prompts: &[Vec<u32>],
+    seeds: &[u64],
+    opts: &GenerateOptions,
+    vocab: usize,
+    mut step: impl FnMut(&[Vec<u32>], &[Vec<bool>]) -> Result<Vec<f32>, LlamaError>,
+) -> Result<Vec<Generated>, LlamaError> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    if seeds.len() != b {
+        return Err(LlamaError::Input(format!(
+            "{} seeds for {b} prompts",
+            seeds.len()
+        )));
+    }
+    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
+        return Err(LlamaError::Input(format!(
+            "temperature {} must be finite and >= 0",
+            opts.temperature
+        )));
+    }
+    if !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
+        return Err(LlamaError::Input(format!(
+            "top_p {} must be in (0, 1]",
+            opts.top_p
+        )));
+    }
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(LlamaError::Input("empty prompt".into()));
+    }
+    let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out: Vec<Generated> = (0..b)
+        .map(|_| Generated {
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            stop: StopReason::MaxTokens,
+        })
+        .collect();
+    if opts.max_new_tokens == 0 {
+        return Ok(out);
+    }
+    let mut ids = Vec::with_capacity(b);
+    let mut valid = Vec::with_capacity(b);
+    for p in prompts {
+        let pad = max_len - p.len();
+        let mut row = vec![0u32; pad];
+        row.extend_from_slice(p);
+        let mut v = vec![false; pad];
+        v.extend(std::iter::repeat_n(true, p.len()));
+        ids.push(row);
+        valid.push(v);
+    }
+    let mut rngs: Vec<SplitMix64> = seeds.iter().map(|&s| SplitMix64::new(s)).collect();
+    let mut done = vec![false; b];
+    let mut host = step(&ids, &valid)?;
+    for n in 0..opts.max_new_tokens {
+        if host.len() != b * vocab {
+            return Err(LlamaError::Readback(format!(
+                "{} logits for {b} rows of {vocab}",
+                host.len()
+            )));
+        }
+        let mut next = vec![0u32; b];
+        let mut next_valid = vec![false; b];
+        for r in 0..b {
+            if done[r] {
+                continue;
+            }
+            let row = &host[r * vocab..(r + 1) * vocab];
+            let tok = pick(row, opts, &mut rngs[r]);
+            if opts.logprobs {
+                out[r].logprobs.push(row[tok] - logsumexp(row));
+            }
+            out[r].tokens.push(tok as u32);
+            next[r] = tok as u32;
+            next_valid[r] = true;
+            if opts.stop_tokens.contains(&(tok as u32)) {
+                done[r] = true;
+                out[r].stop = StopReason::StopToken;
+            }
+        }
+        if done.iter().all(|&d| d) || n + 1 == opts.max_new_tokens {
+            break;
+        }
+        let ids: Vec<Vec<u32>> = next.iter().map(|&t| vec![t]).collect();
+        let valid: Vec<Vec<bool>> = next_valid.iter().map(|&v| vec![v]).collect();
+        host = step(&ids, &valid)?;
+    }
+    Ok(out)
 }
 
 /// Log of the sum of exponentials, stable.

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod host;
 pub mod load;
 pub mod model;
 pub mod rng;
@@ -15,6 +16,7 @@ pub mod rng;
 pub use config::{LlamaConfig, MetadataLookup, RopeLayout};
 pub use error::LlamaError;
 pub use generate::{GenerateOptions, Generated, StopReason};
+pub use host::{HostCache, HostLlama};
 pub use load::{TensorLookup, WeightNaming};
 pub use model::{KvCache, LlamaModel, LogitsMode};
 
