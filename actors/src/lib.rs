@@ -3,3 +3,4 @@
 pub mod chatlm;
 pub mod formats;
 pub mod lm;
+pub mod llama;
