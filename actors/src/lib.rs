@@ -1,1 +1,3 @@
 //! Role implementations: Burn models, tokenizers, loaders, learners, scripted and remote actors.
+
+pub mod intent;
