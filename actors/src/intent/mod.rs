@@ -4,9 +4,11 @@
 //! model-independent evaluation. Pure Rust; the Burn policies plug in through token sequences.
 
 pub mod eval;
+pub mod game;
 pub mod lang;
 pub mod metrics;
 pub mod oracle;
+pub mod player;
 pub mod rng;
 pub mod seeds;
 pub mod warm;
