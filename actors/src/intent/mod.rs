@@ -9,6 +9,7 @@ pub mod lang;
 pub mod metrics;
 pub mod oracle;
 pub mod player;
+pub mod roles;
 pub mod rng;
 pub mod seeds;
 pub mod warm;

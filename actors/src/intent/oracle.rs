@@ -263,10 +263,33 @@ impl Oracle {
 
     /// Pointwise score with noise (a noisy score is uniform over {0, 0.5, 1}).
     pub fn score(&self, side: Side, reference: &[Token], response: &[Token], salt: u64) -> f32 {
-        let side_key = side as u64;
-        match self.noise(KIND_SCORE + 16 * side_key, salt, &[reference, response]) {
+        self.score_goal(self.goal(side, reference), reference, response, salt)
+    }
+
+    /// Pointwise score under an explicit goal (the category given by the caller, e.g. the seed's),
+    /// helpfulness still judged against `reference`'s topic; with noise.
+    pub fn score_goal(&self, goal: Goal, reference: &[Token], response: &[Token], salt: u64) -> f32 {
+        let key = KIND_SCORE + 16 * goal.side as u64 + 64 * goal.category as u64;
+        match self.noise(key, salt, &[reference, response]) {
             Some(bits) => [0.0, 0.5, 1.0][(bits % 3) as usize],
-            None => self.score_exact(side, reference, response),
+            None => exact_score(goal, self.outcome(reference, response)),
+        }
+    }
+
+    /// Pairwise preference under an explicit goal, with noise.
+    pub fn compare_goal(&self, goal: Goal, reference: &[Token], a: &[Token], b: &[Token], salt: u64) -> Preference {
+        let key = KIND_COMPARE + 16 * goal.side as u64 + 64 * goal.category as u64;
+        if let Some(bits) = self.noise(key, salt, &[reference, a, b]) {
+            return if bits & 1 == 0 { Preference::A } else { Preference::B };
+        }
+        let sa = exact_score(goal, self.outcome(reference, a));
+        let sb = exact_score(goal, self.outcome(reference, b));
+        if sa > sb {
+            Preference::A
+        } else if sb > sa {
+            Preference::B
+        } else {
+            Preference::Tie
         }
     }
 

@@ -263,3 +263,19 @@ fn sample_examples(
     }
     out
 }
+
+/// [`rewrite_intent`] from a seed's tokens: the seed is read back into an intent (its topic, first
+/// surface word, context words and opener); a seed without a topic or surface word is returned as is.
+pub fn rewrite_tokens(lang: &Language, seed: &[Token], style: &RewriteStyle, rng: &mut SplitMix64) -> Vec<Token> {
+    let Some(topic) = lang.topic_of(seed) else { return seed.to_vec() };
+    let Some(pos) = seed.iter().position(|&t| matches!(lang.class(t), WordClass::Surface(_) | WordClass::Ambiguous { .. }))
+    else {
+        return seed.to_vec();
+    };
+    let context: Vec<Token> = seed.iter().copied().filter(|&t| lang.class(t) == WordClass::Context(topic)).collect();
+    let prefix = &seed[..pos];
+    let opener = lang.openers().iter().position(|o| o.as_slice() == prefix).unwrap_or(0);
+    let intent = Intent { id: 0, topic, surface: seed[pos], context, opener };
+    let out = rewrite_intent(lang, &intent, style, rng);
+    if lang.topic_of(&out) == Some(topic) { out } else { seed.to_vec() }
+}
