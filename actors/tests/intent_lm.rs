@@ -89,6 +89,11 @@ fn intent_experiment() {
             let t = Instant::now();
             let mut acfg = small_cfg(warm);
             let mut dcfg = small_cfg(warm);
+            for c in [&mut acfg, &mut dcfg] {
+                c.warm_start.batch_size = env("INTENT_WARM_BATCH", 64);
+                c.warm_start.lr = env("INTENT_WARM_LR", 3e-3);
+                c.learner.optim.lr = env("INTENT_LR", 1e-3);
+            }
             let mut gcfg = GameConfig { rounds, seed: s, ..GameConfig::default() };
             match mode {
                 "sequential" => gcfg.schedule = Schedule::Sequential,

@@ -126,3 +126,15 @@ pub fn split_intents(lang: &Language, held_out_frac: f64, seed: u64) -> SeedSpli
     let (held_out, train): (Vec<Intent>, Vec<Intent>) = all.into_iter().partition(|i| held[i.id]);
     SeedSplit { train, held_out }
 }
+
+/// Intents as AdvGame JSONL (`{"prompt": ..., "category": "harmful"|"benign"}` per line), the format the
+/// engine's `[data]` reader takes.
+pub fn seeds_jsonl(lang: &Language, intents: &[Intent]) -> String {
+    let mut s = String::new();
+    for i in intents {
+        let rec = serde_json::json!({ "prompt": i.text(lang), "category": i.category(lang).as_str() });
+        s.push_str(&rec.to_string());
+        s.push('\n');
+    }
+    s
+}
