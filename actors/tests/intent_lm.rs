@@ -20,8 +20,8 @@ fn warm_start_gives_the_pretrained_behaviour() {
     let lang = Language::builtin();
     let split = split_intents(&lang, 0.25, 1);
     let t = Instant::now();
-    let def = IntentPlayer::new(&lang, PlayerRole::Defender, small_cfg(200), &split.train, 1).unwrap();
-    let att = IntentPlayer::new(&lang, PlayerRole::Attacker, small_cfg(200), &split.train, 2).unwrap();
+    let def = IntentPlayer::new(&lang, PlayerRole::Defender, small_cfg(250), &split.train, 1).unwrap();
+    let att = IntentPlayer::new(&lang, PlayerRole::Attacker, small_cfg(250), &split.train, 2).unwrap();
     eprintln!("warm start of both players: {:?}", t.elapsed());
     let first = def.warm_losses.first().copied().unwrap();
     let last = def.warm_losses.last().copied().unwrap();
@@ -90,8 +90,8 @@ fn intent_experiment() {
             let mut acfg = small_cfg(warm);
             let mut dcfg = small_cfg(warm);
             for c in [&mut acfg, &mut dcfg] {
-                c.warm_start.batch_size = env("INTENT_WARM_BATCH", 64);
-                c.warm_start.lr = env("INTENT_WARM_LR", 3e-3);
+                c.warm_start.batch_size = env("INTENT_WARM_BATCH", 32);
+                c.warm_start.lr = env("INTENT_WARM_LR", 5e-3);
                 c.learner.optim.lr = env("INTENT_LR", 1e-3);
             }
             let mut gcfg = GameConfig { rounds, seed: s, ..GameConfig::default() };

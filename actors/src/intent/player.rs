@@ -76,31 +76,31 @@ impl Default for ModelSize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmStartConfig {
-    /// Optimizer steps (default 300).
+    /// Optimizer steps (default 250).
     #[serde(default = "d_warm_steps")]
     pub steps: u64,
-    /// Examples per step (default 64).
+    /// Examples per step (default 32).
     #[serde(default = "d_warm_batch")]
     pub batch_size: usize,
     /// Size of the generated warm data set (default 4096).
     #[serde(default = "d_warm_examples")]
     pub examples: usize,
-    /// Peak learning rate (default 3e-3, cosine to a tenth).
+    /// Peak learning rate (default 5e-3, cosine to a tenth).
     #[serde(default = "d_warm_lr")]
     pub lr: f64,
 }
 
 fn d_warm_steps() -> u64 {
-    300
+    250
 }
 fn d_warm_batch() -> usize {
-    64
+    32
 }
 fn d_warm_examples() -> usize {
     4096
 }
 fn d_warm_lr() -> f64 {
-    3e-3
+    5e-3
 }
 
 impl Default for WarmStartConfig {

@@ -403,7 +403,7 @@ impl Judge for OracleJudge {
 const LM_PARAMS: &[ParamDoc] = &[
     ParamDoc { name: "backend", ty: "string", default: Some("\"flex\""), about: "flex (CPU), wgpu or cuda (cargo features)" },
     ParamDoc { name: "model", ty: "table", default: Some("{ d_model = 64, n_layers = 2, n_heads = 4, d_ff = 128, max_len = 32 }"), about: "transformer sizes" },
-    ParamDoc { name: "warm_start", ty: "table", default: Some("{ steps = 300, batch_size = 64, examples = 4096, lr = 3e-3 }"), about: "supervised warm start on the built-in warm data" },
+    ParamDoc { name: "warm_start", ty: "table", default: Some("{ steps = 250, batch_size = 32, examples = 4096, lr = 5e-3 }"), about: "supervised warm start on the built-in warm data" },
     ParamDoc { name: "temperature", ty: "float", default: Some("1.0"), about: "sampling temperature in the game" },
     ParamDoc { name: "top_p", ty: "float", default: Some("1.0"), about: "nucleus sampling" },
     ParamDoc { name: "max_new_tokens", ty: "integer", default: Some("14 (attacker) / 3 (defender)"), about: "generation length cap" },

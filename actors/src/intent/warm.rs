@@ -136,12 +136,12 @@ impl RewriteStyle {
     /// framing and some dilutions (and learns the rule's weaknesses along with its strengths).
     pub fn defender_curriculum() -> RewriteStyle {
         RewriteStyle {
-            p_frame: 0.5,
-            p_second_frame: 0.15,
+            p_frame: 0.6,
+            p_second_frame: 0.1,
             p_synonym: 0.5,
             p_new_opener: 0.5,
             p_filler: 0.2,
-            p_dilute: 0.25,
+            p_dilute: 0.2,
         }
     }
 }
