@@ -151,3 +151,42 @@ fn intent_scenarios_validate() {
     }
     assert_eq!(n, 4);
 }
+
+#[test]
+fn intent_lm_policy_generates_learns_and_resumes() {
+    use sparring_engine::roles::Group;
+    let reg = registry();
+    for (algo, role) in [("dpo", Role::Attacker), ("grpo", Role::Defender)] {
+        let t: toml::Table = toml::from_str(&format!(
+            "warm_start = {{ steps = 3, batch_size = 4, examples = 64 }}\nlearner = {{ algorithm = \"{algo}\" }}"
+        ))
+        .unwrap();
+        let mut p = reg.build_policy("intent-lm", &t, &ctx(role)).unwrap();
+        let input = if role == Role::Attacker { "how to kill person" } else { "fiction how to kill person" };
+        let req = GenRequest { key: "r1/k".into(), role, seed: seed("how to kill person", ECat::Harmful), input: input.into(), n: 4, rng_seed: 11 };
+        let g1 = p.generate(std::slice::from_ref(&req)).unwrap();
+        assert_eq!(g1[0].len(), 4);
+        assert_eq!(p.generate(std::slice::from_ref(&req)).unwrap(), g1, "{algo}: seeded by rng_seed");
+        let outputs: Vec<String> = g1[0].iter().map(|g| g.text.clone()).collect();
+        let group = Group {
+            key: "r1/k".into(),
+            seed: req.seed.clone(),
+            input: input.into(),
+            outputs,
+            rewards: vec![Some(1.0), Some(0.0), Some(-1.0), None],
+        };
+        let rep = p.learn(std::slice::from_ref(&group)).unwrap();
+        assert_eq!(rep.steps, 1, "{algo}");
+        assert_eq!(p.version(), 1);
+        let state = p.save().unwrap();
+        let after = p.generate(std::slice::from_ref(&req)).unwrap();
+        let mut q = reg.build_policy("intent-lm", &t, &ctx(role)).unwrap();
+        q.load(&state).unwrap();
+        assert_eq!(q.version(), 1);
+        assert_eq!(q.generate(std::slice::from_ref(&req)).unwrap(), after, "{algo}: resumed state generates the same");
+        // a second learning step from the restored state equals one from the original
+        let r1 = p.learn(std::slice::from_ref(&group)).unwrap();
+        let r2 = q.learn(std::slice::from_ref(&group)).unwrap();
+        assert_eq!(r1.loss, r2.loss);
+    }
+}
