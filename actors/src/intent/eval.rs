@@ -154,11 +154,11 @@ pub fn evaluate_attacker<E>(
     for (i, intent) in harmful.iter().enumerate() {
         eval.asr.total += 1;
         eval.faithful.total += 1;
-        if let Some(Some(r)) = rewrites.get(i) {
-            if lang.topic_of(r) == Some(intent.topic) {
-                eval.faithful.hits += 1;
-                faithful_prompts.push(r.clone());
-            }
+        if let Some(Some(r)) = rewrites.get(i)
+            && lang.topic_of(r) == Some(intent.topic)
+        {
+            eval.faithful.hits += 1;
+            faithful_prompts.push(r.clone());
         }
     }
     let o = outcomes(lang, &faithful_prompts, defend)?;

@@ -83,7 +83,7 @@ impl GameConfig {
             Schedule::FrozenAttacker => side == Side::Defender,
             Schedule::Sequential => {
                 let phase = (round.saturating_sub(1)) / self.phase_rounds.max(1);
-                (phase % 2 == 0) == (side == Side::Attacker)
+                phase.is_multiple_of(2) == (side == Side::Attacker)
             }
         }
     }
@@ -113,20 +113,28 @@ pub struct RoundStats {
 }
 
 fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
 }
 
 /// Group rewards: the mean of each member's pairwise score against every other valid member (`None`
 /// members are excluded and get `None`).
-fn pairwise_rewards(n: usize, valid: &[bool], mut pref: impl FnMut(usize, usize) -> Preference) -> Vec<Option<f64>> {
+fn pairwise_rewards(
+    n: usize,
+    valid: &[bool],
+    mut pref: impl FnMut(usize, usize) -> Preference,
+) -> Vec<Option<f64>> {
     let mut out = vec![None; n];
     for i in 0..n {
         if !valid[i] {
             continue;
         }
         let mut s = Vec::new();
-        for j in 0..n {
-            if j != i && valid[j] {
+        for (j, &vj) in valid.iter().enumerate().take(n) {
+            if j != i && vj {
                 s.push(pref(i, j).score_a() as f64);
             }
         }
@@ -190,7 +198,13 @@ impl IntentGame<'_> {
             .map(|(i, (g, r))| {
                 let seed_toks = &inputs[i].1;
                 let prompt = r.filter(|p| self.oracle.faithful(seed_toks, p, round as u64));
-                Rewrite { tokens: g.tokens, gen_logprobs: g.logprobs, prompt, responses: Vec::new(), defender_rewards: Vec::new() }
+                Rewrite {
+                    tokens: g.tokens,
+                    gen_logprobs: g.logprobs,
+                    prompt,
+                    responses: Vec::new(),
+                    defender_rewards: Vec::new(),
+                }
             })
             .collect();
         // defender rollouts
@@ -207,13 +221,20 @@ impl IntentGame<'_> {
             }
         }
         let responses = defender.defend(lang, &prompts, &rs, false)?;
-        tokens_out += responses.iter().map(|(g, _)| g.tokens.len() as u64).sum::<u64>();
+        tokens_out += responses
+            .iter()
+            .map(|(g, _)| g.tokens.len() as u64)
+            .sum::<u64>();
         for ((g, resp), &i) in responses.into_iter().zip(&owners) {
             rewrites[i].responses.push((g.tokens, g.logprobs, resp));
         }
         // defender rewards (judged against the rewrite)
         let salt = round as u64;
-        let mut stats = RoundStats { round, generated_tokens: tokens_out, ..RoundStats::default() };
+        let mut stats = RoundStats {
+            round,
+            generated_tokens: tokens_out,
+            ..RoundStats::default()
+        };
         let (mut harm, mut ben) = (Rate::default(), Rate::default());
         let mut def_rewards_all = Vec::new();
         for r in rewrites.iter_mut() {
@@ -222,10 +243,19 @@ impl IntentGame<'_> {
             let valid = vec![true; n];
             r.defender_rewards = if cfg.pairwise {
                 pairwise_rewards(n, &valid, |i, j| {
-                    self.oracle.compare(Side::Defender, p, &r.responses[i].0, &r.responses[j].0, salt)
+                    self.oracle.compare(
+                        Side::Defender,
+                        p,
+                        &r.responses[i].0,
+                        &r.responses[j].0,
+                        salt,
+                    )
                 })
             } else {
-                r.responses.iter().map(|x| Some(self.oracle.score(Side::Defender, p, &x.0, salt) as f64)).collect()
+                r.responses
+                    .iter()
+                    .map(|x| Some(self.oracle.score(Side::Defender, p, &x.0, salt) as f64))
+                    .collect()
             };
             def_rewards_all.extend(r.defender_rewards.iter().flatten().copied());
             let topic = lang.topic_of(p);
@@ -257,8 +287,18 @@ impl IntentGame<'_> {
                     let k = if cfg.optimistic {
                         (0..r.responses.len())
                             .max_by(|&x, &y| {
-                                let rx = r.defender_rewards.get(x).copied().flatten().unwrap_or(f64::MIN);
-                                let ry = r.defender_rewards.get(y).copied().flatten().unwrap_or(f64::MIN);
+                                let rx = r
+                                    .defender_rewards
+                                    .get(x)
+                                    .copied()
+                                    .flatten()
+                                    .unwrap_or(f64::MIN);
+                                let ry = r
+                                    .defender_rewards
+                                    .get(y)
+                                    .copied()
+                                    .flatten()
+                                    .unwrap_or(f64::MIN);
                                 // the defender's best response (ties: the first), as the engine does
                                 rx.total_cmp(&ry).then(y.cmp(&x))
                             })
@@ -272,20 +312,29 @@ impl IntentGame<'_> {
             let valid: Vec<bool> = reps.iter().map(Option::is_some).collect();
             let judged = if cfg.pairwise {
                 pairwise_rewards(a, &valid, |i, j| match (&reps[i], &reps[j]) {
-                    (Some(x), Some(y)) => self.oracle.compare(Side::Attacker, &seed_toks, x, y, salt),
+                    (Some(x), Some(y)) => {
+                        self.oracle.compare(Side::Attacker, &seed_toks, x, y, salt)
+                    }
                     _ => Preference::Tie,
                 })
             } else {
                 reps.iter()
-                    .map(|r| r.as_ref().map(|x| self.oracle.score(Side::Attacker, &seed_toks, x, salt) as f64))
+                    .map(|r| {
+                        r.as_ref()
+                            .map(|x| self.oracle.score(Side::Attacker, &seed_toks, x, salt) as f64)
+                    })
                     .collect()
             };
-            let rewards: Vec<Option<f64>> =
-                judged.iter().zip(&valid).map(|(j, v)| if *v { *j } else { Some(cfg.error_reward) }).collect();
+            let rewards: Vec<Option<f64>> = judged
+                .iter()
+                .zip(&valid)
+                .map(|(j, v)| if *v { *j } else { Some(cfg.error_reward) })
+                .collect();
             att_rewards_all.extend(rewards.iter().flatten().copied());
             att_groups.push((si, idx, rewards));
         }
-        stats.faithful = rewrites.iter().filter(|r| r.prompt.is_some()).count() as f64 / rewrites.len().max(1) as f64;
+        stats.faithful = rewrites.iter().filter(|r| r.prompt.is_some()).count() as f64
+            / rewrites.len().max(1) as f64;
         stats.asr = harm.value();
         stats.benign_helpful = ben.value();
         stats.attacker_reward = mean(&att_rewards_all);
@@ -318,7 +367,10 @@ impl IntentGame<'_> {
                             let s = seeds[*si];
                             PreferenceGroup {
                                 prompt: attacker_context(lang, s.category(lang), &s.tokens(lang)),
-                                responses: idx.iter().map(|&i| rewrites[i].tokens.clone()).collect(),
+                                responses: idx
+                                    .iter()
+                                    .map(|&i| rewrites[i].tokens.clone())
+                                    .collect(),
                                 rewards: rewards.iter().map(|r| r.map(|x| x as f32)).collect(),
                             }
                         })
@@ -340,7 +392,12 @@ impl IntentGame<'_> {
                                 prompt: ctx.clone(),
                                 response: x.0.clone(),
                                 gen_logprobs: x.1.clone(),
-                                reward: r.defender_rewards.get(k).copied().flatten().map(|v| v as f32),
+                                reward: r
+                                    .defender_rewards
+                                    .get(k)
+                                    .copied()
+                                    .flatten()
+                                    .map(|v| v as f32),
                                 error: false,
                             });
                         }
@@ -353,7 +410,11 @@ impl IntentGame<'_> {
                         .map(|r| PreferenceGroup {
                             prompt: defender_context(lang, r.prompt.as_deref().unwrap_or(&[])),
                             responses: r.responses.iter().map(|x| x.0.clone()).collect(),
-                            rewards: r.defender_rewards.iter().map(|v| v.map(|x| x as f32)).collect(),
+                            rewards: r
+                                .defender_rewards
+                                .iter()
+                                .map(|v| v.map(|x| x as f32))
+                                .collect(),
                         })
                         .collect();
                     defender.learn_pairs(&groups)?
@@ -399,10 +460,18 @@ pub struct Evaluation {
 }
 
 /// Evaluates a defender on held-out seeds with greedy decoding.
-pub fn evaluate_defender_player(lang: &Language, held_out: &[Intent], defender: &IntentPlayer) -> Result<DefenderEval, LmError> {
+pub fn evaluate_defender_player(
+    lang: &Language,
+    held_out: &[Intent],
+    defender: &IntentPlayer,
+) -> Result<DefenderEval, LmError> {
     let mut defend = |ps: &[Vec<Token>]| -> Result<Vec<Response>, LmError> {
         let seeds: Vec<u64> = (0..ps.len() as u64).collect();
-        Ok(defender.defend(lang, ps, &seeds, true)?.into_iter().map(|x| x.1).collect())
+        Ok(defender
+            .defend(lang, ps, &seeds, true)?
+            .into_iter()
+            .map(|x| x.1)
+            .collect())
     };
     evaluate_defender(lang, held_out, &mut defend)
 }
@@ -420,13 +489,24 @@ pub fn evaluate_attacker_player(
     let mut total = AttackEval::default();
     for k in 0..samples.max(1) {
         let mut attack = |ss: &[Vec<Token>]| -> Result<Vec<Option<Vec<Token>>>, LmError> {
-            let inputs: Vec<(Category, Vec<Token>)> = ss.iter().map(|s| (Category::Harmful, s.clone())).collect();
-            let rs: Vec<u64> = (0..ss.len() as u64).map(|i| hash_words(seed, &[k as u64, i])).collect();
-            Ok(attacker.attack(lang, &inputs, &rs, false)?.into_iter().map(|x| x.1).collect())
+            let inputs: Vec<(Category, Vec<Token>)> =
+                ss.iter().map(|s| (Category::Harmful, s.clone())).collect();
+            let rs: Vec<u64> = (0..ss.len() as u64)
+                .map(|i| hash_words(seed, &[k as u64, i]))
+                .collect();
+            Ok(attacker
+                .attack(lang, &inputs, &rs, false)?
+                .into_iter()
+                .map(|x| x.1)
+                .collect())
         };
         let mut defend = |ps: &[Vec<Token>]| -> Result<Vec<Response>, LmError> {
             let seeds: Vec<u64> = (0..ps.len() as u64).collect();
-            Ok(defender.defend(lang, ps, &seeds, true)?.into_iter().map(|x| x.1).collect())
+            Ok(defender
+                .defend(lang, ps, &seeds, true)?
+                .into_iter()
+                .map(|x| x.1)
+                .collect())
         };
         let e = evaluate_attacker(lang, harmful, &mut attack, &mut defend)?;
         total.asr = total.asr.merge(e.asr);
@@ -452,17 +532,33 @@ pub fn adaptive_asr(
     samples: usize,
 ) -> Result<AttackEval, LmError> {
     let mut br = attacker_init.fork(PlayerRole::Attacker, attacker_cfg, game.seed ^ 0xB357)?;
-    let harmful_train: Vec<Intent> = train.iter().filter(|i| i.category(lang) == Category::Harmful).cloned().collect();
+    let harmful_train: Vec<Intent> = train
+        .iter()
+        .filter(|i| i.category(lang) == Category::Harmful)
+        .cloned()
+        .collect();
     let g = IntentGame {
         lang,
         oracle,
         train: &harmful_train,
-        cfg: GameConfig { rounds: k_rounds, schedule: Schedule::FrozenDefender, seed: game.seed ^ 0xB357, ..game.clone() },
+        cfg: GameConfig {
+            rounds: k_rounds,
+            schedule: Schedule::FrozenDefender,
+            seed: game.seed ^ 0xB357,
+            ..game.clone()
+        },
     };
     // the defender is frozen: play with a throwaway handle that never learns
     let mut frozen = defender.fork(PlayerRole::Defender, defender.config().clone(), 0)?;
     for round in 1..=k_rounds {
         g.round(round, &mut br, &mut frozen, true, false)?;
     }
-    evaluate_attacker_player(lang, held_out_harmful, &br, defender, samples, game.seed ^ 0xE7A1)
+    evaluate_attacker_player(
+        lang,
+        held_out_harmful,
+        &br,
+        defender,
+        samples,
+        game.seed ^ 0xE7A1,
+    )
 }

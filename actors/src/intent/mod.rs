@@ -9,8 +9,8 @@ pub mod lang;
 pub mod metrics;
 pub mod oracle;
 pub mod player;
-pub mod roles;
 pub mod rng;
+pub mod roles;
 pub mod seeds;
 pub mod warm;
 

@@ -268,7 +268,13 @@ impl Oracle {
 
     /// Pointwise score under an explicit goal (the category given by the caller, e.g. the seed's),
     /// helpfulness still judged against `reference`'s topic; with noise.
-    pub fn score_goal(&self, goal: Goal, reference: &[Token], response: &[Token], salt: u64) -> f32 {
+    pub fn score_goal(
+        &self,
+        goal: Goal,
+        reference: &[Token],
+        response: &[Token],
+        salt: u64,
+    ) -> f32 {
         let key = KIND_SCORE + 16 * goal.side as u64 + 64 * goal.category as u64;
         match self.noise(key, salt, &[reference, response]) {
             Some(bits) => [0.0, 0.5, 1.0][(bits % 3) as usize],
@@ -277,10 +283,21 @@ impl Oracle {
     }
 
     /// Pairwise preference under an explicit goal, with noise.
-    pub fn compare_goal(&self, goal: Goal, reference: &[Token], a: &[Token], b: &[Token], salt: u64) -> Preference {
+    pub fn compare_goal(
+        &self,
+        goal: Goal,
+        reference: &[Token],
+        a: &[Token],
+        b: &[Token],
+        salt: u64,
+    ) -> Preference {
         let key = KIND_COMPARE + 16 * goal.side as u64 + 64 * goal.category as u64;
         if let Some(bits) = self.noise(key, salt, &[reference, a, b]) {
-            return if bits & 1 == 0 { Preference::A } else { Preference::B };
+            return if bits & 1 == 0 {
+                Preference::A
+            } else {
+                Preference::B
+            };
         }
         let sa = exact_score(goal, self.outcome(reference, a));
         let sb = exact_score(goal, self.outcome(reference, b));

@@ -8,16 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::lm::batch::to_vec_f32;
 use crate::lm::{
-    Algorithm, BackendKind, Checkpoint, GenRequest, Generation, GrpoSample, Learner, LearnerConfig, LmError,
-    OptimConfig, PreferenceGroup, SamplingConfig, StepReport, TransformerConfig, TransformerLm, generate,
-    response_token_logprobs,
+    Algorithm, BackendKind, Checkpoint, GenRequest, Generation, GrpoSample, Learner, LearnerConfig,
+    LmError, OptimConfig, PreferenceGroup, SamplingConfig, StepReport, TransformerConfig,
+    TransformerLm, generate, response_token_logprobs,
 };
 
 use super::lang::{Category, EOS, Language, PAD, Token};
 use super::oracle::Response;
 use super::rng::SplitMix64;
 use super::seeds::Intent;
-use super::warm::{Example, attacker_context, defender_context, parse_rewrite, warm_attacker_data, warm_defender_data};
+use super::warm::{
+    Example, attacker_context, defender_context, parse_rewrite, warm_attacker_data,
+    warm_defender_data,
+};
 
 /// Which player.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,7 +71,13 @@ fn d_max_len() -> usize {
 
 impl Default for ModelSize {
     fn default() -> Self {
-        ModelSize { d_model: d_model(), n_layers: d_layers(), n_heads: d_heads(), d_ff: d_ff(), max_len: d_max_len() }
+        ModelSize {
+            d_model: d_model(),
+            n_layers: d_layers(),
+            n_heads: d_heads(),
+            d_ff: d_ff(),
+            max_len: d_max_len(),
+        }
     }
 }
 
@@ -105,7 +114,12 @@ fn d_warm_lr() -> f64 {
 
 impl Default for WarmStartConfig {
     fn default() -> Self {
-        WarmStartConfig { steps: d_warm_steps(), batch_size: d_warm_batch(), examples: d_warm_examples(), lr: d_warm_lr() }
+        WarmStartConfig {
+            steps: d_warm_steps(),
+            batch_size: d_warm_batch(),
+            examples: d_warm_examples(),
+            lr: d_warm_lr(),
+        }
     }
 }
 
@@ -151,7 +165,12 @@ pub fn d_learner() -> LearnerConfig {
         ema_decay: 0.95,
         is_clip: 2.0,
         pad_token: PAD,
-        optim: OptimConfig { lr: 1e-3, min_lr: 1e-4, total_steps: 1000, ..OptimConfig::default() },
+        optim: OptimConfig {
+            lr: 1e-3,
+            min_lr: 1e-4,
+            total_steps: 1000,
+            ..OptimConfig::default()
+        },
     }
 }
 
@@ -213,12 +232,20 @@ pub fn supervised_train(
         let (logp, mask) = response_token_logprobs(&model, &pairs, PAD)?;
         let loss = -(logp.sum() / mask.sum().clamp_min(1.0));
         let grads = loss.backward();
-        losses.push(to_vec_f32(loss.detach())?.first().copied().unwrap_or(f32::NAN));
+        losses.push(
+            to_vec_f32(loss.detach())?
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN),
+        );
         let (m, _) = optim.step(model, &grads)?;
         model = m;
     }
     Ok((model.valid(), losses))
 }
+
+/// A sampled attacker generation and its parsed rewrite (`None`: unparseable).
+pub type Attack = (Generation, Option<Vec<Token>>);
 
 /// One player: its language, role, sampling settings and learner.
 #[derive(Debug)]
@@ -243,16 +270,32 @@ impl IntentPlayer {
         let device = crate::lm::device(cfg.backend)?;
         let model = Self::init_model(lang, &cfg, seed, &device)?;
         let data = match role {
-            PlayerRole::Attacker => warm_attacker_data(lang, train, cfg.warm_start.examples, seed ^ 0xA77A),
-            PlayerRole::Defender => warm_defender_data(lang, train, cfg.warm_start.examples, seed ^ 0xDEFE),
+            PlayerRole::Attacker => {
+                warm_attacker_data(lang, train, cfg.warm_start.examples, seed ^ 0xA77A)
+            }
+            PlayerRole::Defender => {
+                warm_defender_data(lang, train, cfg.warm_start.examples, seed ^ 0xDEFE)
+            }
         };
         let (model, warm_losses) = supervised_train(model, &data, &cfg.warm_start, seed ^ 0x5F7)?;
         Self::from_model(role, cfg, model, warm_losses, seed)
     }
 
-    fn init_model(lang: &Language, cfg: &PlayerConfig, seed: u64, device: &Device) -> Result<TransformerLm, LmError> {
+    fn init_model(
+        lang: &Language,
+        cfg: &PlayerConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<TransformerLm, LmError> {
         let m = &cfg.model;
-        let mut tc = TransformerConfig::new(lang.vocab_size(), m.d_model, m.n_layers, m.n_heads, m.d_ff, m.max_len);
+        let mut tc = TransformerConfig::new(
+            lang.vocab_size(),
+            m.d_model,
+            m.n_layers,
+            m.n_heads,
+            m.d_ff,
+            m.max_len,
+        );
         tc.init_std = 0.05;
         tc.init(seed, device)
     }
@@ -267,7 +310,13 @@ impl IntentPlayer {
     ) -> Result<IntentPlayer, LmError> {
         cfg.learner.pad_token = PAD;
         let learner = Learner::new(model, cfg.learner.clone(), seed ^ 0x1EA7)?;
-        Ok(IntentPlayer { role, cfg, learner, warm_losses, version: 0 })
+        Ok(IntentPlayer {
+            role,
+            cfg,
+            learner,
+            warm_losses,
+            version: 0,
+        })
     }
 
     /// The model that generates (EMA copy for DPO/IPO, the policy for GRPO).
@@ -299,7 +348,12 @@ impl IntentPlayer {
 
     /// Samples one continuation per context (`greedy` ignores the temperature); `seeds` gives each
     /// row's sampling seed.
-    pub fn sample(&self, contexts: &[Vec<Token>], seeds: &[u64], greedy: bool) -> Result<Vec<Generation>, LmError> {
+    pub fn sample(
+        &self,
+        contexts: &[Vec<Token>],
+        seeds: &[u64],
+        greedy: bool,
+    ) -> Result<Vec<Generation>, LmError> {
         if contexts.is_empty() {
             return Ok(Vec::new());
         }
@@ -313,7 +367,10 @@ impl IntentPlayer {
         let reqs: Vec<GenRequest> = contexts
             .iter()
             .enumerate()
-            .map(|(i, c)| GenRequest { prompt: c.clone(), seed: seeds.get(i).copied().unwrap_or(i as u64) })
+            .map(|(i, c)| GenRequest {
+                prompt: c.clone(),
+                seed: seeds.get(i).copied().unwrap_or(i as u64),
+            })
             .collect();
         let model = self.learner.generator();
         generate(&model, &reqs, &cfg)
@@ -327,8 +384,11 @@ impl IntentPlayer {
         seeds: &[(Category, Vec<Token>)],
         rng_seeds: &[u64],
         greedy: bool,
-    ) -> Result<Vec<(Generation, Option<Vec<Token>>)>, LmError> {
-        let ctx: Vec<Vec<Token>> = seeds.iter().map(|(c, s)| attacker_context(lang, *c, s)).collect();
+    ) -> Result<Vec<Attack>, LmError> {
+        let ctx: Vec<Vec<Token>> = seeds
+            .iter()
+            .map(|(c, s)| attacker_context(lang, *c, s))
+            .collect();
         let gens = self.sample(&ctx, rng_seeds, greedy)?;
         Ok(gens
             .into_iter()
@@ -359,7 +419,10 @@ impl IntentPlayer {
     }
 
     /// A DPO/IPO step on preference groups (no-op for a GRPO learner, use [`Self::learn_grpo`]).
-    pub fn learn_pairs(&mut self, groups: &[PreferenceGroup]) -> Result<Option<StepReport>, LmError> {
+    pub fn learn_pairs(
+        &mut self,
+        groups: &[PreferenceGroup],
+    ) -> Result<Option<StepReport>, LmError> {
         let r = self.learner.preference_step(groups)?;
         if r.is_some() {
             self.version += 1;
@@ -397,7 +460,12 @@ impl IntentPlayer {
     }
 
     /// A new player of `role` with a copy of this player's generator weights and a fresh learner.
-    pub fn fork(&self, role: PlayerRole, cfg: PlayerConfig, seed: u64) -> Result<IntentPlayer, LmError> {
+    pub fn fork(
+        &self,
+        role: PlayerRole,
+        cfg: PlayerConfig,
+        seed: u64,
+    ) -> Result<IntentPlayer, LmError> {
         IntentPlayer::from_model(role, cfg, self.generator(), Vec::new(), seed)
     }
 }

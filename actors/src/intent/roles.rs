@@ -7,18 +7,25 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sparring_engine::registry::{BuildContext, KindInfo, ParamDoc, Registry};
 use sparring_engine::roles::{
-    Category as ECategory, FaithRequest, GenRequest, Generation, Goal as EGoal, Group, Judge, LabelRequest,
-    LearnReport, PairRequest, PointRequest, Policy, Role, RoleError, Verdict,
+    Category as ECategory, FaithRequest, GenRequest, Generation, Goal as EGoal, Group, Judge,
+    LabelRequest, LearnReport, PairRequest, PointRequest, Policy, Role, RoleError, Verdict,
 };
 
-use crate::lm::{Algorithm, BackendKind, GrpoSample, LearnerConfig, LmError, PreferenceGroup, response_token_logprobs};
+use crate::lm::{
+    Algorithm, BackendKind, GrpoSample, LearnerConfig, LmError, PreferenceGroup,
+    response_token_logprobs,
+};
 
 use super::lang::{Category, EOS, Language, PAD, Token};
 use super::oracle::{Goal, Oracle, OracleConfig, Response, Side};
-use super::player::{IntentPlayer, ModelSize, PlayerConfig, PlayerRole, WarmStartConfig, d_learner};
+use super::player::{
+    IntentPlayer, ModelSize, PlayerConfig, PlayerRole, WarmStartConfig, d_learner,
+};
 use super::rng::{SplitMix64, hash_words};
 use super::seeds::split_intents;
-use super::warm::{RewriteStyle, attacker_context, defender_context, parse_rewrite, warm_defender_response};
+use super::warm::{
+    RewriteStyle, attacker_context, defender_context, parse_rewrite, warm_defender_response,
+};
 
 fn lm_err(e: LmError) -> RoleError {
     RoleError::Failed(e.to_string())
@@ -32,14 +39,18 @@ fn category(c: ECategory) -> Category {
 }
 
 fn encode(lang: &Language, text: &str, what: &str) -> Result<Vec<Token>, RoleError> {
-    lang.encode(text).map_err(|e| RoleError::failed(format!("{what}: {e}")))
+    lang.encode(text)
+        .map_err(|e| RoleError::failed(format!("{what}: {e}")))
 }
 
 fn player_role(role: Role) -> Result<PlayerRole, RoleError> {
     match role {
         Role::Attacker => Ok(PlayerRole::Attacker),
         Role::Defender => Ok(PlayerRole::Defender),
-        Role::Judge => Err(RoleError::config("kind", "intent policies play attacker or defender, not judge")),
+        Role::Judge => Err(RoleError::config(
+            "kind",
+            "intent policies play attacker or defender, not judge",
+        )),
     }
 }
 
@@ -90,9 +101,13 @@ impl IntentLmParams {
     fn player_config(&self) -> Result<PlayerConfig, RoleError> {
         let backend = match &self.backend {
             None => BackendKind::Flex,
-            Some(s) => s.parse::<BackendKind>().map_err(|e| RoleError::config("backend", e.to_string()))?,
+            Some(s) => s
+                .parse::<BackendKind>()
+                .map_err(|e| RoleError::config("backend", e.to_string()))?,
         };
-        backend.require_compiled().map_err(|e| RoleError::config("backend", e.to_string()))?;
+        backend
+            .require_compiled()
+            .map_err(|e| RoleError::config("backend", e.to_string()))?;
         if !(self.held_out_fraction.is_finite() && (0.0..1.0).contains(&self.held_out_fraction)) {
             return Err(RoleError::config("held_out_fraction", "must be in [0, 1)"));
         }
@@ -102,7 +117,9 @@ impl IntentLmParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(RoleError::config("top_p", "must be in (0, 1]"));
         }
-        self.learner.validate().map_err(|e| RoleError::config("learner", e.to_string()))?;
+        self.learner
+            .validate()
+            .map_err(|e| RoleError::config("learner", e.to_string()))?;
         let cfg = PlayerConfig {
             backend,
             model: self.model.clone(),
@@ -113,11 +130,22 @@ impl IntentLmParams {
             learner: self.learner.clone(),
         };
         let m = &cfg.model;
-        if m.d_model == 0 || m.n_heads == 0 || m.d_model % m.n_heads != 0 || m.n_layers == 0 || m.d_ff == 0 {
-            return Err(RoleError::config("model", "d_model, n_layers, d_ff must be > 0 and n_heads must divide d_model"));
+        if m.d_model == 0
+            || m.n_heads == 0
+            || !m.d_model.is_multiple_of(m.n_heads)
+            || m.n_layers == 0
+            || m.d_ff == 0
+        {
+            return Err(RoleError::config(
+                "model",
+                "d_model, n_layers, d_ff must be > 0 and n_heads must divide d_model",
+            ));
         }
         if m.max_len < 24 {
-            return Err(RoleError::config("model.max_len", "must be >= 24 (context + response)"));
+            return Err(RoleError::config(
+                "model.max_len",
+                "must be >= 24 (context + response)",
+            ));
         }
         Ok(cfg)
     }
@@ -160,28 +188,45 @@ impl Policy for IntentLmPolicy {
         let mut contexts = Vec::new();
         let mut seeds = Vec::new();
         for r in reqs {
-            let c = self.context(&r.input, r.seed.category).map_err(|e| RoleError::failed(format!("{}: {e}", r.key)))?;
+            let c = self
+                .context(&r.input, r.seed.category)
+                .map_err(|e| RoleError::failed(format!("{}: {e}", r.key)))?;
             for k in 0..r.n {
                 contexts.push(c.clone());
                 seeds.push(hash_words(r.rng_seed, &[k as u64]));
             }
         }
-        let gens = self.player.sample(&contexts, &seeds, false).map_err(lm_err)?;
+        let gens = self
+            .player
+            .sample(&contexts, &seeds, false)
+            .map_err(lm_err)?;
         let mut it = gens.into_iter();
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
             let mut v = Vec::with_capacity(r.n);
             for _ in 0..r.n {
-                let Some(g) = it.next() else { return Err(RoleError::failed("sampler returned too few generations")) };
+                let Some(g) = it.next() else {
+                    return Err(RoleError::failed("sampler returned too few generations"));
+                };
                 let text = self.lang.decode(&g.tokens);
                 let parsed = match self.player.role() {
-                    PlayerRole::Attacker => parse_rewrite(&self.lang, &g.tokens).ok().map(|p| self.lang.decode(&p)),
+                    PlayerRole::Attacker => parse_rewrite(&self.lang, &g.tokens)
+                        .ok()
+                        .map(|p| self.lang.decode(&p)),
                     PlayerRole::Defender => {
-                        let end = g.tokens.iter().position(|&t| t == EOS).unwrap_or(g.tokens.len());
+                        let end = g
+                            .tokens
+                            .iter()
+                            .position(|&t| t == EOS)
+                            .unwrap_or(g.tokens.len());
                         Some(self.lang.decode(&g.tokens[..end]))
                     }
                 };
-                v.push(Generation { text, parsed, tokens: g.tokens.len() as u64 });
+                v.push(Generation {
+                    text,
+                    parsed,
+                    tokens: g.tokens.len() as u64,
+                });
             }
             out.push(v);
         }
@@ -191,7 +236,9 @@ impl Policy for IntentLmPolicy {
     fn learn(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
         let mut pgroups = Vec::new();
         for g in groups {
-            let ctx = self.context(&g.input, g.seed.category).map_err(|e| RoleError::failed(format!("{}: {e}", g.key)))?;
+            let ctx = self
+                .context(&g.input, g.seed.category)
+                .map_err(|e| RoleError::failed(format!("{}: {e}", g.key)))?;
             let mut responses = Vec::with_capacity(g.outputs.len());
             for (i, o) in g.outputs.iter().enumerate() {
                 let t = encode(&self.lang, o, &format!("{} output {i}", g.key))?;
@@ -203,7 +250,14 @@ impl Policy for IntentLmPolicy {
                 rewards: g.rewards.iter().map(|r| r.map(|x| x as f32)).collect(),
             });
         }
-        let tokens: u64 = pgroups.iter().flat_map(|g| g.responses.iter().map(|r| (r.len() + g.prompt.len()) as u64)).sum();
+        let tokens: u64 = pgroups
+            .iter()
+            .flat_map(|g| {
+                g.responses
+                    .iter()
+                    .map(|r| (r.len() + g.prompt.len()) as u64)
+            })
+            .sum();
         let report = match self.player.algorithm() {
             Algorithm::Grpo => {
                 // on-policy: the generator has not changed since these samples were drawn, so their
@@ -212,12 +266,22 @@ impl Policy for IntentLmPolicy {
                 let mut samples = Vec::new();
                 for g in &pgroups {
                     for (r, rew) in g.responses.iter().zip(&g.rewards) {
-                        samples.push(GrpoSample { prompt: g.prompt.clone(), response: r.clone(), gen_logprobs: Vec::new(), reward: *rew, error: false });
+                        samples.push(GrpoSample {
+                            prompt: g.prompt.clone(),
+                            response: r.clone(),
+                            gen_logprobs: Vec::new(),
+                            reward: *rew,
+                            error: false,
+                        });
                     }
                 }
                 if !samples.is_empty() {
-                    let pairs: Vec<(&[u32], &[u32])> = samples.iter().map(|s| (s.prompt.as_slice(), s.response.as_slice())).collect();
-                    let (lp, _) = response_token_logprobs(&generator, &pairs, PAD).map_err(lm_err)?;
+                    let pairs: Vec<(&[u32], &[u32])> = samples
+                        .iter()
+                        .map(|s| (s.prompt.as_slice(), s.response.as_slice()))
+                        .collect();
+                    let (lp, _) =
+                        response_token_logprobs(&generator, &pairs, PAD).map_err(lm_err)?;
                     let [b, t] = lp.dims();
                     let v = crate::lm::batch::to_vec_f32(lp).map_err(lm_err)?;
                     for (row, s) in samples.iter_mut().enumerate().take(b) {
@@ -229,7 +293,10 @@ impl Policy for IntentLmPolicy {
             }
             _ => self.player.learn_pairs(&pgroups).map_err(lm_err)?,
         };
-        let mut out = LearnReport { tokens, ..LearnReport::default() };
+        let mut out = LearnReport {
+            tokens,
+            ..LearnReport::default()
+        };
         if let Some(r) = report {
             out.steps = 1;
             out.loss = Some(r.loss as f64);
@@ -279,12 +346,20 @@ impl Policy for IntentRulePolicy {
                     PlayerRole::Defender => {
                         let resp = warm_defender_response(lang, &toks).tokens(lang);
                         let end = resp.iter().position(|&t| t == EOS).unwrap_or(resp.len());
-                        Generation { text: lang.decode(&resp), parsed: Some(lang.decode(&resp[..end])), tokens: resp.len() as u64 }
+                        Generation {
+                            text: lang.decode(&resp),
+                            parsed: Some(lang.decode(&resp[..end])),
+                            tokens: resp.len() as u64,
+                        }
                     }
                     PlayerRole::Attacker => {
                         let rw = super::warm::rewrite_tokens(lang, &toks, &style, &mut rng);
                         let text = lang.decode(&rw);
-                        Generation { text: format!("{text} <eos>"), parsed: Some(text), tokens: rw.len() as u64 + 1 }
+                        Generation {
+                            text: format!("{text} <eos>"),
+                            parsed: Some(text),
+                            tokens: rw.len() as u64 + 1,
+                        }
                     }
                 };
                 v.push(g);
@@ -324,15 +399,29 @@ pub struct OracleJudge {
 impl OracleJudge {
     /// A judge over the built-in language.
     pub fn new(config: OracleConfig) -> OracleJudge {
-        OracleJudge { oracle: Oracle::new(Arc::new(Language::builtin()), config) }
+        OracleJudge {
+            oracle: Oracle::new(Arc::new(Language::builtin()), config),
+        }
     }
 
     fn goal(g: EGoal) -> Goal {
         match g {
-            EGoal::SafeRefusal => Goal { side: Side::Defender, category: Category::Harmful },
-            EGoal::HelpfulCompliance => Goal { side: Side::Defender, category: Category::Benign },
-            EGoal::HarmfulCompliance => Goal { side: Side::Attacker, category: Category::Harmful },
-            EGoal::OverRefusal => Goal { side: Side::Attacker, category: Category::Benign },
+            EGoal::SafeRefusal => Goal {
+                side: Side::Defender,
+                category: Category::Harmful,
+            },
+            EGoal::HelpfulCompliance => Goal {
+                side: Side::Defender,
+                category: Category::Benign,
+            },
+            EGoal::HarmfulCompliance => Goal {
+                side: Side::Attacker,
+                category: Category::Harmful,
+            },
+            EGoal::OverRefusal => Goal {
+                side: Side::Attacker,
+                category: Category::Benign,
+            },
         }
     }
 
@@ -347,15 +436,20 @@ impl Judge for OracleJudge {
         let lang = self.oracle.language().clone();
         Ok(reqs
             .iter()
-            .map(|r| match (lang.encode(&r.seed.prompt), lang.encode(&r.rewrite)) {
-                (Ok(s), Ok(w)) => {
-                    let v = self.oracle.faithful(&s, &w, r.rng_seed);
-                    let topic = lang.topic_of(&w).and_then(|t| lang.topic(t)).map_or("none", |t| t.name.as_str());
-                    Verdict::new(format!("faithful={v} topic={topic}"), Some(v))
-                }
-                (Err(e), _) => Verdict::new(format!("seed: {e}"), None),
-                (_, Err(e)) => Verdict::new(format!("rewrite: {e}"), Some(false)),
-            })
+            .map(
+                |r| match (lang.encode(&r.seed.prompt), lang.encode(&r.rewrite)) {
+                    (Ok(s), Ok(w)) => {
+                        let v = self.oracle.faithful(&s, &w, r.rng_seed);
+                        let topic = lang
+                            .topic_of(&w)
+                            .and_then(|t| lang.topic(t))
+                            .map_or("none", |t| t.name.as_str());
+                        Verdict::new(format!("faithful={v} topic={topic}"), Some(v))
+                    }
+                    (Err(e), _) => Verdict::new(format!("seed: {e}"), None),
+                    (_, Err(e)) => Verdict::new(format!("rewrite: {e}"), Some(false)),
+                },
+            )
             .collect())
     }
 
@@ -367,7 +461,13 @@ impl Judge for OracleJudge {
                 let Ok(ctx) = lang.encode(&r.context) else {
                     return Verdict::new("context has unknown words", None);
                 };
-                let p = self.oracle.compare_goal(Self::goal(r.goal), &ctx, &self.response(&r.a), &self.response(&r.b), r.rng_seed);
+                let p = self.oracle.compare_goal(
+                    Self::goal(r.goal),
+                    &ctx,
+                    &self.response(&r.a),
+                    &self.response(&r.b),
+                    r.rng_seed,
+                );
                 let s = (p.score_a() as f64, 1.0 - p.score_a() as f64);
                 Verdict::new(format!("{p:?}"), Some(s))
             })
@@ -382,7 +482,12 @@ impl Judge for OracleJudge {
                 let Ok(ctx) = lang.encode(&r.context) else {
                     return Verdict::new("context has unknown words", None);
                 };
-                let s = self.oracle.score_goal(Self::goal(r.goal), &ctx, &self.response(&r.response), r.rng_seed) as f64;
+                let s = self.oracle.score_goal(
+                    Self::goal(r.goal),
+                    &ctx,
+                    &self.response(&r.response),
+                    r.rng_seed,
+                ) as f64;
                 Verdict::new(format!("{s}"), Some(s))
             })
             .collect())
@@ -401,15 +506,62 @@ impl Judge for OracleJudge {
 }
 
 const LM_PARAMS: &[ParamDoc] = &[
-    ParamDoc { name: "backend", ty: "string", default: Some("\"flex\""), about: "flex (CPU), wgpu or cuda (cargo features)" },
-    ParamDoc { name: "model", ty: "table", default: Some("{ d_model = 64, n_layers = 2, n_heads = 4, d_ff = 128, max_len = 32 }"), about: "transformer sizes" },
-    ParamDoc { name: "warm_start", ty: "table", default: Some("{ steps = 250, batch_size = 32, examples = 4096, lr = 5e-3 }"), about: "supervised warm start on the built-in warm data" },
-    ParamDoc { name: "temperature", ty: "float", default: Some("1.0"), about: "sampling temperature in the game" },
-    ParamDoc { name: "top_p", ty: "float", default: Some("1.0"), about: "nucleus sampling" },
-    ParamDoc { name: "max_new_tokens", ty: "integer", default: Some("14 (attacker) / 3 (defender)"), about: "generation length cap" },
-    ParamDoc { name: "learner", ty: "table", default: Some("{ algorithm = \"dpo\", beta = 0.1, ema_decay = 0.95, optim = { lr = 1e-3 } }"), about: "dpo | ipo | grpo learner and AdamW" },
-    ParamDoc { name: "held_out_fraction", ty: "float", default: Some("0.25"), about: "intents held out of the warm data" },
-    ParamDoc { name: "split_seed", ty: "integer", default: Some("1"), about: "seed of the train/held-out split" },
+    ParamDoc {
+        name: "backend",
+        ty: "string",
+        default: Some("\"flex\""),
+        about: "flex (CPU), wgpu or cuda (cargo features)",
+    },
+    ParamDoc {
+        name: "model",
+        ty: "table",
+        default: Some("{ d_model = 64, n_layers = 2, n_heads = 4, d_ff = 128, max_len = 32 }"),
+        about: "transformer sizes",
+    },
+    ParamDoc {
+        name: "warm_start",
+        ty: "table",
+        default: Some("{ steps = 250, batch_size = 32, examples = 4096, lr = 5e-3 }"),
+        about: "supervised warm start on the built-in warm data",
+    },
+    ParamDoc {
+        name: "temperature",
+        ty: "float",
+        default: Some("1.0"),
+        about: "sampling temperature in the game",
+    },
+    ParamDoc {
+        name: "top_p",
+        ty: "float",
+        default: Some("1.0"),
+        about: "nucleus sampling",
+    },
+    ParamDoc {
+        name: "max_new_tokens",
+        ty: "integer",
+        default: Some("14 (attacker) / 3 (defender)"),
+        about: "generation length cap",
+    },
+    ParamDoc {
+        name: "learner",
+        ty: "table",
+        default: Some(
+            "{ algorithm = \"dpo\", beta = 0.1, ema_decay = 0.95, optim = { lr = 1e-3 } }",
+        ),
+        about: "dpo | ipo | grpo learner and AdamW",
+    },
+    ParamDoc {
+        name: "held_out_fraction",
+        ty: "float",
+        default: Some("0.25"),
+        about: "intents held out of the warm data",
+    },
+    ParamDoc {
+        name: "split_seed",
+        ty: "integer",
+        default: Some("1"),
+        about: "seed of the train/held-out split",
+    },
 ];
 
 /// Registers `intent-lm`, `intent-rule` (attacker, defender) and `intent-oracle` (judge).

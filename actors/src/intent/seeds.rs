@@ -132,7 +132,8 @@ pub fn split_intents(lang: &Language, held_out_frac: f64, seed: u64) -> SeedSpli
 pub fn seeds_jsonl(lang: &Language, intents: &[Intent]) -> String {
     let mut s = String::new();
     for i in intents {
-        let rec = serde_json::json!({ "prompt": i.text(lang), "category": i.category(lang).as_str() });
+        let rec =
+            serde_json::json!({ "prompt": i.text(lang), "category": i.category(lang).as_str() });
         s.push_str(&rec.to_string());
         s.push('\n');
     }

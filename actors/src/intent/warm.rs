@@ -82,10 +82,10 @@ pub fn warm_defender_response(lang: &Language, prompt: &[Token]) -> Response {
         match lang.class(t) {
             WordClass::Framing(FramingKind::Fooling) => fooled = true,
             WordClass::Framing(FramingKind::Alarming) => alarmed = true,
-            WordClass::Surface(i) | WordClass::Context(i) => {
-                if lang.topic(i).is_some_and(|t| t.harmful) {
-                    signal = true;
-                }
+            WordClass::Surface(i) | WordClass::Context(i)
+                if lang.topic(i).is_some_and(|t| t.harmful) =>
+            {
+                signal = true
             }
             WordClass::Ambiguous { alarming: true, .. } => signal = true,
             _ => {}
@@ -159,12 +159,11 @@ pub fn rewrite_intent(
         if let Some(&(f, _)) = rng.choose(framings) {
             out.push(f);
         }
-        if rng.chance(style.p_second_frame) {
-            if let Some(&(f2, _)) = rng.choose(framings) {
-                if !out.contains(&f2) {
-                    out.push(f2);
-                }
-            }
+        if rng.chance(style.p_second_frame)
+            && let Some(&(f2, _)) = rng.choose(framings)
+            && !out.contains(&f2)
+        {
+            out.push(f2);
         }
     }
     let opener_idx = if rng.chance(style.p_new_opener) {
@@ -175,10 +174,10 @@ pub fn rewrite_intent(
     if let Some(op) = lang.openers().get(opener_idx) {
         out.extend_from_slice(op);
     }
-    if rng.chance(style.p_filler) {
-        if let Some(&f) = rng.choose(lang.fillers()) {
-            out.push(f);
-        }
+    if rng.chance(style.p_filler)
+        && let Some(&f) = rng.choose(lang.fillers())
+    {
+        out.push(f);
     }
     let surface = if rng.chance(style.p_synonym) {
         lang.topic(intent.topic)
@@ -266,16 +265,45 @@ fn sample_examples(
 
 /// [`rewrite_intent`] from a seed's tokens: the seed is read back into an intent (its topic, first
 /// surface word, context words and opener); a seed without a topic or surface word is returned as is.
-pub fn rewrite_tokens(lang: &Language, seed: &[Token], style: &RewriteStyle, rng: &mut SplitMix64) -> Vec<Token> {
-    let Some(topic) = lang.topic_of(seed) else { return seed.to_vec() };
-    let Some(pos) = seed.iter().position(|&t| matches!(lang.class(t), WordClass::Surface(_) | WordClass::Ambiguous { .. }))
-    else {
+pub fn rewrite_tokens(
+    lang: &Language,
+    seed: &[Token],
+    style: &RewriteStyle,
+    rng: &mut SplitMix64,
+) -> Vec<Token> {
+    let Some(topic) = lang.topic_of(seed) else {
         return seed.to_vec();
     };
-    let context: Vec<Token> = seed.iter().copied().filter(|&t| lang.class(t) == WordClass::Context(topic)).collect();
+    let Some(pos) = seed.iter().position(|&t| {
+        matches!(
+            lang.class(t),
+            WordClass::Surface(_) | WordClass::Ambiguous { .. }
+        )
+    }) else {
+        return seed.to_vec();
+    };
+    let context: Vec<Token> = seed
+        .iter()
+        .copied()
+        .filter(|&t| lang.class(t) == WordClass::Context(topic))
+        .collect();
     let prefix = &seed[..pos];
-    let opener = lang.openers().iter().position(|o| o.as_slice() == prefix).unwrap_or(0);
-    let intent = Intent { id: 0, topic, surface: seed[pos], context, opener };
+    let opener = lang
+        .openers()
+        .iter()
+        .position(|o| o.as_slice() == prefix)
+        .unwrap_or(0);
+    let intent = Intent {
+        id: 0,
+        topic,
+        surface: seed[pos],
+        context,
+        opener,
+    };
     let out = rewrite_intent(lang, &intent, style, rng);
-    if lang.topic_of(&out) == Some(topic) { out } else { seed.to_vec() }
+    if lang.topic_of(&out) == Some(topic) {
+        out
+    } else {
+        seed.to_vec()
+    }
 }
