@@ -308,6 +308,13 @@ fn intent_lm_policy_generates_learns_and_resumes() {
         let state = p.save().unwrap();
         let after = p.generate(std::slice::from_ref(&req)).unwrap();
         let mut q = reg.build_policy("intent-lm", &t, &ctx(role)).unwrap();
+        // a second build (served from the warm-start cache) equals the first warm-started policy
+        assert_eq!(q.version(), 0);
+        assert_eq!(
+            q.generate(std::slice::from_ref(&req)).unwrap(),
+            g1,
+            "{algo}: rebuilt warm start"
+        );
         q.load(&state).unwrap();
         assert_eq!(q.version(), 1);
         assert_eq!(

@@ -151,6 +151,13 @@ impl IntentLmParams {
     }
 }
 
+type WarmCache = std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>;
+
+fn warm_cache() -> &'static WarmCache {
+    static CACHE: std::sync::OnceLock<WarmCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
 /// `intent-lm`: an attacker or defender on the Burn LM, warm-started at construction.
 pub struct IntentLmPolicy {
     lang: Arc<Language>,
@@ -165,7 +172,32 @@ impl IntentLmPolicy {
         let lang = Arc::new(Language::builtin());
         let split = split_intents(&lang, params.held_out_fraction, params.split_seed);
         let seed = hash_words(ctx.seed, &[role as u64]);
-        let player = IntentPlayer::new(&lang, role, cfg, &split.train, seed).map_err(lm_err)?;
+        // The warm start is a pure function of (role, config, split, seed): cache its state in the
+        // process so that a supervisor restart or a second build does not pay for it again.
+        let key = format!(
+            "{role:?}|{seed}|{}|{}|{}",
+            params.held_out_fraction,
+            params.split_seed,
+            serde_json::to_string(&cfg).map_err(|e| RoleError::failed(e.to_string()))?
+        );
+        let cached = warm_cache().lock().ok().and_then(|m| m.get(&key).cloned());
+        let player = match cached {
+            Some(bytes) => {
+                let mut bare = cfg.clone();
+                bare.warm_start.steps = 0;
+                let mut p = IntentPlayer::new(&lang, role, bare, &[], seed).map_err(lm_err)?;
+                p.load(&bytes).map_err(lm_err)?;
+                p
+            }
+            None => {
+                let p = IntentPlayer::new(&lang, role, cfg, &split.train, seed).map_err(lm_err)?;
+                let bytes = p.save().map_err(lm_err)?;
+                if let Ok(mut m) = warm_cache().lock() {
+                    m.insert(key, bytes);
+                }
+                p
+            }
+        };
         Ok(IntentLmPolicy { lang, player })
     }
 
