@@ -232,3 +232,72 @@ fn intent_experiment() {
         }
     }
 }
+
+/// Speed of the intent-game model (prints; not an assertion):
+/// `cargo test -p sparring-actors --test intent_lm intent_speed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn intent_speed() {
+    use sparring_actors::lm::PreferenceGroup;
+    let lang = Language::builtin();
+    let split = split_intents(&lang, 0.25, 1);
+    let att =
+        IntentPlayer::new(&lang, PlayerRole::Attacker, small_cfg(0), &split.train, 2).unwrap();
+    let mut def =
+        IntentPlayer::new(&lang, PlayerRole::Defender, small_cfg(0), &split.train, 1).unwrap();
+    // generation: attacker, 64 rewrites x up to 14 tokens
+    let seeds: Vec<(Category, Vec<Token>)> = split
+        .train
+        .iter()
+        .take(64)
+        .map(|i| (i.category(&lang), i.tokens(&lang)))
+        .collect();
+    let rs: Vec<u64> = (0..64).collect();
+    let _ = att.attack(&lang, &seeds, &rs, false).unwrap();
+    let t = Instant::now();
+    let mut toks = 0usize;
+    for _ in 0..5 {
+        toks += att
+            .attack(&lang, &seeds, &rs, false)
+            .unwrap()
+            .iter()
+            .map(|x| x.0.tokens.len())
+            .sum::<usize>();
+    }
+    let s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "SPEED generation (attacker, batch 64): {:.0} new tokens/s ({toks} tokens in {s:.2}s)",
+        toks as f64 / s
+    );
+    // DPO step: 64 defender groups of 4 responses
+    let groups: Vec<PreferenceGroup> = split
+        .train
+        .iter()
+        .take(64)
+        .map(|i| PreferenceGroup {
+            prompt: defender_context(&lang, &i.tokens(&lang)),
+            responses: vec![
+                Response::Refuse.tokens(&lang),
+                Response::Comply {
+                    answer: Some(i.topic),
+                }
+                .tokens(&lang),
+                Response::Comply { answer: None }.tokens(&lang),
+                Response::Refuse.tokens(&lang),
+            ],
+            rewards: vec![Some(1.0), Some(0.0), Some(0.5), Some(1.0)],
+        })
+        .collect();
+    let tokens_per_step: usize = groups.iter().map(|g| 2 * (g.prompt.len() + 3)).sum();
+    def.learn_pairs(&groups).unwrap();
+    let t = Instant::now();
+    for _ in 0..5 {
+        def.learn_pairs(&groups).unwrap();
+    }
+    let s = t.elapsed().as_secs_f64() / 5.0;
+    eprintln!(
+        "SPEED DPO step (64 pairs, policy+reference+EMA): {:.1} ms/step, {:.0} tokens/s",
+        s * 1e3,
+        tokens_per_step as f64 / s
+    );
+}

@@ -354,7 +354,8 @@ impl IntentGame<'_> {
                                 response: r.tokens.clone(),
                                 gen_logprobs: r.gen_logprobs.clone(),
                                 reward: rewards[k].map(|x| x as f32),
-                                error: false,
+                                // unparseable / unfaithful: shifts the baseline, masked out of the loss
+                                error: r.prompt.is_none(),
                             });
                         }
                     }

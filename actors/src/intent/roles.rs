@@ -296,14 +296,27 @@ impl Policy for IntentLmPolicy {
                 // generation log-probs are recomputed exactly from it.
                 let generator = self.player.generator();
                 let mut samples = Vec::new();
-                for g in &pgroups {
+                for (g, eg) in pgroups.iter().zip(groups) {
+                    // attacker error samples (unparseable, or unfaithful by the exact oracle parse) shift
+                    // the baseline but are masked out of the loss
+                    let seed_topic = self
+                        .lang
+                        .encode(&eg.input)
+                        .ok()
+                        .and_then(|s| self.lang.topic_of(&s));
                     for (r, rew) in g.responses.iter().zip(&g.rewards) {
+                        let error = self.player.role() == PlayerRole::Attacker
+                            && parse_rewrite(&self.lang, r)
+                                .map(|p| self.lang.topic_of(&p))
+                                .ok()
+                                .flatten()
+                                != seed_topic;
                         samples.push(GrpoSample {
                             prompt: g.prompt.clone(),
                             response: r.clone(),
                             gen_logprobs: Vec::new(),
                             reward: *rew,
-                            error: false,
+                            error,
                         });
                     }
                 }
