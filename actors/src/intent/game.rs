@@ -563,3 +563,56 @@ pub fn adaptive_asr(
         game.seed ^ 0xE7A1,
     )
 }
+
+/// The whole evaluation of issue 3 on held-out seeds: fixed-set ASR and plain/framed utility of
+/// `defender`; the ASR of `attacker` (when given); and, when `k_rounds > 0`, the adaptive ASR of a
+/// best-response attacker forked from `attacker_init` and trained `k_rounds` against the frozen
+/// defender. `samples` sampled rewrites per held-out harmful seed.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    lang: &Language,
+    oracle: &Oracle,
+    split: &super::seeds::SeedSplit,
+    defender: &IntentPlayer,
+    attacker: Option<&IntentPlayer>,
+    attacker_init: &IntentPlayer,
+    attacker_cfg: PlayerConfig,
+    k_rounds: u32,
+    game: &GameConfig,
+    samples: usize,
+) -> Result<Evaluation, LmError> {
+    let harmful = split.held_out_of(lang, Category::Harmful);
+    let d = evaluate_defender_player(lang, &split.held_out, defender)?;
+    let current_asr = match attacker {
+        Some(a) => Some(
+            evaluate_attacker_player(lang, &harmful, a, defender, samples, game.seed)?
+                .asr
+                .value(),
+        ),
+        None => None,
+    };
+    let adaptive = if k_rounds > 0 {
+        let e = adaptive_asr(
+            lang,
+            oracle,
+            &split.train,
+            &harmful,
+            attacker_init,
+            attacker_cfg,
+            defender,
+            k_rounds,
+            game,
+            samples,
+        )?;
+        Some(e.asr.value())
+    } else {
+        None
+    };
+    Ok(Evaluation {
+        fixed_asr: d.fixed_asr.value(),
+        current_asr,
+        adaptive_asr: adaptive,
+        utility_plain: d.utility_plain.value(),
+        utility_framed: d.utility_framed.value(),
+    })
+}
