@@ -616,3 +616,46 @@ pub fn evaluate(
         utility_framed: d.utility_framed.value(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairwise_rewards_are_means_over_valid_pairs() {
+        // scores 1.0, 0.0, (invalid), 1.0: member 0 ties 3 and beats 1
+        let score = [1.0f32, 0.0, 0.5, 1.0];
+        let valid = [true, true, false, true];
+        let r = pairwise_rewards(4, &valid, |i, j| {
+            if score[i] > score[j] {
+                Preference::A
+            } else if score[j] > score[i] {
+                Preference::B
+            } else {
+                Preference::Tie
+            }
+        });
+        assert_eq!(r, vec![Some(0.75), Some(0.0), None, Some(0.75)]);
+        assert_eq!(
+            pairwise_rewards(1, &[true], |_, _| Preference::A),
+            vec![Some(0.5)]
+        );
+    }
+
+    #[test]
+    fn schedules() {
+        let mut g = GameConfig {
+            schedule: Schedule::Sequential,
+            phase_rounds: 2,
+            ..GameConfig::default()
+        };
+        let a: Vec<bool> = (1..=6).map(|r| g.learns(Side::Attacker, r)).collect();
+        let d: Vec<bool> = (1..=6).map(|r| g.learns(Side::Defender, r)).collect();
+        assert_eq!(a, vec![true, true, false, false, true, true]);
+        assert_eq!(d, vec![false, false, true, true, false, false]);
+        g.schedule = Schedule::FrozenDefender;
+        assert!(g.learns(Side::Attacker, 3) && !g.learns(Side::Defender, 3));
+        g.schedule = Schedule::Joint;
+        assert!(g.learns(Side::Attacker, 3) && g.learns(Side::Defender, 3));
+    }
+}
