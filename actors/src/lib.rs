@@ -2,5 +2,6 @@
 
 pub mod chatlm;
 pub mod formats;
+pub mod intent;
 pub mod lm;
 pub mod llama;

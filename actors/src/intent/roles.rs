@@ -1,0 +1,673 @@
+//! The intent game's engine kinds: `intent-lm` (attacker or defender on the Burn LM), `intent-rule`
+//! (the scripted warm-start behaviours: rule defender, warm-distribution attacker) and the
+//! `intent-oracle` judge, implementing the engine's `Policy` / `Judge` traits, plus [`register`].
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sparring_engine::registry::{BuildContext, KindInfo, ParamDoc, Registry};
+use sparring_engine::roles::{
+    Category as ECategory, FaithRequest, GenRequest, Generation, Goal as EGoal, Group, Judge,
+    LabelRequest, LearnReport, PairRequest, PointRequest, Policy, Role, RoleError, Verdict,
+};
+
+use crate::lm::{
+    Algorithm, BackendKind, GrpoSample, LearnerConfig, LmError, PreferenceGroup,
+    response_token_logprobs,
+};
+
+use super::lang::{Category, EOS, Language, PAD, Token};
+use super::oracle::{Goal, Oracle, OracleConfig, Response, Side};
+use super::player::{
+    IntentPlayer, ModelSize, PlayerConfig, PlayerRole, WarmStartConfig, d_learner,
+};
+use super::rng::{SplitMix64, hash_words};
+use super::seeds::split_intents;
+use super::warm::{
+    RewriteStyle, attacker_context, defender_context, parse_rewrite, warm_defender_response,
+};
+
+fn lm_err(e: LmError) -> RoleError {
+    RoleError::Failed(e.to_string())
+}
+
+fn category(c: ECategory) -> Category {
+    match c {
+        ECategory::Harmful => Category::Harmful,
+        ECategory::Benign => Category::Benign,
+    }
+}
+
+fn encode(lang: &Language, text: &str, what: &str) -> Result<Vec<Token>, RoleError> {
+    lang.encode(text)
+        .map_err(|e| RoleError::failed(format!("{what}: {e}")))
+}
+
+fn player_role(role: Role) -> Result<PlayerRole, RoleError> {
+    match role {
+        Role::Attacker => Ok(PlayerRole::Attacker),
+        Role::Defender => Ok(PlayerRole::Defender),
+        Role::Judge => Err(RoleError::config(
+            "kind",
+            "intent policies play attacker or defender, not judge",
+        )),
+    }
+}
+
+/// Parameters of `intent-lm`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentLmParams {
+    /// Backend: flex (default), wgpu, cuda.
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Model sizes.
+    #[serde(default)]
+    pub model: ModelSize,
+    /// Warm start.
+    #[serde(default)]
+    pub warm_start: WarmStartConfig,
+    /// Sampling temperature.
+    #[serde(default = "one_f32")]
+    pub temperature: f32,
+    /// Nucleus sampling.
+    #[serde(default = "one_f32")]
+    pub top_p: f32,
+    /// Max new tokens.
+    #[serde(default)]
+    pub max_new_tokens: Option<usize>,
+    /// Learner.
+    #[serde(default = "d_learner")]
+    pub learner: LearnerConfig,
+    /// Share of intents held out from the warm-start data (default 0.25; must match the data files).
+    #[serde(default = "quarter")]
+    pub held_out_fraction: f64,
+    /// Seed of the train/held-out split (default 1; must match the data files).
+    #[serde(default = "one_u64")]
+    pub split_seed: u64,
+}
+
+fn one_f32() -> f32 {
+    1.0
+}
+fn one_u64() -> u64 {
+    1
+}
+fn quarter() -> f64 {
+    0.25
+}
+
+impl IntentLmParams {
+    fn player_config(&self) -> Result<PlayerConfig, RoleError> {
+        let backend = match &self.backend {
+            None => BackendKind::Flex,
+            Some(s) => s
+                .parse::<BackendKind>()
+                .map_err(|e| RoleError::config("backend", e.to_string()))?,
+        };
+        backend
+            .require_compiled()
+            .map_err(|e| RoleError::config("backend", e.to_string()))?;
+        if !(self.held_out_fraction.is_finite() && (0.0..1.0).contains(&self.held_out_fraction)) {
+            return Err(RoleError::config("held_out_fraction", "must be in [0, 1)"));
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(RoleError::config("temperature", "must be >= 0"));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(RoleError::config("top_p", "must be in (0, 1]"));
+        }
+        self.learner
+            .validate()
+            .map_err(|e| RoleError::config("learner", e.to_string()))?;
+        let cfg = PlayerConfig {
+            backend,
+            model: self.model.clone(),
+            warm_start: self.warm_start.clone(),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            learner: self.learner.clone(),
+        };
+        let m = &cfg.model;
+        if m.d_model == 0
+            || m.n_heads == 0
+            || !m.d_model.is_multiple_of(m.n_heads)
+            || m.n_layers == 0
+            || m.d_ff == 0
+        {
+            return Err(RoleError::config(
+                "model",
+                "d_model, n_layers, d_ff must be > 0 and n_heads must divide d_model",
+            ));
+        }
+        if m.max_len < 24 {
+            return Err(RoleError::config(
+                "model.max_len",
+                "must be >= 24 (context + response)",
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+type WarmCache = std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>;
+
+fn warm_cache() -> &'static WarmCache {
+    static CACHE: std::sync::OnceLock<WarmCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// `intent-lm`: an attacker or defender on the Burn LM, warm-started at construction.
+pub struct IntentLmPolicy {
+    lang: Arc<Language>,
+    player: IntentPlayer,
+}
+
+impl IntentLmPolicy {
+    /// Builds and warm-starts the player (seeded by the scenario seed and the role).
+    pub fn new(params: &IntentLmParams, ctx: &BuildContext) -> Result<IntentLmPolicy, RoleError> {
+        let cfg = params.player_config()?;
+        let role = player_role(ctx.role)?;
+        let lang = Arc::new(Language::builtin());
+        let split = split_intents(&lang, params.held_out_fraction, params.split_seed);
+        let seed = hash_words(ctx.seed, &[role as u64]);
+        // The warm start is a pure function of (role, config, split, seed): cache its state in the
+        // process so that a supervisor restart or a second build does not pay for it again.
+        let key = format!(
+            "{role:?}|{seed}|{}|{}|{}",
+            params.held_out_fraction,
+            params.split_seed,
+            serde_json::to_string(&cfg).map_err(|e| RoleError::failed(e.to_string()))?
+        );
+        let cached = warm_cache().lock().ok().and_then(|m| m.get(&key).cloned());
+        let player = match cached {
+            Some(bytes) => {
+                let mut bare = cfg.clone();
+                bare.warm_start.steps = 0;
+                let mut p = IntentPlayer::new(&lang, role, bare, &[], seed).map_err(lm_err)?;
+                p.load(&bytes).map_err(lm_err)?;
+                p
+            }
+            None => {
+                let p = IntentPlayer::new(&lang, role, cfg, &split.train, seed).map_err(lm_err)?;
+                let bytes = p.save().map_err(lm_err)?;
+                if let Ok(mut m) = warm_cache().lock() {
+                    m.insert(key, bytes);
+                }
+                p
+            }
+        };
+        Ok(IntentLmPolicy { lang, player })
+    }
+
+    /// The underlying player.
+    pub fn player(&self) -> &IntentPlayer {
+        &self.player
+    }
+
+    fn context(&self, req_input: &str, cat: ECategory) -> Result<Vec<Token>, RoleError> {
+        let toks = encode(&self.lang, req_input, "input")?;
+        Ok(match self.player.role() {
+            PlayerRole::Attacker => attacker_context(&self.lang, category(cat), &toks),
+            PlayerRole::Defender => defender_context(&self.lang, &toks),
+        })
+    }
+}
+
+impl Policy for IntentLmPolicy {
+    fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError> {
+        let mut contexts = Vec::new();
+        let mut seeds = Vec::new();
+        for r in reqs {
+            let c = self
+                .context(&r.input, r.seed.category)
+                .map_err(|e| RoleError::failed(format!("{}: {e}", r.key)))?;
+            for k in 0..r.n {
+                contexts.push(c.clone());
+                seeds.push(hash_words(r.rng_seed, &[k as u64]));
+            }
+        }
+        let gens = self
+            .player
+            .sample(&contexts, &seeds, false)
+            .map_err(lm_err)?;
+        let mut it = gens.into_iter();
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let mut v = Vec::with_capacity(r.n);
+            for _ in 0..r.n {
+                let Some(g) = it.next() else {
+                    return Err(RoleError::failed("sampler returned too few generations"));
+                };
+                let text = self.lang.decode(&g.tokens);
+                let parsed = match self.player.role() {
+                    PlayerRole::Attacker => parse_rewrite(&self.lang, &g.tokens)
+                        .ok()
+                        .map(|p| self.lang.decode(&p)),
+                    PlayerRole::Defender => {
+                        let end = g
+                            .tokens
+                            .iter()
+                            .position(|&t| t == EOS)
+                            .unwrap_or(g.tokens.len());
+                        Some(self.lang.decode(&g.tokens[..end]))
+                    }
+                };
+                v.push(Generation {
+                    text,
+                    parsed,
+                    tokens: g.tokens.len() as u64,
+                });
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    fn learn(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
+        let mut pgroups = Vec::new();
+        for g in groups {
+            let ctx = self
+                .context(&g.input, g.seed.category)
+                .map_err(|e| RoleError::failed(format!("{}: {e}", g.key)))?;
+            let mut responses = Vec::with_capacity(g.outputs.len());
+            for (i, o) in g.outputs.iter().enumerate() {
+                let t = encode(&self.lang, o, &format!("{} output {i}", g.key))?;
+                responses.push(if t.is_empty() { vec![EOS] } else { t });
+            }
+            pgroups.push(PreferenceGroup {
+                prompt: ctx,
+                responses,
+                rewards: g.rewards.iter().map(|r| r.map(|x| x as f32)).collect(),
+            });
+        }
+        let tokens: u64 = pgroups
+            .iter()
+            .flat_map(|g| {
+                g.responses
+                    .iter()
+                    .map(|r| (r.len() + g.prompt.len()) as u64)
+            })
+            .sum();
+        let report = match self.player.algorithm() {
+            Algorithm::Grpo => {
+                // on-policy: the generator has not changed since these samples were drawn, so their
+                // generation log-probs are recomputed exactly from it.
+                let generator = self.player.generator();
+                let mut samples = Vec::new();
+                for (g, eg) in pgroups.iter().zip(groups) {
+                    // attacker error samples (unparseable, or unfaithful by the exact oracle parse) shift
+                    // the baseline but are masked out of the loss
+                    let seed_topic = self
+                        .lang
+                        .encode(&eg.input)
+                        .ok()
+                        .and_then(|s| self.lang.topic_of(&s));
+                    for (r, rew) in g.responses.iter().zip(&g.rewards) {
+                        let error = self.player.role() == PlayerRole::Attacker
+                            && parse_rewrite(&self.lang, r)
+                                .map(|p| self.lang.topic_of(&p))
+                                .ok()
+                                .flatten()
+                                != seed_topic;
+                        samples.push(GrpoSample {
+                            prompt: g.prompt.clone(),
+                            response: r.clone(),
+                            gen_logprobs: Vec::new(),
+                            reward: *rew,
+                            error,
+                        });
+                    }
+                }
+                if !samples.is_empty() {
+                    let pairs: Vec<(&[u32], &[u32])> = samples
+                        .iter()
+                        .map(|s| (s.prompt.as_slice(), s.response.as_slice()))
+                        .collect();
+                    let (lp, _) =
+                        response_token_logprobs(&generator, &pairs, PAD).map_err(lm_err)?;
+                    let [b, t] = lp.dims();
+                    let v = crate::lm::batch::to_vec_f32(lp).map_err(lm_err)?;
+                    for (row, s) in samples.iter_mut().enumerate().take(b) {
+                        let n = s.response.len();
+                        s.gen_logprobs = v[row * t + (t - n)..(row + 1) * t].to_vec();
+                    }
+                }
+                self.player.learn_grpo(&samples).map_err(lm_err)?
+            }
+            _ => self.player.learn_pairs(&pgroups).map_err(lm_err)?,
+        };
+        let mut out = LearnReport {
+            tokens,
+            ..LearnReport::default()
+        };
+        if let Some(r) = report {
+            out.steps = 1;
+            out.loss = Some(r.loss as f64);
+            out.metrics.insert("grad_norm".into(), r.grad_norm as f64);
+            out.metrics.insert("lr".into(), r.lr);
+            if let Some(a) = r.reward_accuracy {
+                out.metrics.insert("reward_accuracy".into(), a as f64);
+            }
+            if let Some(k) = r.mean_kl {
+                out.metrics.insert("kl".into(), k as f64);
+            }
+        }
+        Ok(out)
+    }
+
+    fn version(&self) -> u64 {
+        self.player.version()
+    }
+
+    fn save(&self) -> Result<Vec<u8>, RoleError> {
+        self.player.save().map_err(lm_err)
+    }
+
+    fn load(&mut self, state: &[u8]) -> Result<(), RoleError> {
+        self.player.load(state).map_err(lm_err)
+    }
+}
+
+/// `intent-rule`: the warm-start behaviours as scripted policies — as a defender the rule of
+/// [`warm_defender_response`], as an attacker rewrites drawn from the warm attacker's distribution.
+pub struct IntentRulePolicy {
+    lang: Arc<Language>,
+    role: PlayerRole,
+}
+
+impl Policy for IntentRulePolicy {
+    fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError> {
+        let lang = &self.lang;
+        let style = RewriteStyle::warm_attacker();
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let toks = encode(lang, &r.input, &r.key)?;
+            let mut v = Vec::with_capacity(r.n);
+            for k in 0..r.n {
+                let mut rng = SplitMix64::new(hash_words(r.rng_seed, &[k as u64]));
+                let g = match self.role {
+                    PlayerRole::Defender => {
+                        let resp = warm_defender_response(lang, &toks).tokens(lang);
+                        let end = resp.iter().position(|&t| t == EOS).unwrap_or(resp.len());
+                        Generation {
+                            text: lang.decode(&resp),
+                            parsed: Some(lang.decode(&resp[..end])),
+                            tokens: resp.len() as u64,
+                        }
+                    }
+                    PlayerRole::Attacker => {
+                        let rw = super::warm::rewrite_tokens(lang, &toks, &style, &mut rng);
+                        let text = lang.decode(&rw);
+                        Generation {
+                            text: format!("{text} <eos>"),
+                            parsed: Some(text),
+                            tokens: rw.len() as u64 + 1,
+                        }
+                    }
+                };
+                v.push(g);
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+/// Parameters of `intent-oracle`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OracleParams {
+    /// Probability that a verdict is replaced by a random one (default 0).
+    #[serde(default)]
+    pub noise: f64,
+    /// Noise seed (default: the scenario seed).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl OracleParams {
+    fn check(&self) -> Result<(), RoleError> {
+        if !(self.noise.is_finite() && (0.0..=1.0).contains(&self.noise)) {
+            return Err(RoleError::config("noise", "must be in [0, 1]"));
+        }
+        Ok(())
+    }
+}
+
+/// `intent-oracle`: the oracle judge of the intent game.
+pub struct OracleJudge {
+    oracle: Oracle,
+}
+
+impl OracleJudge {
+    /// A judge over the built-in language.
+    pub fn new(config: OracleConfig) -> OracleJudge {
+        OracleJudge {
+            oracle: Oracle::new(Arc::new(Language::builtin()), config),
+        }
+    }
+
+    fn goal(g: EGoal) -> Goal {
+        match g {
+            EGoal::SafeRefusal => Goal {
+                side: Side::Defender,
+                category: Category::Harmful,
+            },
+            EGoal::HelpfulCompliance => Goal {
+                side: Side::Defender,
+                category: Category::Benign,
+            },
+            EGoal::HarmfulCompliance => Goal {
+                side: Side::Attacker,
+                category: Category::Harmful,
+            },
+            EGoal::OverRefusal => Goal {
+                side: Side::Attacker,
+                category: Category::Benign,
+            },
+        }
+    }
+
+    /// Tokens of a response text (unknown words make it invalid: an empty token list).
+    fn response(&self, text: &str) -> Vec<Token> {
+        self.oracle.language().encode(text).unwrap_or_default()
+    }
+}
+
+impl Judge for OracleJudge {
+    fn faithful(&mut self, reqs: &[FaithRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
+        let lang = self.oracle.language().clone();
+        Ok(reqs
+            .iter()
+            .map(
+                |r| match (lang.encode(&r.seed.prompt), lang.encode(&r.rewrite)) {
+                    (Ok(s), Ok(w)) => {
+                        let v = self.oracle.faithful(&s, &w, r.rng_seed);
+                        let topic = lang
+                            .topic_of(&w)
+                            .and_then(|t| lang.topic(t))
+                            .map_or("none", |t| t.name.as_str());
+                        Verdict::new(format!("faithful={v} topic={topic}"), Some(v))
+                    }
+                    (Err(e), _) => Verdict::new(format!("seed: {e}"), None),
+                    (_, Err(e)) => Verdict::new(format!("rewrite: {e}"), Some(false)),
+                },
+            )
+            .collect())
+    }
+
+    fn compare(&mut self, reqs: &[PairRequest]) -> Result<Vec<Verdict<(f64, f64)>>, RoleError> {
+        let lang = self.oracle.language().clone();
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                let Ok(ctx) = lang.encode(&r.context) else {
+                    return Verdict::new("context has unknown words", None);
+                };
+                let p = self.oracle.compare_goal(
+                    Self::goal(r.goal),
+                    &ctx,
+                    &self.response(&r.a),
+                    &self.response(&r.b),
+                    r.rng_seed,
+                );
+                let s = (p.score_a() as f64, 1.0 - p.score_a() as f64);
+                Verdict::new(format!("{p:?}"), Some(s))
+            })
+            .collect())
+    }
+
+    fn score(&mut self, reqs: &[PointRequest]) -> Result<Vec<Verdict<f64>>, RoleError> {
+        let lang = self.oracle.language().clone();
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                let Ok(ctx) = lang.encode(&r.context) else {
+                    return Verdict::new("context has unknown words", None);
+                };
+                let s = self.oracle.score_goal(
+                    Self::goal(r.goal),
+                    &ctx,
+                    &self.response(&r.response),
+                    r.rng_seed,
+                ) as f64;
+                Verdict::new(format!("{s}"), Some(s))
+            })
+            .collect())
+    }
+
+    fn complied(&mut self, reqs: &[LabelRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
+        let lang = self.oracle.language().clone();
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                let resp = Response::parse(&lang, &self.response(&r.response));
+                Verdict::new(format!("{resp:?}"), Some(resp.complied()))
+            })
+            .collect())
+    }
+}
+
+const LM_PARAMS: &[ParamDoc] = &[
+    ParamDoc {
+        name: "backend",
+        ty: "string",
+        default: Some("\"flex\""),
+        about: "flex (CPU), wgpu or cuda (cargo features)",
+    },
+    ParamDoc {
+        name: "model",
+        ty: "table",
+        default: Some("{ d_model = 64, n_layers = 2, n_heads = 4, d_ff = 128, max_len = 32 }"),
+        about: "transformer sizes",
+    },
+    ParamDoc {
+        name: "warm_start",
+        ty: "table",
+        default: Some("{ steps = 250, batch_size = 32, examples = 4096, lr = 5e-3 }"),
+        about: "supervised warm start on the built-in warm data",
+    },
+    ParamDoc {
+        name: "temperature",
+        ty: "float",
+        default: Some("1.0"),
+        about: "sampling temperature in the game",
+    },
+    ParamDoc {
+        name: "top_p",
+        ty: "float",
+        default: Some("1.0"),
+        about: "nucleus sampling",
+    },
+    ParamDoc {
+        name: "max_new_tokens",
+        ty: "integer",
+        default: Some("14 (attacker) / 3 (defender)"),
+        about: "generation length cap",
+    },
+    ParamDoc {
+        name: "learner",
+        ty: "table",
+        default: Some(
+            "{ algorithm = \"dpo\", beta = 0.1, ema_decay = 0.95, optim = { lr = 1e-3 } }",
+        ),
+        about: "dpo | ipo | grpo learner and AdamW",
+    },
+    ParamDoc {
+        name: "held_out_fraction",
+        ty: "float",
+        default: Some("0.25"),
+        about: "intents held out of the warm data",
+    },
+    ParamDoc {
+        name: "split_seed",
+        ty: "integer",
+        default: Some("1"),
+        about: "seed of the train/held-out split",
+    },
+];
+
+/// Registers `intent-lm`, `intent-rule` (attacker, defender) and `intent-oracle` (judge).
+pub fn register(reg: &mut Registry) {
+    let both = vec![Role::Attacker, Role::Defender];
+    reg.add_policy(
+        KindInfo {
+            kind: "intent-lm".into(),
+            about: "intent game player on a small Burn transformer LM, warm-started, trained by DPO/IPO/GRPO".into(),
+            roles: both.clone(),
+            params: LM_PARAMS.to_vec(),
+            check: Arc::new(|p: &toml::Table, c: &BuildContext| {
+                let params: IntentLmParams = c.parse(p)?;
+                player_role(c.role)?;
+                params.player_config().map(|_| ())
+            }),
+        },
+        Arc::new(|p: &toml::Table, c: &BuildContext| {
+            let params: IntentLmParams = c.parse(p)?;
+            Ok(Box::new(IntentLmPolicy::new(&params, c)?) as Box<dyn Policy>)
+        }),
+    );
+    reg.add_policy(
+        KindInfo {
+            kind: "intent-rule".into(),
+            about: "intent game warm-start behaviour as a rule: weak defender / warm-distribution attacker".into(),
+            roles: both,
+            params: Vec::new(),
+            check: Arc::new(|p: &toml::Table, c: &BuildContext| {
+                player_role(c.role)?;
+                if let Some(k) = p.keys().next() {
+                    return Err(RoleError::config(k.clone(), "unknown parameter (intent-rule takes none)"));
+                }
+                Ok(())
+            }),
+        },
+        Arc::new(|p: &toml::Table, c: &BuildContext| {
+            if let Some(k) = p.keys().next() {
+                return Err(RoleError::config(k.clone(), "unknown parameter (intent-rule takes none)"));
+            }
+            Ok(Box::new(IntentRulePolicy { lang: Arc::new(Language::builtin()), role: player_role(c.role)? }) as Box<dyn Policy>)
+        }),
+    );
+    reg.add_judge(
+        KindInfo {
+            kind: "intent-oracle".into(),
+            about: "oracle judge of the intent game (faithfulness, pairwise, pointwise, compliance) with noise".into(),
+            roles: vec![Role::Judge],
+            params: vec![
+                ParamDoc { name: "noise", ty: "float", default: Some("0.0"), about: "probability a verdict is replaced by a random one" },
+                ParamDoc { name: "seed", ty: "integer", default: Some("game.seed"), about: "noise seed" },
+            ],
+            check: Arc::new(|p: &toml::Table, c: &BuildContext| {
+                let params: OracleParams = c.parse(p)?;
+                params.check()
+            }),
+        },
+        Arc::new(|p: &toml::Table, c: &BuildContext| {
+            let params: OracleParams = c.parse(p)?;
+            params.check()?;
+            Ok(Box::new(OracleJudge::new(OracleConfig { noise: params.noise, seed: params.seed.unwrap_or(c.seed) })) as Box<dyn Judge>)
+        }),
+    );
+}
