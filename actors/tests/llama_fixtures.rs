@@ -192,3 +192,27 @@ fn converted_hf_dir_matches_gguf() {
     eprintln!("converted HF dir vs GGUF: max |Δlogit| = {d:.2e}");
     assert!(d < 1e-3, "{d}");
 }
+
+/// The fast host path (`HostLlama`) reproduces the reference greedy continuations too.
+#[test]
+fn host_path_greedy_matches_transformers() {
+    let (Some(cases), Some(m)) = (fixtures("greedy.jsonl"), model()) else {
+        return;
+    };
+    let host = sparring_actors::llama::HostLlama::from_model(m).unwrap();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(ids_of).collect();
+    let steps = cases[0]["greedy"].as_array().unwrap().len();
+    let opts = GenerateOptions {
+        max_new_tokens: steps,
+        ..Default::default()
+    };
+    let out = host.generate(&prompts, &opts).unwrap();
+    for (case, got) in cases.iter().zip(&out) {
+        for (j, step) in case["greedy"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(got.tokens[j] as u64, step["id"].as_u64().unwrap(), "step {j}");
+            if step["margin"].as_f64().unwrap() < 0.01 {
+                break;
+            }
+        }
+    }
+}

@@ -433,6 +433,17 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// AVX-512 kernels when the CPU has them, unless `SPARRING_AVX512=0` (then AVX2+FMA). On the
+/// 2-core Zen 4 dev machine they measured 10–20 % faster than AVX2 in interleaved A/B runs.
+#[cfg(target_arch = "x86_64")]
+fn use_avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("SPARRING_AVX512").map_or(true, |v| v != "0")
+            && std::arch::is_x86_feature_detected!("avx512f")
+    })
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
@@ -479,6 +490,11 @@ unsafe fn matmul_cols(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        if use_avx512() {
+            // SAFETY: feature checked above.
+            unsafe { avx512::matmul_cols(x, w, m, n, k, j0, j1, out) };
+            return;
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: features checked above.
@@ -602,6 +618,111 @@ mod avx {
                         2 => rows::<2, 4>(xp, wp, k, i, jb, je, n, out),
                         3 => rows::<3, 2>(xp, wp, k, i, jb, je, n, out),
                         _ => rows::<4, 2>(xp, wp, k, i, jb, je, n, out),
+                    }
+                    i += (m - i).min(4);
+                }
+            }
+            jb = je;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// One `MR × NR` tile with 16-lane accumulators.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const MR: usize, const NR: usize>(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        i: usize,
+        j: usize,
+        n: usize,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+            let k16 = k / 16 * 16;
+            let mut kk = 0;
+            while kk < k16 {
+                let mut wv = [_mm512_setzero_ps(); NR];
+                for (c, wvc) in wv.iter_mut().enumerate() {
+                    *wvc = _mm512_loadu_ps(w.add((j + c) * k + kk));
+                }
+                for (r, accr) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_ps(x.add((i + r) * k + kk));
+                    for c in 0..NR {
+                        accr[c] = _mm512_fmadd_ps(xv, wv[c], accr[c]);
+                    }
+                }
+                kk += 16;
+            }
+            for (r, accr) in acc.iter().enumerate() {
+                for (c, &a) in accr.iter().enumerate() {
+                    let mut s = _mm512_reduce_add_ps(a);
+                    for t in k16..k {
+                        s += *x.add((i + r) * k + t) * *w.add((j + c) * k + t);
+                    }
+                    *out.add((i + r) * n + j + c) = s;
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows<const MR: usize, const NR: usize>(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        i: usize,
+        j0: usize,
+        j1: usize,
+        n: usize,
+        out: *mut f32,
+    ) {
+        unsafe {
+            let mut j = j0;
+            while j + NR <= j1 {
+                tile::<MR, NR>(x, w, k, i, j, n, out);
+                j += NR;
+            }
+            while j < j1 {
+                tile::<MR, 1>(x, w, k, i, j, n, out);
+                j += 1;
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F available; `out` holds `m * n` floats.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn matmul_cols(
+        x: &[f32],
+        w: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        j0: usize,
+        j1: usize,
+        out: *mut f32,
+    ) {
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let mut jb = j0;
+        while jb < j1 {
+            let je = (jb + 64).min(j1);
+            let mut i = 0;
+            unsafe {
+                while i < m {
+                    match m - i {
+                        1 => rows::<1, 8>(xp, wp, k, i, jb, je, n, out),
+                        2 => rows::<2, 6>(xp, wp, k, i, jb, je, n, out),
+                        3 => rows::<3, 4>(xp, wp, k, i, jb, je, n, out),
+                        _ => rows::<4, 4>(xp, wp, k, i, jb, je, n, out),
                     }
                     i += (m - i).min(4);
                 }
