@@ -1,3 +1,4 @@
 //! Role implementations: Burn models, tokenizers, loaders, learners, scripted and remote actors.
 
 pub mod chatlm;
+pub mod formats;

@@ -1,0 +1,480 @@
+//! Chat templates rendered as Hugging Face transformers does (`apply_chat_template`): Jinja via minijinja with
+//! `trim_blocks` and `lstrip_blocks`, the context `messages`, `add_generation_prompt`, the special tokens
+//! (`bos_token`, `eos_token`, ...), `raise_exception`, `strftime_now` (at a fixed, configurable date so renders
+//! are deterministic), Python's `json.dumps`-style `tojson`, and the common Python string/dict methods
+//! (`strip`, `startswith`, `split`, `items`, `get`, ...) that templates call.
+
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, State, Value};
+use serde::{Deserialize, Serialize};
+
+use super::tokenizer::TextTokenizer;
+use super::{FormatError, Result};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant` (or any role the template knows).
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    /// Values put into every render's context (special tokens).
+    pub special_tokens: serde_json::Map<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("special_tokens", &self.special_tokens)
+            .finish()
+    }
+}
+
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// The date `strftime_now` formats by default (HF's Llama 3.1 template default `date_string`).
+pub const DEFAULT_DATE: (i32, u32, u32) = (2024, 7, 26);
+
+fn template_error(e: Error) -> FormatError {
+    let mut msg = e.to_string();
+    if let Some(line) = e.line() {
+        msg = format!("line {line}: {msg}");
+    }
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    FormatError::invalid("chat template", msg)
+}
+
+impl ChatTemplate {
+    /// Compiles `source` with HF's settings; `strftime_now` renders `date` (year, month, day).
+    pub fn with_date(source: &str, date: (i32, u32, u32)) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_keep_trailing_newline(false);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function(
+            "strftime_now",
+            move |fmt: String| -> std::result::Result<Value, Error> {
+                Ok(Value::from(strftime(&fmt, date)))
+            },
+        );
+        env.add_filter("tojson", tojson_filter);
+        env.set_unknown_method_callback(pycompat);
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(template_error)?;
+        Ok(ChatTemplate {
+            env,
+            special_tokens: serde_json::Map::new(),
+        })
+    }
+
+    /// Compiles `source` with HF's settings and the default date.
+    pub fn new(source: &str) -> Result<Self> {
+        Self::with_date(source, DEFAULT_DATE)
+    }
+
+    /// The tokenizer's chat template with its special tokens (`bos_token`, `eos_token`, `pad_token`) in the context.
+    pub fn from_tokenizer(tok: &TextTokenizer) -> Result<Self> {
+        let source = tok.chat_template.as_deref().ok_or_else(|| {
+            FormatError::invalid("chat template", "the tokenizer has no chat template")
+        })?;
+        let mut t = Self::new(source)?;
+        for (key, tokv) in [
+            ("bos_token", &tok.bos),
+            ("eos_token", &tok.eos),
+            ("pad_token", &tok.pad),
+        ] {
+            if let Some((text, _)) = tokv {
+                t.special_tokens.insert(key.into(), text.clone().into());
+            }
+        }
+        Ok(t)
+    }
+
+    /// Renders `messages` (a JSON array of message objects). `extra` keys (e.g. `tools`, `date_string`) are added
+    /// to the context.
+    pub fn render_json(
+        &self,
+        messages: &serde_json::Value,
+        add_generation_prompt: bool,
+        extra: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String> {
+        self.render_value(
+            Value::from_serialize(messages),
+            add_generation_prompt,
+            extra,
+        )
+    }
+
+    /// Renders a list of messages (keys in struct order: `role`, `content`).
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_value(Value::from_serialize(messages), add_generation_prompt, None)
+    }
+
+    fn render_value(
+        &self,
+        messages: Value,
+        add_generation_prompt: bool,
+        extra: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String> {
+        let mut ctx: Vec<(String, Value)> = self
+            .special_tokens
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
+            .collect();
+        if let Some(extra) = extra {
+            ctx.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from_serialize(v))),
+            );
+        }
+        ctx.push(("messages".into(), messages));
+        ctx.push((
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        ));
+        let ctx: Value = ctx.into_iter().collect();
+        let tmpl = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(template_error)?;
+        tmpl.render(ctx).map_err(template_error)
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// A small strftime for dates: `%d %m %Y %y %b %B %j %%`; time fields format as midnight.
+fn strftime(fmt: &str, (y, m, d): (i32, u32, u32)) -> String {
+    let month = MONTHS[(m.clamp(1, 12) - 1) as usize];
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('-') => match chars.next() {
+                Some('d') => out.push_str(&d.to_string()),
+                Some('m') => out.push_str(&m.to_string()),
+                Some(o) => {
+                    out.push_str("%-");
+                    out.push(o);
+                }
+                None => out.push_str("%-"),
+            },
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('b') => out.push_str(&month[..3]),
+            Some('B') => out.push_str(month),
+            Some('H') | Some('M') | Some('S') => out.push_str("00"),
+            Some('%') => out.push('%'),
+            Some(o) => {
+                out.push('%');
+                out.push(o);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+fn json_escape(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Python `json.dumps(v, ensure_ascii=False, indent=indent)` over a template value, keeping map order.
+fn py_json(
+    v: &Value,
+    indent: Option<usize>,
+    level: usize,
+    out: &mut String,
+) -> std::result::Result<(), Error> {
+    let newline = |out: &mut String, level: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * level));
+        }
+    };
+    let item_sep = if indent.is_some() { "," } else { ", " };
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+        ValueKind::Number => {
+            if let Some(i) = v.as_i64().filter(|_| v.is_integer()) {
+                out.push_str(&i.to_string());
+            } else {
+                let f = f64::try_from(v.clone()).unwrap_or(f64::NAN);
+                if f.is_nan() {
+                    out.push_str("NaN");
+                } else if f.is_infinite() {
+                    out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+                } else {
+                    out.push_str(&format!("{f:?}"));
+                }
+            }
+        }
+        ValueKind::String => json_escape(v.as_str().unwrap_or_default(), out),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<Value> = v.try_iter()?.collect();
+            if items.is_empty() {
+                out.push_str("[]");
+                return Ok(());
+            }
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, level + 1);
+                py_json(item, indent, level + 1, out)?;
+            }
+            newline(out, level);
+            out.push(']');
+        }
+        ValueKind::Map | ValueKind::Plain => {
+            let keys: Vec<Value> = v.try_iter()?.collect();
+            if keys.is_empty() {
+                out.push_str("{}");
+                return Ok(());
+            }
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(item_sep);
+                }
+                newline(out, level + 1);
+                match k.as_str() {
+                    Some(s) => json_escape(s, out),
+                    None => json_escape(&k.to_string(), out),
+                }
+                out.push_str(": ");
+                py_json(&v.get_item(k)?, indent, level + 1, out)?;
+            }
+            newline(out, level);
+            out.push('}');
+        }
+        ValueKind::Bytes | ValueKind::Invalid => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: value cannot be serialized",
+            ));
+        }
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: unsupported value",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn tojson_filter(v: &Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let _: Option<bool> = kwargs.get("ensure_ascii")?;
+    let _: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let mut out = String::new();
+    py_json(v, indent, 0, &mut out)?;
+    Ok(Value::from_safe_string(out))
+}
+
+fn arg_str<'a>(
+    args: &'a [Value],
+    i: usize,
+    method: &str,
+) -> std::result::Result<Option<&'a str>, Error> {
+    match args.get(i) {
+        None => Ok(None),
+        Some(v) if v.is_none() || v.is_undefined() => Ok(None),
+        Some(v) => v.as_str().map(Some).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("{method}: argument {i} must be a string"),
+            )
+        }),
+    }
+}
+
+/// Python methods on strings and dicts that chat templates use.
+fn pycompat(
+    state: &State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> std::result::Result<Value, Error> {
+    if let Some(s) = value.as_str() {
+        let chars = |i| -> std::result::Result<Option<Vec<char>>, Error> {
+            Ok(arg_str(args, i, method)?.map(|c| c.chars().collect()))
+        };
+        return Ok(match method {
+            "strip" => Value::from(match chars(0)? {
+                Some(cs) => s.trim_matches(|c| cs.contains(&c)),
+                None => s.trim(),
+            }),
+            "lstrip" => Value::from(match chars(0)? {
+                Some(cs) => s.trim_start_matches(|c| cs.contains(&c)),
+                None => s.trim_start(),
+            }),
+            "rstrip" => Value::from(match chars(0)? {
+                Some(cs) => s.trim_end_matches(|c| cs.contains(&c)),
+                None => s.trim_end(),
+            }),
+            "startswith" | "endswith" => {
+                let pats: Vec<String> = match args.first() {
+                    Some(v) if v.kind() == ValueKind::Seq => {
+                        v.try_iter()?.map(|p| p.to_string()).collect()
+                    }
+                    _ => vec![arg_str(args, 0, method)?.unwrap_or_default().to_string()],
+                };
+                let hit = pats.iter().any(|p| {
+                    if method == "startswith" {
+                        s.starts_with(p.as_str())
+                    } else {
+                        s.ends_with(p.as_str())
+                    }
+                });
+                Value::from(hit)
+            }
+            "upper" => Value::from(s.to_uppercase()),
+            "lower" => Value::from(s.to_lowercase()),
+            "capitalize" => {
+                let mut cs = s.chars();
+                Value::from(match cs.next() {
+                    Some(f) => f.to_uppercase().collect::<String>() + &cs.as_str().to_lowercase(),
+                    None => String::new(),
+                })
+            }
+            "title" => state.apply_filter("title", &[value.clone()])?,
+            "split" | "rsplit" => {
+                let sep = arg_str(args, 0, method)?;
+                let max = args.get(1).and_then(|v| v.as_i64()).filter(|&m| m >= 0);
+                let parts: Vec<String> = match (sep, max) {
+                    (Some(sep), None) => s.split(sep).map(str::to_string).collect(),
+                    (Some(sep), Some(m)) if method == "split" => {
+                        s.splitn(m as usize + 1, sep).map(str::to_string).collect()
+                    }
+                    (Some(sep), Some(m)) => {
+                        let mut v: Vec<String> =
+                            s.rsplitn(m as usize + 1, sep).map(str::to_string).collect();
+                        v.reverse();
+                        v
+                    }
+                    (None, _) => s.split_whitespace().map(str::to_string).collect(),
+                };
+                Value::from(parts)
+            }
+            "replace" => {
+                let old = arg_str(args, 0, method)?.unwrap_or_default();
+                let new = arg_str(args, 1, method)?.unwrap_or_default();
+                match args.get(2).and_then(|v| v.as_i64()).filter(|&c| c >= 0) {
+                    Some(c) => Value::from(s.replacen(old, new, c as usize)),
+                    None => Value::from(s.replace(old, new)),
+                }
+            }
+            "find" => {
+                let sub = arg_str(args, 0, method)?.unwrap_or_default();
+                Value::from(
+                    s.find(sub)
+                        .map(|b| s[..b].chars().count() as i64)
+                        .unwrap_or(-1),
+                )
+            }
+            "count" => Value::from(
+                s.matches(arg_str(args, 0, method)?.unwrap_or_default())
+                    .count(),
+            ),
+            "join" => {
+                let items: Vec<String> = match args.first() {
+                    Some(v) => v.try_iter()?.map(|x| x.to_string()).collect(),
+                    None => Vec::new(),
+                };
+                Value::from(items.join(s))
+            }
+            "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
+            "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
+            "isalpha" => Value::from(!s.is_empty() && s.chars().all(char::is_alphabetic)),
+            _ => return Err(Error::from(ErrorKind::UnknownMethod)),
+        });
+    }
+    if value.kind() == ValueKind::Map {
+        return match method {
+            "items" => state.apply_filter("items", &[value.clone()]),
+            "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
+            "values" => {
+                let vals = value
+                    .try_iter()?
+                    .map(|k| value.get_item(&k))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(Value::from(vals))
+            }
+            "get" => {
+                let key = args.first().cloned().unwrap_or(Value::UNDEFINED);
+                let v = value.get_item(&key)?;
+                Ok(if v.is_undefined() {
+                    args.get(1).cloned().unwrap_or(Value::from(()))
+                } else {
+                    v
+                })
+            }
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        };
+    }
+    Err(Error::from(ErrorKind::UnknownMethod))
+}
