@@ -2,3 +2,4 @@
 
 pub mod chatlm;
 pub mod formats;
+pub mod llama;

@@ -1,0 +1,19 @@
+//! Llama-family decoder LMs (Llama, SmolLM2, Qwen2) in Burn: configuration, weight loading from
+//! GGUF or Hugging Face tensor names, the model with a preallocated KV cache, and batched
+//! generation with left padding.
+//!
+//! The model is a Burn [`Module`](burn::module::Module) whose weights are `Param`s, so the same
+//! network serves inference (flex, wgpu) and training on an autodiff device.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod load;
+pub mod model;
+pub mod rng;
+
+pub use config::{LlamaConfig, MetadataLookup, RopeLayout};
+pub use error::LlamaError;
+pub use generate::{GenerateOptions, Generated, StopReason};
+pub use load::{TensorLookup, WeightNaming};
+pub use model::{KvCache, LlamaModel, LogitsMode};
