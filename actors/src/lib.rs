@@ -3,3 +3,4 @@
 pub mod chatlm;
 pub mod formats;
 pub mod llama;
+pub mod lm;

@@ -1,0 +1,463 @@
+//! Learners: off-policy DPO/IPO with an EMA copy (used to generate and as the reference) and
+//! on-policy GRPO against the frozen initial weights, all over any [`CausalLm`].
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::batch::{CausalLm, to_vec_f32};
+use super::checkpoint::{Checkpoint, TensorRecord};
+use super::logprob::{response_token_logprobs, sequence_logprobs};
+use super::loss::{dpo_loss, grpo_advantages, grpo_loss, ipo_loss, select_pair};
+use super::optim::{AdamW, OptimConfig};
+use super::params::{flat_params, load_module_records, module_records};
+use super::{LmError, SplitMix64};
+
+pub use super::params::ema_update;
+
+/// Which recipe a learner runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// Pairwise DPO, off-policy with an EMA generator/reference.
+    #[default]
+    Dpo,
+    /// Pairwise IPO, off-policy with an EMA generator/reference.
+    Ipo,
+    /// Pointwise GRPO, on-policy, reference = frozen initial weights.
+    Grpo,
+}
+
+fn d_beta() -> f64 {
+    0.1
+}
+fn d_ema() -> f64 {
+    0.95
+}
+fn d_clip() -> f64 {
+    2.0
+}
+
+/// Learner settings (a scenario section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnerConfig {
+    /// `dpo` (default), `ipo` or `grpo`.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// DPO/IPO β; for GRPO the KL (k3) coefficient. Default 0.1.
+    #[serde(default = "d_beta")]
+    pub beta: f64,
+    /// EMA decay d in θ_ema ← d·θ_ema + (1−d)·θ (DPO/IPO). Default 0.95.
+    #[serde(default = "d_ema")]
+    pub ema_decay: f64,
+    /// GRPO truncation c of the importance weight min(exp(lπ − lπ_gen), c). Default 2.
+    #[serde(default = "d_clip")]
+    pub is_clip: f64,
+    /// Padding token for batching. Default 0.
+    #[serde(default)]
+    pub pad_token: u32,
+    /// Optimizer and schedule.
+    #[serde(default)]
+    pub optim: OptimConfig,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::Dpo,
+            beta: d_beta(),
+            ema_decay: d_ema(),
+            is_clip: d_clip(),
+            pad_token: 0,
+            optim: OptimConfig::default(),
+        }
+    }
+}
+
+impl LearnerConfig {
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self) -> Result<(), LmError> {
+        if !(self.beta.is_finite() && self.beta > 0.0) {
+            return Err(LmError::Config("learner.beta: must be > 0".into()));
+        }
+        if !(0.0..=1.0).contains(&self.ema_decay) {
+            return Err(LmError::Config(
+                "learner.ema_decay: must be in [0, 1]".into(),
+            ));
+        }
+        if !(self.is_clip.is_finite() && self.is_clip > 0.0) {
+            return Err(LmError::Config("learner.is_clip: must be > 0".into()));
+        }
+        self.optim.validate()
+    }
+}
+
+/// A group of responses to one prompt with their rewards (`None` = missing verdict).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceGroup {
+    /// Prompt tokens.
+    pub prompt: Vec<u32>,
+    /// Candidate responses.
+    pub responses: Vec<Vec<u32>>,
+    /// One reward per response.
+    pub rewards: Vec<Option<f32>>,
+}
+
+/// One on-policy sample for GRPO.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoSample {
+    /// Prompt tokens.
+    pub prompt: Vec<u32>,
+    /// Generated response tokens.
+    pub response: Vec<u32>,
+    /// Per-token log-probs at generation time (`Generation::logprobs`), same length as response.
+    pub gen_logprobs: Vec<f32>,
+    /// Reward; `None` = missing (excluded from the baseline and the loss).
+    pub reward: Option<f32>,
+    /// An error sample (e.g. unparseable output): its reward (the error reward) shifts the
+    /// baseline, but it gets no loss.
+    pub error: bool,
+}
+
+/// What one learner step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Optimizer steps taken so far (after this one).
+    pub step: u64,
+    /// Loss before the update.
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Pairs (DPO/IPO) or loss-carrying samples (GRPO) used.
+    pub examples: usize,
+    /// DPO/IPO: fraction of pairs whose implicit reward margin is > 0.
+    pub reward_accuracy: Option<f32>,
+    /// GRPO: mean per-token k3 KL to the reference.
+    pub mean_kl: Option<f32>,
+}
+
+/// A trainable policy with its optimizer, EMA copy or frozen reference, and RNG.
+#[derive(Debug)]
+pub struct Learner<M: CausalLm> {
+    cfg: LearnerConfig,
+    policy: M,
+    ema: Option<M>,
+    reference: Option<M>,
+    optim: AdamW,
+    /// A seeded RNG owned with the policy (e.g. to seed sampling requests); checkpointed.
+    pub rng: SplitMix64,
+}
+
+/// The module with every float parameter on the autodiff device, requiring gradients.
+fn trainable<M: Module>(m: M) -> M {
+    struct F;
+    impl burn::module::ModuleMapper for F {
+        fn map_float<const D: usize>(
+            &mut self,
+            p: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            let (id, t, mapper) = p.consume();
+            burn::module::Param::from_mapped_value(id, t.inner().autodiff().require_grad(), mapper)
+        }
+    }
+    m.map(&mut F)
+}
+
+fn host_tensor<const D: usize>(v: Vec<f32>, dims: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+impl<M: CausalLm> Learner<M> {
+    /// Wraps `model` (any device, autodiff or not) for training with `cfg`.
+    pub fn new(model: M, cfg: LearnerConfig, seed: u64) -> Result<Self, LmError> {
+        cfg.validate()?;
+        let plain = model.valid();
+        let (ema, reference) = match cfg.algorithm {
+            Algorithm::Dpo | Algorithm::Ipo => (Some(plain), None),
+            Algorithm::Grpo => (None, Some(plain)),
+        };
+        let optim = AdamW::new(cfg.optim.clone())?;
+        Ok(Self {
+            cfg,
+            policy: trainable(model),
+            ema,
+            reference,
+            optim,
+            rng: SplitMix64::new(seed),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LearnerConfig {
+        &self.cfg
+    }
+
+    /// The trained policy (autodiff).
+    pub fn policy(&self) -> &M {
+        &self.policy
+    }
+
+    /// The EMA copy (DPO/IPO only).
+    pub fn ema(&self) -> Option<&M> {
+        self.ema.as_ref()
+    }
+
+    /// The model to sample from: the EMA copy for DPO/IPO, the current policy for GRPO
+    /// (plain, no autodiff).
+    pub fn generator(&self) -> M {
+        match &self.ema {
+            Some(e) => e.clone(),
+            None => self.policy.valid(),
+        }
+    }
+
+    /// The reference for the KL/implicit reward: EMA (DPO/IPO) or frozen initial (GRPO).
+    pub fn reference(&self) -> &M {
+        match (&self.ema, &self.reference) {
+            (Some(e), _) => e,
+            (None, Some(r)) => r,
+            (None, None) => &self.policy,
+        }
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps(&self) -> u64 {
+        self.optim.step
+    }
+
+    /// One DPO or IPO step on the pairs selected from `groups` (argmax vs argmin reward; ties
+    /// and missing rewards skipped), then the EMA update. `Ok(None)` when no pair was usable.
+    pub fn preference_step(
+        &mut self,
+        groups: &[PreferenceGroup],
+    ) -> Result<Option<StepReport>, LmError> {
+        if self.cfg.algorithm == Algorithm::Grpo {
+            return Err(LmError::Config(
+                "learner.algorithm: grpo learners take grpo_step, not preference_step".into(),
+            ));
+        }
+        let mut chosen: Vec<(&[u32], &[u32])> = Vec::new();
+        let mut rejected: Vec<(&[u32], &[u32])> = Vec::new();
+        for (gi, g) in groups.iter().enumerate() {
+            if g.responses.len() != g.rewards.len() {
+                return Err(LmError::Input(format!(
+                    "group {gi}: {} responses but {} rewards",
+                    g.responses.len(),
+                    g.rewards.len()
+                )));
+            }
+            if let Some((w, l)) = select_pair(&g.rewards) {
+                chosen.push((&g.prompt, &g.responses[w]));
+                rejected.push((&g.prompt, &g.responses[l]));
+            }
+        }
+        let p = chosen.len();
+        if p == 0 {
+            return Ok(None);
+        }
+        let all: Vec<(&[u32], &[u32])> = chosen.iter().chain(rejected.iter()).copied().collect();
+        let pad = self.cfg.pad_token;
+        let reference = self.reference().clone();
+        let ref_lp = to_vec_f32(sequence_logprobs(&reference, &all, pad)?)?;
+        let device = self.policy.device();
+        let ref_w = host_tensor(ref_lp[..p].to_vec(), [p], &device);
+        let ref_l = host_tensor(ref_lp[p..].to_vec(), [p], &device);
+        let lp = sequence_logprobs(&self.policy, &all, pad)?;
+        let pi_w = lp.clone().narrow(0, 0, p);
+        let pi_l = lp.clone().narrow(0, p, p);
+        let margins = to_vec_f32(lp.detach())?;
+        let acc = (0..p)
+            .filter(|i| (margins[*i] - ref_lp[*i]) - (margins[p + i] - ref_lp[p + i]) > 0.0)
+            .count() as f32
+            / p as f32;
+        let loss = match self.cfg.algorithm {
+            Algorithm::Ipo => ipo_loss(pi_w, pi_l, ref_w, ref_l, self.cfg.beta),
+            _ => dpo_loss(pi_w, pi_l, ref_w, ref_l, self.cfg.beta),
+        };
+        let report = self.apply(loss, p)?;
+        if let Some(ema) = self.ema.take() {
+            self.ema = Some(ema_update(ema, &self.policy, self.cfg.ema_decay));
+        }
+        Ok(Some(StepReport {
+            reward_accuracy: Some(acc),
+            ..report
+        }))
+    }
+
+    /// One GRPO step. Advantages are reward − mean of present rewards in `samples` (error
+    /// samples included in the mean); error samples, missing rewards and empty responses get
+    /// no loss. `Ok(None)` when no sample carries a loss.
+    pub fn grpo_step(&mut self, samples: &[GrpoSample]) -> Result<Option<StepReport>, LmError> {
+        if self.cfg.algorithm != Algorithm::Grpo {
+            return Err(LmError::Config(
+                "learner.algorithm: dpo/ipo learners take preference_step, not grpo_step".into(),
+            ));
+        }
+        let rewards: Vec<Option<f32>> = samples.iter().map(|s| s.reward).collect();
+        let adv_all = grpo_advantages(&rewards);
+        let mut used = Vec::new();
+        for (i, s) in samples.iter().enumerate() {
+            if s.gen_logprobs.len() != s.response.len() {
+                return Err(LmError::Input(format!(
+                    "sample {i}: {} gen_logprobs for {} response tokens",
+                    s.gen_logprobs.len(),
+                    s.response.len()
+                )));
+            }
+            if s.reward.is_some() && !s.error && !s.response.is_empty() {
+                used.push(i);
+            }
+        }
+        if used.is_empty() {
+            return Ok(None);
+        }
+        let pairs: Vec<(&[u32], &[u32])> = used
+            .iter()
+            .map(|i| {
+                (
+                    samples[*i].prompt.as_slice(),
+                    samples[*i].response.as_slice(),
+                )
+            })
+            .collect();
+        let pad = self.cfg.pad_token;
+        let device = self.policy.device();
+        let reference = self.reference().clone();
+        let (ref_lp, _) = response_token_logprobs(&reference, &pairs, pad)?;
+        let [b, t] = ref_lp.dims();
+        let ref_lp = host_tensor(to_vec_f32(ref_lp)?, [b, t], &device);
+        let (logp, mask) = response_token_logprobs(&self.policy, &pairs, pad)?;
+        let mut gen_lp = vec![0.0f32; b * t];
+        for (row, i) in used.iter().enumerate() {
+            let g = &samples[*i].gen_logprobs;
+            let start = t - g.len();
+            gen_lp[row * t + start..(row + 1) * t].copy_from_slice(g);
+        }
+        let gen_lp = host_tensor(gen_lp, [b, t], &device);
+        let adv: Vec<f32> = used.iter().map(|i| adv_all[*i]).collect();
+        let adv = host_tensor(adv, [b], &device);
+        let kl = {
+            let d = ref_lp.clone() - logp.clone().detach();
+            let k3 = (d.clone().exp() - d).sub_scalar(1.0) * mask.clone();
+            let v = to_vec_f32(k3.sum() / mask.clone().sum().clamp_min(1.0))?;
+            v.first().copied().unwrap_or(0.0)
+        };
+        let loss = grpo_loss(
+            logp,
+            gen_lp,
+            ref_lp,
+            mask,
+            adv,
+            self.cfg.beta,
+            self.cfg.is_clip,
+        );
+        let report = self.apply(loss, used.len())?;
+        Ok(Some(StepReport {
+            mean_kl: Some(kl),
+            ..report
+        }))
+    }
+
+    fn apply(&mut self, loss: Tensor<1>, examples: usize) -> Result<StepReport, LmError> {
+        let grads = loss.backward();
+        let loss_v = to_vec_f32(loss.detach())?
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
+        let policy = self.policy.clone();
+        let (policy, stats) = self.optim.step(policy, &grads)?;
+        self.policy = policy;
+        Ok(StepReport {
+            step: self.optim.step,
+            loss: loss_v,
+            grad_norm: stats.grad_norm,
+            lr: stats.lr,
+            examples,
+            reward_accuracy: None,
+            mean_kl: None,
+        })
+    }
+
+    /// Everything needed to resume bit-identically: policy, EMA/reference, optimizer moments
+    /// and step, RNG state.
+    pub fn checkpoint(&self) -> Result<Checkpoint, LmError> {
+        let mut ck = Checkpoint::default();
+        for (n, r) in module_records(&self.policy)? {
+            ck.put_tensor(format!("policy/{n}"), r);
+        }
+        if let Some(e) = &self.ema {
+            for (n, r) in module_records(e)? {
+                ck.put_tensor(format!("ema/{n}"), r);
+            }
+        }
+        if let Some(e) = &self.reference {
+            for (n, r) in module_records(e)? {
+                ck.put_tensor(format!("ref/{n}"), r);
+            }
+        }
+        for (i, (m, v)) in self.optim.m.iter().zip(&self.optim.v).enumerate() {
+            let n = m.dims()[0];
+            ck.put_tensor(
+                format!("optim/m/{i}"),
+                TensorRecord::new(vec![n], to_vec_f32(m.clone())?),
+            );
+            ck.put_tensor(
+                format!("optim/v/{i}"),
+                TensorRecord::new(vec![n], to_vec_f32(v.clone())?),
+            );
+        }
+        ck.put_scalar("optim/step", self.optim.step);
+        ck.put_scalar("optim/moments", self.optim.m.len() as u64);
+        ck.put_scalar("learner/rng", self.rng.state());
+        Ok(ck)
+    }
+
+    /// Restores a [`Learner::checkpoint`] of a learner with the same model and algorithm.
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<(), LmError> {
+        let get = |prefix: &'static str| {
+            move |name: &str| ck.tensors.get(&format!("{prefix}/{name}")).cloned()
+        };
+        self.policy = load_module_records(self.policy.clone(), &get("policy"), "policy")?;
+        if let Some(e) = self.ema.take() {
+            self.ema = Some(load_module_records(e, &get("ema"), "ema")?);
+        }
+        if let Some(r) = self.reference.take() {
+            self.reference = Some(load_module_records(r, &get("ref"), "ref")?);
+        }
+        let n = ck.scalar("optim/moments")? as usize;
+        let device = self.policy.device().inner();
+        let params = flat_params(&self.policy);
+        if n != 0 && n != params.len() {
+            return Err(LmError::Checkpoint {
+                origin: "<checkpoint>".into(),
+                msg: format!("{n} optimizer moments for {} parameters", params.len()),
+            });
+        }
+        let mut m = Vec::with_capacity(n);
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            for (key, out) in [("m", &mut m), ("v", &mut v)] {
+                let name = format!("optim/{key}/{i}");
+                let rec = ck.tensors.get(&name).ok_or_else(|| LmError::Checkpoint {
+                    origin: "<checkpoint>".into(),
+                    msg: format!("missing tensor `{name}`"),
+                })?;
+                if rec.data.len() != params[i].dims()[0] {
+                    return Err(LmError::Checkpoint {
+                        origin: "<checkpoint>".into(),
+                        msg: format!("tensor `{name}` has the wrong size"),
+                    });
+                }
+                out.push(host_tensor(rec.data.clone(), [rec.data.len()], &device));
+            }
+        }
+        self.optim.m = m;
+        self.optim.v = v;
+        self.optim.step = ck.scalar("optim/step")?;
+        self.rng = SplitMix64::from_state(ck.scalar("learner/rng")?);
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! The learners' losses, exactly as the official recipes: DPO, IPO, GRPO (with truncated
+//! importance weights and the k3 KL estimator), pair selection and GRPO advantages.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::log_sigmoid;
+
+/// Picks the (chosen, rejected) pair of a group: argmax vs argmin reward over present rewards.
+/// `None` when fewer than two rewards are present or the max equals the min (tie).
+/// Among equal rewards the first index wins.
+pub fn select_pair(rewards: &[Option<f32>]) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, f32)> = None;
+    let mut worst: Option<(usize, f32)> = None;
+    for (i, r) in rewards.iter().enumerate() {
+        let Some(r) = *r else { continue };
+        if !r.is_finite() {
+            continue;
+        }
+        if best.is_none_or(|(_, b)| r > b) {
+            best = Some((i, r));
+        }
+        if worst.is_none_or(|(_, w)| r < w) {
+            worst = Some((i, r));
+        }
+    }
+    match (best, worst) {
+        (Some((bi, b)), Some((wi, w))) if b > w => Some((bi, wi)),
+        _ => None,
+    }
+}
+
+/// DPO: mean over pairs of `−log σ(β[(lπ_w − lref_w) − (lπ_l − lref_l)])`. Inputs `[P]`.
+pub fn dpo_loss(
+    pi_w: Tensor<1>,
+    pi_l: Tensor<1>,
+    ref_w: Tensor<1>,
+    ref_l: Tensor<1>,
+    beta: f64,
+) -> Tensor<1> {
+    let margin = (pi_w - ref_w) - (pi_l - ref_l);
+    log_sigmoid(margin.mul_scalar(beta)).neg().mean()
+}
+
+/// IPO: mean over pairs of `((Δ_w − Δ_l) − 1/(2β))²` with `Δ = lπ − lref`. Inputs `[P]`.
+pub fn ipo_loss(
+    pi_w: Tensor<1>,
+    pi_l: Tensor<1>,
+    ref_w: Tensor<1>,
+    ref_l: Tensor<1>,
+    beta: f64,
+) -> Tensor<1> {
+    let margin = (pi_w - ref_w) - (pi_l - ref_l);
+    margin.sub_scalar(1.0 / (2.0 * beta)).square().mean()
+}
+
+/// GRPO advantages: `reward − mean(valid rewards)` (no std division). `rewards[i] = None` is a
+/// missing reward (excluded from the mean, advantage 0). Error samples carry their (error)
+/// reward and so shift the mean; the caller masks them out of the loss.
+pub fn grpo_advantages(rewards: &[Option<f32>]) -> Vec<f32> {
+    let valid: Vec<f32> = rewards.iter().flatten().copied().collect();
+    if valid.is_empty() {
+        return vec![0.0; rewards.len()];
+    }
+    let mean = valid.iter().map(|r| *r as f64).sum::<f64>() / valid.len() as f64;
+    rewards
+        .iter()
+        .map(|r| r.map_or(0.0, |r| (r as f64 - mean) as f32))
+        .collect()
+}
+
+/// GRPO loss. All token tensors are `[B, T]`; `mask` is 1 on response tokens that take part in
+/// the loss (0 on padding, prompts and masked samples); `adv` is `[B]`.
+///
+/// Per token the objective is `exp(lπ − sg(lπ))·Â·min(exp(lπ − lπ_gen), c) − β·k3` with
+/// `k3 = e^{ref−lπ} − (ref−lπ) − 1`; the truncated importance weight is a constant. The loss is
+/// minus the objective, averaged over each sequence's tokens, then over sequences with at least
+/// one token.
+pub fn grpo_loss(
+    logp: Tensor<2>,
+    gen_logp: Tensor<2>,
+    ref_logp: Tensor<2>,
+    mask: Tensor<2>,
+    adv: Tensor<1>,
+    beta: f64,
+    clip_c: f64,
+) -> Tensor<1> {
+    let [b, _] = logp.dims();
+    let ratio_one = (logp.clone() - logp.clone().detach()).exp();
+    let is_w = (logp.clone().detach() - gen_logp).exp().clamp_max(clip_c);
+    let pg = ratio_one * is_w * adv.reshape([b, 1]);
+    let d = ref_logp - logp;
+    let k3 = (d.clone().exp() - d).sub_scalar(1.0);
+    let obj = (pg - k3.mul_scalar(beta)) * mask.clone();
+    let ntok = mask.sum_dim(1).reshape([b]);
+    let has = ntok.clone().greater_elem(0.0).float();
+    let per_seq = obj.sum_dim(1).reshape([b]) / ntok.clamp_min(1.0);
+    let nseq = has.clone().sum().clamp_min(1.0);
+    (per_seq * has).sum().neg() / nseq
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_and_advantages() {
+        assert_eq!(
+            select_pair(&[Some(0.1), Some(0.9), Some(-0.5)]),
+            Some((1, 2))
+        );
+        assert_eq!(select_pair(&[Some(0.5), None, Some(0.5)]), None);
+        assert_eq!(select_pair(&[None, Some(1.0)]), None);
+        assert_eq!(select_pair(&[Some(1.0), None, Some(0.0)]), Some((0, 2)));
+        assert_eq!(select_pair(&[]), None);
+        let a = grpo_advantages(&[Some(1.0), Some(-1.0), None, Some(0.0)]);
+        assert_eq!(a, vec![1.0, -1.0, 0.0, 0.0]);
+    }
+}
