@@ -70,6 +70,7 @@ fn gen_req(key: &str, role: Role, s: &Seed, input: &str, n: usize, rng: u64) -> 
 #[test]
 fn chat_lm_roles_on_smollm2() {
     let Some(path) = model() else { return };
+    let t0 = std::time::Instant::now();
     let reg = chat_registry();
     let params = table(&format!(
         "model = {:?}\ntemperature = 0.8\nmax_new_tokens = 12\nbatch_size = 8",
@@ -105,7 +106,9 @@ fn chat_lm_roles_on_smollm2() {
         gen_req("a/1", Role::Attacker, &harmful, &harmful.prompt, 2, 11),
         gen_req("a/2", Role::Attacker, &benign, &benign.prompt, 2, 12),
     ];
+    eprintln!("attacker loaded: {:?}", t0.elapsed());
     let out = att.generate(&reqs).unwrap();
+    eprintln!("attacker generated: {:?}", t0.elapsed());
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|g| g.len() == 2));
     for g in out.iter().flatten() {
@@ -134,6 +137,7 @@ fn chat_lm_roles_on_smollm2() {
             5,
         )])
         .unwrap();
+    eprintln!("defender loaded+generated: {:?}", t0.elapsed());
     let g = &d[0][0];
     assert!(!g.text.trim().is_empty());
     assert_eq!(g.parsed.as_deref(), Some(g.text.trim()));
@@ -168,6 +172,7 @@ fn chat_lm_roles_on_smollm2() {
             rng_seed: 4,
         }])
         .unwrap();
+    eprintln!("judge faithful+compare: {:?}", t0.elapsed());
     assert_eq!(c.len(), 1);
     assert!(c[0].raw.contains("swapped order"), "{}", c[0].raw);
     let l = judge
