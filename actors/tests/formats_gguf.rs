@@ -759,3 +759,20 @@ fn smollm2_parses_with_expected_tensors() {
         }
     }
 }
+
+#[test]
+fn parallel_dequantize_equals_serial() {
+    use sparring_actors::formats::quant::{PARALLEL_THRESHOLD, dequantize_into};
+    let n_blocks = PARALLEL_THRESHOLD / 256 + 7;
+    let mut data = Vec::with_capacity(n_blocks * 144);
+    for b in 0..n_blocks {
+        let mut blk: Vec<u8> = (0..144).map(|i| ((i * 31 + b * 7) & 0xFF) as u8).collect();
+        blk[0..2].copy_from_slice(&h(0.01));
+        blk[2..4].copy_from_slice(&h(0.02));
+        data.extend(blk);
+    }
+    let par = dequantize(GgmlType::Q4_K, &data, n_blocks * 256).unwrap();
+    let mut ser = vec![0f32; n_blocks * 256];
+    dequantize_into(GgmlType::Q4_K, &data, &mut ser).unwrap();
+    assert!(par == ser);
+}

@@ -331,3 +331,76 @@ fn smollm2_converts_to_hf_and_matches() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn safetensors_seeded_mutations_never_panic() {
+    let base = to_bytes_f32(&sample(), &BTreeMap::new());
+    let mut state = 7u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut ok = 0;
+    for _ in 0..10_000 {
+        let mut b = base.clone();
+        for _ in 0..1 + next() % 3 {
+            let i = (next() % b.len() as u64) as usize;
+            match next() % 3 {
+                0 => b[i] = next() as u8,
+                1 => b[i] = b"0123456789[]{},:\"-"[(next() % 18) as usize],
+                _ => b.truncate(i.max(1)),
+            }
+        }
+        if let Ok(f) = SafetensorsFile::parse(b) {
+            ok += 1;
+            for n in f.names() {
+                let _ = f.get_f32(&n);
+            }
+        }
+    }
+    assert!(ok > 0 && ok < 10_000, "{ok}");
+}
+
+#[test]
+fn llama31_and_qwen25_style_configs_parse() {
+    let dir = tmp("cfgs");
+    let p = dir.join("config.json");
+    std::fs::write(
+        &p,
+        r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":128256,"hidden_size":4096,
+        "intermediate_size":14336,"num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":8,
+        "rms_norm_eps":1e-05,"rope_theta":500000.0,"max_position_embeddings":131072,"tie_word_embeddings":false,
+        "bos_token_id":128000,"eos_token_id":[128001,128008,128009],"hidden_act":"silu","torch_dtype":"bfloat16",
+        "rope_scaling":{"factor":8.0,"rope_type":"llama3"},"attention_bias":false,"mlp_bias":false}"#,
+    )
+    .unwrap();
+    let c = LlamaConfig::from_file(&p).unwrap();
+    assert_eq!(c.eos_token_id, vec![128001, 128008, 128009]);
+    assert_eq!((c.n_kv_heads(), c.head_dim()), (8, 128));
+    assert!(!c.has_qkv_bias());
+    std::fs::write(
+        &p,
+        r#"{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","vocab_size":151936,"hidden_size":896,
+        "intermediate_size":4864,"num_hidden_layers":24,"num_attention_heads":14,"num_key_value_heads":2,
+        "rms_norm_eps":1e-06,"rope_theta":1000000.0,"tie_word_embeddings":true,"bos_token_id":151643,
+        "eos_token_id":151645,"rope_scaling":null,"sliding_window":32768,"use_sliding_window":false}"#,
+    )
+    .unwrap();
+    let c = LlamaConfig::from_file(&p).unwrap();
+    assert_eq!(c.eos_token_id, vec![151645]);
+    assert!(c.has_qkv_bias() && c.tie_word_embeddings);
+    assert_eq!(c.head_dim(), 64);
+    let v = serde_json::to_value(&c).unwrap();
+    assert_eq!(v["eos_token_id"], serde_json::json!(151645));
+    std::fs::write(&p, r#"{"model_type":"llama","vocab_size":4,"hidden_size":6,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":4}"#).unwrap();
+    assert!(
+        LlamaConfig::from_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not a multiple")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -84,7 +84,7 @@ impl ChatTemplate {
         );
         env.add_filter("tojson", tojson_filter);
         env.set_unknown_method_callback(pycompat);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+        env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source))
             .map_err(template_error)?;
         Ok(ChatTemplate {
             env,
@@ -153,6 +153,12 @@ impl ChatTemplate {
                     .map(|(k, v)| (k.clone(), Value::from_serialize(v))),
             );
         }
+        // HF passes these explicitly as None, so `tools is not none` is false unless the caller sets them.
+        for key in ["tools", "documents"] {
+            if !ctx.iter().any(|(k, _)| k == key) {
+                ctx.push((key.into(), Value::from(())));
+            }
+        }
         ctx.push(("messages".into(), messages));
         ctx.push((
             "add_generation_prompt".into(),
@@ -165,6 +171,17 @@ impl ChatTemplate {
             .map_err(template_error)?;
         tmpl.render(ctx).map_err(template_error)
     }
+}
+
+/// Replaces HF's `{% generation %}` / `{% endgeneration %}` tags (transformers' AssistantTracker extension, which
+/// only records spans) by an always-true `if`, keeping whitespace control, so the contents render as in HF.
+fn strip_generation_tags(source: &str) -> String {
+    let mut s = source.to_string();
+    for (l, r) in [("{%-", "-%}"), ("{%-", "%}"), ("{%", "-%}"), ("{%", "%}")] {
+        s = s.replace(&format!("{l} generation {r}"), &format!("{l} if true {r}"));
+        s = s.replace(&format!("{l} endgeneration {r}"), &format!("{l} endif {r}"));
+    }
+    s
 }
 
 const MONTHS: [&str; 12] = [
@@ -401,7 +418,7 @@ fn pycompat(
                     None => String::new(),
                 })
             }
-            "title" => state.apply_filter("title", &[value.clone()])?,
+            "title" => state.apply_filter("title", std::slice::from_ref(value))?,
             "split" | "rsplit" => {
                 let sep = arg_str(args, 0, method)?;
                 let max = args.get(1).and_then(|v| v.as_i64()).filter(|&m| m >= 0);
@@ -455,7 +472,7 @@ fn pycompat(
     }
     if value.kind() == ValueKind::Map {
         return match method {
-            "items" => state.apply_filter("items", &[value.clone()]),
+            "items" => state.apply_filter("items", std::slice::from_ref(value)),
             "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
             "values" => {
                 let vals = value

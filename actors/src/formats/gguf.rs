@@ -893,12 +893,20 @@ pub fn permute_qk(data: &[f32], shape: &[usize], n_head: usize) -> Result<Vec<f3
 
 fn permute_rows(data: &[f32], shape: &[usize], n_head: usize, to_gguf: bool) -> Result<Vec<f32>> {
     let rows = shape.first().copied().unwrap_or(0);
-    let cols: usize = shape.iter().skip(1).product();
-    if n_head == 0
-        || !rows.is_multiple_of(n_head)
-        || !(rows / n_head).is_multiple_of(2)
-        || rows * cols != data.len()
-    {
+    let cols = shape
+        .iter()
+        .skip(1)
+        .try_fold(1usize, |a, &d| a.checked_mul(d));
+    let cols = match cols {
+        Some(c) if rows.checked_mul(c) == Some(data.len()) => c,
+        _ => {
+            return Err(FormatError::invalid(
+                "permute",
+                format!("shape {shape:?} does not match {} values", data.len()),
+            ));
+        }
+    };
+    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return Err(FormatError::invalid(
             "permute",
             format!("shape {shape:?} cannot be split into {n_head} heads of even size"),

@@ -49,14 +49,42 @@ pub struct LlamaConfig {
     pub attention_bias: bool,
     #[serde(default)]
     pub bos_token_id: Option<u32>,
-    #[serde(default)]
-    pub eos_token_id: Option<u32>,
+    /// End-of-sequence ids: `config.json` has one id or a list (Llama 3.1); written back as a number when single.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        serialize_with = "ser_one_or_many"
+    )]
+    pub eos_token_id: Vec<u32>,
     #[serde(default)]
     pub pad_token_id: Option<u32>,
     #[serde(default = "default_act")]
     pub hidden_act: String,
     #[serde(default = "default_dtype")]
     pub torch_dtype: String,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u32),
+        Many(Vec<u32>),
+        Null(()),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(x) => vec![x],
+        OneOrMany::Many(v) => v,
+        OneOrMany::Null(()) => Vec::new(),
+    })
+}
+
+fn ser_one_or_many<S: serde::Serializer>(v: &[u32], s: S) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        [] => s.serialize_none(),
+        [x] => s.serialize_u32(*x),
+        many => many.serialize(s),
+    }
 }
 
 fn default_eps() -> f64 {
@@ -79,6 +107,11 @@ impl LlamaConfig {
     /// Key/value heads (defaults to the query heads).
     pub fn n_kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Whether the Q/K/V projections have biases (`attention_bias`, or always for `qwen2`).
+    pub fn has_qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type == "qwen2"
     }
 
     /// Per-head dimension.
@@ -145,7 +178,8 @@ impl LlamaConfig {
             Some(v) => v,
             None => g.meta_array("tokenizer.ggml.tokens")?.len(),
         };
-        let head_dim = opt_usize(&k("attention.key_length"))?.filter(|&d| d * n_head != hidden);
+        let head_dim = opt_usize(&k("attention.key_length"))?
+            .filter(|&d| d.checked_mul(n_head) != Some(hidden));
         let (model_type, class) = match arch.as_str() {
             "llama" => ("llama", "LlamaForCausalLM"),
             "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
@@ -180,7 +214,9 @@ impl LlamaConfig {
             tie_word_embeddings: g.tensor("output.weight").is_none(),
             attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
             bos_token_id: opt_u32("tokenizer.ggml.bos_token_id")?,
-            eos_token_id: opt_u32("tokenizer.ggml.eos_token_id")?,
+            eos_token_id: opt_u32("tokenizer.ggml.eos_token_id")?
+                .into_iter()
+                .collect(),
             pad_token_id: opt_u32("tokenizer.ggml.padding_token_id")?,
             hidden_act: default_act(),
             torch_dtype: default_dtype(),
@@ -355,7 +391,7 @@ pub fn convert_gguf_to_hf_with(
         "generation_config.json",
         &serde_json::json!({
             "bos_token_id": config.bos_token_id,
-            "eos_token_id": config.eos_token_id,
+            "eos_token_id": cfg_value.get("eos_token_id"),
             "pad_token_id": config.pad_token_id,
         }),
     )?;

@@ -225,8 +225,48 @@ pub fn dequantize(ty: GgmlType, data: &[u8], n_elements: usize) -> Result<Vec<f3
         ));
     }
     let mut out = vec![0f32; n_elements];
-    dequantize_into(ty, data, &mut out)?;
+    dequantize_parallel(ty, data, &mut out)?;
     Ok(out)
+}
+
+/// Tensors with more elements than this are dequantized on several threads.
+pub const PARALLEL_THRESHOLD: usize = 1 << 20;
+
+/// Like [`dequantize_into`], split over the available cores for large tensors (same result, bit for bit).
+pub fn dequantize_parallel(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(16);
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    if threads < 2
+        || out.len() < PARALLEL_THRESHOLD
+        || bs == 0
+        || ts == 0
+        || !out.len().is_multiple_of(bs)
+    {
+        return dequantize_into(ty, data, out);
+    }
+    let blocks = out.len() / bs;
+    if data.len() != blocks * ts {
+        return dequantize_into(ty, data, out);
+    }
+    let per = blocks.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = data
+            .chunks(per * ts)
+            .zip(out.chunks_mut(per * bs))
+            .map(|(d, o)| scope.spawn(move || dequantize_into(ty, d, o)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(FormatError::invalid("dequantize", "worker thread panicked"))
+                })
+            })
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    })
 }
 
 /// Dequantizes into `out` (whose length is the element count); `data` must hold exactly the blocks.
