@@ -134,7 +134,7 @@ impl LlamaConfig {
             .meta_str("general.architecture")
             .ok_or_else(|| missing("general.architecture", "string"))?;
         let (qkv_bias, rope_layout) = match arch.as_str() {
-            "llama" => (false, RopeLayout::Interleaved),
+            "llama" | "mistral" => (false, RopeLayout::Interleaved),
             "qwen2" => (true, RopeLayout::RotateHalf),
             other => {
                 return Err(LlamaError::BadConfig(format!(
@@ -236,6 +236,13 @@ impl LlamaConfig {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// From the formats module's HF-style config (config.json fields); rotate-half RoPE.
+    pub fn from_hf(hf: &crate::formats::LlamaConfig) -> Result<Self, LlamaError> {
+        let json = serde_json::to_value(hf)
+            .map_err(|e| LlamaError::BadConfig(format!("config.json: {e}")))?;
+        Self::from_hf_config(&json)
     }
 
     /// Number of query heads sharing one key/value head.

@@ -111,3 +111,29 @@ impl WeightNaming {
         }
     }
 }
+
+impl<T: crate::formats::TensorSource> TensorLookup for T {
+    fn tensor_f32(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, String> {
+        if !self.contains(name) {
+            return Ok(None);
+        }
+        self.get_f32(name).map(Some).map_err(|e| e.to_string())
+    }
+}
+
+impl super::config::MetadataLookup for crate::formats::gguf::GgufFile {
+    fn meta_u64(&self, key: &str) -> Option<u64> {
+        self.meta(key)
+            .and_then(|v| v.as_int())
+            .and_then(|v| u64::try_from(v).ok())
+    }
+    fn meta_f64(&self, key: &str) -> Option<f64> {
+        self.meta(key).and_then(|v| v.as_f64())
+    }
+    fn meta_str(&self, key: &str) -> Option<String> {
+        self.meta(key).and_then(|v| v.as_str().map(String::from))
+    }
+    fn meta_array_len(&self, key: &str) -> Option<usize> {
+        self.meta(key).and_then(|v| v.as_array().map(<[_]>::len))
+    }
+}

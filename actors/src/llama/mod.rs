@@ -17,3 +17,6 @@ pub use error::LlamaError;
 pub use generate::{GenerateOptions, Generated, StopReason};
 pub use load::{TensorLookup, WeightNaming};
 pub use model::{KvCache, LlamaModel, LogitsMode};
+
+/// The Burn device type the model runs on (re-exported for callers without a burn dependency).
+pub use burn::tensor::Device;

@@ -331,6 +331,43 @@ impl LlamaModel {
         })
     }
 
+    /// Loads a GGUF file (llama, mistral or qwen2 architecture): configuration from its
+    /// metadata, weights dequantized to f32, RoPE layout from the architecture.
+    pub fn from_gguf(
+        gguf: &crate::formats::gguf::GgufFile,
+        device: &Device,
+    ) -> Result<Self, LlamaError> {
+        let config = LlamaConfig::from_gguf_metadata(gguf)?;
+        Self::from_tensors(&config, gguf, WeightNaming::Gguf, device)
+    }
+
+    /// Opens and loads a GGUF file from disk (see [`from_gguf`](Self::from_gguf)).
+    pub fn load_gguf(path: &std::path::Path, device: &Device) -> Result<Self, LlamaError> {
+        let gguf = crate::formats::gguf::GgufFile::open(path).map_err(|e| LlamaError::Source {
+            name: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_gguf(&gguf, device)
+    }
+
+    /// Loads a Hugging Face checkpoint directory (config.json + safetensors), rotate-half RoPE.
+    pub fn from_hf_checkpoint(
+        checkpoint: &crate::formats::HfCheckpoint,
+        device: &Device,
+    ) -> Result<Self, LlamaError> {
+        let config = LlamaConfig::from_hf(&checkpoint.config)?;
+        Self::from_tensors(&config, checkpoint, WeightNaming::HuggingFace, device)
+    }
+
+    /// Opens and loads a Hugging Face checkpoint directory.
+    pub fn load_hf_dir(dir: &std::path::Path, device: &Device) -> Result<Self, LlamaError> {
+        let ck = crate::formats::HfCheckpoint::open(dir).map_err(|e| LlamaError::Source {
+            name: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_hf_checkpoint(&ck, device)
+    }
+
     /// Forward over a cache-less batch (training, scoring): `ids` are left-padded rows of equal
     /// length, `valid[r][j]` false on padding. Returns logits `[batch, seq, vocab]`.
     pub fn forward(&self, ids: &[Vec<u32>], valid: &[Vec<bool>]) -> Result<Tensor<3>, LlamaError> {

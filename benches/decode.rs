@@ -1,0 +1,81 @@
+//! Greedy decode throughput of SmolLM2-135M (architecture and sizes; weights random unless the
+//! real GGUF is found, which does not change the arithmetic) on the flex CPU backend:
+//! 64 new tokens at batch 1 and batch 16. Run: `cargo bench --bench decode`.
+//! Env: `DECODE_BATCHES=1,16` `DECODE_TOKENS=64` `DECODE_REPS=3`.
+
+use std::time::Instant;
+
+use sparring_actors::llama::{Device, GenerateOptions, LlamaConfig, LlamaModel, RopeLayout};
+
+fn env_list(key: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(key)
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a smoke pass.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let device = Device::flex();
+    let cfg = LlamaConfig::smollm2_135m(RopeLayout::Interleaved);
+    let model = match LlamaModel::random(&cfg, 0, &device) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("decode bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let batches = env_list("DECODE_BATCHES", &[1, 16]);
+    let new_tokens = env_list("DECODE_TOKENS", &[if quick { 4 } else { 64 }])[0];
+    let reps = env_list("DECODE_REPS", &[if quick { 1 } else { 3 }])[0];
+    // A chat-formatted prompt of ~36 tokens (the fixture prompt length).
+    let prompt: Vec<u32> = (0..36u32).map(|i| (i * 7919 + 11) % 49152).collect();
+    println!("decode: SmolLM2-135M shapes, flex backend, {new_tokens} new tokens, greedy");
+    for &b in &batches {
+        let prompts: Vec<Vec<u32>> = (0..b)
+            .map(|r| {
+                let mut p = prompt.clone();
+                p.truncate(36 - (r % 5)); // ragged: exercises left padding
+                p[0] = (r as u32 * 31) % 49152;
+                p
+            })
+            .collect();
+        let opts = GenerateOptions {
+            max_new_tokens: new_tokens,
+            ..Default::default()
+        };
+        // Prefill alone, to separate it from decode.
+        let prefill_opts = GenerateOptions {
+            max_new_tokens: 1,
+            ..Default::default()
+        };
+        let mut best_total = f64::INFINITY;
+        let mut best_prefill = f64::INFINITY;
+        for _ in 0..reps {
+            let t0 = Instant::now();
+            if let Err(e) = model.generate(&prompts, &prefill_opts) {
+                eprintln!("decode bench: {e}");
+                std::process::exit(1);
+            }
+            best_prefill = best_prefill.min(t0.elapsed().as_secs_f64());
+            let t0 = Instant::now();
+            match model.generate(&prompts, &opts) {
+                Ok(out) => assert!(out.iter().all(|g| g.tokens.len() == new_tokens)),
+                Err(e) => {
+                    eprintln!("decode bench: {e}");
+                    std::process::exit(1);
+                }
+            }
+            best_total = best_total.min(t0.elapsed().as_secs_f64());
+        }
+        let tokens = (b * new_tokens) as f64;
+        let decode = (best_total - best_prefill).max(1e-9);
+        println!(
+            "batch {b:>2}: {:>7.1} tok/s end-to-end ({best_total:.3} s incl. prefill {best_prefill:.3} s), \
+             {:>7.1} tok/s decode only",
+            tokens / best_total,
+            (b * (new_tokens - 1)) as f64 / decode
+        );
+    }
+}
