@@ -62,7 +62,7 @@ fn padding_does_not_change_a_rows_logits() {
     let m = tiny(5, 0.3);
     let a = vec![3u32, 4, 5];
     let alone = m
-        .forward_batch(&TokenBatch::left_padded(&[a.clone()], 0).unwrap())
+        .forward_batch(&TokenBatch::left_padded(std::slice::from_ref(&a), 0).unwrap())
         .unwrap();
     let both = m
         .forward_batch(
@@ -204,7 +204,7 @@ fn sequence_logprobs_sum_response_tokens_only() {
     for (i, (p, r)) in pairs.iter().enumerate() {
         let seq = [p.as_slice(), r.as_slice()].concat();
         let logits = m
-            .forward_batch(&TokenBatch::left_padded(&[seq.clone()], 0).unwrap())
+            .forward_batch(&TokenBatch::left_padded(std::slice::from_ref(&seq), 0).unwrap())
             .unwrap();
         let v = 17;
         let l = to_vec_f32(logits).unwrap();

@@ -438,14 +438,14 @@ impl<M: CausalLm> Learner<M> {
         }
         let mut m = Vec::with_capacity(n);
         let mut v = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, param) in params.iter().enumerate().take(n) {
             for (key, out) in [("m", &mut m), ("v", &mut v)] {
                 let name = format!("optim/{key}/{i}");
                 let rec = ck.tensors.get(&name).ok_or_else(|| LmError::Checkpoint {
                     origin: "<checkpoint>".into(),
                     msg: format!("missing tensor `{name}`"),
                 })?;
-                if rec.data.len() != params[i].dims()[0] {
+                if rec.data.len() != param.dims()[0] {
                     return Err(LmError::Checkpoint {
                         origin: "<checkpoint>".into(),
                         msg: format!("tensor `{name}` has the wrong size"),

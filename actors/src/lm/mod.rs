@@ -5,6 +5,17 @@
 //!
 //! The learners and the sampler are generic over [`CausalLm`] / [`KvCacheLm`], so another model
 //! (e.g. a Llama-family one) reuses them by implementing those two traits.
+//!
+//! ```ignore
+//! use sparring_actors::lm::*;
+//! let dev = device(BackendKind::Flex)?;
+//! let model = TransformerConfig::new(64, 64, 2, 4, 256, 64).init(seed, &dev)?;
+//! // the learner, its device and optimizer live on their own thread
+//! let lm = ModelThread::spawn("defender", move || Learner::new(model, LearnerConfig::default(), seed))?;
+//! let gens = lm.call(move |l| generate(&l.generator(), &requests, &SamplingConfig::default()))?;
+//! let report = lm.call(move |l| l.preference_step(&groups))?; // Option<StepReport>
+//! let ckpt = lm.call(|l| l.checkpoint())?; // Checkpoint::to_bytes / save / load, Learner::restore
+//! ```
 
 pub mod backend;
 pub mod batch;

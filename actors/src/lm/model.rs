@@ -108,7 +108,7 @@ impl TransformerConfig {
                 return bad(k, "must be > 0");
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return bad(
                 "n_heads",
                 &format!("must divide d_model = {}", self.d_model),
