@@ -4,3 +4,12 @@ pub mod chatlm;
 pub mod formats;
 pub mod llama;
 pub mod lm;
+pub mod scripted;
+
+/// The registry of every kind this crate provides (scenario `kind` → constructor).
+pub fn registry() -> sparring_engine::Registry {
+    let mut r = sparring_engine::Registry::new();
+    scripted::register(&mut r);
+    chatlm::register(&mut r);
+    r
+}

@@ -2,6 +2,7 @@
 //! It knows no model: implementations plug in through the `Policy` and `Judge` traits and the `Registry`.
 
 pub mod data;
+pub mod game;
 pub mod payoff;
 pub mod record;
 pub mod registry;

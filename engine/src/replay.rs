@@ -235,7 +235,7 @@ pub fn recompute(run_dir: &Path) -> Result<Recomputed, String> {
             &scenario.game.optimistic,
             round,
         ));
-        let m = metrics(&body);
+        let m = roundtrip(&metrics(&body));
         match commits.first() {
             Some(Record::Commit(CommitRec {
                 metrics: live,
@@ -262,8 +262,13 @@ pub fn recompute(run_dir: &Path) -> Result<Recomputed, String> {
         out.last_round = round;
         all.extend(body);
     }
-    out.summary = metrics(&all);
+    out.summary = roundtrip(&metrics(&all));
     Ok(out)
+}
+
+/// Metrics as they read back from JSON (the form the live run logs and compares).
+fn roundtrip(m: &Metrics) -> Metrics {
+    serde_json::to_string(m).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| m.clone())
 }
 
 /// Recompute each reward of a round from its judgments and compare with the logged rewards.

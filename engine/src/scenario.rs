@@ -301,6 +301,9 @@ pub struct Loaded {
     pub base_dir: PathBuf,
     /// The resolved scenario (overrides applied, `base_dir` set), as TOML text.
     pub resolved: String,
+    /// Run id: the game name and a hash of the resolved scenario without its test-only `[faults]` (so a run
+    /// with injected faults is comparable, record for record, with the same run without them).
+    pub run_id: String,
     /// Seeds the game draws from, in file order.
     pub train: Vec<Seed>,
     /// Evaluation sets in scenario order.
