@@ -301,8 +301,9 @@ pub struct Loaded {
     pub base_dir: PathBuf,
     /// The resolved scenario (overrides applied, `base_dir` set), as TOML text.
     pub resolved: String,
-    /// Run id: the game name and a hash of the resolved scenario without its test-only `[faults]` (so a run
-    /// with injected faults is comparable, record for record, with the same run without them).
+    /// Run id: the game name and a hash of the resolved scenario without its test-only `[faults]` and its
+    /// `base_dir` (so a run with injected faults, or from a moved checkout, is comparable record for record with
+    /// the same run without them).
     pub run_id: String,
     /// Seeds the game draws from, in file order.
     pub train: Vec<Seed>,
@@ -726,6 +727,11 @@ pub fn load_str(
     );
     let resolved = toml::to_string(&resolved_table)
         .map_err(|e| one_err("resolve".into(), None, e.to_string()))?;
+    let mut identity = resolved_table;
+    identity.remove("faults");
+    identity.remove("base_dir");
+    let identity = toml::to_string(&identity).map_err(|e| one_err("resolve".into(), None, e.to_string()))?;
+    let run_id = format!("{}-{:016x}", scenario.game.name, crate::rng::fnv1a(&identity));
 
     let eval = match &scenario.eval.sets {
         Some(names) => eval
@@ -738,6 +744,7 @@ pub fn load_str(
         source: path.to_path_buf(),
         base_dir,
         resolved,
+        run_id,
         train,
         eval,
         scenario,
