@@ -104,13 +104,17 @@ fn chat_lm_roles_on_smollm2() {
         .unwrap();
     let reqs = vec![
         gen_req("a/1", Role::Attacker, &harmful, &harmful.prompt, 2, 11),
-        gen_req("a/2", Role::Attacker, &benign, &benign.prompt, 2, 12),
+        gen_req("a/2", Role::Attacker, &benign, &benign.prompt, 1, 12),
     ];
     eprintln!("attacker loaded: {:?}", t0.elapsed());
     let out = att.generate(&reqs).unwrap();
     eprintln!("attacker generated: {:?}", t0.elapsed());
     assert_eq!(out.len(), 2);
-    assert!(out.iter().all(|g| g.len() == 2));
+    assert_eq!((out[0].len(), out[1].len()), (2, 1));
+    assert_ne!(
+        out[0][0].text, out[0][1].text,
+        "two samples of one request share a seed"
+    );
     for g in out.iter().flatten() {
         assert!(g.tokens > 0 && g.tokens <= 12);
         assert_eq!(
@@ -208,6 +212,8 @@ fn smollm2_scenario_validates_and_evaluates() {
     };
     let reg = chat_registry();
     let m = format!("{:?}", model.display().to_string());
+    let sh = formats::shared_dir().join("data");
+    let q = |p: &str| format!("{:?}", sh.join(p).display().to_string());
     let overrides: Vec<String> = vec![
         format!("attacker.model={m}"),
         format!("defender.model={m}"),
@@ -216,6 +222,24 @@ fn smollm2_scenario_validates_and_evaluates() {
         "data.eval[0].limit=4".into(),
         "data.eval[1].limit=2".into(),
         "data.eval[2].limit=2".into(),
+        // Data found wherever ../shared is (a worktree sets SPARRING_SHARED).
+        format!(
+            "data.train[0].path={}",
+            q("advgame/valid_vanilla_harmful_256.jsonl")
+        ),
+        format!(
+            "data.train[1].path={}",
+            q("advgame/valid_vanilla_benign_256.jsonl")
+        ),
+        format!("data.eval[0].path={}", q("xstest/xstest.jsonl")),
+        format!(
+            "data.eval[1].path={}",
+            q("advgame/valid_adversarial_harmful_256.jsonl")
+        ),
+        format!(
+            "data.eval[2].path={}",
+            q("advgame/valid_adversarial_benign_128.jsonl")
+        ),
     ];
     let loaded = sparring_engine::scenario::load(&scenario_path(), &overrides, &reg)
         .unwrap_or_else(|e| panic!("{e}"));
