@@ -1,4 +1,4 @@
-//! The `sparring` command line: `run`, `validate`, `replay` and `list`.
+//! The `sparring` command line: `run`, `validate`, `replay`, `list` and `eval`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -54,6 +54,24 @@ enum Cmd {
     },
     /// List the role kinds a scenario can use, with their parameters.
     List,
+    /// Evaluate a scenario's defender (or a run's, at its last committed round): ASR on the harmful eval sets and
+    /// compliance on the benign ones, labelled by the scenario's judge.
+    Eval {
+        /// Scenario file or run directory.
+        scenario_or_run: PathBuf,
+        /// Override a scenario value (as for `run`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Rewrite each eval seed with the scenario's attacker first.
+        #[arg(long)]
+        attacker: bool,
+        /// Keep only the first N seeds of each eval set.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +120,17 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Replay { run_dir, json } => replay_cmd(&run_dir, json),
+        Cmd::Eval { scenario_or_run, set, attacker, limit, json } => {
+            let opts = sparring_actors::chatlm::EvalOptions { with_attacker: attacker, limit };
+            let rep = sparring_actors::chatlm::eval_with(&scenario_or_run, &set, &opts, &registry)
+                .map_err(|e| anyhow!("{e}"))?;
+            if json {
+                println!("{}", rep.json());
+            } else {
+                print!("{}", rep.table());
+            }
+            Ok(())
+        }
         Cmd::Run {
             file,
             out,

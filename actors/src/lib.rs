@@ -12,5 +12,6 @@ pub fn registry() -> sparring_engine::Registry {
     let mut r = sparring_engine::Registry::new();
     scripted::register(&mut r);
     intent::roles::register(&mut r);
+    chatlm::register(&mut r);
     r
 }

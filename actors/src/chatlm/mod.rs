@@ -1,13 +1,25 @@
 //! Chat-LM backed roles: the role prompts (attacker, faithfulness judge, pairwise and pointwise judges) written for
-//! this project after the AdvGame paper's structure, and the strict parsers of the tagged answers they ask for.
+//! this project after the AdvGame paper's structure, the strict parsers of the tagged answers they ask for, the
+//! loaded chat model (`model`), the engine roles built on it (`roles`: kinds `chat-lm` and `chat-lm-judge`), LoRA
+//! adapters for training on a CPU (`lora`), and the evaluation of a scenario's players (`eval`).
 //!
-//! The model side (which chat LM renders and generates) lives elsewhere; this module is pure text in, text out, so the
-//! same prompts serve a Burn model, a remote OpenAI-compatible endpoint or a test double.
+//! `prompts` and `parse` are pure text in, text out, so the same prompts serve a Burn model, a remote
+//! OpenAI-compatible endpoint or a test double.
 
+pub mod eval;
+pub mod lora;
+pub mod model;
 pub mod parse;
 pub mod prompts;
+pub mod roles;
 
+pub use eval::{EvalOptions, EvalReport, SetReport, eval, eval_with};
+pub use lora::{LoraConfig, LoraLlama};
+pub use model::{ChatModel, Sample, Sampling};
 pub use parse::{
     AttackerOutput, ParseError, parse_attacker, parse_faithfulness, parse_pairwise, parse_pointwise,
 };
 pub use prompts::{ChatMessage, Rubric, SeedKind};
+pub use roles::{
+    ChatJudge, ChatPolicy, JUDGE_KIND, JudgeParams, POLICY_KIND, PolicyParams, register,
+};

@@ -1,0 +1,493 @@
+//! LoRA adapters for the Llama model: low-rank deltas `x·A·B·(alpha/rank)` on chosen attention and MLP projections
+//! (q, k, v, o, gate, up, down), a trainable `LoraLlama` whose only parameters are the adapters (the base weights
+//! are frozen constants), so the `lm` learners (DPO/IPO/GRPO, AdamW, EMA) train it unchanged; merging into a plain
+//! `LlamaModel` for fast KV-cached generation; and safetensors save/load of the adapters.
+//!
+//! Adapters live in the loaded checkpoint's basis: for a GGUF file the Q/K rows are in llama.cpp's permuted order
+//! (the safetensors metadata records `rope_layout`), so adapters are reusable with the same weights file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::silu;
+use burn::tensor::module::{attention, embedding, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::formats::SafetensorsFile;
+use crate::formats::safetensors::to_bytes_f32;
+use crate::llama::{LlamaModel, RopeLayout};
+use crate::lm::{CausalLm, LmError, TokenBatch};
+
+/// A projection LoRA can adapt.
+pub const TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+fn d_rank() -> usize {
+    8
+}
+fn d_alpha() -> f64 {
+    16.0
+}
+fn d_targets() -> Vec<String> {
+    vec!["q".into(), "v".into()]
+}
+
+/// LoRA settings (a scenario table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank r of each adapter (default 8).
+    #[serde(default = "d_rank")]
+    pub rank: usize,
+    /// Scale numerator: the delta is multiplied by alpha / rank (default 16).
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// Which projections get adapters: any of q, k, v, o, gate, up, down (default ["q", "v"]).
+    #[serde(default = "d_targets")]
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: d_rank(),
+            alpha: d_alpha(),
+            targets: d_targets(),
+        }
+    }
+}
+
+impl LoraConfig {
+    /// Rejects impossible values, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rank == 0 || self.rank > 4096 {
+            return Err("lora.rank: must be in 1..=4096".into());
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err("lora.alpha: must be > 0".into());
+        }
+        if self.targets.is_empty() {
+            return Err("lora.targets: at least one projection".into());
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if !TARGETS.contains(&t.as_str()) {
+                return Err(format!(
+                    "lora.targets[{i}]: unknown projection `{t}` (known: {})",
+                    TARGETS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn wants(&self, t: &str) -> bool {
+        self.targets.iter().any(|x| x == t)
+    }
+}
+
+/// One adapter: `A [in, r]`, `B [r, out]`; the delta of `x` is `x·A·B·scale`.
+#[derive(Module, Debug)]
+pub struct LoraPair {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+}
+
+/// The adapters of one decoder block (`None` = not adapted).
+#[derive(Module, Debug)]
+pub struct LoraBlock {
+    pub q: Option<LoraPair>,
+    pub k: Option<LoraPair>,
+    pub v: Option<LoraPair>,
+    pub o: Option<LoraPair>,
+    pub gate: Option<LoraPair>,
+    pub up: Option<LoraPair>,
+    pub down: Option<LoraPair>,
+}
+
+impl LoraBlock {
+    fn get(&self, t: &str) -> Option<&LoraPair> {
+        match t {
+            "q" => self.q.as_ref(),
+            "k" => self.k.as_ref(),
+            "v" => self.v.as_ref(),
+            "o" => self.o.as_ref(),
+            "gate" => self.gate.as_ref(),
+            "up" => self.up.as_ref(),
+            "down" => self.down.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A frozen Llama model with trainable LoRA adapters. Its only `Param`s are the adapters.
+#[derive(Module, Debug)]
+pub struct LoraLlama {
+    pub blocks: Vec<LoraBlock>,
+    #[module(skip)]
+    base: LlamaModel,
+    #[module(skip)]
+    cfg: LoraConfig,
+}
+
+/// SplitMix64 uniform in [-1, 1).
+fn uniform(state: &mut u64) -> f32 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+fn base_weight(m: &LlamaModel, layer: usize, t: &str) -> Option<Tensor<2>> {
+    let b = m.blocks.get(layer)?;
+    Some(match t {
+        "q" => b.attn.q.val(),
+        "k" => b.attn.k.val(),
+        "v" => b.attn.v.val(),
+        "o" => b.attn.o.val(),
+        "gate" => b.mlp.gate.val(),
+        "up" => b.mlp.up.val(),
+        "down" => b.mlp.down.val(),
+        _ => return None,
+    })
+}
+
+impl LoraLlama {
+    /// Fresh adapters over `base`: A uniform in ±1/√in (seeded), B zero, so the model starts equal to `base`.
+    pub fn new(base: LlamaModel, cfg: LoraConfig, seed: u64) -> Result<Self, String> {
+        cfg.validate()?;
+        let device = base.device();
+        let mut state = seed;
+        let mut blocks = Vec::with_capacity(base.blocks.len());
+        for l in 0..base.blocks.len() {
+            let mut mk = |t: &str| -> Option<LoraPair> {
+                if !cfg.wants(t) {
+                    return None;
+                }
+                let [din, dout] = base_weight(&base, l, t)?.dims();
+                let bound = 1.0 / (din as f32).sqrt();
+                let a: Vec<f32> = (0..din * cfg.rank)
+                    .map(|_| uniform(&mut state) * bound)
+                    .collect();
+                Some(LoraPair {
+                    a: Param::from_tensor(Tensor::from_data(
+                        TensorData::new(a, [din, cfg.rank]),
+                        &device,
+                    )),
+                    b: Param::from_tensor(Tensor::zeros([cfg.rank, dout], &device)),
+                })
+            };
+            blocks.push(LoraBlock {
+                q: mk("q"),
+                k: mk("k"),
+                v: mk("v"),
+                o: mk("o"),
+                gate: mk("gate"),
+                up: mk("up"),
+                down: mk("down"),
+            });
+        }
+        Ok(LoraLlama { blocks, base, cfg })
+    }
+
+    /// The frozen base model.
+    pub fn base(&self) -> &LlamaModel {
+        &self.base
+    }
+
+    /// The LoRA settings.
+    pub fn lora_config(&self) -> &LoraConfig {
+        &self.cfg
+    }
+
+    fn scale(&self) -> f64 {
+        self.cfg.alpha / self.cfg.rank as f64
+    }
+
+    /// `x·W + x·A·B·scale` (the base weight is a constant).
+    fn proj(
+        &self,
+        x: Tensor<3>,
+        w: Tensor<2>,
+        bias: Option<Tensor<1>>,
+        p: Option<&LoraPair>,
+    ) -> Tensor<3> {
+        let y = linear(x.clone(), w, bias);
+        match p {
+            Some(p) => {
+                let d = linear(linear(x, p.a.val(), None), p.b.val(), None);
+                y + d.mul_scalar(self.scale())
+            }
+            None => y,
+        }
+    }
+
+    /// The base model with every adapter merged into its weights (plain device, for KV-cached generation).
+    pub fn merged(&self) -> LlamaModel {
+        let mut m = self.base.clone();
+        let s = self.scale();
+        for (l, ab) in self.blocks.iter().enumerate() {
+            let Some(blk) = m.blocks.get_mut(l) else {
+                continue;
+            };
+            let delta = |p: &LoraPair| p.a.val().inner().matmul(p.b.val().inner()).mul_scalar(s);
+            let upd = |w: &mut Param<Tensor<2>>, p: Option<&LoraPair>| {
+                if let Some(p) = p {
+                    *w = Param::from_tensor(w.val().inner() + delta(p));
+                }
+            };
+            upd(&mut blk.attn.q, ab.q.as_ref());
+            upd(&mut blk.attn.k, ab.k.as_ref());
+            upd(&mut blk.attn.v, ab.v.as_ref());
+            upd(&mut blk.attn.o, ab.o.as_ref());
+            upd(&mut blk.mlp.gate, ab.gate.as_ref());
+            upd(&mut blk.mlp.up, ab.up.as_ref());
+            upd(&mut blk.mlp.down, ab.down.as_ref());
+        }
+        m
+    }
+
+    /// The adapters as `(name, shape, data)`: `layers.{i}.{target}.lora_a` `[in, r]` and `.lora_b` `[r, out]`.
+    pub fn adapter_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+        let mut out = Vec::new();
+        for (l, b) in self.blocks.iter().enumerate() {
+            for t in TARGETS {
+                if let Some(p) = b.get(t) {
+                    for (n, w) in [("lora_a", p.a.val()), ("lora_b", p.b.val())] {
+                        let dims = w.dims().to_vec();
+                        let data = w
+                            .inner()
+                            .into_data()
+                            .try_into_vec::<f32>()
+                            .map_err(|e| format!("reading adapter {l}.{t}.{n}: {e:?}"))?;
+                        out.push((format!("layers.{l}.{t}.{n}"), dims, data));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The adapters as safetensors bytes; metadata records rank, alpha, targets and the RoPE layout.
+    pub fn adapter_bytes(&self) -> Result<Vec<u8>, String> {
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "sparring-lora".to_string());
+        meta.insert("rank".to_string(), self.cfg.rank.to_string());
+        meta.insert("alpha".to_string(), self.cfg.alpha.to_string());
+        meta.insert("targets".to_string(), self.cfg.targets.join(","));
+        let layout = match self.base.config().rope_layout {
+            RopeLayout::Interleaved => "interleaved",
+            RopeLayout::RotateHalf => "rotate-half",
+        };
+        meta.insert("rope_layout".to_string(), layout.to_string());
+        Ok(to_bytes_f32(&self.adapter_tensors()?, &meta))
+    }
+
+    /// Writes the adapters to a safetensors file.
+    pub fn save_adapters(&self, path: &Path) -> Result<(), String> {
+        let bytes = self.adapter_bytes()?;
+        std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Replaces the adapters with those in safetensors `bytes` (`origin` names the file in errors). Every adapter
+    /// of this model must be present with the right shape.
+    pub fn load_adapter_bytes(self, bytes: Vec<u8>, origin: &str) -> Result<Self, String> {
+        let f = SafetensorsFile::parse(bytes).map_err(|e| format!("{origin}: {e}"))?;
+        let device = self.base.device();
+        let mut blocks = self.blocks;
+        for (l, b) in blocks.iter_mut().enumerate() {
+            for t in TARGETS {
+                let slot = match t {
+                    "q" => &mut b.q,
+                    "k" => &mut b.k,
+                    "v" => &mut b.v,
+                    "o" => &mut b.o,
+                    "gate" => &mut b.gate,
+                    "up" => &mut b.up,
+                    _ => &mut b.down,
+                };
+                let Some(p) = slot.as_mut() else { continue };
+                for (n, w) in [("lora_a", &mut p.a), ("lora_b", &mut p.b)] {
+                    let name = format!("layers.{l}.{t}.{n}");
+                    let want = w.val().dims();
+                    let (shape, data) = f
+                        .tensor_f32(&name)
+                        .map_err(|e| format!("{origin}: tensor `{name}`: {e}"))?;
+                    if shape != want.to_vec() {
+                        return Err(format!(
+                            "{origin}: tensor `{name}` has shape {shape:?}, expected {want:?}"
+                        ));
+                    }
+                    *w =
+                        Param::from_tensor(Tensor::from_data(TensorData::new(data, want), &device));
+                }
+            }
+        }
+        Ok(LoraLlama {
+            blocks,
+            base: self.base,
+            cfg: self.cfg,
+        })
+    }
+
+    /// Reads adapters written by `save_adapters`.
+    pub fn load_adapters(self, path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.load_adapter_bytes(bytes, &path.display().to_string())
+    }
+
+    /// Full forward of left-padded rows (no cache): logits `[batch, seq, vocab]`.
+    pub fn forward_rows(&self, ids: &[u32], mask: &[bool], b: usize, s: usize) -> Tensor<3> {
+        let c = self.base.config();
+        // Constants (ids, RoPE tables, mask) live on the plain device; mixed with the autodiff adapters they are
+        // treated as constants.
+        let device = self.base.device();
+        let half = c.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(b * s * half);
+        let mut sin = Vec::with_capacity(b * s * half);
+        let mut mk = Vec::with_capacity(b * s * s);
+        for r in 0..b {
+            let mut pos = 0usize;
+            for j in 0..s {
+                let v = mask[r * s + j];
+                let p = if v { pos } else { 0 };
+                if v {
+                    pos += 1;
+                }
+                for &f in &inv_freq {
+                    let a = (p as f32 * f) as f64;
+                    cos.push(a.cos() as f32);
+                    sin.push(a.sin() as f32);
+                }
+            }
+            for i in 0..s {
+                for j in 0..s {
+                    mk.push(j > i || (!mask[r * s + j] && j != i));
+                }
+            }
+        }
+        let cos = Tensor::<4>::from_data(TensorData::new(cos, [b, s, 1, half]), &device);
+        let sin = Tensor::<4>::from_data(TensorData::new(sin, [b, s, 1, half]), &device);
+        let amask = Tensor::<4, Bool>::from_data(TensorData::new(mk, [b, 1, s, s]), &device);
+        let flat: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, s]), &device);
+        let m = &self.base;
+        let eps = c.rms_eps;
+        let mut x = embedding(m.embed.val(), idx);
+        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        for (blk, ad) in m.blocks.iter().zip(&self.blocks) {
+            let h = rms_norm(x.clone(), blk.attn_norm.val(), eps);
+            let at = &blk.attn;
+            let q = self.proj(
+                h.clone(),
+                at.q.val(),
+                at.q_bias.as_ref().map(|p| p.val()),
+                ad.q.as_ref(),
+            );
+            let k = self.proj(
+                h.clone(),
+                at.k.val(),
+                at.k_bias.as_ref().map(|p| p.val()),
+                ad.k.as_ref(),
+            );
+            let v = self.proj(
+                h,
+                at.v.val(),
+                at.v_bias.as_ref().map(|p| p.val()),
+                ad.v.as_ref(),
+            );
+            let q = rope(q.reshape([b, s, nh, hd]), &cos, &sin, c.rope_layout).swap_dims(1, 2);
+            let k = rope(k.reshape([b, s, nkv, hd]), &cos, &sin, c.rope_layout).swap_dims(1, 2);
+            let v = v.reshape([b, s, nkv, hd]).swap_dims(1, 2);
+            let (k, v) = if nkv != nh {
+                let g = nh / nkv;
+                let rep = |t: Tensor<4>| {
+                    t.unsqueeze_dim::<5>(2)
+                        .expand([b, nkv, g, s, hd])
+                        .reshape([b, nh, s, hd])
+                };
+                (rep(k), rep(v))
+            } else {
+                (k, v)
+            };
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: false,
+            };
+            let o = attention(q, k, v, Some(amask.clone()), None, options);
+            let o = o.swap_dims(1, 2).reshape([b, s, nh * hd]);
+            x = x + self.proj(o, at.o.val(), None, ad.o.as_ref());
+            let h = rms_norm(x.clone(), blk.mlp_norm.val(), eps);
+            let gate = silu(self.proj(h.clone(), blk.mlp.gate.val(), None, ad.gate.as_ref()));
+            let up = self.proj(h, blk.mlp.up.val(), None, ad.up.as_ref());
+            x = x + self.proj(gate * up, blk.mlp.down.val(), None, ad.down.as_ref());
+        }
+        let x = rms_norm(x, m.norm.val(), eps);
+        match &m.head {
+            Some(w) => linear(x, w.val(), None),
+            None => linear(x, m.embed.val().transpose(), None),
+        }
+    }
+}
+
+fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
+    let var = x.clone().powi_scalar(2).mean_dim(D - 1);
+    x * var.add_scalar(eps).sqrt().recip() * w.unsqueeze::<D>()
+}
+
+fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, layout: RopeLayout) -> Tensor<4> {
+    let [b, s, nh, hd] = x.dims();
+    let half = hd / 2;
+    let (cos, sin) = (cos.clone(), sin.clone());
+    match layout {
+        RopeLayout::RotateHalf => {
+            let x1 = x.clone().narrow(3, 0, half);
+            let x2 = x.narrow(3, half, half);
+            let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
+            let r2 = x2 * cos + x1 * sin;
+            Tensor::cat(vec![r1, r2], 3)
+        }
+        RopeLayout::Interleaved => {
+            let x = x.reshape([b, s, nh, half, 2]);
+            let x1 = x.clone().narrow(4, 0, 1);
+            let x2 = x.narrow(4, 1, 1);
+            let cos = cos.unsqueeze_dim::<5>(4);
+            let sin = sin.unsqueeze_dim::<5>(4);
+            let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
+            let r2 = x2 * cos + x1 * sin;
+            Tensor::cat(vec![r1, r2], 4).reshape([b, s, nh, hd])
+        }
+    }
+}
+
+impl CausalLm for LoraLlama {
+    fn vocab_size(&self) -> usize {
+        self.base.config().vocab_size
+    }
+    fn max_len(&self) -> usize {
+        self.base.config().max_positions
+    }
+    fn device(&self) -> Device {
+        match self
+            .blocks
+            .iter()
+            .flat_map(|b| TARGETS.map(|t| b.get(t)))
+            .flatten()
+            .next()
+        {
+            Some(p) => p.a.val().device(),
+            None => self.base.device(),
+        }
+    }
+    fn forward_batch(&self, batch: &TokenBatch) -> Result<Tensor<3>, LmError> {
+        batch.check(self.vocab_size(), self.max_len())?;
+        Ok(self.forward_rows(&batch.tokens, &batch.mask, batch.batch, batch.len))
+    }
+}

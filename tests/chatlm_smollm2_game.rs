@@ -1,0 +1,100 @@
+//! scenarios/smollm2-advgame.toml through the engine for one short round (tiny batches and max_new_tokens via
+//! `--set` overrides), with SmolLM2-135M-Instruct as attacker, defender and judge, LoRA+DPO learners on. Checks that
+//! episodes, metrics and the roles' saved states exist. Skips with a message without the model or ../shared.
+
+use std::path::{Path, PathBuf};
+
+fn shared() -> Option<PathBuf> {
+    let p = std::env::var_os("SPARRING_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared"));
+    p.join("data").join("advgame").is_dir().then_some(p)
+}
+
+fn model() -> Option<PathBuf> {
+    sparring_actors::formats::smollm2_gguf_path().filter(|p| p.exists())
+}
+
+/// Overrides that shrink the scenario to one short round and point it at the model and data found here.
+pub fn tiny_overrides(shared: &Path, model: &Path) -> Vec<String> {
+    let d = shared.join("data");
+    let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+    let m = q(model.to_path_buf());
+    let mut o = vec![
+        "game.rounds=1".to_string(),
+        "game.seeds_per_round=2".into(),
+        "game.attacks_per_seed=2".into(),
+        "game.responses_per_attack=2".into(),
+        "attacker.max_new_tokens=24".into(),
+        "defender.max_new_tokens=8".into(),
+        "judge.max_new_tokens=8".into(),
+        "data.eval[0].limit=2".into(),
+        "data.eval[1].limit=1".into(),
+        "data.eval[2].limit=1".into(),
+        "replay.fsync=false".into(),
+    ];
+    for r in ["attacker", "defender", "judge"] {
+        o.push(format!("{r}.model={m}"));
+    }
+    o.push(format!(
+        "data.train[0].path={}",
+        q(d.join("advgame/valid_vanilla_harmful_256.jsonl"))
+    ));
+    o.push(format!(
+        "data.train[1].path={}",
+        q(d.join("advgame/valid_vanilla_benign_256.jsonl"))
+    ));
+    o.push(format!("data.eval[0].path={}", q(d.join("xstest/xstest.jsonl"))));
+    o.push(format!(
+        "data.eval[1].path={}",
+        q(d.join("advgame/valid_adversarial_harmful_256.jsonl"))
+    ));
+    o.push(format!(
+        "data.eval[2].path={}",
+        q(d.join("advgame/valid_adversarial_benign_128.jsonl"))
+    ));
+    o
+}
+
+#[test]
+fn smollm2_advgame_one_round() {
+    let (Some(sh), Some(model)) = (shared(), model()) else {
+        eprintln!(
+            "SKIP: smollm2_advgame_one_round needs ../shared (or $SPARRING_SHARED) and the SmolLM2 GGUF \
+             (scripts/fetch-model.sh or $SPARRING_SMOLLM2_GGUF)"
+        );
+        return;
+    };
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smollm2-advgame.toml");
+    let registry = sparring_actors::registry();
+    let loaded = sparring_engine::scenario::load(&file, &tiny_overrides(&sh, &model), &registry)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let run_dir = std::env::temp_dir().join(format!("sparring-smollm2-{}-{nanos}", std::process::id()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let summary = rt
+        .block_on(sparring_engine::game::run(
+            &loaded,
+            &registry,
+            &run_dir,
+            false,
+            &mut |_| {},
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("one smollm2 round: {:.1} s", t0.elapsed().as_secs_f64());
+    assert_eq!(summary.rounds, 1);
+    let log = std::fs::read_to_string(run_dir.join("episodes.jsonl")).unwrap();
+    assert!(log.lines().any(|l| l.contains("\"type\":\"commit\"")), "no committed round");
+    assert!(log.lines().count() > 4, "too few records:\n{log}");
+    assert!(run_dir.join("metrics.jsonl").exists());
+    assert!(!summary.per_round.is_empty());
+    std::fs::remove_dir_all(&run_dir).ok();
+}
