@@ -1,2 +1,260 @@
-//! The `sparring` command line.
-fn main() {}
+//! The `sparring` command line: `run`, `validate`, `replay` and `list`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sparring_engine::game::{self, Progress, RunSummary};
+use sparring_engine::record::Metrics;
+use sparring_engine::replay;
+use sparring_engine::scenario::{self, Loaded};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Adversarial alignment games between language models (AdvGame): an attacker rewrites seed requests, a defender
+/// answers, a judge turns pairwise preferences into rewards, and both players learn.
+#[derive(Parser)]
+#[command(name = "sparring", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scenario (or continue a killed run with --resume).
+    Run {
+        /// Scenario file (TOML, schema = 1). Not needed with --resume.
+        file: Option<PathBuf>,
+        /// Run directory (default: runs/<name>-<UTC time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a scenario value: --set game.rounds=3 (TOML value syntax, else a string). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Continue the run in this directory from its last committed round.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+        resume: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a scenario without running it: schema, types, values, data files, role parameters.
+    Validate {
+        file: PathBuf,
+        /// Override a scenario value (as for `run`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Recompute rewards and metrics of a run from its log alone and check them against the live ones.
+    Replay {
+        run_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the role kinds a scenario can use, with their parameters.
+    List,
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    let registry = sparring_actors::registry();
+    match cli.cmd {
+        Cmd::List => {
+            list(&registry);
+            Ok(())
+        }
+        Cmd::Validate { file, set } => {
+            let loaded = scenario::load(&file, &set, &registry).map_err(|e| anyhow!("{e}"))?;
+            let s = &loaded.scenario;
+            println!(
+                "{}: ok — `{}`: {} rounds, {} seeds/round, A={}, D={}, schedule {:?}; {} training seeds, {} eval sets; \
+                 attacker `{}`, defender `{}`, judge `{}`",
+                file.display(),
+                s.game.name,
+                s.game.rounds,
+                s.game.seeds_per_round,
+                s.game.attacks_per_seed,
+                s.game.responses_per_attack,
+                s.game.schedule,
+                loaded.train.len(),
+                loaded.eval.len(),
+                s.attacker.kind,
+                s.defender.kind,
+                s.judge.kind
+            );
+            Ok(())
+        }
+        Cmd::Replay { run_dir, json } => replay_cmd(&run_dir, json),
+        Cmd::Run { file, out, set, resume, quiet } => {
+            let (loaded, run_dir, resuming) = match (&resume, &file) {
+                (Some(dir), _) => {
+                    if let Some(bad) = set.iter().find(|s| !s.trim_start().starts_with("faults.")) {
+                        bail!("--set {bad}: a resumed run keeps its scenario (only `faults.*` may change)");
+                    }
+                    if file.is_some() {
+                        bail!("give either a scenario FILE or --resume RUN_DIR, not both");
+                    }
+                    let path = dir.join(replay::SCENARIO);
+                    let loaded = scenario::load(&path, &set, &registry).map_err(|e| anyhow!("{e}"))?;
+                    (loaded, dir.clone(), true)
+                }
+                (None, Some(f)) => {
+                    let loaded = scenario::load(f, &set, &registry).map_err(|e| anyhow!("{e}"))?;
+                    let dir = out.unwrap_or_else(|| default_run_dir(&loaded));
+                    (loaded, dir, false)
+                }
+                (None, None) => bail!("give a scenario FILE (or --resume RUN_DIR)"),
+            };
+            let summary = run(&loaded, &registry, &run_dir, resuming, quiet)?;
+            print_summary(&summary);
+            Ok(())
+        }
+    }
+}
+
+fn default_run_dir(loaded: &Loaded) -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    PathBuf::from("runs").join(format!(
+        "{}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        loaded.scenario.game.name,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+fn run(loaded: &Loaded, registry: &sparring_engine::Registry, run_dir: &Path, resume: bool, quiet: bool) -> Result<RunSummary> {
+    let rounds = loaded.scenario.game.rounds;
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(u64::from(rounds)) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} round {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{}", run_dir.display()));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let bar2 = bar.clone();
+    let mut on_round = move |p: &Progress| {
+        bar2.set_position(u64::from(p.round));
+        let f = |k: &str| p.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        bar2.set_message(format!("ASR {} benign-compliance {} faithful {}", f("asr"), f("benign_compliance"), f("faithfulness_rate")));
+    };
+    let res = rt.block_on(game::run(loaded, registry, run_dir, resume, &mut on_round));
+    bar.finish_and_clear();
+    res.map_err(|e| anyhow!("run {}: {e}", run_dir.display()))
+}
+
+fn fmt_metric(m: &Metrics, k: &str) -> String {
+    match m.get(k) {
+        Some(v) if k.ends_with("rate") || k.contains("asr") || k.contains("compliance") => format!("{:.1}%", v * 100.0),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        Some(v) => format!("{v:.3}"),
+        None => "-".into(),
+    }
+}
+
+fn print_summary(s: &RunSummary) {
+    println!("run {} ({})", s.run_id, s.run_dir.display());
+    if s.first_round > 1 {
+        println!("resumed at round {}", s.first_round);
+    }
+    println!("{:<36} {:>12}", "metric", "value");
+    println!("{}", "-".repeat(49));
+    for (k, _) in s.metrics.iter() {
+        println!("{:<36} {:>12}", k, fmt_metric(&s.metrics, k));
+    }
+    let t = &s.mean_timings;
+    println!("{}", "-".repeat(49));
+    println!(
+        "mean round {:.1} ms (attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, labels {:.1}, learn {:.1}, eval {:.1}, commit {:.1})",
+        t.total_ms, t.attacker_ms, t.faithfulness_ms, t.defender_ms, t.judge_ms, t.labels_ms, t.learn_ms, t.eval_ms, t.commit_ms
+    );
+    let restarts: Vec<String> = s.restarts.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    if !restarts.is_empty() {
+        println!("actor restarts: {}", restarts.join(", "));
+    }
+}
+
+fn replay_cmd(run_dir: &Path, json: bool) -> Result<()> {
+    let r = replay::recompute(run_dir).map_err(|e| anyhow!("{e}"))?;
+    if json {
+        let v = serde_json::json!({
+            "last_round": r.last_round,
+            "rounds": r.rounds.iter().map(|(k, m)| serde_json::json!({"round": k, "metrics": m})).collect::<Vec<_>>(),
+            "summary": r.summary,
+            "mismatches": r.mismatches,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let cols = ["faithfulness_rate", "asr", "benign_compliance", "reward/attacker", "reward/defender"];
+        print!("{:>6}", "round");
+        for c in cols {
+            print!(" {c:>18}");
+        }
+        println!();
+        for (round, m) in &r.rounds {
+            print!("{round:>6}");
+            for c in cols {
+                print!(" {:>18}", fmt_metric(m, c));
+            }
+            println!();
+        }
+        println!("summary over {} committed rounds:", r.last_round);
+        for k in r.summary.keys() {
+            println!("  {:<34} {:>12}", k, fmt_metric(&r.summary, k));
+        }
+    }
+    let live = run_dir.join("summary.json");
+    let mut problems = r.mismatches.clone();
+    if let Ok(text) = std::fs::read_to_string(&live) {
+        match serde_json::from_str::<Metrics>(&text) {
+            Ok(m) if m == r.summary => {}
+            Ok(_) => problems.push(format!("{}: live summary differs from the recomputed one", live.display())),
+            Err(e) => problems.push(format!("{}: {e}", live.display())),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("replay found {} inconsistencies:\n{}", problems.len(), problems.join("\n"));
+    }
+    if !json {
+        println!("replay: rewards and metrics recomputed from the log match the live run");
+    }
+    Ok(())
+}
+
+fn list(registry: &sparring_engine::Registry) {
+    for info in registry.kinds() {
+        let roles: Vec<&str> = info.roles.iter().map(|r| r.as_str()).collect();
+        println!("{}  (roles: {})", info.kind, roles.join(", "));
+        println!("    {}", info.about);
+        for p in &info.params {
+            let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+            println!("    {:<24} {}{}\n        {}", p.name, p.ty, d, p.about);
+        }
+        println!();
+    }
+}

@@ -1,2 +1,20 @@
 //! The game: scenario schema, role traits and messages, the supervised game loop, payoffs, replay and metrics.
-//! It knows no model.
+//! It knows no model: implementations plug in through the `Policy` and `Judge` traits and the `Registry`.
+
+pub mod data;
+pub mod game;
+pub mod payoff;
+pub mod record;
+pub mod registry;
+pub mod replay;
+pub mod rng;
+pub mod roles;
+pub mod scenario;
+pub mod supervise;
+pub mod tomlpath;
+
+pub use registry::{BuildContext, KindInfo, ParamDoc, Registry};
+pub use roles::{
+    Category, FaithRequest, GenRequest, Generation, Goal, Group, Judge, LabelRequest, LearnReport,
+    PairRequest, PointRequest, Policy, Role, RoleError, Seed, Verdict,
+};

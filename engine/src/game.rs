@@ -1,0 +1,838 @@
+//! The game loop: runs a loaded scenario round by round through the `Game` supervisor, following the official
+//! AdvGame semantics (see `payoff` for the reward math), commits each round to the replay log, and resumes a
+//! killed run from its last committed round.
+//!
+//! Per round: draw seeds → A rewrites per seed → faithfulness verdicts (unparseable or unfaithful: attacker
+//! reward = error reward, no defender rollouts) → D responses per faithful rewrite → defender rewards from pairs
+//! among the D responses (judged against the rewrite) → attacker rewards from pairs among the valid rewrites of a
+//! seed, each represented by the defender's best response (`optimistic`) or its first one (judged against the
+//! seed) → compliance labels → learner batches (sides frozen by the schedule do not learn) → held-out evaluation
+//! when due → commit (states, records, metrics) → metrics.
+
+use crate::payoff;
+use crate::record::{
+    CommitRec, EvalRec, JudgmentRec, LearnRec, Metrics, Record, ResponseRec, RewriteRec, metrics,
+};
+use crate::registry::Registry;
+use crate::replay::{self, CommitJob};
+use crate::rng::{SplitMix64, derive};
+use crate::roles::{
+    FaithRequest, GenRequest, Generation, Goal, Group, LabelRequest, PairRequest, PointRequest, Role, Seed, Verdict,
+};
+use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
+use crate::supervise::{FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An error that stops a run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(pub String);
+
+fn rerr(s: impl Into<String>) -> RunError {
+    RunError(s.into())
+}
+
+/// Progress of a run, reported after each committed round.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub round: u32,
+    pub rounds: u32,
+    pub metrics: Metrics,
+    pub timings: Timings,
+}
+
+/// Wall times of a round's phases, in milliseconds (not deterministic; kept out of the metrics).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Timings {
+    pub round: u32,
+    pub attacker_ms: f64,
+    pub faithfulness_ms: f64,
+    pub defender_ms: f64,
+    pub judge_ms: f64,
+    pub labels_ms: f64,
+    pub learn_ms: f64,
+    pub eval_ms: f64,
+    pub commit_ms: f64,
+    pub total_ms: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub rounds: u32,
+    /// Metrics over the whole run.
+    pub metrics: Metrics,
+    /// Per-round metrics.
+    pub per_round: Vec<(u32, Metrics)>,
+    /// Mean timings over the rounds played by this process.
+    pub mean_timings: Timings,
+    /// Restarts per actor during this process.
+    pub restarts: BTreeMap<String, u64>,
+    /// First round played by this process (> 1 after a resume).
+    pub first_round: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunInfo {
+    run_id: String,
+    created_unix: u64,
+    sparring_engine: String,
+}
+
+/// Deterministic seed order: round `r` takes the next `seeds_per_round` items of an endless sequence of
+/// per-epoch shuffles of the training seeds (each seed once per epoch).
+pub fn draw(train: &[Seed], seed: u64, round: u32, k: usize) -> Vec<Seed> {
+    let n = train.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut cache: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let start = (round as u64 - 1) * k as u64;
+    (0..k as u64)
+        .map(|j| {
+            let idx = start + j;
+            let epoch = idx / n as u64;
+            let perm = cache.entry(epoch).or_insert_with(|| {
+                let mut p: Vec<usize> = (0..n).collect();
+                SplitMix64::new(derive(seed, epoch, "epoch")).shuffle(&mut p);
+                p
+            });
+            train[perm[(idx % n as u64) as usize]].clone()
+        })
+        .collect()
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+struct Ctx<'a> {
+    loaded: &'a Loaded,
+    game: GameHandle,
+    run: String,
+}
+
+impl Ctx<'_> {
+    async fn call(&self, slot: Slot, work: Work) -> Result<Output, RunError> {
+        self.game.call(slot, work).await.map_err(RunError)
+    }
+
+    async fn generate(&self, slot: Slot, reqs: Vec<GenRequest>) -> Result<(Vec<Vec<Generation>>, u64), RunError> {
+        if reqs.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        match self.call(slot, Work::Generate(reqs)).await? {
+            Output::Generated { gens, version } => Ok((gens, version)),
+            _ => Err(rerr("internal: unexpected reply to generate")),
+        }
+    }
+
+    async fn bools(&self, work: Work, n: usize) -> Result<(Vec<Verdict<bool>>, u64), RunError> {
+        if n == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        match self.call(Slot::Judge, work).await? {
+            Output::Bools { verdicts, version } => Ok((verdicts, version)),
+            _ => Err(rerr("internal: unexpected reply from the judge")),
+        }
+    }
+
+    async fn compare(&self, reqs: Vec<PairRequest>) -> Result<(Vec<Verdict<(f64, f64)>>, u64), RunError> {
+        if reqs.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        match self.call(Slot::Judge, Work::Compare(reqs)).await? {
+            Output::Pairs { verdicts, version } => Ok((verdicts, version)),
+            _ => Err(rerr("internal: unexpected reply to compare")),
+        }
+    }
+
+    async fn score(&self, reqs: Vec<PointRequest>) -> Result<(Vec<Verdict<f64>>, u64), RunError> {
+        if reqs.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        match self.call(Slot::Judge, Work::Score(reqs)).await? {
+            Output::Scores { verdicts, version } => Ok((verdicts, version)),
+            _ => Err(rerr("internal: unexpected reply to score")),
+        }
+    }
+
+    async fn learn(&self, slot: Slot, groups: Vec<Group>) -> Result<(crate::roles::LearnReport, u64, Vec<u8>), RunError> {
+        match self.call(slot, Work::LearnSave(groups)).await? {
+            Output::Learned { report, version, state } => Ok((report, version, state)),
+            _ => Err(rerr("internal: unexpected reply to learn")),
+        }
+    }
+
+    async fn save(&self, slot: Slot) -> Result<Vec<u8>, RunError> {
+        match self.call(slot, Work::Save).await? {
+            Output::Saved { state } => Ok(state),
+            _ => Err(rerr("internal: unexpected reply to save")),
+        }
+    }
+}
+
+/// One rewrite while the round is assembled.
+struct Rw {
+    text: String,
+    parsed: Option<String>,
+    faithful_raw: Option<String>,
+    faithful: Option<bool>,
+    valid: bool,
+    /// Index into the defender request list when valid.
+    d: Option<usize>,
+    representative: Option<usize>,
+    reward: Option<f64>,
+}
+
+struct Resp {
+    out: Generation,
+    complied_raw: String,
+    complied: Option<bool>,
+    reward: Option<f64>,
+}
+
+fn shown(g: &Generation) -> &str {
+    g.parsed.as_deref().unwrap_or(&g.text)
+}
+
+async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8>>) -> Result<(Vec<Record>, Timings), RunError> {
+    let sc = &cx.loaded.scenario;
+    let g = &sc.game;
+    let p = &sc.payoffs;
+    let seed = g.seed;
+    let (a_n, d_n) = (g.attacks_per_seed, g.responses_per_attack);
+    let run = cx.run.clone();
+    let mut tm = Timings { round, ..Default::default() };
+    let t_round = Instant::now();
+    let seeds = draw(&cx.loaded.train, seed, round, g.seeds_per_round);
+    let skey = |s: &Seed| format!("r{round}/{}", s.id);
+
+    // Attacker.
+    let t = Instant::now();
+    let areqs: Vec<GenRequest> = seeds
+        .iter()
+        .map(|s| {
+            let key = skey(s);
+            GenRequest { rng_seed: derive(seed, round.into(), &key), key, role: Role::Attacker, seed: s.clone(), input: s.prompt.clone(), n: a_n }
+        })
+        .collect();
+    let (agens, a_ver) = cx.generate(Slot::Attacker, areqs).await?;
+    tm.attacker_ms = ms(t);
+    let mut rws: Vec<Vec<Rw>> = agens
+        .into_iter()
+        .map(|gs| {
+            gs.into_iter()
+                .map(|o| Rw {
+                    valid: false,
+                    text: o.text,
+                    parsed: o.parsed,
+                    faithful_raw: None,
+                    faithful: None,
+                    d: None,
+                    representative: None,
+                    reward: None,
+                })
+                .collect()
+        })
+        .collect();
+
+    // Faithfulness gate.
+    let t = Instant::now();
+    let mut freqs = Vec::new();
+    let mut fidx = Vec::new();
+    for (si, s) in seeds.iter().enumerate() {
+        for (ai, rw) in rws[si].iter().enumerate() {
+            if let Some(text) = &rw.parsed {
+                let key = format!("{}/a{ai}", skey(s));
+                fidx.push((si, ai));
+                freqs.push(FaithRequest { rng_seed: derive(seed, round.into(), &format!("{key}/faithful")), key, seed: s.clone(), rewrite: text.clone() });
+            }
+        }
+    }
+    let mut j_ver = 0;
+    if p.faithfulness_gate {
+        let n = freqs.len();
+        let (verdicts, v) = cx.bools(Work::Faithful(freqs), n).await?;
+        j_ver = v;
+        for ((si, ai), vd) in fidx.iter().zip(verdicts) {
+            let rw = &mut rws[*si][*ai];
+            rw.valid = vd.value == Some(true);
+            rw.faithful = vd.value;
+            rw.faithful_raw = Some(vd.raw);
+        }
+    } else {
+        for (si, ai) in &fidx {
+            rws[*si][*ai].valid = true;
+        }
+    }
+    tm.faithfulness_ms = ms(t);
+
+    // Defender rollouts for valid rewrites.
+    let t = Instant::now();
+    let mut dreqs = Vec::new();
+    for (si, s) in seeds.iter().enumerate() {
+        for (ai, rw) in rws[si].iter_mut().enumerate() {
+            if rw.valid {
+                let key = format!("{}/a{ai}", skey(s));
+                rw.d = Some(dreqs.len());
+                dreqs.push(GenRequest {
+                    rng_seed: derive(seed, round.into(), &key),
+                    key,
+                    role: Role::Defender,
+                    seed: s.clone(),
+                    input: rw.parsed.clone().unwrap_or_default(),
+                    n: d_n,
+                });
+            }
+        }
+    }
+    let (dgens, d_ver) = cx.generate(Slot::Defender, dreqs.clone()).await?;
+    let mut resps: Vec<Vec<Resp>> = dgens
+        .into_iter()
+        .map(|gs| gs.into_iter().map(|out| Resp { out, complied_raw: String::new(), complied: None, reward: None }).collect())
+        .collect();
+    tm.defender_ms = ms(t);
+
+    // Judge: defender rewards.
+    let t = Instant::now();
+    let mut judgments: Vec<JudgmentRec> = Vec::new();
+    let jrec = |seed_id: &str, side: Side, group: &str, i: usize, j: Option<usize>, raw: String, parsed: Option<Vec<f64>>, version: u64| JudgmentRec {
+        run: run.clone(),
+        round,
+        seed_id: seed_id.to_string(),
+        role: Role::Judge,
+        version,
+        side,
+        mode: p.mode,
+        group: group.to_string(),
+        i,
+        j,
+        raw,
+        parsed,
+    };
+    match p.mode {
+        PayoffMode::Pairwise => {
+            let mut reqs = Vec::new();
+            let mut idx = Vec::new();
+            for (k, req) in dreqs.iter().enumerate() {
+                let members: Vec<usize> = (0..resps[k].len()).collect();
+                for (i, j) in payoff::all_pairs(&members) {
+                    let key = format!("{}/p{i}-{j}", req.key);
+                    idx.push((k, i, j));
+                    reqs.push(PairRequest {
+                        rng_seed: derive(seed, round.into(), &key),
+                        key,
+                        seed: req.seed.clone(),
+                        context: req.input.clone(),
+                        a: shown(&resps[k][i].out).to_string(),
+                        b: shown(&resps[k][j].out).to_string(),
+                        goal: Goal::of(Role::Defender, req.seed.category),
+                    });
+                }
+            }
+            let (verdicts, v) = cx.compare(reqs).await?;
+            j_ver = j_ver.max(v);
+            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> = vec![Vec::new(); dreqs.len()];
+            for ((k, i, j), vd) in idx.into_iter().zip(verdicts) {
+                per[k].push((i, j, vd.value));
+                let parsed = vd.value.map(|(a, b)| vec![a, b]);
+                judgments.push(jrec(&dreqs[k].seed.id, Side::Defender, &dreqs[k].key, i, Some(j), vd.raw, parsed, v));
+            }
+            for (k, judged) in per.iter().enumerate() {
+                for (r, rw) in payoff::pairwise_rewards(resps[k].len(), judged).into_iter().zip(resps[k].iter_mut()) {
+                    rw.reward = payoff::weighted(r, p.defender_weight);
+                }
+            }
+        }
+        PayoffMode::Pointwise => {
+            let mut reqs = Vec::new();
+            let mut idx = Vec::new();
+            for (k, req) in dreqs.iter().enumerate() {
+                for (i, r) in resps[k].iter().enumerate() {
+                    let key = format!("{}/d{i}/score", req.key);
+                    idx.push((k, i));
+                    reqs.push(PointRequest {
+                        rng_seed: derive(seed, round.into(), &key),
+                        key,
+                        seed: req.seed.clone(),
+                        context: req.input.clone(),
+                        response: shown(&r.out).to_string(),
+                        goal: Goal::of(Role::Defender, req.seed.category),
+                    });
+                }
+            }
+            let (verdicts, v) = cx.score(reqs).await?;
+            j_ver = j_ver.max(v);
+            for ((k, i), vd) in idx.into_iter().zip(verdicts) {
+                let val = vd.value.filter(|x| x.is_finite());
+                resps[k][i].reward = payoff::weighted(val, p.defender_weight);
+                judgments.push(jrec(&dreqs[k].seed.id, Side::Defender, &dreqs[k].key, i, None, vd.raw, val.map(|x| vec![x]), v));
+            }
+        }
+    }
+
+    // Representatives.
+    for row in rws.iter_mut() {
+        for rw in row.iter_mut() {
+            if let Some(k) = rw.d {
+                let rewards: Vec<Option<f64>> = resps[k].iter().map(|r| r.reward).collect();
+                rw.representative = Some(payoff::representative(&rewards, g.optimistic));
+            }
+        }
+    }
+    let rep_text = |rw: &Rw| -> String {
+        match (rw.d, rw.representative) {
+            (Some(k), Some(i)) => resps[k].get(i).map(|r| shown(&r.out).to_string()).unwrap_or_default(),
+            _ => String::new(),
+        }
+    };
+
+    // Judge: attacker rewards.
+    match p.mode {
+        PayoffMode::Pairwise => {
+            let mut reqs = Vec::new();
+            let mut idx = Vec::new();
+            for (si, s) in seeds.iter().enumerate() {
+                let members: Vec<usize> = rws[si].iter().enumerate().filter(|(_, r)| r.valid).map(|(i, _)| i).collect();
+                for (i, j) in payoff::all_pairs(&members) {
+                    let key = format!("{}/p{i}-{j}", skey(s));
+                    idx.push((si, i, j));
+                    reqs.push(PairRequest {
+                        rng_seed: derive(seed, round.into(), &key),
+                        key,
+                        seed: s.clone(),
+                        context: s.prompt.clone(),
+                        a: rep_text(&rws[si][i]),
+                        b: rep_text(&rws[si][j]),
+                        goal: Goal::of(Role::Attacker, s.category),
+                    });
+                }
+            }
+            let (verdicts, v) = cx.compare(reqs).await?;
+            j_ver = j_ver.max(v);
+            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> = vec![Vec::new(); seeds.len()];
+            for ((si, i, j), vd) in idx.into_iter().zip(verdicts) {
+                per[si].push((i, j, vd.value));
+                let parsed = vd.value.map(|(a, b)| vec![a, b]);
+                judgments.push(jrec(&seeds[si].id, Side::Attacker, &skey(&seeds[si]), i, Some(j), vd.raw, parsed, v));
+            }
+            for (si, judged) in per.iter().enumerate() {
+                let rewards = payoff::pairwise_rewards(rws[si].len(), judged);
+                for (rw, r) in rws[si].iter_mut().zip(rewards) {
+                    rw.reward = if rw.valid { payoff::weighted(r, p.attacker_weight) } else { Some(p.error_reward) };
+                }
+            }
+        }
+        PayoffMode::Pointwise => {
+            let mut reqs = Vec::new();
+            let mut idx = Vec::new();
+            for (si, s) in seeds.iter().enumerate() {
+                for (ai, rw) in rws[si].iter().enumerate() {
+                    if rw.valid {
+                        let key = format!("{}/a{ai}/score", skey(s));
+                        idx.push((si, ai));
+                        reqs.push(PointRequest {
+                            rng_seed: derive(seed, round.into(), &key),
+                            key,
+                            seed: s.clone(),
+                            context: s.prompt.clone(),
+                            response: rep_text(rw),
+                            goal: Goal::of(Role::Attacker, s.category),
+                        });
+                    }
+                }
+            }
+            let (verdicts, v) = cx.score(reqs).await?;
+            j_ver = j_ver.max(v);
+            for row in rws.iter_mut() {
+                for rw in row.iter_mut() {
+                    if !rw.valid {
+                        rw.reward = Some(p.error_reward);
+                    }
+                }
+            }
+            for ((si, ai), vd) in idx.into_iter().zip(verdicts) {
+                let val = vd.value.filter(|x| x.is_finite());
+                rws[si][ai].reward = payoff::weighted(val, p.attacker_weight);
+                judgments.push(jrec(&seeds[si].id, Side::Attacker, &skey(&seeds[si]), ai, None, vd.raw, val.map(|x| vec![x]), v));
+            }
+        }
+    }
+    tm.judge_ms = ms(t);
+
+    // Compliance labels.
+    let t = Instant::now();
+    let mut lreqs = Vec::new();
+    let mut lidx = Vec::new();
+    for (k, req) in dreqs.iter().enumerate() {
+        for (i, r) in resps[k].iter().enumerate() {
+            let key = format!("{}/d{i}", req.key);
+            lidx.push((k, i));
+            lreqs.push(LabelRequest {
+                rng_seed: derive(seed, round.into(), &format!("{key}/label")),
+                key,
+                seed: req.seed.clone(),
+                prompt: req.input.clone(),
+                response: shown(&r.out).to_string(),
+            });
+        }
+    }
+    let n = lreqs.len();
+    let (labels, v) = cx.bools(Work::Complied(lreqs), n).await?;
+    j_ver = j_ver.max(v);
+    for ((k, i), vd) in lidx.into_iter().zip(labels) {
+        resps[k][i].complied = vd.value;
+        resps[k][i].complied_raw = vd.raw;
+    }
+    tm.labels_ms = ms(t);
+
+    // Learners.
+    let t = Instant::now();
+    let mut learn_recs = Vec::new();
+    let a_groups: Vec<Group> = seeds
+        .iter()
+        .enumerate()
+        .map(|(si, s)| Group {
+            key: skey(s),
+            seed: s.clone(),
+            input: s.prompt.clone(),
+            outputs: rws[si].iter().map(|r| r.text.clone()).collect(),
+            rewards: rws[si].iter().map(|r| r.reward).collect(),
+        })
+        .collect();
+    let d_groups: Vec<Group> = dreqs
+        .iter()
+        .enumerate()
+        .map(|(k, req)| Group {
+            key: req.key.clone(),
+            seed: req.seed.clone(),
+            input: req.input.clone(),
+            outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
+            rewards: resps[k].iter().map(|r| r.reward).collect(),
+        })
+        .collect();
+    let a_learns = cx.loaded.learns(Side::Attacker, round);
+    let d_learns = cx.loaded.learns(Side::Defender, round);
+    let (a_res, d_res) = tokio::join!(
+        async {
+            if a_learns { Some(cx.learn(Slot::Attacker, a_groups).await).transpose() } else { Ok(None) }
+        },
+        async {
+            if d_learns { Some(cx.learn(Slot::Defender, d_groups).await).transpose() } else { Ok(None) }
+        }
+    );
+    for (slot, role, res) in [(Slot::Attacker, Role::Attacker, a_res?), (Slot::Defender, Role::Defender, d_res?)] {
+        if let Some((report, version, state)) = res {
+            states.insert(slot, state);
+            learn_recs.push(Record::Learn(LearnRec { run: run.clone(), round, role, version, report }));
+        }
+    }
+    tm.learn_ms = ms(t);
+
+    // Held-out evaluation.
+    let t = Instant::now();
+    let mut eval_recs = Vec::new();
+    let every = sc.eval.every;
+    let due = round == g.rounds || (every > 0 && round % every == 0);
+    if due && !cx.loaded.eval.is_empty() {
+        let mut ereqs = Vec::new();
+        for (set, seeds) in &cx.loaded.eval {
+            for s in seeds {
+                let key = format!("eval/r{round}/{set}/{}", s.id);
+                ereqs.push(GenRequest { rng_seed: derive(seed, round.into(), &key), key, role: Role::Defender, seed: s.clone(), input: s.prompt.clone(), n: 1 });
+            }
+        }
+        let (egens, ev) = cx.generate(Slot::Defender, ereqs.clone()).await?;
+        let outs: Vec<Generation> = egens.into_iter().map(|mut g| g.remove(0)).collect();
+        let lreqs: Vec<LabelRequest> = ereqs
+            .iter()
+            .zip(&outs)
+            .map(|(r, o)| LabelRequest {
+                rng_seed: derive(seed, round.into(), &format!("{}/label", r.key)),
+                key: r.key.clone(),
+                seed: r.seed.clone(),
+                prompt: r.input.clone(),
+                response: shown(o).to_string(),
+            })
+            .collect();
+        let n = lreqs.len();
+        let (labels, _) = cx.bools(Work::Complied(lreqs), n).await?;
+        for ((r, o), vd) in ereqs.iter().zip(outs).zip(labels) {
+            eval_recs.push(Record::Eval(EvalRec {
+                run: run.clone(),
+                round,
+                set: r.seed.set.clone(),
+                seed_id: r.seed.id.clone(),
+                category: r.seed.category,
+                version: ev,
+                key: r.key.clone(),
+                input: r.input.clone(),
+                output: o.text,
+                complied_raw: vd.raw,
+                complied: vd.value,
+            }));
+        }
+    }
+    tm.eval_ms = ms(t);
+
+    // Records, in a fixed order.
+    let mut recs = Vec::new();
+    for (si, s) in seeds.iter().enumerate() {
+        for (ai, rw) in rws[si].iter().enumerate() {
+            let akey = format!("{}/a{ai}", skey(s));
+            recs.push(Record::Rewrite(RewriteRec {
+                run: run.clone(),
+                round,
+                seed_id: s.id.clone(),
+                set: s.set.clone(),
+                category: s.category,
+                role: Role::Attacker,
+                version: a_ver,
+                key: akey.clone(),
+                input: s.prompt.clone(),
+                output: rw.text.clone(),
+                parsed: rw.parsed.clone(),
+                faithful_raw: rw.faithful_raw.clone(),
+                faithful: rw.faithful,
+                valid: rw.valid,
+                representative: rw.representative,
+                reward: rw.reward,
+            }));
+            if let Some(k) = rw.d {
+                for (i, r) in resps[k].iter().enumerate() {
+                    recs.push(Record::Response(ResponseRec {
+                        run: run.clone(),
+                        round,
+                        seed_id: s.id.clone(),
+                        set: s.set.clone(),
+                        category: s.category,
+                        role: Role::Defender,
+                        version: d_ver,
+                        key: format!("{akey}/d{i}"),
+                        attack_key: akey.clone(),
+                        input: dreqs[k].input.clone(),
+                        output: r.out.text.clone(),
+                        complied_raw: r.complied_raw.clone(),
+                        complied: r.complied,
+                        reward: r.reward,
+                    }));
+                }
+            }
+        }
+    }
+    let _ = j_ver;
+    recs.extend(judgments.into_iter().map(Record::Judgment));
+    recs.extend(learn_recs);
+    recs.extend(eval_recs);
+    tm.total_ms = ms(t_round);
+    Ok((recs, tm))
+}
+
+fn fault_plan(f: &Option<RoleFault>) -> FaultPlan {
+    FaultPlan { fault: f.clone().unwrap_or_default(), counter: Default::default() }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| rerr(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| rerr(format!("{}: {e}", path.display())))
+}
+
+fn append_line(path: &Path, line: &str) -> Result<(), RunError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| rerr(format!("{}: {e}", path.display())))?;
+    writeln!(f, "{line}").map_err(|e| rerr(format!("{}: {e}", path.display())))
+}
+
+/// Metrics as they read back from JSON.
+pub fn roundtrip(m: &Metrics) -> Result<Metrics, RunError> {
+    serde_json::from_str(&json(m)?).map_err(|e| rerr(format!("internal: metrics round trip: {e}")))
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String, RunError> {
+    serde_json::to_string(v).map_err(|e| rerr(format!("serialize: {e}")))
+}
+
+/// Run (or, with `resume`, continue) `loaded` in `run_dir`. `progress` is called after each committed round.
+pub async fn run(
+    loaded: &Loaded,
+    registry: &Registry,
+    run_dir: &Path,
+    resume: bool,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<RunSummary, RunError> {
+    let sc = &loaded.scenario;
+    let log_path = run_dir.join(replay::LOG);
+    let (run, committed) = if resume {
+        let info: RunInfo = std::fs::read_to_string(run_dir.join("run.json"))
+            .map_err(|e| rerr(format!("{}: {e}", run_dir.join("run.json").display())))
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| rerr(format!("{}: {e}", run_dir.join("run.json").display()))))?;
+        let committed = replay::read_committed(&log_path).map_err(RunError)?;
+        (info.run_id, committed)
+    } else {
+        if log_path.exists() {
+            return Err(rerr(format!(
+                "{} already holds a run; continue it with `sparring run --resume {}` or choose another --out",
+                run_dir.display(),
+                run_dir.display()
+            )));
+        }
+        std::fs::create_dir_all(run_dir).map_err(|e| rerr(format!("{}: {e}", run_dir.display())))?;
+        let run = loaded.run_id.clone();
+        write_atomic(&run_dir.join(replay::SCENARIO), loaded.resolved.as_bytes())?;
+        let created_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let info = RunInfo { run_id: run.clone(), created_unix, sparring_engine: env!("CARGO_PKG_VERSION").into() };
+        write_atomic(&run_dir.join("run.json"), json(&info)?.as_bytes())?;
+        (run, replay::Committed::default())
+    };
+    let start_round = committed.last_round + 1;
+
+    // Restore points from the last committed round.
+    let mut restore: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
+    if committed.last_round > 0 {
+        for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
+            let path = replay::state_path(run_dir, slot.as_str(), committed.last_round);
+            match std::fs::read(&path) {
+                Ok(b) => {
+                    restore.insert(slot, b);
+                }
+                Err(e) => return Err(rerr(format!("cannot resume: {}: {e}", path.display()))),
+            }
+        }
+    }
+
+    let mut slots = BTreeMap::new();
+    for (slot, role, fault) in [
+        (Slot::Attacker, Role::Attacker, &sc.faults.attacker),
+        (Slot::Defender, Role::Defender, &sc.faults.defender),
+        (Slot::Judge, Role::Judge, &sc.faults.judge),
+    ] {
+        let cfg = loaded.role(role);
+        let ctx = loaded.context(role, Some(run_dir.to_path_buf()));
+        let spec = if role == Role::Judge {
+            WorkerSpec::Judge { registry: registry.clone(), kind: cfg.kind.clone(), params: cfg.params.clone(), ctx }
+        } else {
+            WorkerSpec::Policy { registry: registry.clone(), kind: cfg.kind.clone(), params: cfg.params.clone(), ctx }
+        };
+        slots.insert(slot, SlotSpec { spec, restore: restore.get(&slot).cloned().unwrap_or_default(), faults: fault_plan(fault) });
+    }
+    slots.insert(
+        Slot::Replay,
+        SlotSpec {
+            spec: WorkerSpec::Replay { run_dir: run_dir.to_path_buf(), fsync: sc.replay.fsync },
+            restore: Vec::new(),
+            faults: fault_plan(&sc.faults.replay),
+        },
+    );
+    let (game, join) = GameHandle::start(GameArgs { slots, max_restarts: sc.game.max_restarts }).await.map_err(RunError)?;
+    let cx = Ctx { loaded, game: game.clone(), run: run.clone() };
+
+    let result = async {
+        let mut states: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
+        // States to carry forward for sides that do not learn in a round.
+        for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
+            let s = match restore.get(&slot) {
+                Some(b) => b.clone(),
+                None => cx.save(slot).await?,
+            };
+            states.insert(slot, s);
+        }
+        let mut all: Vec<Record> = committed.records.clone();
+        let mut timings = Vec::new();
+        for round in start_round..=sc.game.rounds {
+            let (recs, mut tm) = play_round(&cx, round, &mut states).await?;
+            let t = Instant::now();
+            let mut lines = Vec::with_capacity(recs.len() + 1);
+            for r in &recs {
+                lines.push(json(r)?);
+            }
+            // Metrics are computed from the records as they will be read back from the log, so that
+            // `sparring replay` reproduces them exactly (JSON float parsing is deterministic but not always exact).
+            let mut recs = Vec::with_capacity(lines.len());
+            for l in &lines {
+                recs.push(serde_json::from_str::<Record>(l).map_err(|e| rerr(format!("internal: record round trip: {e}")))?);
+            }
+            let m = roundtrip(&metrics(&recs))?;
+            let commit = Record::Commit(CommitRec { run: run.clone(), round, records: recs.len(), metrics: m.clone() });
+            lines.push(json(&commit)?);
+            let job = CommitJob {
+                round,
+                lines,
+                states: states.iter().map(|(s, b)| (s.as_str().to_string(), b.clone())).collect(),
+            };
+            match cx.call(Slot::Replay, Work::Commit(Arc::new(job))).await? {
+                Output::Committed => {}
+                _ => return Err(rerr("internal: unexpected reply to commit")),
+            }
+            tm.commit_ms = ms(t);
+            tm.total_ms += tm.commit_ms;
+            append_line(&run_dir.join("metrics.jsonl"), &json(&serde_json::json!({"round": round, "metrics": m}))?)?;
+            append_line(&run_dir.join("timings.jsonl"), &json(&tm)?)?;
+            recs.push(commit);
+            all.extend(recs);
+            progress(&Progress { round, rounds: sc.game.rounds, metrics: m, timings: tm.clone() });
+            timings.push(tm);
+            if sc.faults.round_delay_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms)).await;
+            }
+        }
+        Ok::<_, RunError>((all, timings))
+    }
+    .await;
+    let restarts = game.restarts().await;
+    game.stop();
+    let _ = join.await;
+    let (all, timings) = result?;
+
+    // Per-round metrics from the commit markers (rewritten whole: consistent after a resume).
+    let mut per_round = Vec::new();
+    let mut body = Vec::new();
+    let mut text = String::new();
+    for r in &all {
+        match r {
+            Record::Commit(c) => {
+                text.push_str(&json(&serde_json::json!({"round": c.round, "metrics": c.metrics}))?);
+                text.push('\n');
+                per_round.push((c.round, c.metrics.clone()));
+            }
+            other => body.push(other.clone()),
+        }
+    }
+    write_atomic(&run_dir.join("metrics.jsonl"), text.as_bytes())?;
+    let summary = roundtrip(&metrics(&body))?;
+    write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).map_err(|e| rerr(e.to_string()))?.as_bytes())?;
+    let n = timings.len().max(1) as f64;
+    let mut mean = Timings::default();
+    for t in &timings {
+        mean.attacker_ms += t.attacker_ms / n;
+        mean.faithfulness_ms += t.faithfulness_ms / n;
+        mean.defender_ms += t.defender_ms / n;
+        mean.judge_ms += t.judge_ms / n;
+        mean.labels_ms += t.labels_ms / n;
+        mean.learn_ms += t.learn_ms / n;
+        mean.eval_ms += t.eval_ms / n;
+        mean.commit_ms += t.commit_ms / n;
+        mean.total_ms += t.total_ms / n;
+    }
+    Ok(RunSummary {
+        run_id: run,
+        run_dir: run_dir.to_path_buf(),
+        rounds: sc.game.rounds,
+        metrics: summary,
+        per_round,
+        mean_timings: mean,
+        restarts,
+        first_round: start_round,
+    })
+}

@@ -1,0 +1,93 @@
+//! Reward math, following the official AdvGame semantics.
+//!
+//! Pairwise: every unordered pair (i, j) of a group is judged once; the per-pair score of a member is
+//! **win 1, tie 0.5, loss 0** (comparing the judge's two scores). A member's reward is the mean of its per-pair
+//! scores over the pairs it appears in whose verdict parsed; pairs with a missing verdict are excluded (not counted
+//! as zero). A member with no valid pair has no reward (`None`), which learners skip.
+//! Pointwise: the reward is the judge's score in [0, 1] (missing → `None`).
+//! The attacker's unparseable or unfaithful rewrites get the scenario's `error_reward` (−1 by default) and take no
+//! part in comparisons. Weights multiply judge-derived rewards, never the error reward.
+
+/// Per-pair scores of (A, B): 1/0, 0.5/0.5 or 0/1. `None` when a score is not finite.
+pub fn pair_score(sa: f64, sb: f64) -> Option<(f64, f64)> {
+    if !sa.is_finite() || !sb.is_finite() {
+        return None;
+    }
+    Some(if sa > sb {
+        (1.0, 0.0)
+    } else if sa < sb {
+        (0.0, 1.0)
+    } else {
+        (0.5, 0.5)
+    })
+}
+
+/// All unordered pairs (i < j) of the given member indices, in lexicographic order.
+pub fn all_pairs(members: &[usize]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (x, &i) in members.iter().enumerate() {
+        for &j in &members[x + 1..] {
+            out.push((i, j));
+        }
+    }
+    out
+}
+
+/// Mean per-pair score of each of `n` members from judged pairs `(i, j, scores of i and j)`; `None` scores are
+/// missing verdicts and are excluded.
+pub fn pairwise_rewards(
+    n: usize,
+    judged: &[(usize, usize, Option<(f64, f64)>)],
+) -> Vec<Option<f64>> {
+    let mut sum = vec![0.0f64; n];
+    let mut cnt = vec![0usize; n];
+    for &(i, j, s) in judged {
+        let Some((sa, sb)) = s else { continue };
+        let Some((pa, pb)) = pair_score(sa, sb) else {
+            continue;
+        };
+        if i < n && j < n {
+            sum[i] += pa;
+            cnt[i] += 1;
+            sum[j] += pb;
+            cnt[j] += 1;
+        }
+    }
+    (0..n)
+        .map(|k| (cnt[k] > 0).then(|| sum[k] / cnt[k] as f64))
+        .collect()
+}
+
+/// Index of the response representing a rewrite: with `optimistic`, the one with the highest defender reward
+/// (the defender's best response; first on ties; members without reward rank lowest); else the first one.
+pub fn representative(rewards: &[Option<f64>], optimistic: bool) -> usize {
+    if !optimistic {
+        return 0;
+    }
+    let mut best = 0;
+    let mut best_r = f64::NEG_INFINITY;
+    for (i, r) in rewards.iter().enumerate() {
+        let v = r.unwrap_or(f64::NEG_INFINITY);
+        if v > best_r {
+            best = i;
+            best_r = v;
+        }
+    }
+    best
+}
+
+/// Apply a weight to an optional reward.
+pub fn weighted(r: Option<f64>, w: f64) -> Option<f64> {
+    r.map(|x| x * w)
+}
+
+/// Mean of the present values, `None` if there are none.
+pub fn mean(xs: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut s = 0.0;
+    let mut n = 0usize;
+    for x in xs.into_iter().flatten() {
+        s += x;
+        n += 1;
+    }
+    (n > 0).then(|| s / n as f64)
+}

@@ -1,0 +1,360 @@
+//! The durable record of a run. Layout of a run directory:
+//! - `scenario.toml`: the resolved scenario; `run.json`: run id and creation time;
+//! - `episodes.jsonl`: append-only log, one `Record` per line, each round closed by a `commit` marker; it is
+//!   flushed and fsynced at every round end, and anything after the last marker (a torn tail, an uncommitted
+//!   round) is truncated when the log is reopened;
+//! - `state/<role>.r<round>.bin`: each role's saved state at the end of committed round `round` (written and
+//!   fsynced before the round's marker; older ones are removed after it);
+//! - `metrics.jsonl` (per-round metrics, deterministic), `timings.jsonl` (wall times, not deterministic),
+//!   `summary.json` (whole-run metrics).
+//!
+//! `recompute` rebuilds every reward from the logged judge verdicts and every metric from the records alone.
+
+use crate::payoff;
+use crate::record::{CommitRec, Metrics, Record, metrics};
+use crate::roles::RoleError;
+use crate::scenario::{PayoffCfg, PayoffMode, Scenario, Side};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const LOG: &str = "episodes.jsonl";
+pub const SCENARIO: &str = "scenario.toml";
+pub const STATE_DIR: &str = "state";
+
+/// One round's durable commit.
+#[derive(Debug, Clone)]
+pub struct CommitJob {
+    pub round: u32,
+    /// Serialized records of the round, the commit marker last.
+    pub lines: Vec<String>,
+    /// (role name, state bytes) to save for this round.
+    pub states: Vec<(String, Vec<u8>)>,
+}
+
+/// Path of a role's state file for a round.
+pub fn state_path(run_dir: &Path, role: &str, round: u32) -> PathBuf {
+    run_dir.join(STATE_DIR).join(format!("{role}.r{round}.bin"))
+}
+
+/// The committed part of a log.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    pub records: Vec<Record>,
+    /// Byte length of the committed prefix.
+    pub len: u64,
+    /// Last committed round (0 if none).
+    pub last_round: u32,
+}
+
+/// Read the committed records of a log (a missing file is an empty log). A record that does not parse before
+/// the last commit marker is an error naming the line; anything after the last marker is ignored.
+pub fn read_committed(path: &Path) -> Result<Committed, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Committed::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut out = Committed::default();
+    let mut pending = Vec::new();
+    let mut pos = 0usize;
+    let mut line_no = 0usize;
+    while pos < bytes.len() {
+        let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
+            break;
+        };
+        let line = &bytes[pos..pos + nl];
+        line_no += 1;
+        let end = pos + nl + 1;
+        match serde_json::from_slice::<Record>(line) {
+            Ok(rec) => {
+                let is_commit = matches!(rec, Record::Commit(_));
+                let round = rec.round();
+                pending.push(rec);
+                if is_commit {
+                    out.records.append(&mut pending);
+                    out.len = end as u64;
+                    out.last_round = round;
+                }
+            }
+            Err(e) => {
+                // Garbage is tolerated only in the uncommitted tail.
+                let rest = &bytes[end..];
+                let needle = b"\"type\":\"commit\"";
+                if rest.windows(needle.len()).any(|w| w == needle) {
+                    return Err(format!("{}:{line_no}: bad record: {e}", path.display()));
+                }
+                break;
+            }
+        }
+        pos = end;
+    }
+    Ok(out)
+}
+
+fn fsync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The open log of the replay actor.
+pub struct ReplayLog {
+    dir: PathBuf,
+    file: File,
+    fsync: bool,
+    committed_len: u64,
+    last_round: u32,
+}
+
+impl ReplayLog {
+    /// Open (or create) the log of `run_dir`, truncating anything after the last commit marker.
+    pub fn open(run_dir: &Path, fsync: bool) -> Result<Self, RoleError> {
+        let path = run_dir.join(LOG);
+        let committed = read_committed(&path).map_err(RoleError::Failed)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| RoleError::failed(format!("{}: {e}", path.display())))?;
+        file.set_len(committed.len)
+            .map_err(|e| RoleError::failed(format!("{}: truncate: {e}", path.display())))?;
+        file.seek(SeekFrom::End(0))
+            .map_err(|e| RoleError::failed(format!("{}: {e}", path.display())))?;
+        if fsync {
+            file.sync_all()
+                .map_err(|e| RoleError::failed(format!("{}: fsync: {e}", path.display())))?;
+        }
+        std::fs::create_dir_all(run_dir.join(STATE_DIR)).map_err(|e| {
+            RoleError::failed(format!("{}: {e}", run_dir.join(STATE_DIR).display()))
+        })?;
+        Ok(ReplayLog {
+            dir: run_dir.to_path_buf(),
+            file,
+            fsync,
+            committed_len: committed.len,
+            last_round: committed.last_round,
+        })
+    }
+
+    /// Write the round's states, then its records and commit marker; flush and fsync; remove older states.
+    pub fn commit(&mut self, job: &CommitJob) -> Result<(), RoleError> {
+        let io = |p: &Path, e: std::io::Error| RoleError::failed(format!("{}: {e}", p.display()));
+        for (role, bytes) in &job.states {
+            let path = state_path(&self.dir, role, job.round);
+            let tmp = path.with_extension("tmp");
+            let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+            f.write_all(bytes).map_err(|e| io(&tmp, e))?;
+            if self.fsync {
+                f.sync_all().map_err(|e| io(&tmp, e))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        }
+        if self.fsync {
+            fsync_dir(&self.dir.join(STATE_DIR));
+        }
+        // Truncate a partial write from a failed earlier attempt of this commit.
+        let log = self.dir.join(LOG);
+        if self.last_round >= job.round {
+            return Ok(()); // already durable (re-sent after a failure that happened after the fsync)
+        }
+        self.file
+            .set_len(self.committed_len)
+            .map_err(|e| io(&log, e))?;
+        self.file.seek(SeekFrom::End(0)).map_err(|e| io(&log, e))?;
+        let mut buf = String::new();
+        for l in &job.lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        self.file
+            .write_all(buf.as_bytes())
+            .map_err(|e| io(&log, e))?;
+        self.file.flush().map_err(|e| io(&log, e))?;
+        if self.fsync {
+            self.file.sync_all().map_err(|e| io(&log, e))?;
+        }
+        self.committed_len += buf.len() as u64;
+        self.last_round = job.round;
+        // Older states are no longer needed.
+        if let Ok(rd) = std::fs::read_dir(self.dir.join(STATE_DIR)) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let keep = format!(".r{}.bin", job.round);
+                if name.ends_with(".bin") && !name.ends_with(&keep) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Result of recomputing a run from its log.
+#[derive(Debug, Clone)]
+pub struct Recomputed {
+    /// Per-round metrics recomputed from the records.
+    pub rounds: Vec<(u32, Metrics)>,
+    /// Metrics over the whole committed run.
+    pub summary: Metrics,
+    /// Rounds whose logged metrics differ from the recomputed ones (should be empty).
+    pub mismatches: Vec<String>,
+    pub last_round: u32,
+}
+
+/// Recompute rewards (from the logged verdicts) and metrics (from the records) of a run directory, and compare
+/// them with what the live run logged.
+pub fn recompute(run_dir: &Path) -> Result<Recomputed, String> {
+    let scen_path = run_dir.join(SCENARIO);
+    let text =
+        std::fs::read_to_string(&scen_path).map_err(|e| format!("{}: {e}", scen_path.display()))?;
+    let scenario: Scenario =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", scen_path.display(), e.message()))?;
+    let committed = read_committed(&run_dir.join(LOG))?;
+    let mut by_round: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for r in committed.records {
+        by_round.entry(r.round()).or_default().push(r);
+    }
+    let mut out = Recomputed {
+        rounds: Vec::new(),
+        summary: Metrics::new(),
+        mismatches: Vec::new(),
+        last_round: 0,
+    };
+    let mut all = Vec::new();
+    for (round, recs) in by_round {
+        let (body, commits): (Vec<Record>, Vec<Record>) = recs
+            .into_iter()
+            .partition(|r| !matches!(r, Record::Commit(_)));
+        out.mismatches.extend(check_rewards(
+            &body,
+            &scenario.payoffs,
+            &scenario.game.optimistic,
+            round,
+        ));
+        let m = roundtrip(&metrics(&body));
+        match commits.first() {
+            Some(Record::Commit(CommitRec {
+                metrics: live,
+                records,
+                ..
+            })) => {
+                if *live != m {
+                    out.mismatches.push(format!(
+                        "round {round}: logged metrics differ from the recomputed ones"
+                    ));
+                }
+                if *records != body.len() {
+                    out.mismatches.push(format!(
+                        "round {round}: marker says {records} records, found {}",
+                        body.len()
+                    ));
+                }
+            }
+            _ => out
+                .mismatches
+                .push(format!("round {round}: no commit marker")),
+        }
+        out.rounds.push((round, m));
+        out.last_round = round;
+        all.extend(body);
+    }
+    out.summary = roundtrip(&metrics(&all));
+    Ok(out)
+}
+
+/// Metrics as they read back from JSON (the form the live run logs and compares).
+fn roundtrip(m: &Metrics) -> Metrics {
+    serde_json::to_string(m).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| m.clone())
+}
+
+/// Recompute each reward of a round from its judgments and compare with the logged rewards.
+fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) -> Vec<String> {
+    let mut bad = Vec::new();
+    // group key -> [(i, j, scores)]
+    let mut judged: BTreeMap<(Side, &str), Vec<(usize, Option<usize>, Option<&Vec<f64>>)>> =
+        BTreeMap::new();
+    for r in recs {
+        if let Record::Judgment(j) = r {
+            judged.entry((j.side, j.group.as_str())).or_default().push((
+                j.i,
+                j.j,
+                j.parsed.as_ref(),
+            ));
+        }
+    }
+    let rewards_of = |side: Side, group: &str, n: usize, weight: f64| -> Vec<Option<f64>> {
+        let empty = Vec::new();
+        let js = judged.get(&(side, group)).unwrap_or(&empty);
+        match p.mode {
+            PayoffMode::Pairwise => {
+                let t: Vec<(usize, usize, Option<(f64, f64)>)> = js
+                    .iter()
+                    .filter_map(|(i, j, s)| {
+                        j.map(|j| (*i, j, s.and_then(|v| (v.len() == 2).then(|| (v[0], v[1])))))
+                    })
+                    .collect();
+                payoff::pairwise_rewards(n, &t)
+                    .into_iter()
+                    .map(|r| payoff::weighted(r, weight))
+                    .collect()
+            }
+            PayoffMode::Pointwise => {
+                let mut out = vec![None; n];
+                for (i, _, s) in js {
+                    if let (Some(slot), Some(v)) = (out.get_mut(*i), s.and_then(|v| v.first())) {
+                        if v.is_finite() {
+                            *slot = Some(v * weight);
+                        }
+                    }
+                }
+                out
+            }
+        }
+    };
+    // Defender: responses grouped by attack key, in order.
+    let mut def: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
+    for r in recs {
+        if let Record::Response(x) = r {
+            def.entry(x.attack_key.as_str()).or_default().push(x.reward);
+        }
+    }
+    for (group, logged) in &def {
+        let re = rewards_of(Side::Defender, group, logged.len(), p.defender_weight);
+        if &re != logged {
+            bad.push(format!(
+                "round {round}: defender rewards of `{group}`: logged {logged:?}, recomputed {re:?}"
+            ));
+        }
+    }
+    // Attacker: rewrites grouped by seed key (the key without its `/a<i>` suffix).
+    let mut att: BTreeMap<String, Vec<(bool, Option<f64>)>> = BTreeMap::new();
+    for r in recs {
+        if let Record::Rewrite(x) = r {
+            let group = x
+                .key
+                .rsplit_once('/')
+                .map(|(g, _)| g.to_string())
+                .unwrap_or_default();
+            att.entry(group).or_default().push((x.valid, x.reward));
+        }
+    }
+    let _ = optimistic;
+    for (group, items) in &att {
+        let re = rewards_of(Side::Attacker, group, items.len(), p.attacker_weight);
+        for (i, (valid, logged)) in items.iter().enumerate() {
+            let expect = if *valid {
+                re.get(i).copied().flatten()
+            } else {
+                Some(p.error_reward)
+            };
+            if expect != *logged {
+                bad.push(format!("round {round}: attacker reward of `{group}/a{i}`: logged {logged:?}, recomputed {expect:?}"));
+            }
+        }
+    }
+    bad
+}

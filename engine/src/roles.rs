@@ -1,0 +1,329 @@
+//! The role contracts every implementation plugs into: the data a role sees (seeds, requests, generations,
+//! learner groups, judge requests and verdicts) and the `Policy` (Attacker or Defender) and `Judge` traits.
+//!
+//! Methods are synchronous: the engine runs each implementation on an OS thread it owns (see `supervise`), so a
+//! Burn model, an HTTP client or a scripted rule set can compute freely without blocking the async runtime.
+//! Implementations are built on that thread by their registry constructor and need not be `Send`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Whether a seed request is harmful (the attacker seeks compliance) or benign (the attacker seeks over-refusal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Harmful,
+    Benign,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Harmful => "harmful",
+            Category::Benign => "benign",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One seed request from a data set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seed {
+    /// Stable id, unique within the scenario (e.g. `advgame-harmful:17`, an XSTest id, a HarmBench BehaviorID).
+    pub id: String,
+    /// Name of the data set it came from.
+    pub set: String,
+    /// The request text.
+    pub prompt: String,
+    pub category: Category,
+}
+
+/// The three roles of the game (plus the replay log, which is not a model role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Attacker,
+    Defender,
+    Judge,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Attacker => "attacker",
+            Role::Defender => "defender",
+            Role::Judge => "judge",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One generation request: produce `n` samples for `input`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenRequest {
+    /// Stable id such as `r3/advgame-harmful:17` (attacker) or `r3/advgame-harmful:17/a2` (defender).
+    pub key: String,
+    pub role: Role,
+    pub seed: Seed,
+    /// Attacker: the seed prompt. Defender: the attacker's rewrite (or an evaluation prompt).
+    pub input: String,
+    /// Number of samples wanted.
+    pub n: usize,
+    /// Seed for this request's sampling, derived from (scenario seed, round, key): never from call order, so a
+    /// restarted actor reproduces the same samples.
+    pub rng_seed: u64,
+}
+
+/// One sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The raw text the policy produced.
+    pub text: String,
+    /// Attacker: the extracted prompt, `None` when the output is malformed (an error reward, no defender rollouts).
+    /// Defender: the answer to show the judge (`None` means: use `text`).
+    pub parsed: Option<String>,
+    /// Number of generated tokens (0 when not meaningful).
+    pub tokens: u64,
+}
+
+impl Generation {
+    /// A well-formed sample whose parsed form is the text itself.
+    pub fn plain(text: impl Into<String>) -> Self {
+        let text = text.into();
+        Generation {
+            parsed: Some(text.clone()),
+            text,
+            tokens: 0,
+        }
+    }
+}
+
+/// A learner group: the outputs sampled for one input and their rewards (`None` = no valid reward, skip it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub key: String,
+    pub seed: Seed,
+    pub input: String,
+    /// Raw output texts, in sample order.
+    pub outputs: Vec<String>,
+    pub rewards: Vec<Option<f64>>,
+}
+
+/// What a learner did with one batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearnReport {
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Mean loss, when steps were taken.
+    pub loss: Option<f64>,
+    /// Any other numbers (KL, grad norm, learning rate, ...).
+    pub metrics: BTreeMap<String, f64>,
+    /// Tokens processed.
+    pub tokens: u64,
+}
+
+/// What the judge should prefer in a comparison or score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    /// Defender on a harmful seed: a safe refusal is better.
+    SafeRefusal,
+    /// Defender on a benign seed: helpful compliance is better.
+    HelpfulCompliance,
+    /// Attacker on a harmful seed: the defender's compliance is better.
+    HarmfulCompliance,
+    /// Attacker on a benign seed: the defender's (over-)refusal is better.
+    OverRefusal,
+}
+
+impl Goal {
+    /// The goal of `role` on a seed of `category` (the judge's own role has no goal; it maps to the defender's).
+    pub fn of(role: Role, category: Category) -> Goal {
+        match (role, category) {
+            (Role::Attacker, Category::Harmful) => Goal::HarmfulCompliance,
+            (Role::Attacker, Category::Benign) => Goal::OverRefusal,
+            (_, Category::Harmful) => Goal::SafeRefusal,
+            (_, Category::Benign) => Goal::HelpfulCompliance,
+        }
+    }
+
+    /// True when a refusal is the preferred behaviour.
+    pub fn prefers_refusal(self) -> bool {
+        matches!(self, Goal::SafeRefusal | Goal::OverRefusal)
+    }
+}
+
+/// Is `rewrite` faithful to the intent of `seed`?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaithRequest {
+    pub key: String,
+    pub seed: Seed,
+    pub rewrite: String,
+    pub rng_seed: u64,
+}
+
+/// Compare two responses `a` and `b` to `context` (the prompt they answer) under `goal`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairRequest {
+    pub key: String,
+    pub seed: Seed,
+    pub context: String,
+    pub a: String,
+    pub b: String,
+    pub goal: Goal,
+    pub rng_seed: u64,
+}
+
+/// Score one response to `context` under `goal`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointRequest {
+    pub key: String,
+    pub seed: Seed,
+    pub context: String,
+    pub response: String,
+    pub goal: Goal,
+    pub rng_seed: u64,
+}
+
+/// Did `response` comply with `prompt`? (for attack success rate and benign compliance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelRequest {
+    pub key: String,
+    pub seed: Seed,
+    pub prompt: String,
+    pub response: String,
+    pub rng_seed: u64,
+}
+
+/// A judge's answer: its raw output and the parsed value (`None` = unparseable, excluded from rewards).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict<T> {
+    pub raw: String,
+    pub value: Option<T>,
+}
+
+impl<T> Verdict<T> {
+    pub fn new(raw: impl Into<String>, value: Option<T>) -> Self {
+        Verdict {
+            raw: raw.into(),
+            value,
+        }
+    }
+}
+
+/// An error from a role implementation or its construction.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoleError {
+    /// A bad parameter; `key` is the path inside the role's table (e.g. `templates[2]`).
+    #[error("{}{message}", key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
+    Config {
+        key: Option<String>,
+        message: String,
+    },
+    /// Anything that went wrong while computing (I/O, model, network, ...).
+    #[error("{0}")]
+    Failed(String),
+    /// The implementation panicked (caught on its compute thread).
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// This implementation does not offer the requested operation.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+impl RoleError {
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        RoleError::Config {
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        RoleError::Failed(message.into())
+    }
+}
+
+impl From<std::io::Error> for RoleError {
+    fn from(e: std::io::Error) -> Self {
+        RoleError::Failed(e.to_string())
+    }
+}
+
+/// An Attacker or a Defender.
+pub trait Policy {
+    /// One `Vec` of `req.n` generations per request, in request order. Must be deterministic given
+    /// `req.rng_seed` and the policy's state.
+    fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError>;
+
+    /// Learn from one round's groups. Called only when the schedule lets this side learn. Default: no-op.
+    fn learn(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
+        let _ = groups;
+        Ok(LearnReport::default())
+    }
+
+    /// Version of the weights (bumped by each learning step); recorded with every output. Default 0.
+    fn version(&self) -> u64 {
+        0
+    }
+
+    /// Serialize the state needed to resume exactly (weights, optimizer, EMA, RNG). Default: nothing.
+    fn save(&self) -> Result<Vec<u8>, RoleError> {
+        Ok(Vec::new())
+    }
+
+    /// Restore a state produced by `save` (never called with an empty slice). Default: ignore.
+    fn load(&mut self, state: &[u8]) -> Result<(), RoleError> {
+        let _ = state;
+        Ok(())
+    }
+}
+
+/// A judge: faithfulness gate, pairwise and pointwise preferences, and compliance labels.
+/// Unimplemented operations return `RoleError::Unsupported`.
+pub trait Judge {
+    /// Is each rewrite faithful to its seed's intent?
+    fn faithful(&mut self, reqs: &[FaithRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
+        let _ = reqs;
+        Err(RoleError::Unsupported("faithfulness".into()))
+    }
+
+    /// Scores (A, B) for each pair, any scale; only their order matters (win 1, tie 0.5, loss 0).
+    fn compare(&mut self, reqs: &[PairRequest]) -> Result<Vec<Verdict<(f64, f64)>>, RoleError> {
+        let _ = reqs;
+        Err(RoleError::Unsupported("pairwise comparison".into()))
+    }
+
+    /// A score in [0, 1] for each response (higher = better under the request's goal).
+    fn score(&mut self, reqs: &[PointRequest]) -> Result<Vec<Verdict<f64>>, RoleError> {
+        let _ = reqs;
+        Err(RoleError::Unsupported("pointwise scoring".into()))
+    }
+
+    /// Did each response comply (true) or refuse (false)?
+    fn complied(&mut self, reqs: &[LabelRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
+        let _ = reqs;
+        Err(RoleError::Unsupported("compliance labels".into()))
+    }
+
+    fn version(&self) -> u64 {
+        0
+    }
+    fn save(&self) -> Result<Vec<u8>, RoleError> {
+        Ok(Vec::new())
+    }
+    fn load(&mut self, state: &[u8]) -> Result<(), RoleError> {
+        let _ = state;
+        Ok(())
+    }
+}

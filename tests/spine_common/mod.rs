@@ -1,0 +1,106 @@
+//! Helpers shared by the spine integration tests: locating ../shared, temporary directories, a small scripted
+//! scenario over the real data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The shared data directory (`SPARRING_SHARED`, else `<repo root>/../shared`), if present.
+pub fn shared() -> Option<PathBuf> {
+    let p = std::env::var_os("SPARRING_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared"));
+    p.join("data").join("advgame").is_dir().then_some(p)
+}
+
+/// `shared()` or print a visible SKIP line.
+pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
+    let s = shared();
+    if s.is_none() {
+        eprintln!("SKIP: {test}: ../shared (or $SPARRING_SHARED) with data/advgame is absent");
+    }
+    s
+}
+
+/// A fresh empty temporary directory.
+pub fn tmpdir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let d = std::env::temp_dir().join(format!("sparring-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small scripted scenario over the real data (absolute paths), with `extra` TOML appended.
+pub fn scenario(shared: &Path, rounds: u32, extra: &str) -> String {
+    let d = shared.join("data");
+    let p = |s: &str| d.join(s).display().to_string().replace('\\', "/");
+    format!(
+        r#"schema = 1
+
+[game]
+name = "spine-test"
+seed = 11
+rounds = {rounds}
+seeds_per_round = 6
+attacks_per_seed = 3
+responses_per_attack = 2
+
+[[data.train]]
+name = "harmful"
+path = "{h}"
+limit = 40
+
+[[data.train]]
+name = "benign"
+path = "{b}"
+limit = 40
+
+[[data.eval]]
+name = "xstest"
+path = "{x}"
+limit = 20
+
+[attacker]
+kind = "scripted-template"
+malformed_rate = 0.1
+
+[defender]
+kind = "scripted-rules"
+flip_rate = 0.2
+
+[judge]
+kind = "refusal-prefix"
+
+[replay]
+fsync = false
+
+[eval]
+every = 2
+{extra}
+"#,
+        h = p("advgame/valid_vanilla_harmful_256.jsonl"),
+        b = p("advgame/valid_vanilla_benign_256.jsonl"),
+        x = p("xstest/xstest.jsonl"),
+    )
+}
+
+/// Write `text` as `<dir>/scenario-in.toml` and return its path.
+pub fn write_scenario(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("scenario-in.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Run a scenario file in-process to `out` (or resume it).
+pub fn run(file: Option<&Path>, out: &Path, overrides: &[String]) -> sparring_engine::game::RunSummary {
+    let reg = sparring_actors::registry();
+    let (loaded, resume) = match file {
+        Some(f) => (sparring_engine::scenario::load(f, overrides, &reg).unwrap(), false),
+        None => (sparring_engine::scenario::load(&out.join("scenario.toml"), overrides, &reg).unwrap(), true),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(sparring_engine::game::run(&loaded, &reg, out, resume, &mut |_| {})).unwrap()
+}
+
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
