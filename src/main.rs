@@ -10,6 +10,8 @@ use sparring_engine::scenario::{self, Loaded};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod report;
+
 /// Adversarial alignment games between language models (AdvGame): an attacker rewrites seed requests, a defender
 /// answers, a judge turns pairwise preferences into rewards, and both players learn.
 #[derive(Parser)]
@@ -54,6 +56,8 @@ enum Cmd {
     },
     /// List the role kinds a scenario can use, with their parameters.
     List,
+    /// Plots, a CSV and a page over run directories: per-round curves, a safety/utility Pareto plot.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +103,7 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Replay { run_dir, json } => replay_cmd(&run_dir, json),
+        Cmd::Report(args) => report::cli(args),
         Cmd::Run { file, out, set, resume, quiet } => {
             let (loaded, run_dir, resuming) = match (&resume, &file) {
                 (Some(dir), _) => {
