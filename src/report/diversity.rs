@@ -8,7 +8,10 @@ use std::collections::HashSet;
 
 /// Tokens of a text: lower-cased maximal alphanumeric runs.
 pub fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(|t| t.to_lowercase()).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.to_lowercase())
+        .collect()
 }
 
 /// distinct-n over `texts`: |distinct n-grams| / |n-grams|, `None` when there is no n-gram.

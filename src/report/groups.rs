@@ -48,7 +48,9 @@ const DEFS: &[Def] = &[
         subtitle: "share of labelled defender responses to benign seeds that complied; eval/<set>: held-out sets",
         y_label: "compliance rate",
         y: RATE,
-        matches: |m| m == "benign_compliance" || (m.starts_with("eval/") && m.ends_with("/compliance")),
+        matches: |m| {
+            m == "benign_compliance" || (m.starts_with("eval/") && m.ends_with("/compliance"))
+        },
     },
     Def {
         id: "faithfulness",
@@ -87,7 +89,9 @@ const DEFS: &[Def] = &[
         title: "Learner loss",
         subtitle: "loss reported by each side's learner for the round's update",
         y_label: "loss",
-        y: YRange::Auto { include_zero: false },
+        y: YRange::Auto {
+            include_zero: false,
+        },
         matches: |m| learn_tail(m) == Some("loss"),
     },
     Def {
@@ -103,8 +107,13 @@ const DEFS: &[Def] = &[
         title: "Other learner metrics",
         subtitle: "learn/<role>/<metric> as reported by the learners",
         y_label: "value",
-        y: YRange::Auto { include_zero: false },
-        matches: |m| learn_tail(m).is_some_and(|t| !matches!(t, "loss" | "steps" | "tokens") && !t.starts_with("kl")),
+        y: YRange::Auto {
+            include_zero: false,
+        },
+        matches: |m| {
+            learn_tail(m)
+                .is_some_and(|t| !matches!(t, "loss" | "steps" | "tokens") && !t.starts_with("kl"))
+        },
     },
     Def {
         id: "learn_tokens",
@@ -150,22 +159,39 @@ pub fn groups(names: &BTreeSet<String>) -> Vec<Group> {
     let mut out: Vec<Group> = Vec::new();
     let mut taken: BTreeSet<&str> = BTreeSet::new();
     for d in DEFS {
-        let metrics: Vec<String> = names.iter().filter(|m| !taken.contains(m.as_str()) && (d.matches)(m)).cloned().collect();
+        let metrics: Vec<String> = names
+            .iter()
+            .filter(|m| !taken.contains(m.as_str()) && (d.matches)(m))
+            .cloned()
+            .collect();
         for m in &metrics {
             taken.insert(names.get(m).map(String::as_str).unwrap_or_default());
         }
         if !metrics.is_empty() {
-            out.push(Group { id: d.id, title: d.title, subtitle: d.subtitle, y_label: d.y_label, y: d.y, metrics });
+            out.push(Group {
+                id: d.id,
+                title: d.title,
+                subtitle: d.subtitle,
+                y_label: d.y_label,
+                y: d.y,
+                metrics,
+            });
         }
     }
-    let rest: Vec<String> = names.iter().filter(|m| !taken.contains(m.as_str()) && !unplotted(m)).cloned().collect();
+    let rest: Vec<String> = names
+        .iter()
+        .filter(|m| !taken.contains(m.as_str()) && !unplotted(m))
+        .cloned()
+        .collect();
     if !rest.is_empty() {
         out.push(Group {
             id: "other",
             title: "Other metrics",
             subtitle: "metrics that fit no other plot",
             y_label: "value",
-            y: YRange::Auto { include_zero: false },
+            y: YRange::Auto {
+                include_zero: false,
+            },
             metrics: rest,
         });
     }
@@ -198,7 +224,12 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         let g = groups(&names);
-        let find = |m: &str| g.iter().filter(|x| x.metrics.iter().any(|y| y == m)).map(|x| x.id).collect::<Vec<_>>();
+        let find = |m: &str| {
+            g.iter()
+                .filter(|x| x.metrics.iter().any(|y| y == m))
+                .map(|x| x.id)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(find("asr"), ["asr"]);
         assert_eq!(find("eval/xstest/asr"), ["asr"]);
         assert_eq!(find("eval/xstest/compliance"), ["utility"]);
@@ -207,6 +238,9 @@ mod tests {
         assert_eq!(find("reward/attacker/harmful"), ["rewards_by_category"]);
         assert_eq!(find("weird"), ["other"]);
         assert!(find("eval/round").is_empty() && find("timing/judge_ms").is_empty());
-        assert_eq!(g.iter().find(|x| x.id == "asr").map(|x| x.y), Some(YRange::Fixed(0.0, 1.0)));
+        assert_eq!(
+            g.iter().find(|x| x.id == "asr").map(|x| x.y),
+            Some(YRange::Fixed(0.0, 1.0))
+        );
     }
 }

@@ -58,10 +58,22 @@ fn read_jsonl(path: &Path, notes: &mut Vec<String>) -> Result<Option<Vec<(usize,
         }
         match serde_json::from_slice::<Value>(line) {
             Ok(v) if v.is_object() => out.push((i + 1, v)),
-            Ok(_) => notes.push(format!("{}:{}: not a JSON object, skipped", path.display(), i + 1)),
+            Ok(_) => notes.push(format!(
+                "{}:{}: not a JSON object, skipped",
+                path.display(),
+                i + 1
+            )),
             Err(e) => {
-                let what = if i + 1 == n_lines && tail.is_empty() { "last line" } else { "line" };
-                notes.push(format!("{}:{}: {what} does not parse ({e}), skipped", path.display(), i + 1));
+                let what = if i + 1 == n_lines && tail.is_empty() {
+                    "last line"
+                } else {
+                    "line"
+                };
+                notes.push(format!(
+                    "{}:{}: {what} does not parse ({e}), skipped",
+                    path.display(),
+                    i + 1
+                ));
             }
         }
     }
@@ -77,7 +89,9 @@ fn read_jsonl(path: &Path, notes: &mut Vec<String>) -> Result<Option<Vec<(usize,
 }
 
 fn round_of(v: &Value) -> Option<u32> {
-    v.get("round").and_then(Value::as_u64).and_then(|r| u32::try_from(r).ok())
+    v.get("round")
+        .and_then(Value::as_u64)
+        .and_then(|r| u32::try_from(r).ok())
 }
 
 fn numbers(obj: Option<&Value>) -> Metrics {
@@ -98,7 +112,10 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
     if !md.is_dir() {
         return Err(format!("{}: not a directory", dir.display()));
     }
-    let mut run = RunData { dir: dir.to_path_buf(), ..Default::default() };
+    let mut run = RunData {
+        dir: dir.to_path_buf(),
+        ..Default::default()
+    };
     let notes = &mut run.notes;
 
     match std::fs::read_to_string(dir.join("run.json")) {
@@ -113,11 +130,22 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
             match t.parse::<toml::Table>() {
                 Ok(tab) => {
                     let game = tab.get("game").and_then(|g| g.as_table());
-                    run.game_name = game.and_then(|g| g.get("name")).and_then(|v| v.as_str()).map(str::to_string);
-                    run.seed = game.and_then(|g| g.get("seed")).and_then(|v| v.as_integer());
-                    run.planned_rounds = game.and_then(|g| g.get("rounds")).and_then(|v| v.as_integer());
+                    run.game_name = game
+                        .and_then(|g| g.get("name"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string);
+                    run.seed = game
+                        .and_then(|g| g.get("seed"))
+                        .and_then(|v| v.as_integer());
+                    run.planned_rounds = game
+                        .and_then(|g| g.get("rounds"))
+                        .and_then(|v| v.as_integer());
                 }
-                Err(e) => notes.push(format!("{}: {}", dir.join("scenario.toml").display(), e.message())),
+                Err(e) => notes.push(format!(
+                    "{}: {}",
+                    dir.join("scenario.toml").display(),
+                    e.message()
+                )),
             }
             run.scenario = Some(t);
         }
@@ -143,7 +171,10 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
     }
     for (r, n) in seen_rounds {
         if n > 1 {
-            notes.push(format!("{}: round {r} logged {n} times (resumed run?), the last one is used", mpath.display()));
+            notes.push(format!(
+                "{}: round {r} logged {n} times (resumed run?), the last one is used",
+                mpath.display()
+            ));
         }
     }
 
@@ -184,7 +215,10 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
             ));
         }
     } else {
-        notes.push(format!("{}: missing (no diversity metrics)", epath.display()));
+        notes.push(format!(
+            "{}: missing (no diversity metrics)",
+            epath.display()
+        ));
     }
     for (r, texts) in &rewrites {
         let m = run.rounds.entry(*r).or_default();
@@ -219,7 +253,10 @@ pub fn unique_labels(runs: &mut [RunData]) {
         .iter()
         .map(|r| {
             let canon = std::fs::canonicalize(&r.dir).unwrap_or_else(|_| r.dir.clone());
-            canon.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| r.dir.display().to_string())
+            canon
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| r.dir.display().to_string())
         })
         .collect();
     let mut used: BTreeMap<String, usize> = BTreeMap::new();

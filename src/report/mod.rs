@@ -90,7 +90,11 @@ pub struct ParetoJson {
 
 /// `sparring report …` from the command line.
 pub fn cli(args: ReportArgs) -> Result<()> {
-    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -126,7 +130,10 @@ fn metric_name(m: &str) -> String {
         "timing/total_ms" => "round total".into(),
         _ => {
             if let Some(rest) = m.strip_prefix("eval/") {
-                let rest = rest.strip_suffix("/asr").or_else(|| rest.strip_suffix("/compliance")).unwrap_or(rest);
+                let rest = rest
+                    .strip_suffix("/asr")
+                    .or_else(|| rest.strip_suffix("/compliance"))
+                    .unwrap_or(rest);
                 format!("eval {rest}")
             } else if let Some(rest) = m.strip_prefix("learn/") {
                 rest.to_string()
@@ -143,7 +150,11 @@ fn metric_name(m: &str) -> String {
 
 /// One CSV field, quoted when needed.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// The CSV of every metric: `run,round,metric,value`, one row per (run, round, metric).
@@ -165,7 +176,9 @@ pub fn csv(runs: &[RunData]) -> (String, usize) {
 fn eval_mean(m: &BTreeMap<String, f64>, suffix: &str) -> Option<f64> {
     let v: Vec<f64> = m
         .iter()
-        .filter(|(k, _)| k.starts_with("eval/") && k.ends_with(suffix) && k.matches('/').count() == 2)
+        .filter(|(k, _)| {
+            k.starts_with("eval/") && k.ends_with(suffix) && k.matches('/').count() == 2
+        })
         .map(|(_, v)| *v)
         .collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -178,12 +191,27 @@ pub fn pareto_points(runs: &[RunData]) -> Vec<ParetoJson> {
     for r in runs {
         for (round, m) in &r.rounds {
             if let (Some(a), Some(u)) = (eval_mean(m, "/asr"), eval_mean(m, "/compliance")) {
-                out.push(ParetoJson { run: r.label.clone(), round: *round, kind: "eval", asr: a, utility: u });
+                out.push(ParetoJson {
+                    run: r.label.clone(),
+                    round: *round,
+                    kind: "eval",
+                    asr: a,
+                    utility: u,
+                });
             }
         }
-        let last = r.rounds.iter().rev().find_map(|(round, m)| Some((*round, *m.get("asr")?, *m.get("benign_compliance")?)));
+        let last =
+            r.rounds.iter().rev().find_map(|(round, m)| {
+                Some((*round, *m.get("asr")?, *m.get("benign_compliance")?))
+            });
         if let Some((round, a, u)) = last {
-            out.push(ParetoJson { run: r.label.clone(), round, kind: "final", asr: a, utility: u });
+            out.push(ParetoJson {
+                run: r.label.clone(),
+                round,
+                kind: "final",
+                asr: a,
+                utility: u,
+            });
         }
     }
     out
@@ -199,14 +227,21 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
     bar.set_message("reading runs");
     let mut runs = Vec::new();
     for d in run_dirs {
-        runs.push(load::read_run(d).map_err(anyhow::Error::msg).with_context(|| format!("reading run {}", d.display()))?);
+        runs.push(
+            load::read_run(d)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("reading run {}", d.display()))?,
+        );
         bar.inc(1);
     }
     load::unique_labels(&mut runs);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     // Plots.
-    let names: BTreeSet<String> = runs.iter().flat_map(|r| r.rounds.values().flat_map(|m| m.keys().cloned())).collect();
+    let names: BTreeSet<String> = runs
+        .iter()
+        .flat_map(|r| r.rounds.values().flat_map(|m| m.keys().cloned()))
+        .collect();
     let gs = groups::groups(&names);
     let multi = runs.len() > 1;
     let mut scenes: Vec<(String, String, Vec<String>, Scene)> = Vec::new();
@@ -214,8 +249,11 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
         let mut series = Vec::new();
         for (ri, r) in runs.iter().enumerate() {
             for (mi, m) in g.metrics.iter().enumerate() {
-                let pts: Vec<(f64, f64)> =
-                    r.rounds.iter().filter_map(|(round, ms)| ms.get(m).map(|v| (f64::from(*round), *v))).collect();
+                let pts: Vec<(f64, f64)> = r
+                    .rounds
+                    .iter()
+                    .filter_map(|(round, ms)| ms.get(m).map(|v| (f64::from(*round), *v)))
+                    .collect();
                 if pts.is_empty() {
                     continue;
                 }
@@ -225,7 +263,12 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
                     (false, _) => metric_name(m),
                 };
                 let (color, style) = if multi { (ri, mi) } else { (mi, mi) };
-                series.push(Series { label, color, style, pts });
+                series.push(Series {
+                    label,
+                    color,
+                    style,
+                    pts,
+                });
             }
         }
         let chart = LineChart {
@@ -237,10 +280,19 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
             series,
         };
         let labels = chart.series.iter().map(|s| s.label.clone()).collect();
-        scenes.push((g.id.to_string(), g.title.to_string(), labels, chart::line_chart(&chart, &fonts)));
+        scenes.push((
+            g.id.to_string(),
+            g.title.to_string(),
+            labels,
+            chart::line_chart(&chart, &fonts),
+        ));
     }
     let pj = pareto_points(&runs);
-    let index_of: BTreeMap<&str, usize> = runs.iter().enumerate().map(|(i, r)| (r.label.as_str(), i)).collect();
+    let index_of: BTreeMap<&str, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.label.as_str(), i))
+        .collect();
     let pareto = Pareto {
         title: "Safety vs utility".into(),
         subtitle: "● last round's training rollouts; ◇ held-out eval rounds (mean over eval sets); up-right is better"
@@ -261,13 +313,21 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
     };
     scenes.insert(
         0,
-        ("pareto".into(), "Safety vs utility (Pareto)".into(), pareto.runs.clone(), chart::pareto_chart(&pareto, &fonts)),
+        (
+            "pareto".into(),
+            "Safety vs utility (Pareto)".into(),
+            pareto.runs.clone(),
+            chart::pareto_chart(&pareto, &fonts),
+        ),
     );
 
     bar.set_length((run_dirs.len() + scenes.len()) as u64);
     bar.set_message("drawing plots");
     // Rasterize on all cores (each plot is independent).
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
     let chunk = scenes.len().div_ceil(threads).max(1);
     let pngs: Vec<Vec<u8>> = std::thread::scope(|s| {
         let handles: Vec<_> = scenes
@@ -285,7 +345,10 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     if pngs.len() != scenes.len() {
         bail!("drawing the plots failed");
@@ -296,14 +359,22 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
         let pngp = out.join(format!("{id}.png"));
         std::fs::write(&svg, sc.to_svg()).with_context(|| format!("writing {}", svg.display()))?;
         std::fs::write(&pngp, png).with_context(|| format!("writing {}", pngp.display()))?;
-        plots.push(PlotInfo { id: id.clone(), title: title.clone(), svg, png: pngp, series: series.clone() });
+        plots.push(PlotInfo {
+            id: id.clone(),
+            title: title.clone(),
+            svg,
+            png: pngp,
+            series: series.clone(),
+        });
     }
 
     let (csv_text, csv_rows) = csv(&runs);
     let csv_path = out.join("metrics.csv");
-    std::fs::write(&csv_path, csv_text).with_context(|| format!("writing {}", csv_path.display()))?;
+    std::fs::write(&csv_path, csv_text)
+        .with_context(|| format!("writing {}", csv_path.display()))?;
     let index = out.join("index.html");
-    std::fs::write(&index, html(&runs, &plots, &pj)).with_context(|| format!("writing {}", index.display()))?;
+    std::fs::write(&index, html(&runs, &plots, &pj))
+        .with_context(|| format!("writing {}", index.display()))?;
 
     let infos = runs
         .iter()
@@ -315,11 +386,23 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
             last_round: r.last_round(),
             planned_rounds: r.planned_rounds,
             finished: r.finished,
-            last: r.last_round().and_then(|k| r.rounds.get(&k)).cloned().unwrap_or_default(),
+            last: r
+                .last_round()
+                .and_then(|k| r.rounds.get(&k))
+                .cloned()
+                .unwrap_or_default(),
             notes: r.notes.clone(),
         })
         .collect();
-    Ok(Summary { out: out.to_path_buf(), index, csv: csv_path, csv_rows, runs: infos, plots, pareto: pj })
+    Ok(Summary {
+        out: out.to_path_buf(),
+        index,
+        csv: csv_path,
+        csv_rows,
+        runs: infos,
+        plots,
+        pareto: pj,
+    })
 }
 
 fn fmt_val(k: &str, v: Option<&f64>) -> String {
@@ -336,7 +419,11 @@ fn fmt_val(k: &str, v: Option<&f64>) -> String {
 /// The page: runs table, Pareto plot, curves, CSV link, resolved scenarios, notes.
 fn html(runs: &[RunData], plots: &[PlotInfo], pareto: &[ParetoJson]) -> String {
     let mut h = String::new();
-    let title = if runs.len() == 1 { format!("sparring report: {}", runs[0].label) } else { format!("sparring report: {} runs", runs.len()) };
+    let title = if runs.len() == 1 {
+        format!("sparring report: {}", runs[0].label)
+    } else {
+        format!("sparring report: {} runs", runs.len())
+    };
     let _ = write!(
         h,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
@@ -350,7 +437,14 @@ figcaption{{font-size:13px;color:#555}}.note{{color:#8a5a00;font-size:13px}}\
         escape(&title)
     );
     // Runs table.
-    let key_cols = ["asr", "benign_compliance", "faithfulness_rate", "reward/attacker", "reward/defender", "diversity/distinct-2"];
+    let key_cols = [
+        "asr",
+        "benign_compliance",
+        "faithfulness_rate",
+        "reward/attacker",
+        "reward/defender",
+        "diversity/distinct-2",
+    ];
     h.push_str("<h2>Runs</h2>\n<table><tr><th class=\"l\">run</th><th class=\"l\">directory</th><th class=\"l\">run id</th><th>rounds</th><th class=\"l\">status</th>");
     for c in key_cols {
         let _ = write!(h, "<th>{}</th>", escape(c));
@@ -365,14 +459,19 @@ figcaption{{font-size:13px;color:#555}}.note{{color:#8a5a00;font-size:13px}}\
         } else {
             "in progress or interrupted".to_string()
         };
-        let planned = r.planned_rounds.map(|p| format!("/{p}")).unwrap_or_default();
+        let planned = r
+            .planned_rounds
+            .map(|p| format!("/{p}"))
+            .unwrap_or_default();
         let _ = write!(
             h,
             "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}{}</td><td class=\"l\">{}</td>",
             escape(&r.label),
             escape(&r.dir.display().to_string()),
             escape(r.run_id.as_deref().unwrap_or("–")),
-            r.last_round().map(|x| x.to_string()).unwrap_or_else(|| "0".into()),
+            r.last_round()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "0".into()),
             planned,
             status
         );
@@ -386,11 +485,21 @@ figcaption{{font-size:13px;color:#555}}.note{{color:#8a5a00;font-size:13px}}\
     for p in plots {
         if p.id == "pareto" {
             h.push_str("<h2>Safety vs utility</h2>\n");
-        } else if plots.first().is_some_and(|f| f.id == "pareto") && plots.get(1).is_some_and(|s| s.id == p.id) {
+        } else if plots.first().is_some_and(|f| f.id == "pareto")
+            && plots.get(1).is_some_and(|s| s.id == p.id)
+        {
             h.push_str("<h2>Per-round curves</h2>\n");
         }
-        let png = p.png.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let svg = p.svg.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let png = p
+            .png
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let svg = p
+            .svg
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let _ = writeln!(
             h,
             "<figure id=\"{id}\"><img src=\"{png}\" alt=\"{t}\"><figcaption>{t} (<a href=\"{svg}\">SVG</a>, <a href=\"{png}\">PNG</a>)</figcaption></figure>",
@@ -407,7 +516,11 @@ figcaption{{font-size:13px;color:#555}}.note{{color:#8a5a00;font-size:13px}}\
                     "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td></tr>",
                     escape(&q.run),
                     q.round,
-                    if q.kind == "final" { "training rollouts" } else { "held-out eval" },
+                    if q.kind == "final" {
+                        "training rollouts"
+                    } else {
+                        "held-out eval"
+                    },
                     q.asr,
                     1.0 - q.asr,
                     q.utility
@@ -431,7 +544,12 @@ figcaption{{font-size:13px;color:#555}}.note{{color:#8a5a00;font-size:13px}}\
         h.push_str("<h2>Notes</h2>\n<ul>\n");
         for r in runs {
             for n in &r.notes {
-                let _ = writeln!(h, "<li class=\"note\">{}: {}</li>", escape(&r.label), escape(n));
+                let _ = writeln!(
+                    h,
+                    "<li class=\"note\">{}: {}</li>",
+                    escape(&r.label),
+                    escape(n)
+                );
             }
         }
         h.push_str("</ul>\n");

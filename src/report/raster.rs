@@ -79,7 +79,13 @@ impl Mask {
             return None;
         }
         let (w, h) = (bx - ax, by - ay);
-        Some(Mask { x0: ax, y0: ay, w, h, a: vec![0.0; (w * h) as usize] })
+        Some(Mask {
+            x0: ax,
+            y0: ay,
+            w,
+            h,
+            a: vec![0.0; (w * h) as usize],
+        })
     }
 
     fn max_at(&mut self, x: i64, y: i64, c: f32) {
@@ -150,10 +156,21 @@ impl Canvas {
             x1 = x1.max(*x);
             y1 = y1.max(*y);
         }
-        let Some(mut m) = Mask::new(x0 - hw - 1.0, y0 - hw - 1.0, x1 + hw + 1.0, y1 + hw + 1.0, self.w, self.h) else {
+        let Some(mut m) = Mask::new(
+            x0 - hw - 1.0,
+            y0 - hw - 1.0,
+            x1 + hw + 1.0,
+            y1 + hw + 1.0,
+            self.w,
+            self.h,
+        ) else {
             return;
         };
-        let segs = if segs.is_empty() && pts.len() == 1 { vec![(pts[0], pts[0])] } else { segs };
+        let segs = if segs.is_empty() && pts.len() == 1 {
+            vec![(pts[0], pts[0])]
+        } else {
+            segs
+        };
         for (a, b) in segs {
             let (bx0, by0) = (a.0.min(b.0) - hw - 1.0, a.1.min(b.1) - hw - 1.0);
             let (bx1, by1) = (a.0.max(b.0) + hw + 1.0, a.1.max(b.1) + hw + 1.0);
@@ -203,7 +220,9 @@ impl Canvas {
         }
         if let Some(st) = stroke {
             if let Some(mut m) = Mask::new(cx - e, cy - e, cx + e, cy + e, self.w, self.h) {
-                m.each(|x, y| (hw + 0.5 - ((x - cx).hypot(y - cy) - r).abs()).clamp(0.0, 1.0) as f32);
+                m.each(|x, y| {
+                    (hw + 0.5 - ((x - cx).hypot(y - cy) - r).abs()).clamp(0.0, 1.0) as f32
+                });
                 self.composite(&m, st.color);
             }
         }
@@ -221,7 +240,17 @@ impl Canvas {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn text(&mut self, fonts: &Fonts, pos: (f64, f64), text: &str, size: f64, color: Rgb, anchor: Anchor, vertical: bool, bold: bool) {
+    fn text(
+        &mut self,
+        fonts: &Fonts,
+        pos: (f64, f64),
+        text: &str,
+        size: f64,
+        color: Rgb,
+        anchor: Anchor,
+        vertical: bool,
+        bold: bool,
+    ) {
         let s = SS as f64;
         let font = fonts.font(bold);
         let scale = PxScale::from((size * s) as f32);
@@ -237,9 +266,19 @@ impl Canvas {
         let desc = f64::from(sf.descent());
         // Box of the whole text in canvas coordinates.
         let (bx0, by0, bx1, by1) = if vertical {
-            (ax - asc - 2.0, ay - start - w - 2.0, ax - desc + 2.0, ay - start + 2.0)
+            (
+                ax - asc - 2.0,
+                ay - start - w - 2.0,
+                ax - desc + 2.0,
+                ay - start + 2.0,
+            )
         } else {
-            (ax + start - 2.0, ay - asc - 2.0, ax + start + w + 2.0, ay - desc + 2.0)
+            (
+                ax + start - 2.0,
+                ay - asc - 2.0,
+                ax + start + w + 2.0,
+                ay - desc + 2.0,
+            )
         };
         let Some(mut m) = Mask::new(bx0, by0, bx1, by1, self.w, self.h) else {
             return;
@@ -259,7 +298,11 @@ impl Canvas {
                 og.draw(|gx, gy, c| {
                     let lx = f64::from(b.min.x) + f64::from(gx);
                     let ly = f64::from(b.min.y) + f64::from(gy);
-                    let (x, y) = if vertical { (ax + ly, ay - lx - 1.0) } else { (ax + lx, ay + ly) };
+                    let (x, y) = if vertical {
+                        (ax + ly, ay - lx - 1.0)
+                    } else {
+                        (ax + lx, ay + ly)
+                    };
                     m.max_at(x.floor() as i64, y.floor() as i64, c);
                 });
             }
@@ -272,7 +315,11 @@ impl Canvas {
 fn seg_dist(p: (f64, f64), a: (f64, f64), b: (f64, f64)) -> f64 {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let l2 = dx * dx + dy * dy;
-    let t = if l2 > 0.0 { (((p.0 - a.0) * dx + (p.1 - a.1) * dy) / l2).clamp(0.0, 1.0) } else { 0.0 };
+    let t = if l2 > 0.0 {
+        (((p.0 - a.0) * dx + (p.1 - a.1) * dy) / l2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     (p.0 - (a.0 + t * dx)).hypot(p.1 - (a.1 + t * dy))
 }
 
@@ -324,7 +371,11 @@ fn dashes(pts: &[(f64, f64)], on: f64, off: f64) -> Vec<((f64, f64), (f64, f64))
 /// Rasterize a scene to RGB8 pixels (row-major, `w*h*3` bytes).
 pub fn rasterize(scene: &Scene, fonts: &Fonts) -> Vec<u8> {
     let (w, h) = (scene.w as usize, scene.h as usize);
-    let mut cv = Canvas { w: w * SS, h: h * SS, px: vec![[255.0; 3]; w * SS * h * SS] };
+    let mut cv = Canvas {
+        w: w * SS,
+        h: h * SS,
+        px: vec![[255.0; 3]; w * SS * h * SS],
+    };
     for shape in &scene.shapes {
         match shape {
             Shape::Polyline { pts, stroke } => cv.stroke_path(pts, stroke),
@@ -339,7 +390,14 @@ pub fn rasterize(scene: &Scene, fonts: &Fonts) -> Vec<u8> {
                 }
             }
             Shape::Circle { c, r, fill, stroke } => cv.circle(*c, *r, *fill, stroke.as_ref()),
-            Shape::Rect { x, y, w, h, fill, stroke } => {
+            Shape::Rect {
+                x,
+                y,
+                w,
+                h,
+                fill,
+                stroke,
+            } => {
                 if let Some(f) = fill {
                     cv.fill_rect(*x, *y, *w, *h, *f);
                 }
@@ -348,9 +406,15 @@ pub fn rasterize(scene: &Scene, fonts: &Fonts) -> Vec<u8> {
                     cv.stroke_path(&p, st);
                 }
             }
-            Shape::Text { pos, text, size, color, anchor, vertical, bold } => {
-                cv.text(fonts, *pos, text, *size, *color, *anchor, *vertical, *bold)
-            }
+            Shape::Text {
+                pos,
+                text,
+                size,
+                color,
+                anchor,
+                vertical,
+                bold,
+            } => cv.text(fonts, *pos, text, *size, *color, *anchor, *vertical, *bold),
         }
     }
     let mut out = vec![0u8; w * h * 3];
@@ -423,7 +487,11 @@ impl Crc {
         for &b in data {
             let mut c = (self.0 ^ u32::from(b)) & 0xff;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             self.0 = (self.0 >> 8) ^ c;
         }
@@ -465,7 +533,11 @@ mod tests {
             let row: Vec<u8> = if r[0] == 0 {
                 r[1..].to_vec()
             } else {
-                r[1..].iter().zip(&rows[y - 1]).map(|(a, b)| a.wrapping_add(*b)).collect()
+                r[1..]
+                    .iter()
+                    .zip(&rows[y - 1])
+                    .map(|(a, b)| a.wrapping_add(*b))
+                    .collect()
             };
             rows.push(row);
         }
@@ -479,7 +551,12 @@ mod tests {
         sc.line((2.0, 5.0), (18.0, 5.0), Stroke::solid(Rgb::BLACK, 2.0));
         let px = rasterize(&sc, &fonts);
         let at = |x: usize, y: usize| px[(y * 20 + x) * 3];
-        assert!(at(10, 5) < 40 && at(10, 4) < 40, "{} {}", at(10, 5), at(10, 4));
+        assert!(
+            at(10, 5) < 40 && at(10, 4) < 40,
+            "{} {}",
+            at(10, 5),
+            at(10, 4)
+        );
         assert_eq!(at(10, 1), 255);
         assert_eq!(at(0, 5), 255);
     }

@@ -35,7 +35,11 @@ pub struct Stroke {
 
 impl Stroke {
     pub fn solid(color: Rgb, width: f64) -> Self {
-        Stroke { color, width, dash: None }
+        Stroke {
+            color,
+            width,
+            dash: None,
+        }
     }
 }
 
@@ -87,7 +91,11 @@ pub struct Scene {
 
 impl Scene {
     pub fn new(w: u32, h: u32) -> Self {
-        Scene { w, h, shapes: Vec::new() }
+        Scene {
+            w,
+            h,
+            shapes: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, s: Shape) {
@@ -95,12 +103,30 @@ impl Scene {
     }
 
     /// Plain text (not bold, horizontal).
-    pub fn text(&mut self, pos: (f64, f64), text: impl Into<String>, size: f64, color: Rgb, anchor: Anchor) {
-        self.push(Shape::Text { pos, text: text.into(), size, color, anchor, vertical: false, bold: false });
+    pub fn text(
+        &mut self,
+        pos: (f64, f64),
+        text: impl Into<String>,
+        size: f64,
+        color: Rgb,
+        anchor: Anchor,
+    ) {
+        self.push(Shape::Text {
+            pos,
+            text: text.into(),
+            size,
+            color,
+            anchor,
+            vertical: false,
+            bold: false,
+        });
     }
 
     pub fn line(&mut self, a: (f64, f64), b: (f64, f64), stroke: Stroke) {
-        self.push(Shape::Polyline { pts: vec![a, b], stroke });
+        self.push(Shape::Polyline {
+            pts: vec![a, b],
+            stroke,
+        });
     }
 
     /// The scene as a standalone SVG document.
@@ -112,7 +138,11 @@ impl Scene {
             w = self.w,
             h = self.h
         );
-        let _ = writeln!(s, r#"<rect x="0" y="0" width="{}" height="{}" fill="white"/>"#, self.w, self.h);
+        let _ = writeln!(
+            s,
+            r#"<rect x="0" y="0" width="{}" height="{}" fill="white"/>"#,
+            self.w, self.h
+        );
         for shape in &self.shapes {
             match shape {
                 Shape::Polyline { pts, stroke } => {
@@ -143,7 +173,14 @@ impl Scene {
                         stroke_attrs(stroke.as_ref())
                     );
                 }
-                Shape::Rect { x, y, w, h, fill, stroke } => {
+                Shape::Rect {
+                    x,
+                    y,
+                    w,
+                    h,
+                    fill,
+                    stroke,
+                } => {
                     let _ = writeln!(
                         s,
                         r#"<rect x="{}" y="{}" width="{}" height="{}" fill="{}" {}/>"#,
@@ -155,7 +192,15 @@ impl Scene {
                         stroke_attrs(stroke.as_ref())
                     );
                 }
-                Shape::Text { pos, text, size, color, anchor, vertical, bold } => {
+                Shape::Text {
+                    pos,
+                    text,
+                    size,
+                    color,
+                    anchor,
+                    vertical,
+                    bold,
+                } => {
                     let anchor = match anchor {
                         Anchor::Start => "start",
                         Anchor::Middle => "middle",
@@ -186,11 +231,18 @@ impl Scene {
 
 fn num(v: f64) -> String {
     let r = (v * 100.0).round() / 100.0;
-    if r == r.trunc() { format!("{}", r as i64) } else { format!("{r}") }
+    if r == r.trunc() {
+        format!("{}", r as i64)
+    } else {
+        format!("{r}")
+    }
 }
 
 fn points(pts: &[(f64, f64)]) -> String {
-    pts.iter().map(|(x, y)| format!("{},{}", num(*x), num(*y))).collect::<Vec<_>>().join(" ")
+    pts.iter()
+        .map(|(x, y)| format!("{},{}", num(*x), num(*y)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn fill_attr(fill: Option<Rgb>) -> String {
@@ -201,7 +253,11 @@ fn stroke_attrs(stroke: Option<&Stroke>) -> String {
     match stroke {
         None => r#"stroke="none""#.into(),
         Some(st) => {
-            let mut a = format!(r#"stroke="{}" stroke-width="{}""#, st.color.hex(), num(st.width));
+            let mut a = format!(
+                r#"stroke="{}" stroke-width="{}""#,
+                st.color.hex(),
+                num(st.width)
+            );
             if let Some((on, off)) = st.dash {
                 let _ = write!(a, r#" stroke-dasharray="{},{}""#, num(on), num(off));
             }
