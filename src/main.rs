@@ -10,6 +10,8 @@ use sparring_engine::scenario::{self, Loaded};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod report;
+
 /// Adversarial alignment games between language models (AdvGame): an attacker rewrites seed requests, a defender
 /// answers, a judge turns pairwise preferences into rewards, and both players learn.
 #[derive(Parser)]
@@ -72,6 +74,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Plots, a CSV and a page over run directories: per-round curves, a safety/utility Pareto plot.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +135,7 @@ fn real_main(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Report(args) => report::cli(args),
         Cmd::Run {
             file,
             out,
