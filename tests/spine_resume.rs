@@ -30,7 +30,7 @@ fn sigkill_then_resume_equals_uninterrupted_run() {
     );
     let killed = dir.join("killed");
     let mut child = Command::new(bin)
-        .args(["run", "-q", "--set", "replay.fsync=true", "--out"])
+        .args(["run", "-q", "--out"])
         .arg(&killed)
         .arg(&f)
         .stdout(Stdio::null())
