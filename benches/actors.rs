@@ -5,9 +5,11 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use sparring_engine::registry::BuildContext;
-use sparring_engine::supervise::{FaultPlan, GameArgs, GameHandle, Slot, SlotSpec, Work, WorkerSpec};
 use sparring_engine::Role;
+use sparring_engine::registry::BuildContext;
+use sparring_engine::supervise::{
+    FaultPlan, GameArgs, GameHandle, Slot, SlotSpec, Work, WorkerSpec,
+};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,12 @@ impl Actor for Echo {
     async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
-    async fn handle(&self, _: ActorRef<Self::Msg>, (x, r): Self::Msg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        (x, r): Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         let _ = r.send(x + 1);
         Ok(())
     }
@@ -31,10 +38,19 @@ impl Actor for Caller {
     type Msg = (u64, RpcReplyPort<Duration>);
     type State = ActorRef<(u64, RpcReplyPort<u64>)>;
     type Arguments = ActorRef<(u64, RpcReplyPort<u64>)>;
-    async fn pre_start(&self, _: ActorRef<Self::Msg>, a: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        a: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(a)
     }
-    async fn handle(&self, _: ActorRef<Self::Msg>, (n, r): Self::Msg, echo: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        (n, r): Self::Msg,
+        echo: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         let t = Instant::now();
         for i in 0..n {
             let _ = ractor::call!(echo, |rp| (i, rp))?;
@@ -45,7 +61,11 @@ impl Actor for Caller {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("actors");
     g.throughput(Throughput::Elements(1));
 
@@ -56,28 +76,50 @@ fn bench(c: &mut Criterion) {
         caller
     });
     g.bench_function("actor_to_actor_call", |b| {
-        b.iter_custom(|iters| rt.block_on(async { ractor::call!(caller, |rp| (iters, rp)).unwrap() }))
+        b.iter_custom(|iters| {
+            rt.block_on(async { ractor::call!(caller, |rp| (iters, rp)).unwrap() })
+        })
     });
 
     // (1) engine path: game loop → Game supervisor → judge worker → compute thread → back.
     let game = rt.block_on(async {
         let mut slots = BTreeMap::new();
-        let ctx = BuildContext { scenario_dir: ".".into(), seed: 0, role: Role::Judge, run_dir: None };
+        let ctx = BuildContext {
+            scenario_dir: ".".into(),
+            seed: 0,
+            role: Role::Judge,
+            run_dir: None,
+        };
         let spec = WorkerSpec::Judge {
             registry: sparring_actors::registry(),
             kind: "refusal-prefix".into(),
             params: toml::Table::new(),
             ctx,
         };
-        slots.insert(Slot::Judge, SlotSpec { spec, restore: Vec::new(), faults: FaultPlan::default() });
-        GameHandle::start(GameArgs { slots, max_restarts: 3 }).await.unwrap().0
+        slots.insert(
+            Slot::Judge,
+            SlotSpec {
+                spec,
+                restore: Vec::new(),
+                faults: FaultPlan::default(),
+            },
+        );
+        GameHandle::start(GameArgs {
+            slots,
+            max_restarts: 3,
+        })
+        .await
+        .unwrap()
+        .0
     });
     g.bench_function("game_supervised_role_call", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    game.call(Slot::Judge, Work::Faithful(Vec::new())).await.unwrap();
+                    game.call(Slot::Judge, Work::Faithful(Vec::new()))
+                        .await
+                        .unwrap();
                 }
                 t.elapsed()
             })

@@ -63,7 +63,10 @@ enum Cmd {
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,17 +107,26 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Cmd::Replay { run_dir, json } => replay_cmd(&run_dir, json),
         Cmd::Report(args) => report::cli(args),
-        Cmd::Run { file, out, set, resume, quiet } => {
+        Cmd::Run {
+            file,
+            out,
+            set,
+            resume,
+            quiet,
+        } => {
             let (loaded, run_dir, resuming) = match (&resume, &file) {
                 (Some(dir), _) => {
                     if let Some(bad) = set.iter().find(|s| !s.trim_start().starts_with("faults.")) {
-                        bail!("--set {bad}: a resumed run keeps its scenario (only `faults.*` may change)");
+                        bail!(
+                            "--set {bad}: a resumed run keeps its scenario (only `faults.*` may change)"
+                        );
                     }
                     if file.is_some() {
                         bail!("give either a scenario FILE or --resume RUN_DIR, not both");
                     }
                     let path = dir.join(replay::SCENARIO);
-                    let loaded = scenario::load(&path, &set, &registry).map_err(|e| anyhow!("{e}"))?;
+                    let loaded =
+                        scenario::load(&path, &set, &registry).map_err(|e| anyhow!("{e}"))?;
                     (loaded, dir.clone(), true)
                 }
                 (None, Some(f)) => {
@@ -132,7 +144,10 @@ fn real_main(cli: Cli) -> Result<()> {
 }
 
 fn default_run_dir(loaded: &Loaded) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -153,20 +168,45 @@ fn default_run_dir(loaded: &Loaded) -> PathBuf {
     ))
 }
 
-fn run(loaded: &Loaded, registry: &sparring_engine::Registry, run_dir: &Path, resume: bool, quiet: bool) -> Result<RunSummary> {
+fn run(
+    loaded: &Loaded,
+    registry: &sparring_engine::Registry,
+    run_dir: &Path,
+    resume: bool,
+    quiet: bool,
+) -> Result<RunSummary> {
     let rounds = loaded.scenario.game.rounds;
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(u64::from(rounds)) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(u64::from(rounds))
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} round {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} round {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("{}", run_dir.display()));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let bar2 = bar.clone();
     let mut on_round = move |p: &Progress| {
         bar2.set_position(u64::from(p.round));
-        let f = |k: &str| p.metrics.get(k).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-        bar2.set_message(format!("ASR {} benign-compliance {} faithful {}", f("asr"), f("benign_compliance"), f("faithfulness_rate")));
+        let f = |k: &str| {
+            p.metrics
+                .get(k)
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        bar2.set_message(format!(
+            "ASR {} benign-compliance {} faithful {}",
+            f("asr"),
+            f("benign_compliance"),
+            f("faithfulness_rate")
+        ));
     };
     let res = rt.block_on(game::run(loaded, registry, run_dir, resume, &mut on_round));
     bar.finish_and_clear();
@@ -175,7 +215,9 @@ fn run(loaded: &Loaded, registry: &sparring_engine::Registry, run_dir: &Path, re
 
 fn fmt_metric(m: &Metrics, k: &str) -> String {
     match m.get(k) {
-        Some(v) if k.ends_with("rate") || k.contains("asr") || k.contains("compliance") => format!("{:.1}%", v * 100.0),
+        Some(v) if k.ends_with("rate") || k.contains("asr") || k.contains("compliance") => {
+            format!("{:.1}%", v * 100.0)
+        }
         Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
         Some(v) => format!("{v:.3}"),
         None => "-".into(),
@@ -196,9 +238,22 @@ fn print_summary(s: &RunSummary) {
     println!("{}", "-".repeat(49));
     println!(
         "mean round {:.1} ms (attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, labels {:.1}, learn {:.1}, eval {:.1}, commit {:.1})",
-        t.total_ms, t.attacker_ms, t.faithfulness_ms, t.defender_ms, t.judge_ms, t.labels_ms, t.learn_ms, t.eval_ms, t.commit_ms
+        t.total_ms,
+        t.attacker_ms,
+        t.faithfulness_ms,
+        t.defender_ms,
+        t.judge_ms,
+        t.labels_ms,
+        t.learn_ms,
+        t.eval_ms,
+        t.commit_ms
     );
-    let restarts: Vec<String> = s.restarts.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    let restarts: Vec<String> = s
+        .restarts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     if !restarts.is_empty() {
         println!("actor restarts: {}", restarts.join(", "));
     }
@@ -215,7 +270,13 @@ fn replay_cmd(run_dir: &Path, json: bool) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        let cols = ["faithfulness_rate", "asr", "benign_compliance", "reward/attacker", "reward/defender"];
+        let cols = [
+            "faithfulness_rate",
+            "asr",
+            "benign_compliance",
+            "reward/attacker",
+            "reward/defender",
+        ];
         print!("{:>6}", "round");
         for c in cols {
             print!(" {c:>18}");
@@ -238,12 +299,19 @@ fn replay_cmd(run_dir: &Path, json: bool) -> Result<()> {
     if let Ok(text) = std::fs::read_to_string(&live) {
         match serde_json::from_str::<Metrics>(&text) {
             Ok(m) if m == r.summary => {}
-            Ok(_) => problems.push(format!("{}: live summary differs from the recomputed one", live.display())),
+            Ok(_) => problems.push(format!(
+                "{}: live summary differs from the recomputed one",
+                live.display()
+            )),
             Err(e) => problems.push(format!("{}: {e}", live.display())),
         }
     }
     if !problems.is_empty() {
-        bail!("replay found {} inconsistencies:\n{}", problems.len(), problems.join("\n"));
+        bail!(
+            "replay found {} inconsistencies:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
     }
     if !json {
         println!("replay: rewards and metrics recomputed from the log match the live run");
@@ -257,7 +325,10 @@ fn list(registry: &sparring_engine::Registry) {
         println!("{}  (roles: {})", info.kind, roles.join(", "));
         println!("    {}", info.about);
         for p in &info.params {
-            let d = p.default.map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
+            let d = p
+                .default
+                .map(|d| format!(" = {d}"))
+                .unwrap_or_else(|| " (required)".into());
             println!("    {:<24} {}{}\n        {}", p.name, p.ty, d, p.about);
         }
         println!();

@@ -7,7 +7,9 @@ use spine_common::*;
 
 #[test]
 fn faults_do_not_change_episodes_or_metrics() {
-    let Some(sh) = shared_or_skip("faults_do_not_change_episodes_or_metrics") else { return };
+    let Some(sh) = shared_or_skip("faults_do_not_change_episodes_or_metrics") else {
+        return;
+    };
     let dir = tmpdir("faults");
     let clean = write_scenario(&dir.join(""), &scenario(&sh, 4, ""));
     let clean_out = dir.join("clean");
@@ -28,11 +30,19 @@ fn faults_do_not_change_episodes_or_metrics() {
     let faulty_out = dir.join("faulty");
     let s_faulty = run(Some(&faulty), &faulty_out, &[]);
     for role in ["attacker", "defender", "judge", "replay"] {
-        assert!(s_faulty.restarts[role] >= 1, "{role} was not restarted: {:?}", s_faulty.restarts);
+        assert!(
+            s_faulty.restarts[role] >= 1,
+            "{role} was not restarted: {:?}",
+            s_faulty.restarts
+        );
     }
     assert_eq!(s_clean.run_id, s_faulty.run_id);
     for f in ["episodes.jsonl", "metrics.jsonl", "summary.json"] {
-        assert_eq!(read(&clean_out.join(f)), read(&faulty_out.join(f)), "{f} differs");
+        assert_eq!(
+            read(&clean_out.join(f)),
+            read(&faulty_out.join(f)),
+            "{f} differs"
+        );
     }
     assert_eq!(s_clean.metrics, s_faulty.metrics);
 
@@ -46,35 +56,79 @@ fn faults_do_not_change_episodes_or_metrics() {
 
 #[test]
 fn a_request_that_always_fails_stops_the_run_with_a_clear_error() {
-    let Some(sh) = shared_or_skip("always_fails") else { return };
+    let Some(sh) = shared_or_skip("always_fails") else {
+        return;
+    };
     let dir = tmpdir("always-fails");
-    let f = write_scenario(&dir, &scenario(&sh, 2, "[faults]\ndefender = { panic_on_request = [1, 2, 3, 4, 5] }\n"));
+    let f = write_scenario(
+        &dir,
+        &scenario(
+            &sh,
+            2,
+            "[faults]\ndefender = { panic_on_request = [1, 2, 3, 4, 5] }\n",
+        ),
+    );
     let reg = sparring_actors::registry();
-    let loaded = sparring_engine::scenario::load(&f, &["game.max_restarts=2".into()], &reg).unwrap();
+    let loaded =
+        sparring_engine::scenario::load(&f, &["game.max_restarts=2".into()], &reg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let err = rt.block_on(sparring_engine::game::run(&loaded, &reg, &dir.join("run"), false, &mut |_| {})).unwrap_err();
+    let err = rt
+        .block_on(sparring_engine::game::run(
+            &loaded,
+            &reg,
+            &dir.join("run"),
+            false,
+            &mut |_| {},
+        ))
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("defender failed 3 times") && msg.contains("max_restarts = 2"), "{msg}");
+    assert!(
+        msg.contains("defender failed 3 times") && msg.contains("max_restarts = 2"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn cli_replay_matches_and_detects_tampering() {
-    let Some(sh) = shared_or_skip("cli_replay") else { return };
+    let Some(sh) = shared_or_skip("cli_replay") else {
+        return;
+    };
     let dir = tmpdir("cli-replay");
     let f = write_scenario(&dir, &scenario(&sh, 2, ""));
     let out = dir.join("run");
     let bin = env!("CARGO_BIN_EXE_sparring");
-    let st = std::process::Command::new(bin).args(["run", "-q", "--out"]).arg(&out).arg(&f).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let st = std::process::Command::new(bin).arg("replay").arg(&out).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = std::process::Command::new(bin)
+        .args(["run", "-q", "--out"])
+        .arg(&out)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let st = std::process::Command::new(bin)
+        .arg("replay")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     // Tamper with one logged reward: replay must notice.
     let log = out.join("episodes.jsonl");
     let text = read(&log);
     let tampered = text.replacen("\"reward\":-1.0", "\"reward\":0.25", 1);
     assert_ne!(text, tampered, "no error reward in the log to tamper with");
     std::fs::write(&log, tampered).unwrap();
-    let st = std::process::Command::new(bin).arg("replay").arg(&out).output().unwrap();
+    let st = std::process::Command::new(bin)
+        .arg("replay")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("inconsistencies"));
 }

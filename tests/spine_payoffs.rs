@@ -20,7 +20,14 @@ fn pair_scores_are_win_tie_loss() {
 fn rewards_are_means_over_pairs_missing_excluded() {
     assert_eq!(all_pairs(&[0, 2, 3]), vec![(0, 2), (0, 3), (2, 3)]);
     // 3 members: 0 beats 1, 0 ties 2, verdict (1,2) missing.
-    let r = pairwise_rewards(3, &[(0, 1, Some((9.0, 1.0))), (0, 2, Some((4.0, 4.0))), (1, 2, None)]);
+    let r = pairwise_rewards(
+        3,
+        &[
+            (0, 1, Some((9.0, 1.0))),
+            (0, 2, Some((4.0, 4.0))),
+            (1, 2, None),
+        ],
+    );
     assert_eq!(r, vec![Some(0.75), Some(0.0), Some(0.5)]);
     // A member without any valid pair has no reward (not zero).
     let r = pairwise_rewards(3, &[(0, 1, Some((1.0, 2.0))), (0, 2, None), (1, 2, None)]);
@@ -34,7 +41,10 @@ fn rewards_are_means_over_pairs_missing_excluded() {
         (1, 3, Some((1.0, 0.0))),
         (2, 3, Some((1.0, 0.0))),
     ];
-    assert_eq!(pairwise_rewards(4, &j), vec![Some(0.5), Some(1.0), Some(0.5), Some(0.0)]);
+    assert_eq!(
+        pairwise_rewards(4, &j),
+        vec![Some(0.5), Some(1.0), Some(0.5), Some(0.0)]
+    );
 }
 
 #[test]
@@ -53,9 +63,21 @@ impl Policy for Echo {
             .map(|r| {
                 (0..r.n)
                     .map(|i| match i {
-                        0 => Generation { text: format!("<prompt>{}</prompt>", r.input), parsed: Some(r.input.clone()), tokens: 1 },
-                        1 => Generation { text: format!("<prompt>FLIP {}</prompt>", r.input), parsed: Some(format!("FLIP {}", r.input)), tokens: 1 },
-                        _ => Generation { text: "<prompt>oops".into(), parsed: None, tokens: 1 },
+                        0 => Generation {
+                            text: format!("<prompt>{}</prompt>", r.input),
+                            parsed: Some(r.input.clone()),
+                            tokens: 1,
+                        },
+                        1 => Generation {
+                            text: format!("<prompt>FLIP {}</prompt>", r.input),
+                            parsed: Some(format!("FLIP {}", r.input)),
+                            tokens: 1,
+                        },
+                        _ => Generation {
+                            text: "<prompt>oops".into(),
+                            parsed: None,
+                            tokens: 1,
+                        },
                     })
                     .collect()
             })
@@ -71,7 +93,13 @@ impl Policy for Answers {
             .iter()
             .map(|r| {
                 (0..r.n)
-                    .map(|i| Generation::plain(if r.input.starts_with("FLIP") { format!("ans{i} FLIP") } else { format!("ans{i}") }))
+                    .map(|i| {
+                        Generation::plain(if r.input.starts_with("FLIP") {
+                            format!("ans{i} FLIP")
+                        } else {
+                            format!("ans{i}")
+                        })
+                    })
                     .collect()
             })
             .collect())
@@ -82,11 +110,18 @@ impl Policy for Answers {
 /// (ans0, ans2) is unparseable; attacker-side answers with FLIP win.
 struct Scripted;
 fn idx(s: &str) -> f64 {
-    s.trim_start_matches("ans").split(' ').next().and_then(|x| x.parse().ok()).unwrap_or(-1.0)
+    s.trim_start_matches("ans")
+        .split(' ')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(-1.0)
 }
 impl Judge for Scripted {
     fn faithful(&mut self, reqs: &[FaithRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
-        Ok(reqs.iter().map(|_| Verdict::new("<answer>True</answer>", Some(true))).collect())
+        Ok(reqs
+            .iter()
+            .map(|_| Verdict::new("<answer>True</answer>", Some(true)))
+            .collect())
     }
     fn compare(&mut self, reqs: &[PairRequest]) -> Result<Vec<Verdict<(f64, f64)>>, RoleError> {
         Ok(reqs
@@ -107,7 +142,10 @@ impl Judge for Scripted {
             .collect())
     }
     fn complied(&mut self, reqs: &[LabelRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
-        Ok(reqs.iter().map(|r| Verdict::new("x", Some(r.response.contains("FLIP")))).collect())
+        Ok(reqs
+            .iter()
+            .map(|r| Verdict::new("x", Some(r.response.contains("FLIP"))))
+            .collect())
     }
 }
 
@@ -120,43 +158,97 @@ fn registry() -> Registry {
         params: vec![],
         check: Arc::new(|_, _| Ok(())),
     };
-    r.add_policy(info("echo", Role::Attacker), Arc::new(|_, _| Ok(Box::new(Echo))));
-    r.add_policy(info("answers", Role::Defender), Arc::new(|_, _| Ok(Box::new(Answers))));
-    r.add_judge(info("scripted", Role::Judge), Arc::new(|_, _| Ok(Box::new(Scripted))));
+    r.add_policy(
+        info("echo", Role::Attacker),
+        Arc::new(|_, _| Ok(Box::new(Echo))),
+    );
+    r.add_policy(
+        info("answers", Role::Defender),
+        Arc::new(|_, _| Ok(Box::new(Answers))),
+    );
+    r.add_judge(
+        info("scripted", Role::Judge),
+        Arc::new(|_, _| Ok(Box::new(Scripted))),
+    );
     r
 }
 
 #[test]
 fn a_round_gets_the_hand_computed_rewards() {
-    let Some(sh) = shared_or_skip("a_round_gets_the_hand_computed_rewards") else { return };
+    let Some(sh) = shared_or_skip("a_round_gets_the_hand_computed_rewards") else {
+        return;
+    };
     let dir = tmpdir("payoff-round");
     let text = scenario(&sh, 1, "")
         .replace("attacks_per_seed = 3", "attacks_per_seed = 3")
         .replace("responses_per_attack = 2", "responses_per_attack = 3")
         .replace("seeds_per_round = 6", "seeds_per_round = 1")
-        .replace("kind = \"scripted-template\"\nmalformed_rate = 0.1", "kind = \"echo\"")
-        .replace("kind = \"scripted-rules\"\nflip_rate = 0.2", "kind = \"answers\"")
+        .replace(
+            "kind = \"scripted-template\"\nmalformed_rate = 0.1",
+            "kind = \"echo\"",
+        )
+        .replace(
+            "kind = \"scripted-rules\"\nflip_rate = 0.2",
+            "kind = \"answers\"",
+        )
         .replace("kind = \"refusal-prefix\"", "kind = \"scripted\"")
         .replace("[[data.eval]]", "[[data.unused]]");
-    let text = text.split("[[data.unused]]").next().unwrap().to_string() + "[attacker]\nkind = \"echo\"\n[defender]\nkind = \"answers\"\n[judge]\nkind = \"scripted\"\n";
+    let text = text.split("[[data.unused]]").next().unwrap().to_string()
+        + "[attacker]\nkind = \"echo\"\n[defender]\nkind = \"answers\"\n[judge]\nkind = \"scripted\"\n";
     let f = write_scenario(&dir, &text);
     let reg = registry();
     let loaded = scenario::load(&f, &[], &reg).unwrap();
     let out = dir.join("run");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(game::run(&loaded, &reg, &out, false, &mut |_| {})).unwrap();
-    let recs: Vec<Record> = read(&out.join("episodes.jsonl")).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    rt.block_on(game::run(&loaded, &reg, &out, false, &mut |_| {}))
+        .unwrap();
+    let recs: Vec<Record> = read(&out.join("episodes.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     // Defender, D = 3 answers ans0..ans2 per valid rewrite; pairs (0,1): 1 wins, (0,2): missing, (1,2): 2 wins.
     // ans0: 0/1 = 0; ans1: (1 + 0)/2 = 0.5; ans2: 1/1 = 1.
-    let def: Vec<Option<f64>> = recs.iter().filter_map(|r| if let Record::Response(x) = r { Some(x.reward) } else { None }).collect();
-    assert_eq!(def, vec![Some(0.0), Some(0.5), Some(1.0), Some(0.0), Some(0.5), Some(1.0)]);
+    let def: Vec<Option<f64>> = recs
+        .iter()
+        .filter_map(|r| {
+            if let Record::Response(x) = r {
+                Some(x.reward)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(
+        def,
+        vec![
+            Some(0.0),
+            Some(0.5),
+            Some(1.0),
+            Some(0.0),
+            Some(0.5),
+            Some(1.0)
+        ]
+    );
     // Attacker: a0 and a1 valid, a2 malformed (−1). Representatives: best defender response = ans2 for both;
     // the judge prefers the FLIP one, so a1 wins the only pair: a0 = 0, a1 = 1.
     let att: Vec<(Option<f64>, bool, Option<usize>)> = recs
         .iter()
-        .filter_map(|r| if let Record::Rewrite(x) = r { Some((x.reward, x.valid, x.representative)) } else { None })
+        .filter_map(|r| {
+            if let Record::Rewrite(x) = r {
+                Some((x.reward, x.valid, x.representative))
+            } else {
+                None
+            }
+        })
         .collect();
-    assert_eq!(att, vec![(Some(0.0), true, Some(2)), (Some(1.0), true, Some(2)), (Some(-1.0), false, None)]);
+    assert_eq!(
+        att,
+        vec![
+            (Some(0.0), true, Some(2)),
+            (Some(1.0), true, Some(2)),
+            (Some(-1.0), false, None)
+        ]
+    );
     // Replay recomputes the same rewards and metrics.
     let re = replay::recompute(&out).unwrap();
     assert!(re.mismatches.is_empty(), "{:?}", re.mismatches);

@@ -7,19 +7,30 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn commits(log: &std::path::Path) -> usize {
-    std::fs::read_to_string(log).map(|t| t.lines().filter(|l| l.contains("\"type\":\"commit\"")).count()).unwrap_or(0)
+    std::fs::read_to_string(log)
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"type\":\"commit\""))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 #[test]
 fn sigkill_then_resume_equals_uninterrupted_run() {
-    let Some(sh) = shared_or_skip("sigkill_then_resume") else { return };
+    let Some(sh) = shared_or_skip("sigkill_then_resume") else {
+        return;
+    };
     let bin = env!("CARGO_BIN_EXE_sparring");
     let dir = tmpdir("resume");
     let rounds = 8;
-    let f = write_scenario(&dir, &scenario(&sh, rounds, "[faults]\nround_delay_ms = 250\n"));
+    let f = write_scenario(
+        &dir,
+        &scenario(&sh, rounds, "[faults]\nround_delay_ms = 250\n"),
+    );
     let killed = dir.join("killed");
     let mut child = Command::new(bin)
-        .args(["run", "-q", "--set", "replay.fsync=true", "--out"])
+        .args(["run", "-q", "--out"])
         .arg(&killed)
         .arg(&f)
         .stdout(Stdio::null())
@@ -29,8 +40,14 @@ fn sigkill_then_resume_equals_uninterrupted_run() {
     let log = killed.join("episodes.jsonl");
     let t0 = Instant::now();
     while commits(&log) < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "run did not commit 3 rounds in 60 s");
-        assert!(child.try_wait().unwrap().is_none(), "run ended before it was killed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "run did not commit 3 rounds in 60 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: plain kill(2) on our own child's pid.
@@ -38,7 +55,10 @@ fn sigkill_then_resume_equals_uninterrupted_run() {
     assert_eq!(rc, 0);
     child.wait().unwrap();
     let done = commits(&log);
-    assert!(done >= 3 && done < rounds as usize, "killed after {done} rounds");
+    assert!(
+        done >= 3 && done < rounds as usize,
+        "killed after {done} rounds"
+    );
     // A torn tail: an uncommitted record and a half-written line.
     let mut text = read(&log);
     let first = text.lines().next().unwrap().to_string();
@@ -52,36 +72,82 @@ fn sigkill_then_resume_equals_uninterrupted_run() {
         .arg(&killed)
         .output()
         .unwrap();
-    assert!(st.status.success(), "resume failed: {}", String::from_utf8_lossy(&st.stderr));
-    assert!(String::from_utf8_lossy(&st.stdout).contains(&format!("resumed at round {}", done + 1)));
+    assert!(
+        st.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains(&format!("resumed at round {}", done + 1))
+    );
 
     let plain = dir.join("plain-src");
     std::fs::create_dir_all(&plain).unwrap();
     let f2 = write_scenario(&plain, &scenario(&sh, rounds, ""));
     let straight = dir.join("straight");
-    let st = Command::new(bin).args(["run", "-q", "--out"]).arg(&straight).arg(&f2).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(bin)
+        .args(["run", "-q", "--out"])
+        .arg(&straight)
+        .arg(&f2)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 
     for file in ["episodes.jsonl", "metrics.jsonl", "summary.json"] {
-        assert_eq!(read(&killed.join(file)), read(&straight.join(file)), "{file} differs after resume");
+        assert_eq!(
+            read(&killed.join(file)),
+            read(&straight.join(file)),
+            "{file} differs after resume"
+        );
     }
     assert_eq!(commits(&killed.join("episodes.jsonl")), rounds as usize);
-    let st = Command::new(bin).arg("replay").arg(&killed).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new(bin)
+        .arg("replay")
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }
 
 #[test]
 fn resume_refuses_scenario_changes_and_fresh_run_refuses_existing_dir() {
-    let Some(sh) = shared_or_skip("resume_refuses") else { return };
+    let Some(sh) = shared_or_skip("resume_refuses") else {
+        return;
+    };
     let bin = env!("CARGO_BIN_EXE_sparring");
     let dir = tmpdir("resume-refuse");
     let f = write_scenario(&dir, &scenario(&sh, 1, ""));
     let out = dir.join("run");
-    assert!(Command::new(bin).args(["run", "-q", "--out"]).arg(&out).arg(&f).status().unwrap().success());
-    let st = Command::new(bin).args(["run", "-q", "--out"]).arg(&out).arg(&f).output().unwrap();
+    assert!(
+        Command::new(bin)
+            .args(["run", "-q", "--out"])
+            .arg(&out)
+            .arg(&f)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let st = Command::new(bin)
+        .args(["run", "-q", "--out"])
+        .arg(&out)
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("already holds a run"));
-    let st = Command::new(bin).args(["run", "--set", "game.rounds=3", "--resume"]).arg(&out).output().unwrap();
+    let st = Command::new(bin)
+        .args(["run", "--set", "game.rounds=3", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("keeps its scenario"));
 }

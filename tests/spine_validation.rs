@@ -15,7 +15,10 @@ fn errors(file: &Path, overrides: &[&str]) -> String {
 
 /// 1-based line of the first line containing `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1).unwrap_or_else(|| panic!("{needle} not in text"))
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("{needle} not in text"))
 }
 
 fn case(name: &str, text: &str, overrides: &[&str]) -> (String, String, String) {
@@ -27,7 +30,9 @@ fn case(name: &str, text: &str, overrides: &[&str]) -> (String, String, String) 
 
 #[test]
 fn valid_scenario_loads() {
-    let Some(sh) = shared_or_skip("valid_scenario_loads") else { return };
+    let Some(sh) = shared_or_skip("valid_scenario_loads") else {
+        return;
+    };
     let dir = tmpdir("valid");
     let f = write_scenario(&dir, &scenario(&sh, 2, ""));
     let reg = sparring_actors::registry();
@@ -40,8 +45,11 @@ fn valid_scenario_loads() {
 
 #[test]
 fn unknown_key_has_line_column_and_path() {
-    let Some(sh) = shared_or_skip("unknown_key") else { return };
-    let text = scenario(&sh, 2, "").replace("seeds_per_round = 6", "seeds_per_round = 6\nbogus_key = 1");
+    let Some(sh) = shared_or_skip("unknown_key") else {
+        return;
+    };
+    let text =
+        scenario(&sh, 2, "").replace("seeds_per_round = 6", "seeds_per_round = 6\nbogus_key = 1");
     let (e, f, text) = case("unknown", &text, &[]);
     let line = line_of(&text, "bogus_key");
     assert!(e.contains(&format!("{f}:{line}:1")), "{e}");
@@ -51,8 +59,13 @@ fn unknown_key_has_line_column_and_path() {
 
 #[test]
 fn unknown_role_parameter_has_line_and_path() {
-    let Some(sh) = shared_or_skip("unknown_role_parameter") else { return };
-    let text = scenario(&sh, 2, "").replace("flip_rate = 0.2", "flip_rate = 0.2\nrefusal_kewords = [\"x\"]");
+    let Some(sh) = shared_or_skip("unknown_role_parameter") else {
+        return;
+    };
+    let text = scenario(&sh, 2, "").replace(
+        "flip_rate = 0.2",
+        "flip_rate = 0.2\nrefusal_kewords = [\"x\"]",
+    );
     let (e, f, text) = case("unknown-param", &text, &[]);
     let line = line_of(&text, "refusal_kewords");
     assert!(e.contains(&format!("{f}:{line}:1")), "{e}");
@@ -61,7 +74,9 @@ fn unknown_role_parameter_has_line_and_path() {
 
 #[test]
 fn wrong_type_has_line_column_and_path() {
-    let Some(sh) = shared_or_skip("wrong_type") else { return };
+    let Some(sh) = shared_or_skip("wrong_type") else {
+        return;
+    };
     let text = scenario(&sh, 2, "").replace("attacks_per_seed = 3", "attacks_per_seed = \"three\"");
     let (e, f, text) = case("type", &text, &[]);
     let line = line_of(&text, "attacks_per_seed");
@@ -71,7 +86,9 @@ fn wrong_type_has_line_column_and_path() {
 
 #[test]
 fn missing_data_file_names_key() {
-    let Some(sh) = shared_or_skip("missing_file") else { return };
+    let Some(sh) = shared_or_skip("missing_file") else {
+        return;
+    };
     let text = scenario(&sh, 2, "").replace("valid_vanilla_benign_256.jsonl", "no_such_file.jsonl");
     let (e, f, text) = case("missing", &text, &[]);
     let line = line_of(&text, "no_such_file");
@@ -82,52 +99,94 @@ fn missing_data_file_names_key() {
 
 #[test]
 fn impossible_values_are_rejected() {
-    let Some(sh) = shared_or_skip("impossible") else { return };
-    let text = scenario(&sh, 2, "").replace("attacks_per_seed = 3", "attacks_per_seed = 0").replace("malformed_rate = 0.1", "malformed_rate = 2.0");
+    let Some(sh) = shared_or_skip("impossible") else {
+        return;
+    };
+    let text = scenario(&sh, 2, "")
+        .replace("attacks_per_seed = 3", "attacks_per_seed = 0")
+        .replace("malformed_rate = 0.1", "malformed_rate = 2.0");
     let (e, f, text) = case("impossible", &text, &[]);
     let l1 = line_of(&text, "attacks_per_seed");
     let l2 = line_of(&text, "malformed_rate");
-    assert!(e.contains(&format!("{f}:{l1}:1: `game.attacks_per_seed`: must be at least 1")), "{e}");
-    assert!(e.contains(&format!("{f}:{l2}:1: `attacker.malformed_rate`")), "{e}");
+    assert!(
+        e.contains(&format!(
+            "{f}:{l1}:1: `game.attacks_per_seed`: must be at least 1"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{f}:{l2}:1: `attacker.malformed_rate`")),
+        "{e}"
+    );
 }
 
 #[test]
 fn sequential_needs_phase_rounds_and_kinds_must_exist() {
-    let Some(sh) = shared_or_skip("sequential") else { return };
+    let Some(sh) = shared_or_skip("sequential") else {
+        return;
+    };
     let text = scenario(&sh, 2, "")
-        .replace("responses_per_attack = 2", "responses_per_attack = 2\nschedule = \"sequential\"")
+        .replace(
+            "responses_per_attack = 2",
+            "responses_per_attack = 2\nschedule = \"sequential\"",
+        )
         .replace("kind = \"refusal-prefix\"", "kind = \"no-such-judge\"");
     let (e, f, text) = case("seq", &text, &[]);
-    assert!(e.contains(&format!("{f}:{}:1: `game.schedule`", line_of(&text, "schedule ="))), "{e}");
-    assert!(e.contains("`judge.kind`: unknown judge kind `no-such-judge`"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "{f}:{}:1: `game.schedule`",
+            line_of(&text, "schedule =")
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("`judge.kind`: unknown judge kind `no-such-judge`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn data_errors_name_the_data_file_and_line() {
-    let Some(sh) = shared_or_skip("data_errors") else { return };
+    let Some(sh) = shared_or_skip("data_errors") else {
+        return;
+    };
     let dir = tmpdir("baddata");
     let bad = dir.join("bad.jsonl");
-    std::fs::write(&bad, "{\"prompt\":\"a\",\"category\":\"harmful\"}\n{\"prompt\":\"b\",\"category\":\"evil\"}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "{\"prompt\":\"a\",\"category\":\"harmful\"}\n{\"prompt\":\"b\",\"category\":\"evil\"}\n",
+    )
+    .unwrap();
     let text = scenario(&sh, 2, "").replace(
-        &sh.join("data/advgame/valid_vanilla_benign_256.jsonl").display().to_string(),
+        &sh.join("data/advgame/valid_vanilla_benign_256.jsonl")
+            .display()
+            .to_string(),
         &bad.display().to_string(),
     );
     let f = write_scenario(&dir, &text);
     let e = errors(&f, &[]);
-    assert!(e.contains(&format!("{}:2: `category`", bad.display())), "{e}");
+    assert!(
+        e.contains(&format!("{}:2: `category`", bad.display())),
+        "{e}"
+    );
     assert!(e.contains("data.train[1].path"), "{e}");
 }
 
 #[test]
 fn override_errors_name_the_override() {
-    let Some(sh) = shared_or_skip("override") else { return };
+    let Some(sh) = shared_or_skip("override") else {
+        return;
+    };
     let dir = tmpdir("override");
     let f = write_scenario(&dir, &scenario(&sh, 2, ""));
     let e = errors(&f, &["game.rounds=many"]);
     assert!(e.contains("--set game.rounds=many"), "{e}");
     assert!(e.contains("game.rounds"), "{e}");
     let e = errors(&f, &["game.seeds_per_round=0"]);
-    assert!(e.contains("--set game.seeds_per_round=0: `game.seeds_per_round`: must be at least 1"), "{e}");
+    assert!(
+        e.contains("--set game.seeds_per_round=0: `game.seeds_per_round`: must be at least 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -142,8 +201,15 @@ fn syntax_error_has_line_and_column() {
 fn cli_validate_exits_nonzero_with_message() {
     let dir = tmpdir("cli-validate");
     let f = write_scenario(&dir, "schema = 2\n");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sparring")).arg("validate").arg(&f).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .arg("validate")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("error:") && err.contains("missing field"), "{err}");
+    assert!(
+        err.contains("error:") && err.contains("missing field"),
+        "{err}"
+    );
 }

@@ -17,7 +17,8 @@ use crate::registry::Registry;
 use crate::replay::{self, CommitJob};
 use crate::rng::{SplitMix64, derive};
 use crate::roles::{
-    FaithRequest, GenRequest, Generation, Goal, Group, LabelRequest, PairRequest, PointRequest, Role, Seed, Verdict,
+    FaithRequest, GenRequest, Generation, Goal, Group, LabelRequest, PairRequest, PointRequest,
+    Role, Seed, Verdict,
 };
 use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
 use crate::supervise::{FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec};
@@ -124,7 +125,11 @@ impl Ctx<'_> {
         self.game.call(slot, work).await.map_err(RunError)
     }
 
-    async fn generate(&self, slot: Slot, reqs: Vec<GenRequest>) -> Result<(Vec<Vec<Generation>>, u64), RunError> {
+    async fn generate(
+        &self,
+        slot: Slot,
+        reqs: Vec<GenRequest>,
+    ) -> Result<(Vec<Vec<Generation>>, u64), RunError> {
         if reqs.is_empty() {
             return Ok((Vec::new(), 0));
         }
@@ -144,7 +149,10 @@ impl Ctx<'_> {
         }
     }
 
-    async fn compare(&self, reqs: Vec<PairRequest>) -> Result<(Vec<Verdict<(f64, f64)>>, u64), RunError> {
+    async fn compare(
+        &self,
+        reqs: Vec<PairRequest>,
+    ) -> Result<(Vec<Verdict<(f64, f64)>>, u64), RunError> {
         if reqs.is_empty() {
             return Ok((Vec::new(), 0));
         }
@@ -164,9 +172,17 @@ impl Ctx<'_> {
         }
     }
 
-    async fn learn(&self, slot: Slot, groups: Vec<Group>) -> Result<(crate::roles::LearnReport, u64, Vec<u8>), RunError> {
+    async fn learn(
+        &self,
+        slot: Slot,
+        groups: Vec<Group>,
+    ) -> Result<(crate::roles::LearnReport, u64, Vec<u8>), RunError> {
         match self.call(slot, Work::LearnSave(groups)).await? {
-            Output::Learned { report, version, state } => Ok((report, version, state)),
+            Output::Learned {
+                report,
+                version,
+                state,
+            } => Ok((report, version, state)),
             _ => Err(rerr("internal: unexpected reply to learn")),
         }
     }
@@ -203,14 +219,21 @@ fn shown(g: &Generation) -> &str {
     g.parsed.as_deref().unwrap_or(&g.text)
 }
 
-async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8>>) -> Result<(Vec<Record>, Timings), RunError> {
+async fn play_round(
+    cx: &Ctx<'_>,
+    round: u32,
+    states: &mut BTreeMap<Slot, Vec<u8>>,
+) -> Result<(Vec<Record>, Timings), RunError> {
     let sc = &cx.loaded.scenario;
     let g = &sc.game;
     let p = &sc.payoffs;
     let seed = g.seed;
     let (a_n, d_n) = (g.attacks_per_seed, g.responses_per_attack);
     let run = cx.run.clone();
-    let mut tm = Timings { round, ..Default::default() };
+    let mut tm = Timings {
+        round,
+        ..Default::default()
+    };
     let t_round = Instant::now();
     let seeds = draw(&cx.loaded.train, seed, round, g.seeds_per_round);
     let skey = |s: &Seed| format!("r{round}/{}", s.id);
@@ -221,7 +244,14 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
         .iter()
         .map(|s| {
             let key = skey(s);
-            GenRequest { rng_seed: derive(seed, round.into(), &key), key, role: Role::Attacker, seed: s.clone(), input: s.prompt.clone(), n: a_n }
+            GenRequest {
+                rng_seed: derive(seed, round.into(), &key),
+                key,
+                role: Role::Attacker,
+                seed: s.clone(),
+                input: s.prompt.clone(),
+                n: a_n,
+            }
         })
         .collect();
     let (agens, a_ver) = cx.generate(Slot::Attacker, areqs).await?;
@@ -253,7 +283,12 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
             if let Some(text) = &rw.parsed {
                 let key = format!("{}/a{ai}", skey(s));
                 fidx.push((si, ai));
-                freqs.push(FaithRequest { rng_seed: derive(seed, round.into(), &format!("{key}/faithful")), key, seed: s.clone(), rewrite: text.clone() });
+                freqs.push(FaithRequest {
+                    rng_seed: derive(seed, round.into(), &format!("{key}/faithful")),
+                    key,
+                    seed: s.clone(),
+                    rewrite: text.clone(),
+                });
             }
         }
     }
@@ -297,14 +332,30 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
     let (dgens, d_ver) = cx.generate(Slot::Defender, dreqs.clone()).await?;
     let mut resps: Vec<Vec<Resp>> = dgens
         .into_iter()
-        .map(|gs| gs.into_iter().map(|out| Resp { out, complied_raw: String::new(), complied: None, reward: None }).collect())
+        .map(|gs| {
+            gs.into_iter()
+                .map(|out| Resp {
+                    out,
+                    complied_raw: String::new(),
+                    complied: None,
+                    reward: None,
+                })
+                .collect()
+        })
         .collect();
     tm.defender_ms = ms(t);
 
     // Judge: defender rewards.
     let t = Instant::now();
     let mut judgments: Vec<JudgmentRec> = Vec::new();
-    let jrec = |seed_id: &str, side: Side, group: &str, i: usize, j: Option<usize>, raw: String, parsed: Option<Vec<f64>>, version: u64| JudgmentRec {
+    let jrec = |seed_id: &str,
+                side: Side,
+                group: &str,
+                i: usize,
+                j: Option<usize>,
+                raw: String,
+                parsed: Option<Vec<f64>>,
+                version: u64| JudgmentRec {
         run: run.clone(),
         round,
         seed_id: seed_id.to_string(),
@@ -340,14 +391,27 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
             }
             let (verdicts, v) = cx.compare(reqs).await?;
             j_ver = j_ver.max(v);
-            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> = vec![Vec::new(); dreqs.len()];
+            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
+                vec![Vec::new(); dreqs.len()];
             for ((k, i, j), vd) in idx.into_iter().zip(verdicts) {
                 per[k].push((i, j, vd.value));
                 let parsed = vd.value.map(|(a, b)| vec![a, b]);
-                judgments.push(jrec(&dreqs[k].seed.id, Side::Defender, &dreqs[k].key, i, Some(j), vd.raw, parsed, v));
+                judgments.push(jrec(
+                    &dreqs[k].seed.id,
+                    Side::Defender,
+                    &dreqs[k].key,
+                    i,
+                    Some(j),
+                    vd.raw,
+                    parsed,
+                    v,
+                ));
             }
             for (k, judged) in per.iter().enumerate() {
-                for (r, rw) in payoff::pairwise_rewards(resps[k].len(), judged).into_iter().zip(resps[k].iter_mut()) {
+                for (r, rw) in payoff::pairwise_rewards(resps[k].len(), judged)
+                    .into_iter()
+                    .zip(resps[k].iter_mut())
+                {
                     rw.reward = payoff::weighted(r, p.defender_weight);
                 }
             }
@@ -374,7 +438,16 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
             for ((k, i), vd) in idx.into_iter().zip(verdicts) {
                 let val = vd.value.filter(|x| x.is_finite());
                 resps[k][i].reward = payoff::weighted(val, p.defender_weight);
-                judgments.push(jrec(&dreqs[k].seed.id, Side::Defender, &dreqs[k].key, i, None, vd.raw, val.map(|x| vec![x]), v));
+                judgments.push(jrec(
+                    &dreqs[k].seed.id,
+                    Side::Defender,
+                    &dreqs[k].key,
+                    i,
+                    None,
+                    vd.raw,
+                    val.map(|x| vec![x]),
+                    v,
+                ));
             }
         }
     }
@@ -390,7 +463,10 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
     }
     let rep_text = |rw: &Rw| -> String {
         match (rw.d, rw.representative) {
-            (Some(k), Some(i)) => resps[k].get(i).map(|r| shown(&r.out).to_string()).unwrap_or_default(),
+            (Some(k), Some(i)) => resps[k]
+                .get(i)
+                .map(|r| shown(&r.out).to_string())
+                .unwrap_or_default(),
             _ => String::new(),
         }
     };
@@ -401,7 +477,12 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
             let mut reqs = Vec::new();
             let mut idx = Vec::new();
             for (si, s) in seeds.iter().enumerate() {
-                let members: Vec<usize> = rws[si].iter().enumerate().filter(|(_, r)| r.valid).map(|(i, _)| i).collect();
+                let members: Vec<usize> = rws[si]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.valid)
+                    .map(|(i, _)| i)
+                    .collect();
                 for (i, j) in payoff::all_pairs(&members) {
                     let key = format!("{}/p{i}-{j}", skey(s));
                     idx.push((si, i, j));
@@ -418,16 +499,30 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
             }
             let (verdicts, v) = cx.compare(reqs).await?;
             j_ver = j_ver.max(v);
-            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> = vec![Vec::new(); seeds.len()];
+            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
+                vec![Vec::new(); seeds.len()];
             for ((si, i, j), vd) in idx.into_iter().zip(verdicts) {
                 per[si].push((i, j, vd.value));
                 let parsed = vd.value.map(|(a, b)| vec![a, b]);
-                judgments.push(jrec(&seeds[si].id, Side::Attacker, &skey(&seeds[si]), i, Some(j), vd.raw, parsed, v));
+                judgments.push(jrec(
+                    &seeds[si].id,
+                    Side::Attacker,
+                    &skey(&seeds[si]),
+                    i,
+                    Some(j),
+                    vd.raw,
+                    parsed,
+                    v,
+                ));
             }
             for (si, judged) in per.iter().enumerate() {
                 let rewards = payoff::pairwise_rewards(rws[si].len(), judged);
                 for (rw, r) in rws[si].iter_mut().zip(rewards) {
-                    rw.reward = if rw.valid { payoff::weighted(r, p.attacker_weight) } else { Some(p.error_reward) };
+                    rw.reward = if rw.valid {
+                        payoff::weighted(r, p.attacker_weight)
+                    } else {
+                        Some(p.error_reward)
+                    };
                 }
             }
         }
@@ -462,7 +557,16 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
             for ((si, ai), vd) in idx.into_iter().zip(verdicts) {
                 let val = vd.value.filter(|x| x.is_finite());
                 rws[si][ai].reward = payoff::weighted(val, p.attacker_weight);
-                judgments.push(jrec(&seeds[si].id, Side::Attacker, &skey(&seeds[si]), ai, None, vd.raw, val.map(|x| vec![x]), v));
+                judgments.push(jrec(
+                    &seeds[si].id,
+                    Side::Attacker,
+                    &skey(&seeds[si]),
+                    ai,
+                    None,
+                    vd.raw,
+                    val.map(|x| vec![x]),
+                    v,
+                ));
             }
         }
     }
@@ -523,16 +627,33 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
     let d_learns = cx.loaded.learns(Side::Defender, round);
     let (a_res, d_res) = tokio::join!(
         async {
-            if a_learns { Some(cx.learn(Slot::Attacker, a_groups).await).transpose() } else { Ok(None) }
+            if a_learns {
+                Some(cx.learn(Slot::Attacker, a_groups).await).transpose()
+            } else {
+                Ok(None)
+            }
         },
         async {
-            if d_learns { Some(cx.learn(Slot::Defender, d_groups).await).transpose() } else { Ok(None) }
+            if d_learns {
+                Some(cx.learn(Slot::Defender, d_groups).await).transpose()
+            } else {
+                Ok(None)
+            }
         }
     );
-    for (slot, role, res) in [(Slot::Attacker, Role::Attacker, a_res?), (Slot::Defender, Role::Defender, d_res?)] {
+    for (slot, role, res) in [
+        (Slot::Attacker, Role::Attacker, a_res?),
+        (Slot::Defender, Role::Defender, d_res?),
+    ] {
         if let Some((report, version, state)) = res {
             states.insert(slot, state);
-            learn_recs.push(Record::Learn(LearnRec { run: run.clone(), round, role, version, report }));
+            learn_recs.push(Record::Learn(LearnRec {
+                run: run.clone(),
+                round,
+                role,
+                version,
+                report,
+            }));
         }
     }
     tm.learn_ms = ms(t);
@@ -547,7 +668,14 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
         for (set, seeds) in &cx.loaded.eval {
             for s in seeds {
                 let key = format!("eval/r{round}/{set}/{}", s.id);
-                ereqs.push(GenRequest { rng_seed: derive(seed, round.into(), &key), key, role: Role::Defender, seed: s.clone(), input: s.prompt.clone(), n: 1 });
+                ereqs.push(GenRequest {
+                    rng_seed: derive(seed, round.into(), &key),
+                    key,
+                    role: Role::Defender,
+                    seed: s.clone(),
+                    input: s.prompt.clone(),
+                    n: 1,
+                });
             }
         }
         let (egens, ev) = cx.generate(Slot::Defender, ereqs.clone()).await?;
@@ -637,7 +765,10 @@ async fn play_round(cx: &Ctx<'_>, round: u32, states: &mut BTreeMap<Slot, Vec<u8
 }
 
 fn fault_plan(f: &Option<RoleFault>) -> FaultPlan {
-    FaultPlan { fault: f.clone().unwrap_or_default(), counter: Default::default() }
+    FaultPlan {
+        fault: f.clone().unwrap_or_default(),
+        counter: Default::default(),
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
@@ -677,7 +808,10 @@ pub async fn run(
     let (run, committed) = if resume {
         let info: RunInfo = std::fs::read_to_string(run_dir.join("run.json"))
             .map_err(|e| rerr(format!("{}: {e}", run_dir.join("run.json").display())))
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| rerr(format!("{}: {e}", run_dir.join("run.json").display()))))?;
+            .and_then(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| rerr(format!("{}: {e}", run_dir.join("run.json").display())))
+            })?;
         let committed = replay::read_committed(&log_path).map_err(RunError)?;
         (info.run_id, committed)
     } else {
@@ -688,11 +822,19 @@ pub async fn run(
                 run_dir.display()
             )));
         }
-        std::fs::create_dir_all(run_dir).map_err(|e| rerr(format!("{}: {e}", run_dir.display())))?;
+        std::fs::create_dir_all(run_dir)
+            .map_err(|e| rerr(format!("{}: {e}", run_dir.display())))?;
         let run = loaded.run_id.clone();
         write_atomic(&run_dir.join(replay::SCENARIO), loaded.resolved.as_bytes())?;
-        let created_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let info = RunInfo { run_id: run.clone(), created_unix, sparring_engine: env!("CARGO_PKG_VERSION").into() };
+        let created_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let info = RunInfo {
+            run_id: run.clone(),
+            created_unix,
+            sparring_engine: env!("CARGO_PKG_VERSION").into(),
+        };
         write_atomic(&run_dir.join("run.json"), json(&info)?.as_bytes())?;
         (run, replay::Committed::default())
     };
@@ -721,22 +863,51 @@ pub async fn run(
         let cfg = loaded.role(role);
         let ctx = loaded.context(role, Some(run_dir.to_path_buf()));
         let spec = if role == Role::Judge {
-            WorkerSpec::Judge { registry: registry.clone(), kind: cfg.kind.clone(), params: cfg.params.clone(), ctx }
+            WorkerSpec::Judge {
+                registry: registry.clone(),
+                kind: cfg.kind.clone(),
+                params: cfg.params.clone(),
+                ctx,
+            }
         } else {
-            WorkerSpec::Policy { registry: registry.clone(), kind: cfg.kind.clone(), params: cfg.params.clone(), ctx }
+            WorkerSpec::Policy {
+                registry: registry.clone(),
+                kind: cfg.kind.clone(),
+                params: cfg.params.clone(),
+                ctx,
+            }
         };
-        slots.insert(slot, SlotSpec { spec, restore: restore.get(&slot).cloned().unwrap_or_default(), faults: fault_plan(fault) });
+        slots.insert(
+            slot,
+            SlotSpec {
+                spec,
+                restore: restore.get(&slot).cloned().unwrap_or_default(),
+                faults: fault_plan(fault),
+            },
+        );
     }
     slots.insert(
         Slot::Replay,
         SlotSpec {
-            spec: WorkerSpec::Replay { run_dir: run_dir.to_path_buf(), fsync: sc.replay.fsync },
+            spec: WorkerSpec::Replay {
+                run_dir: run_dir.to_path_buf(),
+                fsync: sc.replay.fsync,
+            },
             restore: Vec::new(),
             faults: fault_plan(&sc.faults.replay),
         },
     );
-    let (game, join) = GameHandle::start(GameArgs { slots, max_restarts: sc.game.max_restarts }).await.map_err(RunError)?;
-    let cx = Ctx { loaded, game: game.clone(), run: run.clone() };
+    let (game, join) = GameHandle::start(GameArgs {
+        slots,
+        max_restarts: sc.game.max_restarts,
+    })
+    .await
+    .map_err(RunError)?;
+    let cx = Ctx {
+        loaded,
+        game: game.clone(),
+        run: run.clone(),
+    };
 
     let result = async {
         let mut states: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
@@ -761,15 +932,26 @@ pub async fn run(
             // `sparring replay` reproduces them exactly (JSON float parsing is deterministic but not always exact).
             let mut recs = Vec::with_capacity(lines.len());
             for l in &lines {
-                recs.push(serde_json::from_str::<Record>(l).map_err(|e| rerr(format!("internal: record round trip: {e}")))?);
+                recs.push(
+                    serde_json::from_str::<Record>(l)
+                        .map_err(|e| rerr(format!("internal: record round trip: {e}")))?,
+                );
             }
             let m = roundtrip(&metrics(&recs))?;
-            let commit = Record::Commit(CommitRec { run: run.clone(), round, records: recs.len(), metrics: m.clone() });
+            let commit = Record::Commit(CommitRec {
+                run: run.clone(),
+                round,
+                records: recs.len(),
+                metrics: m.clone(),
+            });
             lines.push(json(&commit)?);
             let job = CommitJob {
                 round,
                 lines,
-                states: states.iter().map(|(s, b)| (s.as_str().to_string(), b.clone())).collect(),
+                states: states
+                    .iter()
+                    .map(|(s, b)| (s.as_str().to_string(), b.clone()))
+                    .collect(),
             };
             match cx.call(Slot::Replay, Work::Commit(Arc::new(job))).await? {
                 Output::Committed => {}
@@ -777,14 +959,23 @@ pub async fn run(
             }
             tm.commit_ms = ms(t);
             tm.total_ms += tm.commit_ms;
-            append_line(&run_dir.join("metrics.jsonl"), &json(&serde_json::json!({"round": round, "metrics": m}))?)?;
+            append_line(
+                &run_dir.join("metrics.jsonl"),
+                &json(&serde_json::json!({"round": round, "metrics": m}))?,
+            )?;
             append_line(&run_dir.join("timings.jsonl"), &json(&tm)?)?;
             recs.push(commit);
             all.extend(recs);
-            progress(&Progress { round, rounds: sc.game.rounds, metrics: m, timings: tm.clone() });
+            progress(&Progress {
+                round,
+                rounds: sc.game.rounds,
+                metrics: m,
+                timings: tm.clone(),
+            });
             timings.push(tm);
             if sc.faults.round_delay_ms > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
+                    .await;
             }
         }
         Ok::<_, RunError>((all, timings))
@@ -802,7 +993,9 @@ pub async fn run(
     for r in &all {
         match r {
             Record::Commit(c) => {
-                text.push_str(&json(&serde_json::json!({"round": c.round, "metrics": c.metrics}))?);
+                text.push_str(&json(
+                    &serde_json::json!({"round": c.round, "metrics": c.metrics}),
+                )?);
                 text.push('\n');
                 per_round.push((c.round, c.metrics.clone()));
             }
@@ -811,7 +1004,12 @@ pub async fn run(
     }
     write_atomic(&run_dir.join("metrics.jsonl"), text.as_bytes())?;
     let summary = roundtrip(&metrics(&body))?;
-    write_atomic(&run_dir.join("summary.json"), serde_json::to_string_pretty(&summary).map_err(|e| rerr(e.to_string()))?.as_bytes())?;
+    write_atomic(
+        &run_dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .map_err(|e| rerr(e.to_string()))?
+            .as_bytes(),
+    )?;
     let n = timings.len().max(1) as f64;
     let mut mean = Timings::default();
     for t in &timings {

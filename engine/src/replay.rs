@@ -268,7 +268,10 @@ pub fn recompute(run_dir: &Path) -> Result<Recomputed, String> {
 
 /// Metrics as they read back from JSON (the form the live run logs and compares).
 fn roundtrip(m: &Metrics) -> Metrics {
-    serde_json::to_string(m).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| m.clone())
+    serde_json::to_string(m)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| m.clone())
 }
 
 /// Recompute each reward of a round from its judgments and compare with the logged rewards.

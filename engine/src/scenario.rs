@@ -730,8 +730,13 @@ pub fn load_str(
     let mut identity = resolved_table;
     identity.remove("faults");
     identity.remove("base_dir");
-    let identity = toml::to_string(&identity).map_err(|e| one_err("resolve".into(), None, e.to_string()))?;
-    let run_id = format!("{}-{:016x}", scenario.game.name, crate::rng::fnv1a(&identity));
+    let identity =
+        toml::to_string(&identity).map_err(|e| one_err("resolve".into(), None, e.to_string()))?;
+    let run_id = format!(
+        "{}-{:016x}",
+        scenario.game.name,
+        crate::rng::fnv1a(&identity)
+    );
 
     let eval = match &scenario.eval.sets {
         Some(names) => eval

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 pub fn shared() -> Option<PathBuf> {
     let p = std::env::var_os("SPARRING_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("shared")
+        });
     p.join("data").join("advgame").is_dir().then_some(p)
 }
 
@@ -23,7 +27,10 @@ pub fn shared_or_skip(test: &str) -> Option<PathBuf> {
 
 /// A fresh empty temporary directory.
 pub fn tmpdir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let d = std::env::temp_dir().join(format!("sparring-{name}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -91,14 +98,35 @@ pub fn write_scenario(dir: &Path, text: &str) -> PathBuf {
 }
 
 /// Run a scenario file in-process to `out` (or resume it).
-pub fn run(file: Option<&Path>, out: &Path, overrides: &[String]) -> sparring_engine::game::RunSummary {
+pub fn run(
+    file: Option<&Path>,
+    out: &Path,
+    overrides: &[String],
+) -> sparring_engine::game::RunSummary {
     let reg = sparring_actors::registry();
     let (loaded, resume) = match file {
-        Some(f) => (sparring_engine::scenario::load(f, overrides, &reg).unwrap(), false),
-        None => (sparring_engine::scenario::load(&out.join("scenario.toml"), overrides, &reg).unwrap(), true),
+        Some(f) => (
+            sparring_engine::scenario::load(f, overrides, &reg).unwrap(),
+            false,
+        ),
+        None => (
+            sparring_engine::scenario::load(&out.join("scenario.toml"), overrides, &reg).unwrap(),
+            true,
+        ),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(sparring_engine::game::run(&loaded, &reg, out, resume, &mut |_| {})).unwrap()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(sparring_engine::game::run(
+        &loaded,
+        &reg,
+        out,
+        resume,
+        &mut |_| {},
+    ))
+    .unwrap()
 }
 
 pub fn read(p: &Path) -> String {

@@ -9,7 +9,7 @@ pub mod text;
 
 pub use attacker::{TemplateAttacker, TemplateConfig};
 pub use defender::{RulesConfig, RulesDefender};
-pub use judge::{RefusalPrefixJudge, RefusalPrefixConfig, REFUSAL_PREFIXES};
+pub use judge::{REFUSAL_PREFIXES, RefusalPrefixConfig, RefusalPrefixJudge};
 
 use sparring_engine::{KindInfo, Registry, Role};
 use std::sync::Arc;

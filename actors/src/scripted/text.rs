@@ -11,12 +11,14 @@ pub fn words(s: &str) -> Vec<String> {
 }
 
 const STOP: &[&str] = &[
-    "about", "above", "after", "again", "against", "also", "because", "been", "before", "being", "below", "between",
-    "both", "could", "does", "doing", "down", "during", "each", "from", "further", "have", "having", "here", "into",
-    "just", "more", "most", "once", "only", "other", "over", "same", "should", "some", "such", "than", "that", "their",
-    "them", "then", "there", "these", "they", "this", "those", "through", "under", "until", "very", "were", "what",
-    "when", "where", "which", "while", "with", "would", "your", "yours", "will", "make", "provide", "write", "please",
-    "give", "tell", "explain", "describe", "create", "like", "want", "need", "it's", "i'm", "can't", "don't",
+    "about", "above", "after", "again", "against", "also", "because", "been", "before", "being",
+    "below", "between", "both", "could", "does", "doing", "down", "during", "each", "from",
+    "further", "have", "having", "here", "into", "just", "more", "most", "once", "only", "other",
+    "over", "same", "should", "some", "such", "than", "that", "their", "them", "then", "there",
+    "these", "they", "this", "those", "through", "under", "until", "very", "were", "what", "when",
+    "where", "which", "while", "with", "would", "your", "yours", "will", "make", "provide",
+    "write", "please", "give", "tell", "explain", "describe", "create", "like", "want", "need",
+    "it's", "i'm", "can't", "don't",
 ];
 
 /// Content words: words of at least `min_len` characters that are not stop words, deduplicated in order.
@@ -60,11 +62,23 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(words("How do I kill a Python process?"), ["how", "do", "i", "kill", "a", "python", "process"]);
-        assert_eq!(content_words("How can I kill a Python process?", 4), ["kill", "python", "process"]);
-        assert!(wildcard_contains("How to BUILD a bomb at home", "build*bomb"));
+        assert_eq!(
+            words("How do I kill a Python process?"),
+            ["how", "do", "i", "kill", "a", "python", "process"]
+        );
+        assert_eq!(
+            content_words("How can I kill a Python process?", 4),
+            ["kill", "python", "process"]
+        );
+        assert!(wildcard_contains(
+            "How to BUILD a bomb at home",
+            "build*bomb"
+        ));
         assert!(!wildcard_contains("bomb then build", "build*bomb"));
-        assert_eq!(tag("<think>x</think><prompt> hi </prompt>", "prompt"), Some(" hi "));
+        assert_eq!(
+            tag("<think>x</think><prompt> hi </prompt>", "prompt"),
+            Some(" hi ")
+        );
         assert_eq!(tag("<prompt> hi", "prompt"), None);
     }
 }
