@@ -52,7 +52,6 @@ limit = 30
 [[data.eval]]
 name = "xstest"
 path = "{x}"
-limit = 20
 [attacker]
 kind = "scripted-template"
 [defender]

@@ -113,7 +113,10 @@ impl Frame {
 
 /// Ticks for [lo, hi]: about `n` "nice" values (1, 2, 2.5, 5 × 10^k steps) inside the range.
 pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
+        || !lo.is_finite()
+        || !hi.is_finite()
+    {
         return (vec![lo], 1.0);
     }
     let raw = (hi - lo) / n.max(1) as f64;

@@ -184,13 +184,13 @@ pub fn read_run(dir: &Path) -> Result<RunData, String> {
     if let Some(lines) = read_jsonl(&epath, notes)? {
         let mut committed: Option<u32> = None;
         for (_, v) in &lines {
-            if v.get("type").and_then(Value::as_str) == Some("commit") {
-                if let Some(r) = round_of(v) {
-                    committed = Some(committed.map_or(r, |c| c.max(r)));
-                    if !run.rounds.contains_key(&r) {
-                        run.rounds.insert(r, numbers(v.get("metrics")));
-                    }
-                }
+            if v.get("type").and_then(Value::as_str) == Some("commit")
+                && let Some(r) = round_of(v)
+            {
+                committed = Some(committed.map_or(r, |c| c.max(r)));
+                run.rounds
+                    .entry(r)
+                    .or_insert_with(|| numbers(v.get("metrics")));
             }
         }
         let mut uncommitted = 0usize;
@@ -262,10 +262,10 @@ pub fn unique_labels(runs: &mut [RunData]) {
     let mut used: BTreeMap<String, usize> = BTreeMap::new();
     for (i, run) in runs.iter_mut().enumerate() {
         let mut label = base[i].clone();
-        if base.iter().filter(|b| **b == base[i]).count() > 1 {
-            if let Some(id) = &run.run_id {
-                label = format!("{label} ({id})");
-            }
+        if base.iter().filter(|b| **b == base[i]).count() > 1
+            && let Some(id) = &run.run_id
+        {
+            label = format!("{label} ({id})");
         }
         let n = used.entry(label.clone()).or_default();
         *n += 1;

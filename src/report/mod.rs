@@ -112,7 +112,7 @@ pub fn cli(args: ReportArgs) -> Result<()> {
         println!(
             "report of {} run(s): {} plots, {} CSV rows → {}",
             summary.runs.len(),
-            summary.plots.len() + 1,
+            summary.plots.len(),
             summary.csv_rows,
             summary.index.display()
         );

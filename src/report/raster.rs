@@ -212,19 +212,17 @@ impl Canvas {
         let (cx, cy, r) = (c.0 * s, c.1 * s, r * s);
         let hw = stroke.map(|st| st.width * s / 2.0).unwrap_or(0.0);
         let e = r + hw + 1.0;
-        if let Some(f) = fill {
-            if let Some(mut m) = Mask::new(cx - e, cy - e, cx + e, cy + e, self.w, self.h) {
-                m.each(|x, y| (r + 0.5 - ((x - cx).hypot(y - cy))).clamp(0.0, 1.0) as f32);
-                self.composite(&m, f);
-            }
+        if let Some(f) = fill
+            && let Some(mut m) = Mask::new(cx - e, cy - e, cx + e, cy + e, self.w, self.h)
+        {
+            m.each(|x, y| (r + 0.5 - ((x - cx).hypot(y - cy))).clamp(0.0, 1.0) as f32);
+            self.composite(&m, f);
         }
-        if let Some(st) = stroke {
-            if let Some(mut m) = Mask::new(cx - e, cy - e, cx + e, cy + e, self.w, self.h) {
-                m.each(|x, y| {
-                    (hw + 0.5 - ((x - cx).hypot(y - cy) - r).abs()).clamp(0.0, 1.0) as f32
-                });
-                self.composite(&m, st.color);
-            }
+        if let Some(st) = stroke
+            && let Some(mut m) = Mask::new(cx - e, cy - e, cx + e, cy + e, self.w, self.h)
+        {
+            m.each(|x, y| (hw + 0.5 - ((x - cx).hypot(y - cy) - r).abs()).clamp(0.0, 1.0) as f32);
+            self.composite(&m, st.color);
         }
     }
 
