@@ -124,8 +124,17 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Replay { run_dir, json } => replay_cmd(&run_dir, json),
-        Cmd::Eval { scenario_or_run, set, attacker, limit, json } => {
-            let opts = sparring_actors::chatlm::EvalOptions { with_attacker: attacker, limit };
+        Cmd::Eval {
+            scenario_or_run,
+            set,
+            attacker,
+            limit,
+            json,
+        } => {
+            let opts = sparring_actors::chatlm::EvalOptions {
+                with_attacker: attacker,
+                limit,
+            };
             let rep = sparring_actors::chatlm::eval_with(&scenario_or_run, &set, &opts, &registry)
                 .map_err(|e| anyhow!("{e}"))?;
             if json {

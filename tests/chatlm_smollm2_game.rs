@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 fn shared() -> Option<PathBuf> {
     let p = std::env::var_os("SPARRING_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("shared"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("shared")
+        });
     p.join("data").join("advgame").is_dir().then_some(p)
 }
 
@@ -44,7 +48,10 @@ pub fn tiny_overrides(shared: &Path, model: &Path) -> Vec<String> {
         "data.train[1].path={}",
         q(d.join("advgame/valid_vanilla_benign_256.jsonl"))
     ));
-    o.push(format!("data.eval[0].path={}", q(d.join("xstest/xstest.jsonl"))));
+    o.push(format!(
+        "data.eval[0].path={}",
+        q(d.join("xstest/xstest.jsonl"))
+    ));
     o.push(format!(
         "data.eval[1].path={}",
         q(d.join("advgame/valid_adversarial_harmful_256.jsonl"))
@@ -73,7 +80,8 @@ fn smollm2_advgame_one_round() {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let run_dir = std::env::temp_dir().join(format!("sparring-smollm2-{}-{nanos}", std::process::id()));
+    let run_dir =
+        std::env::temp_dir().join(format!("sparring-smollm2-{}-{nanos}", std::process::id()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,7 +100,10 @@ fn smollm2_advgame_one_round() {
     eprintln!("one smollm2 round: {:.1} s", t0.elapsed().as_secs_f64());
     assert_eq!(summary.rounds, 1);
     let log = std::fs::read_to_string(run_dir.join("episodes.jsonl")).unwrap();
-    assert!(log.lines().any(|l| l.contains("\"type\":\"commit\"")), "no committed round");
+    assert!(
+        log.lines().any(|l| l.contains("\"type\":\"commit\"")),
+        "no committed round"
+    );
     assert!(log.lines().count() > 4, "too few records:\n{log}");
     assert!(run_dir.join("metrics.jsonl").exists());
     assert!(!summary.per_round.is_empty());

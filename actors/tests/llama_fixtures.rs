@@ -209,7 +209,11 @@ fn host_path_greedy_matches_transformers() {
     let out = host.generate(&prompts, &opts).unwrap();
     for (case, got) in cases.iter().zip(&out) {
         for (j, step) in case["greedy"].as_array().unwrap().iter().enumerate() {
-            assert_eq!(got.tokens[j] as u64, step["id"].as_u64().unwrap(), "step {j}");
+            assert_eq!(
+                got.tokens[j] as u64,
+                step["id"].as_u64().unwrap(),
+                "step {j}"
+            );
             if step["margin"].as_f64().unwrap() < 0.01 {
                 break;
             }
