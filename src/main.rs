@@ -56,6 +56,15 @@ enum Cmd {
     },
     /// List the role kinds a scenario can use, with their parameters.
     List,
+    /// Convert a GGUF model (Llama family) to the Hugging Face layout: config.json, model.safetensors (F32),
+    /// tokenizer.json, tokenizer_config.json with the chat template.
+    Convert {
+        /// The GGUF file.
+        gguf: PathBuf,
+        /// The output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Evaluate a scenario's defender (or a run's, at its last committed round): ASR on the harmful eval sets and
     /// compliance on the benign ones, labelled by the scenario's judge.
     Eval {
@@ -98,6 +107,12 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> Result<()> {
     let registry = sparring_actors::registry();
     match cli.cmd {
+        Cmd::Convert { gguf, out } => {
+            sparring_actors::formats::hf::convert_gguf_to_hf(&gguf, &out)
+                .map_err(|e| anyhow!("convert {}: {e}", gguf.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Cmd::List => {
             list(&registry);
             Ok(())
