@@ -132,13 +132,9 @@ impl ChatModel {
 
     /// Renders messages with the chat template (generation prompt appended) and tokenizes them.
     pub fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
-        let msgs: Vec<formats::ChatMessage> = messages
-            .iter()
-            .map(|m| formats::ChatMessage::new(m.role.clone(), m.content.clone()))
-            .collect();
         let text = self
             .template
-            .render(&msgs, true)
+            .render(messages, true)
             .map_err(|e| fail(&self.path, e))?;
         self.tokenizer
             .encode(&text, false)

@@ -5,27 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One chat message, in the `{"role", "content"}` shape chat templates render.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn system(content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: "system".into(),
-            content: content.into(),
-        }
-    }
-    pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: "user".into(),
-            content: content.into(),
-        }
-    }
-}
+pub use crate::formats::ChatMessage;
 
 /// Whether a seed request is harmful or benign: it decides the attacker's goal and the judges' reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

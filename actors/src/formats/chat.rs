@@ -28,6 +28,16 @@ impl ChatMessage {
             content: content.into(),
         }
     }
+
+    /// A `system` message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+
+    /// A `user` message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
 }
 
 /// A compiled chat template.
