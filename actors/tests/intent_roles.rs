@@ -233,6 +233,11 @@ fn committed_seed_files_match_the_generator() {
             seeds::seeds_jsonl(&lang, &split.held_out),
         )
         .unwrap();
+        std::fs::write(
+            dir.join("heldout-framed.jsonl"),
+            seeds::framed_jsonl(&lang, &split.held_out),
+        )
+        .unwrap();
     }
     let train = std::fs::read_to_string(dir.join("train.jsonl")).unwrap();
     let held = std::fs::read_to_string(dir.join("heldout.jsonl")).unwrap();
@@ -242,6 +247,8 @@ fn committed_seed_files_match_the_generator() {
         "regenerate with INTENT_WRITE_DATA=1"
     );
     assert_eq!(held, seeds::seeds_jsonl(&lang, &split.held_out));
+    let framed = std::fs::read_to_string(dir.join("heldout-framed.jsonl")).unwrap();
+    assert_eq!(framed, seeds::framed_jsonl(&lang, &split.held_out));
 }
 
 #[test]

@@ -5,6 +5,9 @@
 //!   round) is truncated when the log is reopened;
 //! - `state/<role>.r<round>.bin`: each role's saved state at the end of committed round `round` (written and
 //!   fsynced before the round's marker; older ones are removed after it);
+//! - `checkpoints/r<round>/<role>.bin`: kept states of round 0 (the initial players), of every
+//!   `checkpoints.every`-th round and of the last round (hard links to the state files where possible);
+//! - `adaptive/r<round>/`: the run of the best-response attacker of an adaptive evaluation;
 //! - `metrics.jsonl` (per-round metrics, deterministic), `timings.jsonl` (wall times, not deterministic),
 //!   `summary.json` (whole-run metrics).
 //!
@@ -22,11 +25,14 @@ use std::path::{Path, PathBuf};
 pub const LOG: &str = "episodes.jsonl";
 pub const SCENARIO: &str = "scenario.toml";
 pub const STATE_DIR: &str = "state";
+pub const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// One round's durable commit.
 #[derive(Debug, Clone)]
 pub struct CommitJob {
     pub round: u32,
+    /// Keep this round's states as `checkpoints/r<round>/<role>.bin`.
+    pub checkpoint: bool,
     /// Serialized records of the round, the commit marker last.
     pub lines: Vec<String>,
     /// (role name, state bytes) to save for this round.
@@ -155,6 +161,22 @@ impl ReplayLog {
         }
         if self.fsync {
             fsync_dir(&self.dir.join(STATE_DIR));
+        }
+        // Kept checkpoints (before the marker: a crash in between re-plays the round and links again).
+        if job.checkpoint {
+            let dir = self
+                .dir
+                .join(CHECKPOINT_DIR)
+                .join(format!("r{}", job.round));
+            std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            for (role, _) in &job.states {
+                let from = state_path(&self.dir, role, job.round);
+                let to = dir.join(format!("{role}.bin"));
+                let _ = std::fs::remove_file(&to);
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).map_err(|e| io(&to, e))?;
+                }
+            }
         }
         // Truncate a partial write from a failed earlier attempt of this commit.
         let log = self.dir.join(LOG);

@@ -33,6 +33,8 @@ pub struct Scenario {
     #[serde(default)]
     pub eval: EvalCfg,
     #[serde(default)]
+    pub checkpoints: CheckpointCfg,
+    #[serde(default)]
     pub faults: FaultsCfg,
 }
 
@@ -196,7 +198,7 @@ impl Default for ReplayCfg {
 }
 
 /// `[eval]`
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalCfg {
     /// Evaluate every N rounds (0: only after the last round). Needs `data.eval` sets.
@@ -205,6 +207,77 @@ pub struct EvalCfg {
     /// Names of `data.eval` sets to use (default: all).
     #[serde(default)]
     pub sets: Option<Vec<String>>,
+    /// How prompts reach the defender: `plain` (as written: plain requests, or a fixed attack set), `attacker`
+    /// (rewritten by the current attacker), `adaptive` (rewritten by a best-response attacker trained against the
+    /// frozen defender for `adaptive.rounds` rounds). Default `["plain"]`.
+    #[serde(default = "plain_only")]
+    pub modes: Vec<crate::record::EvalMode>,
+    /// Sets the `attacker` and `adaptive` modes rewrite (default: the sets of `sets`).
+    #[serde(default)]
+    pub attack_sets: Option<Vec<String>>,
+    /// The best-response attacker of the `adaptive` mode.
+    #[serde(default)]
+    pub adaptive: AdaptiveCfg,
+}
+
+impl Default for EvalCfg {
+    fn default() -> Self {
+        EvalCfg {
+            every: 0,
+            sets: None,
+            modes: plain_only(),
+            attack_sets: None,
+            adaptive: AdaptiveCfg::default(),
+        }
+    }
+}
+
+fn plain_only() -> Vec<crate::record::EvalMode> {
+    vec![crate::record::EvalMode::Plain]
+}
+
+/// `[eval.adaptive]`: a fresh copy of the initial attacker (checkpoint `r0`) trained with the scenario's attacker
+/// learner for `rounds` rounds against the frozen current defender, then evaluated like the `attacker` mode. Its
+/// run (log, metrics) is kept in `<run dir>/adaptive/r<round>/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveCfg {
+    /// Training rounds of the best-response attacker.
+    #[serde(default = "ten")]
+    pub rounds: u32,
+    /// Seeds per round (default: `game.seeds_per_round`).
+    #[serde(default)]
+    pub seeds_per_round: Option<usize>,
+}
+
+impl Default for AdaptiveCfg {
+    fn default() -> Self {
+        AdaptiveCfg {
+            rounds: ten(),
+            seeds_per_round: None,
+        }
+    }
+}
+
+fn ten() -> u32 {
+    10
+}
+
+/// `[checkpoints]`: kept copies of every role's state (weights, optimizer, EMA, RNG, as the role saves them) in
+/// `<run dir>/checkpoints/r<round>/<role>.bin`. Round 0 (the initial players) and the last round are always kept.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointCfg {
+    /// Also keep every N-th round (0: only round 0 and the last).
+    #[serde(default)]
+    pub every: u32,
+}
+
+impl CheckpointCfg {
+    /// Is round `round` of a `rounds`-round game checkpointed?
+    pub fn keeps(&self, round: u32, rounds: u32) -> bool {
+        round == 0 || round == rounds || (self.every > 0 && round % self.every == 0)
+    }
 }
 
 /// Fault injection for one role actor (test only). Requests are counted per role from 1 over the whole run.
@@ -673,7 +746,40 @@ pub fn load_str(
             break;
         }
     }
-    if let Some(sets) = &scenario.eval.sets {
+    if scenario.eval.modes.is_empty() {
+        errs.push(loc.at(
+            Some("eval.modes"),
+            "needs at least one mode (plain, attacker, adaptive)",
+        ));
+    }
+    let mut seen_modes = BTreeSet::new();
+    for (i, m) in scenario.eval.modes.iter().enumerate() {
+        if !seen_modes.insert(*m) {
+            errs.push(loc.at(
+                Some(&format!("eval.modes[{i}]")),
+                format!("`{m}` is listed twice"),
+            ));
+        }
+    }
+    if scenario
+        .eval
+        .modes
+        .contains(&crate::record::EvalMode::Adaptive)
+        && scenario.eval.adaptive.rounds == 0
+    {
+        errs.push(loc.at(
+            Some("eval.adaptive.rounds"),
+            "the adaptive evaluation needs at least 1 round of best-response training",
+        ));
+    }
+    if scenario.eval.adaptive.seeds_per_round == Some(0) {
+        errs.push(loc.at(Some("eval.adaptive.seeds_per_round"), "must be at least 1"));
+    }
+    for (key, names) in [
+        ("eval.sets", &scenario.eval.sets),
+        ("eval.attack_sets", &scenario.eval.attack_sets),
+    ] {
+        let Some(sets) = names else { continue };
         let known: BTreeMap<&str, ()> = scenario
             .data
             .eval
@@ -683,7 +789,7 @@ pub fn load_str(
         for (i, n) in sets.iter().enumerate() {
             if !known.contains_key(n.as_str()) {
                 errs.push(loc.at(
-                    Some(&format!("eval.sets[{i}]")),
+                    Some(&format!("{key}[{i}]")),
                     format!("no `data.eval` set named `{n}`"),
                 ));
             }

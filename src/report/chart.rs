@@ -672,3 +672,147 @@ mod tests {
         assert_eq!(f, vec![(0.2, 0.9), (0.5, 0.5), (0.9, 0.1)]);
     }
 }
+
+/// A matrix of rates in [0, 1] (cross-play: rows are attackers, columns defenders).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmap {
+    pub title: String,
+    pub subtitle: String,
+    pub row_label: String,
+    pub col_label: String,
+    pub rows: Vec<String>,
+    pub cols: Vec<String>,
+    /// `cells[r][c]`; `None` is drawn hatched grey ("n/a").
+    pub cells: Vec<Vec<Option<f64>>>,
+}
+
+/// White → dark red, linear in the value (a sequential scale: more red, more attack success).
+pub fn heat_color(v: f64) -> Rgb {
+    let t = v.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    Rgb(lerp(255.0, 165.0), lerp(255.0, 15.0), lerp(255.0, 21.0))
+}
+
+/// Heatmap with the value printed in every cell and a colour bar.
+pub fn heatmap_chart(hm: &Heatmap, fonts: &Fonts) -> Scene {
+    let (nr, nc) = (hm.rows.len().max(1), hm.cols.len().max(1));
+    let cell = (560.0 / nc.max(nr) as f64).clamp(34.0, 90.0);
+    let label_w = hm
+        .rows
+        .iter()
+        .map(|r| fonts.width(r, 13.0, false))
+        .fold(60.0, f64::max)
+        + 50.0;
+    let (left, top) = (label_w, 96.0);
+    let (gw, gh) = (cell * nc as f64, cell * nr as f64);
+    let w = (left + gw + 150.0)
+        .max(fonts.width(&hm.title, 18.0, true) + 60.0)
+        .ceil();
+    let h = (top + gh + 80.0).ceil();
+    let mut sc = Scene::new(w as u32, h as u32);
+    sc.push(Shape::Text {
+        pos: (20.0, 30.0),
+        text: hm.title.clone(),
+        size: 18.0,
+        color: INK,
+        anchor: Anchor::Start,
+        vertical: false,
+        bold: true,
+    });
+    sc.text(
+        (20.0, 52.0),
+        hm.subtitle.clone(),
+        13.0,
+        MUTED,
+        Anchor::Start,
+    );
+    for (r, row) in hm.cells.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let (x, y) = (left + c as f64 * cell, top + r as f64 * cell);
+            let fill = v.map(heat_color).unwrap_or(Rgb(235, 235, 235));
+            sc.push(Shape::Rect {
+                x,
+                y,
+                w: cell,
+                h: cell,
+                fill: Some(fill),
+                stroke: Some(Stroke::solid(Rgb(255, 255, 255), 1.0)),
+            });
+            let text = v
+                .map(|v| format!("{:.2}", v))
+                .unwrap_or_else(|| "n/a".into());
+            let ink = if v.is_some_and(|v| v > 0.55) {
+                Rgb(255, 255, 255)
+            } else {
+                INK
+            };
+            let size = (cell * 0.3).clamp(10.0, 15.0);
+            sc.text(
+                (x + cell / 2.0, y + cell / 2.0 + size * 0.35),
+                text,
+                size,
+                ink,
+                Anchor::Middle,
+            );
+        }
+    }
+    for (r, name) in hm.rows.iter().enumerate() {
+        let y = top + (r as f64 + 0.5) * cell + 4.5;
+        sc.text((left - 8.0, y), name.clone(), 13.0, INK, Anchor::End);
+    }
+    for (c, name) in hm.cols.iter().enumerate() {
+        let x = left + (c as f64 + 0.5) * cell;
+        sc.text((x, top - 8.0), name.clone(), 13.0, INK, Anchor::Middle);
+    }
+    sc.text(
+        (left + gw / 2.0, top + gh + 30.0),
+        hm.col_label.clone(),
+        14.0,
+        INK,
+        Anchor::Middle,
+    );
+    sc.push(Shape::Text {
+        pos: (18.0, top + gh / 2.0),
+        text: hm.row_label.clone(),
+        size: 14.0,
+        color: INK,
+        anchor: Anchor::Middle,
+        vertical: true,
+        bold: false,
+    });
+    // Colour bar, 0 at the bottom.
+    let (bx, bh) = (left + gw + 30.0, gh.max(120.0));
+    let steps = 40;
+    for i in 0..steps {
+        let v = (i as f64 + 0.5) / steps as f64;
+        let y = top + bh - (i as f64 + 1.0) * bh / steps as f64;
+        sc.push(Shape::Rect {
+            x: bx,
+            y,
+            w: 18.0,
+            h: bh / steps as f64 + 0.5,
+            fill: Some(heat_color(v)),
+            stroke: None,
+        });
+    }
+    sc.push(Shape::Rect {
+        x: bx,
+        y: top,
+        w: 18.0,
+        h: bh,
+        fill: None,
+        stroke: Some(Stroke::solid(INK, 1.0)),
+    });
+    for v in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let y = top + bh - v * bh;
+        sc.line((bx + 18.0, y), (bx + 23.0, y), Stroke::solid(INK, 1.0));
+        sc.text(
+            (bx + 27.0, y + 4.5),
+            format!("{v:.2}"),
+            12.0,
+            INK,
+            Anchor::Start,
+        );
+    }
+    sc
+}

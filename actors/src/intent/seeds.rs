@@ -139,3 +139,17 @@ pub fn seeds_jsonl(lang: &Language, intents: &[Intent]) -> String {
     }
     s
 }
+
+/// Every intent behind every framing token, as AdvGame JSONL: for harmful intents the fixed attack set
+/// (without the plain prompt), for benign ones the framed-utility set.
+pub fn framed_jsonl(lang: &Language, intents: &[Intent]) -> String {
+    let mut s = String::new();
+    for i in intents {
+        for v in super::eval::framed_variants(lang, &i.tokens(lang)) {
+            let rec = serde_json::json!({ "prompt": lang.decode(&v), "category": i.category(lang).as_str() });
+            s.push_str(&rec.to_string());
+            s.push('\n');
+        }
+    }
+    s
+}

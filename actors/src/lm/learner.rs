@@ -447,17 +447,38 @@ impl<M: CausalLm> Learner<M> {
         Ok(ck)
     }
 
-    /// Restores a [`Learner::checkpoint`] of a learner with the same model and algorithm.
+    /// Restores a [`Learner::checkpoint`] of a learner with the same model. With the same algorithm the
+    /// restore is exact (weights, optimizer, RNG). A checkpoint of another algorithm (e.g. a GRPO player
+    /// loaded as a frozen opponent by a DPO scenario) keeps its generator — the weights that played:
+    /// the EMA copy of an off-policy learner, else the policy — as this learner's policy, EMA and
+    /// reference where the checkpoint lacks them, and starts a fresh optimizer.
     pub fn restore(&mut self, ck: &Checkpoint) -> Result<(), LmError> {
+        let has = |prefix: &str| ck.tensors.keys().any(|k| k.starts_with(prefix));
+        let (has_ema, has_ref) = (has("ema/"), has("ref/"));
+        let same = has_ema == self.ema.is_some() && has_ref == self.reference.is_some();
+        let generator = if has_ema { "ema" } else { "policy" };
         let get = |prefix: &'static str| {
             move |name: &str| ck.tensors.get(&format!("{prefix}/{name}")).cloned()
         };
-        self.policy = load_module_records(self.policy.clone(), &get("policy"), "policy")?;
+        let policy_src = if same || self.ema.is_some() {
+            "policy"
+        } else {
+            generator
+        };
+        self.policy = load_module_records(self.policy.clone(), &get(policy_src), policy_src)?;
         if let Some(e) = self.ema.take() {
-            self.ema = Some(load_module_records(e, &get("ema"), "ema")?);
+            let src = if has_ema { "ema" } else { "policy" };
+            self.ema = Some(load_module_records(e, &get(src), src)?);
         }
         if let Some(r) = self.reference.take() {
-            self.reference = Some(load_module_records(r, &get("ref"), "ref")?);
+            let src = if has_ref { "ref" } else { generator };
+            self.reference = Some(load_module_records(r, &get(src), src)?);
+        }
+        if !same {
+            self.optim.m.clear();
+            self.optim.v.clear();
+            self.optim.step = 0;
+            return Ok(());
         }
         let n = ck.scalar("optim/moments")? as usize;
         let device = self.policy.device().inner();
