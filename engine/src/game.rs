@@ -22,7 +22,9 @@ use crate::roles::{
     Role, Seed, Verdict,
 };
 use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
-use crate::supervise::{FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec};
+use crate::supervise::{
+    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -61,6 +63,11 @@ pub struct Timings {
     pub eval_ms: f64,
     pub commit_ms: f64,
     pub total_ms: f64,
+    /// Time inside the attacker, defender and judge implementations (model compute, judging, learning,
+    /// saving states) during the round; `total_ms - roles_ms` is the engine's share (scheduling, messages,
+    /// payoffs, records, the replay log). Sub-runs of the adaptive evaluation count as engine time here.
+    #[serde(default)]
+    pub roles_ms: f64,
 }
 
 /// What a finished run reports.
@@ -765,6 +772,7 @@ fn role_slots(
                 spec,
                 restore: restore.get(&slot).cloned().unwrap_or_default(),
                 faults: fault_plan(fault),
+                busy: Busy::default(),
             },
         );
     }
@@ -773,14 +781,17 @@ fn role_slots(
 
 /// Evaluate saved players against each other without training: the roles of `loaded` start from `init`
 /// (role states, e.g. checkpoints of runs; a role without one is built fresh), and the eval sets of `mode`'s
-/// kind are played once through the attacker (`mode` = `attacker`) or as written (`plain`). Records carry
-/// round 0. `work_dir` is the run directory the roles see (nothing is written there by the engine).
+/// kind are played once through the attacker (`mode` = `attacker`) or as written (`plain`). `round` numbers
+/// the records and keys the sampling seeds: with the checkpoints of round `r` of a run and `round = r`, the
+/// records equal the run's own evaluation of that round. `work_dir` is the run directory the roles see
+/// (nothing is written there by the engine).
 pub async fn evaluate(
     loaded: &Loaded,
     registry: &Registry,
     work_dir: &Path,
     init: BTreeMap<Slot, Vec<u8>>,
     mode: EvalMode,
+    round: u32,
 ) -> Result<Vec<EvalRec>, RunError> {
     let slots = role_slots(loaded, registry, work_dir, &init);
     let (game, join) = GameHandle::start(GameArgs {
@@ -799,8 +810,8 @@ pub async fn evaluate(
         initial: &initial,
     };
     let out = match mode {
-        EvalMode::Plain => eval_plain(&cx, 0).await,
-        EvalMode::Attacker => eval_attacked(&cx, 0, EvalMode::Attacker).await,
+        EvalMode::Plain => eval_plain(&cx, round).await,
+        EvalMode::Attacker => eval_attacked(&cx, round, EvalMode::Attacker).await,
         EvalMode::Adaptive => Err(rerr("evaluate: use `best_response` for the adaptive mode")),
     };
     game.stop();
@@ -1255,6 +1266,8 @@ async fn run_with(
     }
 
     let mut slots = role_slots(loaded, registry, run_dir, &restore);
+    let busy: Vec<Busy> = slots.values().map(|s| s.busy.clone()).collect();
+    let busy_ms = move || busy.iter().map(Busy::ms).sum::<f64>();
     slots.insert(
         Slot::Replay,
         SlotSpec {
@@ -1264,6 +1277,7 @@ async fn run_with(
             },
             restore: Vec::new(),
             faults: fault_plan(&sc.faults.replay),
+            busy: Busy::default(),
         },
     );
     let (game, join) = GameHandle::start(GameArgs {
@@ -1318,6 +1332,7 @@ async fn run_with(
         let mut all: Vec<Record> = committed.records.clone();
         let mut timings = Vec::new();
         for round in start_round..=sc.game.rounds {
+            let busy0 = busy_ms();
             let (recs, mut tm) = play_round(&cx, round, &mut states).await?;
             let t = Instant::now();
             let mut lines = Vec::with_capacity(recs.len() + 1);
@@ -1356,6 +1371,7 @@ async fn run_with(
             }
             tm.commit_ms = ms(t);
             tm.total_ms += tm.commit_ms;
+            tm.roles_ms = busy_ms() - busy0;
             append_line(
                 &run_dir.join("metrics.jsonl"),
                 &json(&serde_json::json!({"round": round, "metrics": m}))?,
@@ -1419,6 +1435,7 @@ async fn run_with(
         mean.eval_ms += t.eval_ms / n;
         mean.commit_ms += t.commit_ms / n;
         mean.total_ms += t.total_ms / n;
+        mean.roles_ms += t.roles_ms / n;
     }
     Ok(RunSummary {
         run_id: run,

@@ -8,6 +8,7 @@ pub mod chart;
 pub mod diversity;
 pub mod groups;
 pub mod load;
+pub mod play;
 pub mod raster;
 pub mod scene;
 
@@ -37,6 +38,18 @@ pub struct ReportArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Cross-play: every attacker checkpoint against every defender checkpoint of the runs → an ASR matrix
+    /// (crossplay.svg/png/csv). Plays the saved players with the first run's scenario.
+    #[arg(long)]
+    pub crossplay: bool,
+    /// Exploitability: train a best-response attacker for K rounds against each defender checkpoint (frozen)
+    /// and plot the ASR it reaches (exploitability.svg/png/csv).
+    #[arg(long, value_name = "K")]
+    pub exploit: Option<u32>,
+    /// Evaluator scenario for --exploit (default: each run's own scenario, from its initial attacker): use one
+    /// to measure runs of different recipes with one procedure, e.g. scenarios/intent-redteam.toml.
+    #[arg(long, value_name = "FILE", requires = "exploit")]
+    pub exploit_scenario: Option<PathBuf>,
 }
 
 /// One written plot.
@@ -75,6 +88,10 @@ pub struct Summary {
     pub runs: Vec<RunInfo>,
     pub plots: Vec<PlotInfo>,
     pub pareto: Vec<ParetoJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crossplay: Option<play::CrossPlay>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exploitability: Vec<play::ExploitPoint>,
 }
 
 /// A Pareto point in the JSON summary.
@@ -99,7 +116,22 @@ pub fn cli(args: ReportArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let summary = build(&args.runs, &args.out, &bar)?;
+    let opts = play::PlayOpts {
+        crossplay: args.crossplay,
+        exploit: args.exploit,
+        exploit_scenario: args.exploit_scenario.clone(),
+    };
+    let summary = build(&args.runs, &args.out, &bar, &opts)?;
+    if let Some(cp) = &summary.crossplay {
+        for n in &cp.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    for p in &summary.exploitability {
+        if let Some(n) = &p.note {
+            eprintln!("note: exploitability {} r{}: {n}", p.run, p.round);
+        }
+    }
     bar.finish_and_clear();
     for r in &summary.runs {
         for n in &r.notes {
@@ -218,7 +250,12 @@ pub fn pareto_points(runs: &[RunData]) -> Vec<ParetoJson> {
 }
 
 /// Write the report for `run_dirs` into `out`.
-pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summary> {
+pub fn build(
+    run_dirs: &[PathBuf],
+    out: &Path,
+    bar: &ProgressBar,
+    opts: &play::PlayOpts,
+) -> Result<Summary> {
     if run_dirs.is_empty() {
         bail!("give at least one RUN_DIR");
     }
@@ -321,6 +358,87 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
         ),
     );
 
+    // Cross-play and exploitability: play the kept checkpoints.
+    let mut crossplay = None;
+    let mut exploit = Vec::new();
+    if opts.crossplay || opts.exploit.is_some() {
+        let registry = sparring_actors::registry();
+        if opts.crossplay {
+            let cp = play::crossplay(&runs, &registry, &out.join("crossplay-work"), bar)?;
+            let p = out.join("crossplay.csv");
+            std::fs::write(&p, play::crossplay_csv(&cp))
+                .with_context(|| format!("writing {}", p.display()))?;
+            let hm = chart::Heatmap {
+                title: "Cross-play: ASR of each attacker checkpoint against each defender checkpoint".into(),
+                subtitle: "one faithful-gated attack per held-out harmful seed; rows attackers, columns defenders"
+                    .into(),
+                row_label: "attacker checkpoint".into(),
+                col_label: "defender checkpoint".into(),
+                rows: cp.attackers.clone(),
+                cols: cp.defenders.clone(),
+                cells: cp.asr.clone(),
+            };
+            scenes.push((
+                "crossplay".into(),
+                "Cross-play ASR matrix".into(),
+                cp.attackers.clone(),
+                chart::heatmap_chart(&hm, &fonts),
+            ));
+            crossplay = Some(cp);
+        }
+        if let Some(k) = opts.exploit {
+            exploit = play::exploitability(
+                &runs,
+                &registry,
+                k,
+                opts.exploit_scenario.as_deref(),
+                &out.join("exploit"),
+                bar,
+            )?;
+            let p = out.join("exploitability.csv");
+            std::fs::write(&p, play::exploit_csv(&exploit))
+                .with_context(|| format!("writing {}", p.display()))?;
+            let series: Vec<Series> = runs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let pts: Vec<(f64, f64)> = exploit
+                        .iter()
+                        .filter(|p| p.run == r.label)
+                        .filter_map(|p| p.asr.map(|a| (f64::from(p.round), a)))
+                        .collect();
+                    (!pts.is_empty()).then(|| Series {
+                        label: r.label.clone(),
+                        color: i,
+                        style: 0,
+                        pts,
+                    })
+                })
+                .collect();
+            let by = match &opts.exploit_scenario {
+                Some(p) => format!("evaluator {}", p.display()),
+                None => "each run's scenario, from its initial attacker".into(),
+            };
+            let chart = LineChart {
+                title: "Exploitability of the defender over the run".into(),
+                subtitle: format!(
+                    "ASR on held-out harmful seeds of a best-response attacker trained {k} rounds against each defender checkpoint ({by})"
+                ),
+                x_label: "defender checkpoint (round)".into(),
+                y_label: "best-response ASR".into(),
+                y: chart::YRange::Fixed(0.0, 1.0),
+                series,
+            };
+            let labels = chart.series.iter().map(|s| s.label.clone()).collect();
+            scenes.push((
+                "exploitability".into(),
+                "Exploitability".into(),
+                labels,
+                chart::line_chart(&chart, &fonts),
+            ));
+        }
+    }
+
     bar.set_length((run_dirs.len() + scenes.len()) as u64);
     bar.set_message("drawing plots");
     // Rasterize on all cores (each plot is independent).
@@ -402,6 +520,8 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, bar: &ProgressBar) -> Result<Summ
         runs: infos,
         plots,
         pareto: pj,
+        crossplay,
+        exploitability: exploit,
     })
 }
 

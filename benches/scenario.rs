@@ -1,0 +1,147 @@
+//! Whole-scenario wall time and engine overhead: runs a scenario through the engine exactly as `sparring run`
+//! does (supervised actors, replay log with fsync, evaluations, checkpoints) and reports the wall time from
+//! loading the scenario to the summary, the per-phase round times, and the engine's share of the round time:
+//! round wall time minus the time spent inside the attacker, defender and judge implementations (model compute,
+//! judging, learning, saving states), i.e. scheduling, messages, payoffs, records and the replay log.
+//!
+//! Run: `cargo bench --bench scenario` (the flagship, `scenarios/intent-advgame-dpo.toml`).
+//! Env: `SCENARIO=path.toml`, `SCENARIO_SET="game.rounds=10;eval.every=0"` (`;`-separated overrides),
+//! `SCENARIO_REPS=1`. Under `cargo test --benches` (no `--bench` flag) it runs a 2-round smoke pass.
+
+use sparring_engine::game::{self, Progress, Timings};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let path = std::env::var("SCENARIO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("scenarios/intent-advgame-dpo.toml"));
+    let mut sets: Vec<String> = std::env::var("SCENARIO_SET")
+        .map(|s| {
+            s.split(';')
+                .filter(|x| !x.trim().is_empty())
+                .map(|x| x.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if quick {
+        sets.push("game.rounds=2".into());
+        sets.push("eval.modes=[\"plain\"]".into());
+    }
+    let reps: usize = std::env::var("SCENARIO_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("scenario bench: runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let registry = sparring_actors::registry();
+    println!(
+        "scenario: {} {}",
+        path.display(),
+        if sets.is_empty() {
+            String::new()
+        } else {
+            format!("--set {}", sets.join(" --set "))
+        }
+    );
+    for rep in 0..reps {
+        let t0 = Instant::now();
+        let loaded = match sparring_engine::scenario::load(&path, &sets, &registry) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("scenario bench: {e}");
+                std::process::exit(1);
+            }
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "sparring-bench-{}-{}-{rep}",
+            loaded.scenario.game.name,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut rounds: Vec<Timings> = Vec::new();
+        let mut first_round_at = None;
+        let mut on_round = |p: &Progress| {
+            if first_round_at.is_none() {
+                first_round_at = Some(t0.elapsed().as_secs_f64() - p.timings.total_ms / 1000.0);
+            }
+            rounds.push(p.timings.clone());
+        };
+        let res = rt.block_on(game::run(&loaded, &registry, &dir, false, &mut on_round));
+        let wall = t0.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+        let summary = match res {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("scenario bench: {e}");
+                std::process::exit(1);
+            }
+        };
+        let n = rounds.len().max(1) as f64;
+        let sum = |f: fn(&Timings) -> f64| rounds.iter().map(f).sum::<f64>();
+        let total = sum(|t| t.total_ms);
+        let roles = sum(|t| t.roles_ms);
+        let plain: Vec<&Timings> = rounds
+            .iter()
+            .filter(|t| t.eval_ms < 1e-9 || t.eval_ms < 0.02 * t.total_ms)
+            .collect();
+        let (pt, pr) = plain
+            .iter()
+            .fold((0.0, 0.0), |(a, b), t| (a + t.total_ms, b + t.roles_ms));
+        println!(
+            "rep {rep}: wall {wall:.2} s for {} rounds (start-up incl. warm starts {:.2} s); rounds {:.2} s, mean {:.1} ms",
+            summary.rounds,
+            first_round_at.unwrap_or(0.0),
+            total / 1000.0,
+            total / n
+        );
+        println!(
+            "  per round (ms): attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, labels {:.1}, learn {:.1}, eval {:.1}, commit {:.1}",
+            sum(|t| t.attacker_ms) / n,
+            sum(|t| t.faithfulness_ms) / n,
+            sum(|t| t.defender_ms) / n,
+            sum(|t| t.judge_ms) / n,
+            sum(|t| t.labels_ms) / n,
+            sum(|t| t.learn_ms) / n,
+            sum(|t| t.eval_ms) / n,
+            sum(|t| t.commit_ms) / n,
+        );
+        println!(
+            "  engine overhead: {:.2} % of round time over all rounds ({:.1} of {:.1} ms per round outside role implementations; adaptive-evaluation sub-runs count as engine time)",
+            100.0 * (total - roles) / total.max(1e-9),
+            (total - roles) / n,
+            total / n
+        );
+        if !plain.is_empty() {
+            println!(
+                "  engine overhead, rounds without evaluation: {:.2} % ({} rounds, {:.2} ms per round)",
+                100.0 * (pt - pr) / pt.max(1e-9),
+                plain.len(),
+                (pt - pr) / plain.len() as f64
+            );
+        }
+        let m = &summary.metrics;
+        let get = |k: &str| {
+            m.get(k)
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "–".into())
+        };
+        println!(
+            "  final: held-out ASR {} (attacker {}, adaptive {}), benign compliance {}",
+            get("eval/intent-heldout-harmful/asr"),
+            get("eval/intent-heldout-harmful/attacker/asr"),
+            get("eval/intent-heldout-harmful/adaptive/asr"),
+            get("eval/intent-heldout-benign/compliance"),
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! Cross-play and exploitability over the kept checkpoints of runs (`checkpoints/r<round>/<role>.bin`).
+//!
+//! - Cross-play: every attacker checkpoint against every defender checkpoint, with the first run's scenario
+//!   as the game (its judge, eval sets and `eval.attack_sets`): the ASR of one attack per held-out harmful seed
+//!   through that attacker against that defender (an invalid rewrite is a failed attack) → a matrix.
+//! - Exploitability: for each defender checkpoint, a best-response attacker trained for K rounds against it,
+//!   frozen (`sparring_engine::game::best_response`), from the run's initial attacker (checkpoint `r0`) — or,
+//!   with an evaluator scenario, from that scenario's own attacker, so that runs of different recipes are
+//!   measured by one procedure — and the ASR it reaches on the held-out harmful sets.
+//!
+//! Both play the saved players for real (the role kinds of the scenario, restored from the checkpoints), so
+//! they work on any run whose roles save their state: the intent game and pretrained chat models alike.
+
+use super::load::RunData;
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use sparring_engine::game::{self, attack_success};
+use sparring_engine::record::EvalMode;
+use sparring_engine::registry::Registry;
+use sparring_engine::scenario::{self, Loaded};
+use sparring_engine::supervise::Slot;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What to play besides the plots.
+#[derive(Debug, Clone, Default)]
+pub struct PlayOpts {
+    pub crossplay: bool,
+    /// Best-response training rounds per defender checkpoint (exploitability).
+    pub exploit: Option<u32>,
+    /// Evaluator scenario for exploitability (default: each run's own scenario).
+    pub exploit_scenario: Option<PathBuf>,
+}
+
+/// One kept checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ckpt {
+    pub run: String,
+    pub round: u32,
+    pub dir: PathBuf,
+}
+
+impl Ckpt {
+    fn name(&self, multi: bool) -> String {
+        if multi {
+            format!("{} r{}", self.run, self.round)
+        } else {
+            format!("r{}", self.round)
+        }
+    }
+
+    fn state(&self, role: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(format!("{role}.bin"))).ok()
+    }
+}
+
+/// The cross-play matrix.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrossPlay {
+    /// Attacker checkpoints (rows).
+    pub attackers: Vec<String>,
+    /// Defender checkpoints (columns).
+    pub defenders: Vec<String>,
+    /// `asr[attacker][defender]` (`None`: could not be played, see the notes).
+    pub asr: Vec<Vec<Option<f64>>>,
+    pub notes: Vec<String>,
+}
+
+/// Exploitability of one defender checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExploitPoint {
+    pub run: String,
+    pub round: u32,
+    /// ASR of the best-response attacker on the held-out harmful sets.
+    pub asr: Option<f64>,
+    pub rounds: u32,
+    /// The best-response run directory.
+    pub dir: PathBuf,
+    pub note: Option<String>,
+}
+
+/// Kept checkpoints of a run, by round.
+pub fn checkpoints(run: &RunData) -> Vec<Ckpt> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(run.dir.join("checkpoints")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(round) = name.strip_prefix('r').and_then(|r| r.parse::<u32>().ok()) {
+            out.push(Ckpt {
+                run: run.label.clone(),
+                round,
+                dir: e.path(),
+            });
+        }
+    }
+    out.sort_by_key(|c| c.round);
+    out
+}
+
+fn load_scenario(path: &Path, registry: &Registry) -> Result<Loaded> {
+    scenario::load(path, &[], registry).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Every attacker checkpoint of `runs` against every defender checkpoint.
+pub fn crossplay(
+    runs: &[RunData],
+    registry: &Registry,
+    work: &Path,
+    bar: &ProgressBar,
+) -> Result<CrossPlay> {
+    let first = runs.first().context("no runs")?;
+    let game = load_scenario(&first.dir.join("scenario.toml"), registry)
+        .with_context(|| format!("cross-play: the scenario of {}", first.dir.display()))?;
+    let cks: Vec<Ckpt> = runs.iter().flat_map(checkpoints).collect();
+    let multi = runs.len() > 1;
+    let atts: Vec<&Ckpt> = cks
+        .iter()
+        .filter(|c| c.state("attacker").is_some())
+        .collect();
+    let defs: Vec<&Ckpt> = cks
+        .iter()
+        .filter(|c| c.state("defender").is_some())
+        .collect();
+    let mut notes = Vec::new();
+    if atts.is_empty() || defs.is_empty() {
+        notes.push(format!(
+            "cross-play: no checkpoints (checkpoints/r<round>/attacker.bin, defender.bin) in {}",
+            runs.iter()
+                .map(|r| r.dir.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    bar.set_length((atts.len() * defs.len()) as u64);
+    bar.set_position(0);
+    bar.set_message("cross-play");
+    let rt = runtime()?;
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let mut asr = vec![vec![None; defs.len()]; atts.len()];
+    for (i, a) in atts.iter().enumerate() {
+        for (j, d) in defs.iter().enumerate() {
+            let mut init = BTreeMap::new();
+            init.insert(Slot::Attacker, a.state("attacker").unwrap_or_default());
+            init.insert(Slot::Defender, d.state("defender").unwrap_or_default());
+            match rt.block_on(game::evaluate(
+                &game,
+                registry,
+                work,
+                init,
+                EvalMode::Attacker,
+                0,
+            )) {
+                Ok(recs) => asr[i][j] = attack_success(&recs),
+                Err(e) => notes.push(format!(
+                    "cross-play {} vs {}: {e}",
+                    a.name(true),
+                    d.name(true)
+                )),
+            }
+            bar.inc(1);
+        }
+    }
+    Ok(CrossPlay {
+        attackers: atts.iter().map(|c| c.name(multi)).collect(),
+        defenders: defs.iter().map(|c| c.name(multi)).collect(),
+        asr,
+        notes,
+    })
+}
+
+/// Exploitability of every defender checkpoint of `runs`.
+pub fn exploitability(
+    runs: &[RunData],
+    registry: &Registry,
+    rounds: u32,
+    evaluator: Option<&Path>,
+    work: &Path,
+    bar: &ProgressBar,
+) -> Result<Vec<ExploitPoint>> {
+    let eval_game = match evaluator {
+        Some(p) => Some(
+            load_scenario(p, registry)
+                .with_context(|| format!("exploitability: evaluator {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let per_run: Vec<(&RunData, Vec<Ckpt>)> = runs.iter().map(|r| (r, checkpoints(r))).collect();
+    let total: usize = per_run.iter().map(|(_, c)| c.len()).sum();
+    bar.set_length(total as u64);
+    bar.set_position(0);
+    bar.set_message(format!(
+        "exploitability ({rounds} best-response rounds each)"
+    ));
+    let rt = runtime()?;
+    let mut out = Vec::new();
+    for (run, cks) in per_run {
+        let own;
+        let (game, from_r0) = match &eval_game {
+            Some(g) => (g, false),
+            None => {
+                own =
+                    load_scenario(&run.dir.join("scenario.toml"), registry).with_context(|| {
+                        format!("exploitability: the scenario of {}", run.dir.display())
+                    })?;
+                (&own, true)
+            }
+        };
+        let r0 = cks
+            .iter()
+            .find(|c| c.round == 0)
+            .and_then(|c| c.state("attacker"));
+        for c in &cks {
+            let dir = work.join(&run.label).join(format!("r{}", c.round));
+            let mut init = BTreeMap::new();
+            let mut note = None;
+            match c.state("defender") {
+                Some(d) => {
+                    init.insert(Slot::Defender, d);
+                }
+                None => note = Some(format!("{}: no defender.bin", c.dir.display())),
+            }
+            if from_r0 {
+                match &r0 {
+                    Some(a) => {
+                        init.insert(Slot::Attacker, a.clone());
+                    }
+                    None => {
+                        note = Some(format!(
+                            "{}: no checkpoints/r0/attacker.bin",
+                            run.dir.display()
+                        ))
+                    }
+                }
+            }
+            let asr = if note.is_none() {
+                match rt.block_on(game::best_response(game, registry, &dir, rounds, init)) {
+                    Ok(recs) => attack_success(&recs),
+                    Err(e) => {
+                        note = Some(format!("r{}: {e}", c.round));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            out.push(ExploitPoint {
+                run: run.label.clone(),
+                round: c.round,
+                asr,
+                rounds,
+                dir,
+                note,
+            });
+            bar.inc(1);
+        }
+    }
+    Ok(out)
+}
+
+/// `crossplay.csv`: attacker,defender,asr.
+pub fn crossplay_csv(cp: &CrossPlay) -> String {
+    let mut s = String::from("attacker,defender,asr\n");
+    for (i, a) in cp.attackers.iter().enumerate() {
+        for (j, d) in cp.defenders.iter().enumerate() {
+            let v = cp.asr[i][j].map(|v| v.to_string()).unwrap_or_default();
+            s.push_str(&format!("{a},{d},{v}\n"));
+        }
+    }
+    s
+}
+
+/// `exploitability.csv`: run,round,asr,best_response_rounds.
+pub fn exploit_csv(pts: &[ExploitPoint]) -> String {
+    let mut s = String::from("run,round,asr,best_response_rounds\n");
+    for p in pts {
+        let v = p.asr.map(|v| v.to_string()).unwrap_or_default();
+        s.push_str(&format!("{},{},{v},{}\n", p.run, p.round, p.rounds));
+    }
+    s
+}

@@ -1,0 +1,255 @@
+//! The intent-game scenarios through the engine, shortened for CI: every scenario runs end to end; the
+//! evaluation modes (plain, fixed attack set, current attacker, adaptive best response) and the kept
+//! checkpoints; `engine::game::evaluate` on a run's checkpoints reproduces the run's own evaluation; the
+//! report's cross-play and exploitability play those checkpoints.
+
+use sparring_engine::game::{self, Progress};
+use sparring_engine::record::{EvalMode, Record};
+use sparring_engine::replay;
+use sparring_engine::scenario;
+use sparring_engine::supervise::Slot;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sparring-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Short settings shared by the tests: small warm starts keep each scenario to seconds.
+fn short(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "game.seeds_per_round=8",
+        "attacker.warm_start.steps=60",
+        "defender.warm_start.steps=60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(name: &str, sets: &[String], dir: &Path) -> game::RunSummary {
+    let registry = sparring_actors::registry();
+    let path = root().join(format!("scenarios/{name}.toml"));
+    let loaded = scenario::load(&path, sets, &registry).unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(game::run(
+        &loaded,
+        &registry,
+        dir,
+        false,
+        &mut |_: &Progress| {},
+    ))
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_intent_scenario_runs_shortened() {
+    for name in [
+        "intent-advgame-dpo",
+        "intent-sequential",
+        "intent-grpo",
+        "intent-redteam",
+    ] {
+        let dir = tmp(name);
+        let sets = short(&[
+            "game.rounds=2",
+            "game.phase_rounds=1",
+            "eval.every=0",
+            "eval.adaptive.rounds=1",
+        ]);
+        // `phase_rounds` only exists for the sequential schedule.
+        let sets: Vec<String> = sets
+            .into_iter()
+            .filter(|s| name == "intent-sequential" || !s.starts_with("game.phase_rounds"))
+            .collect();
+        let s = run(name, &sets, &dir);
+        assert_eq!(s.rounds, 2, "{name}");
+        let m = &s.per_round.last().unwrap().1;
+        for k in [
+            "eval/intent-heldout-harmful/asr",
+            "eval/intent-fixed-attacks/asr",
+            "eval/intent-benign-framed/compliance",
+            "eval/intent-heldout-harmful/attacker/asr",
+            "eval/intent-heldout-harmful/adaptive/asr",
+        ] {
+            let v = m
+                .get(k)
+                .unwrap_or_else(|| panic!("{name}: no {k} in {m:?}"));
+            assert!((0.0..=1.0).contains(v), "{name}: {k} = {v}");
+        }
+        // Who learned: the attacker except under frozen-attacker, the defender except when red-teaming.
+        let steps = |role: &str| {
+            s.per_round
+                .iter()
+                .filter_map(|(_, m)| m.get(&format!("learn/{role}/steps")))
+                .sum::<f64>()
+        };
+        assert!(
+            steps("attacker") >= 1.0,
+            "{name}: the attacker never learned"
+        );
+        if name == "intent-redteam" {
+            assert_eq!(
+                steps("defender"),
+                0.0,
+                "{name}: the frozen defender learned"
+            );
+        } else {
+            assert!(
+                steps("defender") >= 1.0,
+                "{name}: the defender never learned"
+            );
+        }
+        for r in [0, 2] {
+            for role in ["attacker", "defender", "judge"] {
+                assert!(
+                    game::checkpoint_path(&dir, role, r).exists(),
+                    "{name}: no checkpoint r{r}/{role}"
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn checkpoints_reproduce_the_runs_own_evaluation() {
+    let dir = tmp("ckpt-eval");
+    let sets = short(&[
+        "game.rounds=4",
+        "eval.every=2",
+        "eval.adaptive.rounds=2",
+        "checkpoints.every=2",
+    ]);
+    let s = run("intent-advgame-dpo", &sets, &dir);
+    assert_eq!(s.rounds, 4);
+    // Kept: r0, r2, r4 (every 2 and the last); not r1, r3.
+    for r in [0, 2, 4] {
+        assert!(game::checkpoint_path(&dir, "defender", r).exists(), "r{r}");
+    }
+    for r in [1, 3] {
+        assert!(!game::checkpoint_path(&dir, "defender", r).exists(), "r{r}");
+    }
+    // The adaptive evaluation's best-response runs are kept.
+    for r in [2, 4] {
+        let log = dir.join(format!("adaptive/r{r}/episodes.jsonl"));
+        let c = replay::read_committed(&log).unwrap();
+        assert_eq!(c.last_round, 2, "{}", log.display());
+    }
+    // The run's attacker-mode evaluation of round 2, replayed from the round-2 checkpoints.
+    let committed = replay::read_committed(&dir.join(replay::LOG)).unwrap();
+    let logged: Vec<_> = committed
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Eval(e) if e.round == 2 && e.mode == EvalMode::Attacker => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!logged.is_empty());
+    let registry = sparring_actors::registry();
+    let loaded = scenario::load(&dir.join("scenario.toml"), &[], &registry).unwrap();
+    let mut init = BTreeMap::new();
+    for (slot, role) in [
+        (Slot::Attacker, "attacker"),
+        (Slot::Defender, "defender"),
+        (Slot::Judge, "judge"),
+    ] {
+        init.insert(
+            slot,
+            std::fs::read(game::checkpoint_path(&dir, role, 2)).unwrap(),
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let again = rt
+        .block_on(game::evaluate(
+            &loaded,
+            &registry,
+            &dir,
+            init.clone(),
+            EvalMode::Attacker,
+            2,
+        ))
+        .unwrap();
+    assert_eq!(again, logged);
+    // Another defender (round 0) answers differently somewhere: the checkpoint is really loaded.
+    init.insert(
+        Slot::Defender,
+        std::fs::read(game::checkpoint_path(&dir, "defender", 0)).unwrap(),
+    );
+    let other = rt
+        .block_on(game::evaluate(
+            &loaded,
+            &registry,
+            &dir,
+            init,
+            EvalMode::Attacker,
+            2,
+        ))
+        .unwrap();
+    assert_eq!(other.len(), logged.len());
+    assert!(
+        other
+            .iter()
+            .zip(&logged)
+            .any(|(a, b)| a.version != b.version),
+        "the round-0 defender was not loaded"
+    );
+
+    // The report plays the kept checkpoints: a 3×3 cross-play matrix and one exploitability point each.
+    let out = tmp("ckpt-report");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args([
+            "report",
+            "-q",
+            "--json",
+            "--crossplay",
+            "--exploit",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cp = &j["crossplay"];
+    assert_eq!(cp["attackers"], serde_json::json!(["r0", "r2", "r4"]));
+    assert_eq!(cp["defenders"], serde_json::json!(["r0", "r2", "r4"]));
+    for row in cp["asr"].as_array().unwrap() {
+        for v in row.as_array().unwrap() {
+            let v = v.as_f64().expect("every pair was played");
+            assert!((0.0..=1.0).contains(&v));
+        }
+    }
+    let ex = j["exploitability"].as_array().unwrap();
+    assert_eq!(ex.len(), 3);
+    assert!(ex.iter().all(|p| p["asr"].as_f64().is_some()), "{ex:?}");
+    for f in [
+        "crossplay.png",
+        "crossplay.csv",
+        "exploitability.png",
+        "exploitability.csv",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let csv = std::fs::read_to_string(out.join("crossplay.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 9);
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
