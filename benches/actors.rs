@@ -102,7 +102,6 @@ fn bench(c: &mut Criterion) {
                 spec,
                 restore: Vec::new(),
                 faults: FaultPlan::default(),
-                busy: Default::default(),
             },
         );
         GameHandle::start(GameArgs {

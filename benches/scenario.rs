@@ -1,8 +1,9 @@
 //! Whole-scenario wall time and engine overhead: runs a scenario through the engine exactly as `sparring run`
 //! does (supervised actors, replay log with fsync, evaluations, checkpoints) and reports the wall time from
 //! loading the scenario to the summary, the per-phase round times, and the engine's share of the round time:
-//! round wall time minus the time spent inside the attacker, defender and judge implementations (model compute,
-//! judging, learning, saving states), i.e. scheduling, messages, payoffs, records and the replay log.
+//! the round's wall time during which no attacker, defender or judge request was in flight (model compute,
+//! judging, learning, saving states), i.e. scheduling, payoffs, records and the part of the replay log's
+//! commit that is not overlapped with the next round (commits are pipelined).
 //!
 //! Run: `cargo bench --bench scenario` (the flagship, `scenarios/intent-advgame-dpo.toml`).
 //! Env: `SCENARIO=path.toml`, `SCENARIO_SET="game.rounds=10;eval.every=0"` (`;`-separated overrides),
@@ -117,7 +118,7 @@ fn main() {
             sum(|t| t.commit_ms) / n,
         );
         println!(
-            "  engine overhead: {:.2} % of round time over all rounds ({:.1} of {:.1} ms per round outside role implementations; adaptive-evaluation sub-runs count as engine time)",
+            "  engine overhead: {:.2} % of round time over all rounds ({:.1} of {:.1} ms per round with no role request in flight)",
             100.0 * (total - roles) / total.max(1e-9),
             (total - roles) / n,
             total / n

@@ -22,9 +22,7 @@ use crate::roles::{
     Role, Seed, Verdict,
 };
 use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
-use crate::supervise::{
-    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec,
-};
+use crate::supervise::{FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -63,9 +61,10 @@ pub struct Timings {
     pub eval_ms: f64,
     pub commit_ms: f64,
     pub total_ms: f64,
-    /// Time inside the attacker, defender and judge implementations (model compute, judging, learning,
-    /// saving states) during the round; `total_ms - roles_ms` is the engine's share (scheduling, messages,
-    /// payoffs, records, the replay log). Sub-runs of the adaptive evaluation count as engine time here.
+    /// Wall time with at least one attacker, defender or judge request in flight (model compute, judging,
+    /// learning, saving states, and the hand-off to the role's thread), plus the role time of adaptive
+    /// evaluation sub-runs; `total_ms - roles_ms` is the engine's own share (scheduling, payoffs, records, the
+    /// replay log, and the sub-runs' engine time).
     #[serde(default)]
     pub roles_ms: f64,
 }
@@ -130,11 +129,60 @@ struct Ctx<'a> {
     run_dir: &'a Path,
     /// The initial players (checkpoint `r0`), for the best-response attacker of the adaptive evaluation.
     initial: &'a BTreeMap<Slot, Vec<u8>>,
+    /// Wall time spent waiting on role calls.
+    waits: RoleWaits,
+}
+
+/// Wall time during which at least one role call (attacker, defender, judge) is in flight: concurrent calls
+/// (the two learners) count once. A round's wall time minus this is the engine's own time.
+#[derive(Default)]
+struct RoleWaits(std::sync::Mutex<(usize, Option<Instant>, f64)>);
+
+impl RoleWaits {
+    fn enter(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            if g.0 == 0 {
+                g.1 = Some(Instant::now());
+            }
+            g.0 += 1;
+        }
+    }
+
+    fn leave(&self) {
+        if let Ok(mut g) = self.0.lock() {
+            g.0 = g.0.saturating_sub(1);
+            if g.0 == 0 {
+                if let Some(t) = g.1.take() {
+                    g.2 += ms(t);
+                }
+            }
+        }
+    }
+
+    /// Add time known to be role work done elsewhere (a sub-run's roles).
+    fn add(&self, ms: f64) {
+        if let Ok(mut g) = self.0.lock() {
+            g.2 += ms;
+        }
+    }
+
+    fn take_ms(&self) -> f64 {
+        self.0
+            .lock()
+            .map(|mut g| std::mem::take(&mut g.2))
+            .unwrap_or(0.0)
+    }
 }
 
 impl Ctx<'_> {
     async fn call(&self, slot: Slot, work: Work) -> Result<Output, RunError> {
-        self.game.call(slot, work).await.map_err(RunError)
+        if slot == Slot::Replay {
+            return self.game.call(slot, work).await.map_err(RunError);
+        }
+        self.waits.enter();
+        let out = self.game.call(slot, work).await.map_err(RunError);
+        self.waits.leave();
+        out
     }
 
     async fn generate(
@@ -772,7 +820,6 @@ fn role_slots(
                 spec,
                 restore: restore.get(&slot).cloned().unwrap_or_default(),
                 faults: fault_plan(fault),
-                busy: Busy::default(),
             },
         );
     }
@@ -808,6 +855,7 @@ pub async fn evaluate(
         registry,
         run_dir: work_dir,
         initial: &initial,
+        waits: RoleWaits::default(),
     };
     let out = match mode {
         EvalMode::Plain => eval_plain(&cx, round).await,
@@ -1044,6 +1092,19 @@ pub async fn best_response(
     rounds: u32,
     init: BTreeMap<Slot, Vec<u8>>,
 ) -> Result<Vec<EvalRec>, RunError> {
+    Ok(best_response_timed(loaded, registry, dir, rounds, init)
+        .await?
+        .0)
+}
+
+/// [`best_response`], and the wall time of the sub-run that was not the engine's own (ms).
+async fn best_response_timed(
+    loaded: &Loaded,
+    registry: &Registry,
+    dir: &Path,
+    rounds: u32,
+    init: BTreeMap<Slot, Vec<u8>>,
+) -> Result<(Vec<EvalRec>, f64), RunError> {
     let tag = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -1052,16 +1113,29 @@ pub async fn best_response(
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| rerr(format!("{}: {e}", dir.display())))?;
     }
-    run_boxed(&sub, registry, dir, RunOptions { init }, &mut |_| {}).await?;
+    let t = Instant::now();
+    let mut engine_ms = 0.0;
+    run_boxed(
+        &sub,
+        registry,
+        dir,
+        RunOptions { init },
+        &mut |p: &Progress| {
+            engine_ms += p.timings.total_ms - p.timings.roles_ms;
+        },
+    )
+    .await?;
+    let role_ms = ms(t) - engine_ms;
     let committed = replay::read_committed(&dir.join(replay::LOG)).map_err(RunError)?;
-    Ok(committed
+    let recs = committed
         .records
         .into_iter()
         .filter_map(|r| match r {
             Record::Eval(e) if e.round == rounds && e.mode == EvalMode::Attacker => Some(e),
             _ => None,
         })
-        .collect())
+        .collect();
+    Ok((recs, role_ms))
 }
 
 /// The adaptive evaluation of `round`: a best-response attacker from checkpoint `r0` against the current
@@ -1086,7 +1160,8 @@ async fn eval_adaptive(
     }
     let dir = cx.run_dir.join("adaptive").join(format!("r{round}"));
     let rounds = cx.loaded.scenario.eval.adaptive.rounds;
-    let recs = best_response(cx.loaded, cx.registry, &dir, rounds, init).await?;
+    let (recs, sub) = best_response_timed(cx.loaded, cx.registry, &dir, rounds, init).await?;
+    cx.waits.add(sub);
     Ok(recs
         .into_iter()
         .map(|mut e| {
@@ -1101,6 +1176,83 @@ async fn eval_adaptive(
             e
         })
         .collect())
+}
+
+/// A round's records on their way to the log.
+struct CommitPipeline {
+    run: String,
+    round: u32,
+    checkpoint: bool,
+    records: Vec<Record>,
+    states: Vec<(String, Vec<u8>)>,
+}
+
+/// A committed round.
+struct Committed {
+    round: u32,
+    metrics: Metrics,
+    /// The round's records as read back from the log, the commit marker last.
+    records: Vec<Record>,
+}
+
+impl CommitPipeline {
+    /// Serialize (on a blocking thread), compute the metrics, commit through the replay actor.
+    async fn run(self, game: GameHandle) -> Result<Committed, RunError> {
+        let CommitPipeline {
+            run,
+            round,
+            checkpoint,
+            records,
+            states,
+        } = self;
+        let (lines, records, metrics) = tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::with_capacity(records.len() + 1);
+            for r in &records {
+                lines.push(json(r)?);
+            }
+            // Metrics are computed from the records as they will be read back from the log, so that
+            // `sparring replay` reproduces them exactly (JSON float parsing is deterministic but not always
+            // exact).
+            let mut recs = Vec::with_capacity(lines.len() + 1);
+            for l in &lines {
+                recs.push(
+                    serde_json::from_str::<Record>(l)
+                        .map_err(|e| rerr(format!("internal: record round trip: {e}")))?,
+                );
+            }
+            let m = roundtrip(&metrics(&recs))?;
+            let commit = Record::Commit(CommitRec {
+                run,
+                round,
+                records: recs.len(),
+                metrics: m.clone(),
+            });
+            lines.push(json(&commit)?);
+            recs.push(commit);
+            Ok::<_, RunError>((lines, recs, m))
+        })
+        .await
+        .map_err(|e| rerr(format!("internal: serializing round {round}: {e}")))??;
+        let job = CommitJob {
+            round,
+            checkpoint,
+            lines,
+            states,
+        };
+        match game.call(Slot::Replay, Work::Commit(Arc::new(job))).await {
+            Ok(Output::Committed) => Ok(Committed {
+                round,
+                metrics,
+                records,
+            }),
+            Ok(_) => Err(rerr("internal: unexpected reply to commit")),
+            Err(e) => Err(RunError(e)),
+        }
+    }
+}
+
+fn joined<T>(r: Result<Result<T, RunError>, tokio::task::JoinError>) -> Result<T, RunError> {
+    r.map_err(|e| rerr(format!("internal: commit task: {e}")))?
 }
 
 fn fault_plan(f: &Option<RoleFault>) -> FaultPlan {
@@ -1266,8 +1418,6 @@ async fn run_with(
     }
 
     let mut slots = role_slots(loaded, registry, run_dir, &restore);
-    let busy: Vec<Busy> = slots.values().map(|s| s.busy.clone()).collect();
-    let busy_ms = move || busy.iter().map(Busy::ms).sum::<f64>();
     slots.insert(
         Slot::Replay,
         SlotSpec {
@@ -1277,7 +1427,6 @@ async fn run_with(
             },
             restore: Vec::new(),
             faults: fault_plan(&sc.faults.replay),
-            busy: Busy::default(),
         },
     );
     let (game, join) = GameHandle::start(GameArgs {
@@ -1328,69 +1477,69 @@ async fn run_with(
             registry,
             run_dir,
             initial: &*initial_ref,
+            waits: RoleWaits::default(),
         };
         let mut all: Vec<Record> = committed.records.clone();
         let mut timings = Vec::new();
+        // Commits are pipelined: round r's records are serialized, its metrics computed and its commit
+        // written (states, records, marker, fsync) in the background while round r+1 plays; round r+1's
+        // commit waits for round r's, so the log stays in order and a crash loses at most uncommitted rounds.
+        // Progress, metrics.jsonl and timings.jsonl follow each commit.
+        let mut pending: Option<(
+            tokio::task::JoinHandle<Result<Committed, RunError>>,
+            Timings,
+        )> = None;
+        let mut finish = |c: Committed, tm: Timings| -> Result<(), RunError> {
+            append_line(
+                &run_dir.join("metrics.jsonl"),
+                &json(&serde_json::json!({"round": c.round, "metrics": c.metrics}))?,
+            )?;
+            append_line(&run_dir.join("timings.jsonl"), &json(&tm)?)?;
+            all.extend(c.records);
+            progress(&Progress {
+                round: c.round,
+                rounds: sc.game.rounds,
+                metrics: c.metrics,
+                timings: tm.clone(),
+            });
+            timings.push(tm);
+            Ok(())
+        };
         for round in start_round..=sc.game.rounds {
-            let busy0 = busy_ms();
+            cx.waits.take_ms();
             let (recs, mut tm) = play_round(&cx, round, &mut states).await?;
             let t = Instant::now();
-            let mut lines = Vec::with_capacity(recs.len() + 1);
-            for r in &recs {
-                lines.push(json(r)?);
+            if let Some((h, prev)) = pending.take() {
+                finish(joined(h.await)?, prev)?;
             }
-            // Metrics are computed from the records as they will be read back from the log, so that
-            // `sparring replay` reproduces them exactly (JSON float parsing is deterministic but not always exact).
-            let mut recs = Vec::with_capacity(lines.len());
-            for l in &lines {
-                recs.push(
-                    serde_json::from_str::<Record>(l)
-                        .map_err(|e| rerr(format!("internal: record round trip: {e}")))?,
-                );
-            }
-            let m = roundtrip(&metrics(&recs))?;
-            let commit = Record::Commit(CommitRec {
+            let job = CommitPipeline {
                 run: run.clone(),
                 round,
-                records: recs.len(),
-                metrics: m.clone(),
-            });
-            lines.push(json(&commit)?);
-            let job = CommitJob {
-                round,
                 checkpoint: sc.checkpoints.keeps(round, sc.game.rounds),
-                lines,
+                records: recs,
                 states: states
                     .iter()
                     .map(|(s, b)| (s.as_str().to_string(), b.clone()))
                     .collect(),
             };
-            match cx.call(Slot::Replay, Work::Commit(Arc::new(job))).await? {
-                Output::Committed => {}
-                _ => return Err(rerr("internal: unexpected reply to commit")),
-            }
+            let handle = tokio::spawn(job.run(game.clone()));
             tm.commit_ms = ms(t);
             tm.total_ms += tm.commit_ms;
-            tm.roles_ms = busy_ms() - busy0;
-            append_line(
-                &run_dir.join("metrics.jsonl"),
-                &json(&serde_json::json!({"round": round, "metrics": m}))?,
-            )?;
-            append_line(&run_dir.join("timings.jsonl"), &json(&tm)?)?;
-            recs.push(commit);
-            all.extend(recs);
-            progress(&Progress {
-                round,
-                rounds: sc.game.rounds,
-                metrics: m,
-                timings: tm.clone(),
-            });
-            timings.push(tm);
+            tm.roles_ms = cx.waits.take_ms();
+            pending = Some((handle, tm));
             if sc.faults.round_delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
                     .await;
             }
         }
+        if let Some((h, mut prev)) = pending.take() {
+            let t = Instant::now();
+            let c = joined(h.await)?;
+            prev.commit_ms += ms(t);
+            prev.total_ms += ms(t);
+            finish(c, prev)?;
+        }
+        drop(finish);
         Ok::<_, RunError>((all, timings))
     }
     .await;

@@ -253,23 +253,11 @@ pub struct FaultPlan {
     pub counter: Arc<AtomicU64>,
 }
 
-/// Time a worker's implementation spent on requests, in nanoseconds, over all its incarnations (for the
-/// engine-overhead figures: a round's wall time minus the time inside role implementations).
-#[derive(Clone, Default, Debug)]
-pub struct Busy(pub Arc<AtomicU64>);
-
-impl Busy {
-    pub fn ms(&self) -> f64 {
-        self.0.load(Ordering::Relaxed) as f64 / 1e6
-    }
-}
-
 fn compute_thread(
     name: String,
     spec: WorkerSpec,
     restore: Vec<u8>,
     faults: FaultPlan,
-    busy: Busy,
     ready: oneshot::Sender<Result<(), RoleError>>,
 ) -> Result<crossbeam_channel::Sender<Job>, RoleError> {
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -294,7 +282,6 @@ fn compute_thread(
                 if f.delay_ms > 0 {
                     std::thread::sleep(std::time::Duration::from_millis(f.delay_ms));
                 }
-                let t = std::time::Instant::now();
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     if f.panic_on_request.contains(&n) {
                         panic!("injected fault: {name} panics on request {n}");
@@ -307,8 +294,6 @@ fn compute_thread(
                     execute(&mut imp, &job.work)
                 }))
                 .unwrap_or_else(|p| Err(RoleError::Panic(panic_message(p.as_ref()))));
-                busy.0
-                    .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 let _ = job.reply.send(result);
             }
         })
@@ -331,7 +316,6 @@ pub struct WorkerArgs {
     spec: WorkerSpec,
     restore: Vec<u8>,
     faults: FaultPlan,
-    busy: Busy,
     supervisor: ActorRef<GameMsg>,
 }
 
@@ -358,7 +342,6 @@ impl Actor for Worker {
             a.spec,
             a.restore,
             a.faults,
-            a.busy,
             ready_tx,
         )?;
         match ready_rx.await {
@@ -421,7 +404,6 @@ pub struct SlotSpec {
     /// Restore point: state from the last committed round (empty = fresh).
     pub restore: Vec<u8>,
     pub faults: FaultPlan,
-    pub busy: Busy,
 }
 
 /// Arguments of the supervisor.
@@ -464,7 +446,6 @@ async fn spawn_worker(
         spec: spec.spec.clone(),
         restore: spec.restore.clone(),
         faults: spec.faults.clone(),
-        busy: spec.busy.clone(),
         supervisor: me.clone(),
     };
     Actor::spawn_linked(None, Worker, args, me.get_cell())
