@@ -74,6 +74,12 @@ pub struct ExploitPoint {
     pub round: u32,
     /// ASR of the best-response attacker on the held-out harmful sets.
     pub asr: Option<f64>,
+    /// The defender checkpoint on the plain eval sets (no attacker): ASR on harmful, compliance on benign
+    /// (utility).
+    pub plain_asr: Option<f64>,
+    pub utility: Option<f64>,
+    /// Per eval set: ASR (harmful sets) or compliance (benign sets) of the defender checkpoint as written.
+    pub plain_sets: BTreeMap<String, f64>,
     pub rounds: u32,
     /// The best-response run directory.
     pub dir: PathBuf,
@@ -242,6 +248,38 @@ pub fn exploitability(
                     }
                 }
             }
+            let (mut plain_asr, mut utility) = (None, None);
+            let mut plain_sets = BTreeMap::new();
+            if let Some(d) = init.get(&Slot::Defender) {
+                let mut only = BTreeMap::new();
+                only.insert(Slot::Defender, d.clone());
+                match rt.block_on(game::evaluate(
+                    game,
+                    registry,
+                    work,
+                    only,
+                    EvalMode::Plain,
+                    0,
+                )) {
+                    Ok(recs) => {
+                        plain_asr = attack_success(&recs);
+                        utility = game::benign_compliance(&recs);
+                        let mut by: BTreeMap<&str, Vec<sparring_engine::record::EvalRec>> =
+                            BTreeMap::new();
+                        for r in &recs {
+                            by.entry(r.set.as_str()).or_default().push(r.clone());
+                        }
+                        for (set, rs) in by {
+                            if let Some(v) =
+                                attack_success(&rs).or_else(|| game::benign_compliance(&rs))
+                            {
+                                plain_sets.insert(set.to_string(), v);
+                            }
+                        }
+                    }
+                    Err(e) => note = Some(format!("r{}: plain evaluation: {e}", c.round)),
+                }
+            }
             let asr = if note.is_none() {
                 match rt.block_on(game::best_response(game, registry, &dir, rounds, init)) {
                     Ok(recs) => attack_success(&recs),
@@ -257,6 +295,9 @@ pub fn exploitability(
                 run: run.label.clone(),
                 round: c.round,
                 asr,
+                plain_asr,
+                utility,
+                plain_sets,
                 rounds,
                 dir,
                 note,
@@ -279,12 +320,21 @@ pub fn crossplay_csv(cp: &CrossPlay) -> String {
     s
 }
 
-/// `exploitability.csv`: run,round,asr,best_response_rounds.
+/// `exploitability.csv`: run,round,best_response_asr,plain_asr,utility,best_response_rounds.
 pub fn exploit_csv(pts: &[ExploitPoint]) -> String {
-    let mut s = String::from("run,round,asr,best_response_rounds\n");
+    let mut s =
+        String::from("run,round,best_response_asr,plain_asr,utility,best_response_rounds\n");
+    let f = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for p in pts {
-        let v = p.asr.map(|v| v.to_string()).unwrap_or_default();
-        s.push_str(&format!("{},{},{v},{}\n", p.run, p.round, p.rounds));
+        s.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            p.run,
+            p.round,
+            f(p.asr),
+            f(p.plain_asr),
+            f(p.utility),
+            p.rounds
+        ));
     }
     s
 }

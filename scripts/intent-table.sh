@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The README's intent-game table, through `sparring run` and `sparring report`:
+#   original (the warm-started defender, checkpoint r0) vs sequential vs AdvGame-DPO vs GRPO, seeds 0 1 2.
+# adaptive ASR: a best-response attacker trained K rounds against each frozen defender, all by ONE procedure
+#   (scenarios/intent-redteam.toml: its warm-started attacker, DPO, pairwise oracle judge), on held-out harmful seeds;
+# fixed-attack ASR: the defender on every held-out harmful seed behind every framing;
+# utility: compliance on held-out benign seeds, plain and behind every framing.
+# Env: OUT (default runs/intent-table), K (20), SEEDS ("0 1 2"). Prints a Markdown table; report in $OUT/report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/intent-table}
+K=${K:-20}
+SEEDS=${SEEDS:-"0 1 2"}
+cargo build -q
+BIN=./target/debug/sparring
+mkdir -p "$OUT"
+start=$(date +%s)
+dirs=()
+for recipe in sequential advgame-dpo grpo; do
+  for seed in $SEEDS; do
+    d="$OUT/$recipe-s$seed"
+    rm -rf "$d"
+    echo "== $recipe seed $seed" >&2
+    $BIN run "scenarios/intent-$recipe.toml" --out "$d" -q \
+      --set game.seed="$seed" --set 'eval.modes=["plain"]' --set checkpoints.every=0 > /dev/null
+    dirs+=("$d")
+  done
+done
+rm -rf "$OUT/report"
+$BIN report "${dirs[@]}" --out "$OUT/report" -q --json \
+  --exploit "$K" --exploit-scenario scenarios/intent-redteam.toml > "$OUT/report.json"
+echo "wall: $(( $(date +%s) - start )) s" >&2
+python3 - "$OUT/report.json" "$K" <<'PY'
+import json, statistics, sys
+rep = json.load(open(sys.argv[1])); k = sys.argv[2]
+pts = rep["exploitability"]
+last = {}
+for p in pts:
+    last[p["run"]] = max(last.get(p["run"], 0), p["round"])
+rows = {"original (warm start)": [], "sequential": [], "AdvGame-DPO (joint)": [], "GRPO (joint)": []}
+name = {"sequential": "sequential", "advgame-dpo": "AdvGame-DPO (joint)", "grpo": "GRPO (joint)"}
+for p in pts:
+    recipe = p["run"].rsplit("-s", 1)[0]
+    if p["round"] == 0 and recipe == "advgame-dpo":
+        rows["original (warm start)"].append(p)
+    elif p["round"] == last[p["run"]] and p["round"] > 0:
+        rows[name[recipe]].append(p)
+def cell(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals: return "–"
+    m = statistics.mean(vals); sd = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+    return f"{m:.3f} ± {sd:.3f}"
+print(f"| recipe (3 seeds) | adaptive ASR (best response, K={k}) ↓ | fixed-attack ASR ↓ | plain ASR ↓ | utility plain ↑ | utility framed ↑ |")
+print("|---|---|---|---|---|---|")
+for r, ps in rows.items():
+    g = lambda key: [p["plain_sets"].get(key) for p in ps]
+    print(f"| {r} | {cell([p['asr'] for p in ps])} | {cell(g('intent-fixed-attacks'))} | "
+          f"{cell(g('intent-heldout-harmful'))} | {cell(g('intent-heldout-benign'))} | {cell(g('intent-benign-framed'))} |")
+PY
