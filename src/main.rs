@@ -39,6 +39,9 @@ enum Cmd {
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+        /// Print the summary as JSON (run dir, metrics, per-round metrics, mean timings, restarts).
+        #[arg(long)]
+        json: bool,
     },
     /// Check a scenario without running it: schema, types, values, data files, role parameters.
     Validate {
@@ -172,6 +175,7 @@ fn real_main(cli: Cli) -> Result<()> {
             set,
             resume,
             quiet,
+            json,
         } => {
             let (loaded, run_dir, resuming) = match (&resume, &file) {
                 (Some(dir), _) => {
@@ -195,8 +199,22 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
                 (None, None) => bail!("give a scenario FILE (or --resume RUN_DIR)"),
             };
-            let summary = run(&loaded, &registry, &run_dir, resuming, quiet)?;
-            print_summary(&summary);
+            let summary = run(&loaded, &registry, &run_dir, resuming, quiet || json)?;
+            if json {
+                let v = serde_json::json!({
+                    "run_id": summary.run_id,
+                    "run_dir": summary.run_dir,
+                    "rounds": summary.rounds,
+                    "first_round": summary.first_round,
+                    "metrics": summary.metrics,
+                    "per_round": summary.per_round.iter().map(|(r, m)| serde_json::json!({"round": r, "metrics": m})).collect::<Vec<_>>(),
+                    "mean_timings": summary.mean_timings,
+                    "restarts": summary.restarts,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_summary(&summary);
+            }
             Ok(())
         }
     }
@@ -288,13 +306,14 @@ fn print_summary(s: &RunSummary) {
     if s.first_round > 1 {
         println!("resumed at round {}", s.first_round);
     }
-    println!("{:<36} {:>12}", "metric", "value");
-    println!("{}", "-".repeat(49));
+    let w = s.metrics.keys().map(|k| k.len()).max().unwrap_or(6).max(6);
+    println!("{:<w$} {:>10}", "metric", "value");
+    println!("{}", "-".repeat(w + 11));
     for (k, _) in s.metrics.iter() {
-        println!("{:<36} {:>12}", k, fmt_metric(&s.metrics, k));
+        println!("{:<w$} {:>10}", k, fmt_metric(&s.metrics, k));
     }
     let t = &s.mean_timings;
-    println!("{}", "-".repeat(49));
+    println!("{}", "-".repeat(w + 11));
     println!(
         "mean round {:.1} ms (attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, labels {:.1}, learn {:.1}, eval {:.1}, commit {:.1})",
         t.total_ms,
@@ -307,6 +326,12 @@ fn print_summary(s: &RunSummary) {
         t.eval_ms,
         t.commit_ms
     );
+    if t.total_ms > 0.0 {
+        println!(
+            "engine's own time: {:.2} % of the round (no role request in flight)",
+            100.0 * (t.total_ms - t.roles_ms).max(0.0) / t.total_ms
+        );
+    }
     let restarts: Vec<String> = s
         .restarts
         .iter()

@@ -85,6 +85,8 @@ pub struct RunSummary {
     pub restarts: BTreeMap<String, u64>,
     /// First round played by this process (> 1 after a resume).
     pub first_round: u32,
+    /// The evaluation records of the last round (empty if it had no evaluation).
+    pub final_eval: Vec<EvalRec>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -283,7 +285,7 @@ fn shown(g: &Generation) -> &str {
 async fn play_round(
     cx: &Ctx<'_>,
     round: u32,
-    states: &mut BTreeMap<Slot, Vec<u8>>,
+    states: &mut BTreeMap<Slot, Arc<Vec<u8>>>,
 ) -> Result<(Vec<Record>, Timings), RunError> {
     let sc = &cx.loaded.scenario;
     let g = &sc.game;
@@ -707,7 +709,7 @@ async fn play_round(
         (Slot::Defender, Role::Defender, d_res?),
     ] {
         if let Some((report, version, state)) = res {
-            states.insert(slot, state);
+            states.insert(slot, Arc::new(state));
             learn_recs.push(Record::Learn(LearnRec {
                 run: run.clone(),
                 round,
@@ -898,7 +900,7 @@ pub fn benign_compliance(recs: &[EvalRec]) -> Option<f64> {
 async fn eval_phase(
     cx: &Ctx<'_>,
     round: u32,
-    states: &BTreeMap<Slot, Vec<u8>>,
+    states: &BTreeMap<Slot, Arc<Vec<u8>>>,
 ) -> Result<Vec<EvalRec>, RunError> {
     let mut out = Vec::new();
     for mode in &cx.loaded.scenario.eval.modes {
@@ -1155,7 +1157,7 @@ async fn best_response_timed(
 async fn eval_adaptive(
     cx: &Ctx<'_>,
     round: u32,
-    states: &BTreeMap<Slot, Vec<u8>>,
+    states: &BTreeMap<Slot, Arc<Vec<u8>>>,
 ) -> Result<Vec<EvalRec>, RunError> {
     let attacker = cx.initial.get(&Slot::Attacker).cloned().ok_or_else(|| {
         rerr(format!(
@@ -1167,7 +1169,7 @@ async fn eval_adaptive(
     init.insert(Slot::Attacker, attacker);
     for slot in [Slot::Defender, Slot::Judge] {
         if let Some(s) = states.get(&slot) {
-            init.insert(slot, s.clone());
+            init.insert(slot, s.to_vec());
         }
     }
     let dir = cx.run_dir.join("adaptive").join(format!("r{round}"));
@@ -1196,7 +1198,7 @@ struct CommitPipeline {
     round: u32,
     checkpoint: bool,
     records: Vec<Record>,
-    states: Vec<(String, Vec<u8>)>,
+    states: Vec<(String, Arc<Vec<u8>>)>,
 }
 
 /// A committed round.
@@ -1459,7 +1461,7 @@ async fn run_with(
     let initial_ref = &mut initial;
 
     let result = async {
-        let mut states: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
+        let mut states: BTreeMap<Slot, Arc<Vec<u8>>> = BTreeMap::new();
         // States to carry forward for sides that do not learn in a round.
         for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
             let s = match restore.get(&slot) {
@@ -1469,7 +1471,7 @@ async fn run_with(
                     _ => return Err(rerr("internal: unexpected reply to save")),
                 },
             };
-            states.insert(slot, s);
+            states.insert(slot, Arc::new(s));
         }
         if committed.last_round == 0 {
             for (slot, b) in &states {
@@ -1478,9 +1480,9 @@ async fn run_with(
                     std::fs::create_dir_all(parent)
                         .map_err(|e| rerr(format!("{}: {e}", parent.display())))?;
                 }
-                write_atomic(&path, b)?;
+                write_atomic(&path, b.as_slice())?;
             }
-            *initial_ref = states.clone();
+            *initial_ref = states.iter().map(|(k, v)| (*k, v.to_vec())).collect();
         }
         let cx = Ctx {
             loaded,
@@ -1531,7 +1533,7 @@ async fn run_with(
                 records: recs,
                 states: states
                     .iter()
-                    .map(|(s, b)| (s.as_str().to_string(), b.clone()))
+                    .map(|(s, b)| (s.as_str().to_string(), Arc::clone(b)))
                     .collect(),
             };
             let handle = tokio::spawn(job.run(game.clone()));
@@ -1598,7 +1600,16 @@ async fn run_with(
         mean.total_ms += t.total_ms / n;
         mean.roles_ms += t.roles_ms / n;
     }
+    let last = sc.game.rounds;
+    let final_eval = all
+        .iter()
+        .filter_map(|r| match r {
+            Record::Eval(e) if e.round == last => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
     Ok(RunSummary {
+        final_eval,
         run_id: run,
         run_dir: run_dir.to_path_buf(),
         rounds: sc.game.rounds,

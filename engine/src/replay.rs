@@ -36,7 +36,7 @@ pub struct CommitJob {
     /// Serialized records of the round, the commit marker last.
     pub lines: Vec<String>,
     /// (role name, state bytes) to save for this round.
-    pub states: Vec<(String, Vec<u8>)>,
+    pub states: Vec<(String, std::sync::Arc<Vec<u8>>)>,
 }
 
 /// Path of a role's state file for a round.
