@@ -1,41 +1,139 @@
 //! `HostLlama`: a fast CPU inference path for generation. It copies the weights of a
-//! [`LlamaModel`] once into out-major f32 matrices (Q/K/V and gate/up fused) and runs the same
-//! arithmetic with its own kernels: a register-tiled AVX2/FMA small-batch matmul parallel over
-//! output rows (rayon), a KV cache written in place, host-side attention/RMSNorm/RoPE. No Burn
-//! op, allocation per layer, or tensor readback in the decode step. Training stays on
-//! [`LlamaModel`]; rebuild (or [`HostLlama::refresh`]) after the weights change.
+//! [`LlamaModel`] once into out-major matrices (Q/K/V and gate/up fused), f32 or f16 by
+//! [`Precision`], and runs the same arithmetic with its own kernels ([`super::kernels`]: a
+//! register-tiled small-batch matmul parallel over output rows), a KV cache written in place,
+//! host-side attention/RMSNorm/RoPE. No Burn op or tensor readback in the decode step. Training
+//! stays on [`LlamaModel`]; rebuild (or [`HostLlama::refresh`]) after the weights change.
+//! `SPARRING_HOST_PROFILE=1` accumulates wall time per phase of the forward pass, read with
+//! [`take_profile`].
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::config::{LlamaConfig, RopeLayout};
 use super::error::LlamaError;
 use super::generate::{GenerateOptions, Generated, generate_loop, row_seed};
+use super::kernels::{self, WRef};
 use super::model::LlamaModel;
+
+/// Storage precision of the host copy of the weight matrices (activations, norms, the
+/// embedding lookup and the KV cache stay f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Bit-exact copy of the model's f32 weights (the default; matches the Burn path to 1e-4).
+    #[default]
+    F32,
+    /// Weights rounded to IEEE f16 (half the memory traffic per token; logits move by ~1e-3
+    /// relative on SmolLM2-135M), widened to f32 in registers.
+    F16,
+}
+
+/// One out-major weight matrix `[n, k]`.
+enum Mat {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl Mat {
+    fn new(w: Vec<f32>, p: Precision) -> Self {
+        match p {
+            Precision::F32 => Mat::F32(w),
+            Precision::F16 => {
+                let mut h = vec![half::f16::ZERO; w.len()];
+                h.convert_from_f32_slice(&w);
+                Mat::F16(h.into_iter().map(half::f16::to_bits).collect())
+            }
+        }
+    }
+    fn view(&self) -> WRef<'_> {
+        match self {
+            Mat::F32(w) => WRef::F32(w),
+            Mat::F16(w) => WRef::F16(w),
+        }
+    }
+}
 
 struct HostLayer {
     attn_norm: Vec<f32>,
     /// `[(heads + 2 kv_heads) * head_dim, hidden]`: Q rows, then K, then V.
-    wqkv: Vec<f32>,
+    wqkv: Mat,
     bqkv: Option<Vec<f32>>,
     /// `[hidden, heads * head_dim]`
-    wo: Vec<f32>,
+    wo: Mat,
     mlp_norm: Vec<f32>,
     /// `[2 * ffn, hidden]`: gate rows, then up rows.
-    wgu: Vec<f32>,
+    wgu: Mat,
     /// `[hidden, ffn]`
-    wdown: Vec<f32>,
+    wdown: Mat,
 }
 
 /// Host copy of a Llama model for fast generation.
 pub struct HostLlama {
     cfg: LlamaConfig,
-    /// `[vocab, hidden]`
+    precision: Precision,
+    /// `[vocab, hidden]`, f32 for the lookup.
     embed: Vec<f32>,
-    /// Untied head `[vocab, hidden]`.
-    head: Option<Vec<f32>>,
+    /// The head `[vocab, hidden]`; `None` when tied and f32 (then `embed` serves).
+    head: Option<Mat>,
     norm: Vec<f32>,
     layers: Vec<HostLayer>,
     inv_freq: Vec<f32>,
+}
+
+/// Phases of the forward pass timed under `SPARRING_HOST_PROFILE=1`.
+const PHASES: [&str; 9] = [
+    "embed+rope tables",
+    "rmsnorm+qkv matmul",
+    "rope+kv write",
+    "attention",
+    "o-proj",
+    "rmsnorm+gate/up matmul",
+    "silu*up",
+    "down",
+    "final norm+lm head",
+];
+static PHASE_NS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+
+fn profiling() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SPARRING_HOST_PROFILE").is_ok_and(|v| v == "1"))
+}
+
+/// Phase timer: `lap(p)` charges the time since the previous lap to phase `p`.
+struct Laps {
+    on: bool,
+    t: Instant,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Self {
+            on: profiling(),
+            t: Instant::now(),
+        }
+    }
+    fn lap(&mut self, phase: usize) {
+        if self.on {
+            let now = Instant::now();
+            let ns = now.duration_since(self.t).as_nanos() as u64;
+            PHASE_NS[phase].fetch_add(ns, Ordering::Relaxed);
+            self.t = now;
+        }
+    }
+}
+
+/// Seconds spent per forward phase by every [`HostLlama`] since the previous call, and resets
+/// the counters; all zero unless the process runs with `SPARRING_HOST_PROFILE=1`.
+pub fn take_profile() -> Vec<(&'static str, f64)> {
+    PHASES
+        .iter()
+        .zip(&PHASE_NS)
+        .map(|(name, ns)| (*name, ns.swap(0, Ordering::Relaxed) as f64 * 1e-9))
+        .collect()
 }
 
 /// KV cache of [`HostLlama`]: `[layer][batch][kv_heads][capacity][head_dim]`, preallocated.
@@ -103,24 +201,29 @@ fn push_out_major(dst: &mut Vec<f32>, t: burn::tensor::Tensor<2>) -> Result<(), 
 }
 
 impl HostLlama {
-    /// Copies the weights of `model` (any device) to the host.
+    /// Copies the weights of `model` (any device) to the host, f32.
     pub fn from_model(model: &LlamaModel) -> Result<Self, LlamaError> {
+        Self::with_precision(model, Precision::F32)
+    }
+
+    /// Copies the weights of `model` (any device) to the host, matrices stored as `precision`.
+    pub fn with_precision(model: &LlamaModel, precision: Precision) -> Result<Self, LlamaError> {
         let cfg = model.config().clone();
         let (_, _, embed) = read2(model.embed.val())?;
-        let head = match &model.head {
-            Some(h) => {
-                let mut v = Vec::new();
-                push_out_major(&mut v, h.val())?;
-                Some(v)
+        let out_major = |ts: &[burn::tensor::Tensor<2>]| -> Result<Mat, LlamaError> {
+            let mut v = Vec::new();
+            for t in ts {
+                push_out_major(&mut v, t.clone())?;
             }
-            None => None,
+            Ok(Mat::new(v, precision))
+        };
+        let head = match (&model.head, precision) {
+            (Some(h), _) => Some(out_major(&[h.val()])?),
+            (None, Precision::F32) => None,
+            (None, p) => Some(Mat::new(embed.clone(), p)),
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for b in &model.blocks {
-            let mut wqkv = Vec::new();
-            push_out_major(&mut wqkv, b.attn.q.val())?;
-            push_out_major(&mut wqkv, b.attn.k.val())?;
-            push_out_major(&mut wqkv, b.attn.v.val())?;
             let bqkv = match (&b.attn.q_bias, &b.attn.k_bias, &b.attn.v_bias) {
                 (Some(q), Some(k), Some(v)) => {
                     let mut all = read1(q.val())?;
@@ -130,21 +233,14 @@ impl HostLlama {
                 }
                 _ => None,
             };
-            let mut wo = Vec::new();
-            push_out_major(&mut wo, b.attn.o.val())?;
-            let mut wgu = Vec::new();
-            push_out_major(&mut wgu, b.mlp.gate.val())?;
-            push_out_major(&mut wgu, b.mlp.up.val())?;
-            let mut wdown = Vec::new();
-            push_out_major(&mut wdown, b.mlp.down.val())?;
             layers.push(HostLayer {
                 attn_norm: read1(b.attn_norm.val())?,
-                wqkv,
+                wqkv: out_major(&[b.attn.q.val(), b.attn.k.val(), b.attn.v.val()])?,
                 bqkv,
-                wo,
+                wo: out_major(&[b.attn.o.val()])?,
                 mlp_norm: read1(b.mlp_norm.val())?,
-                wgu,
-                wdown,
+                wgu: out_major(&[b.mlp.gate.val(), b.mlp.up.val()])?,
+                wdown: out_major(&[b.mlp.down.val()])?,
             });
         }
         let half = cfg.head_dim / 2;
@@ -154,6 +250,7 @@ impl HostLlama {
         Ok(Self {
             norm: read1(model.norm.val())?,
             cfg,
+            precision,
             embed,
             head,
             layers,
@@ -163,13 +260,18 @@ impl HostLlama {
 
     /// Re-reads the weights (after training steps on `model`).
     pub fn refresh(&mut self, model: &LlamaModel) -> Result<(), LlamaError> {
-        *self = Self::from_model(model)?;
+        *self = Self::with_precision(model, self.precision)?;
         Ok(())
     }
 
     /// The architecture.
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// The storage precision of the weight matrices.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Runs a chunk of `ids` (equal-length rows, `valid` false on padding) through the model,
@@ -213,6 +315,7 @@ impl HostLlama {
         let m = b * s;
         let past = cache.len;
         let t_all = past + s;
+        let mut laps = Laps::new();
         // Embedding, positions, validity.
         let mut x = vec![0.0f32; m * h];
         let mut pos = vec![0usize; m];
@@ -255,14 +358,16 @@ impl HostLlama {
         let mut act = vec![0.0f32; m * ff];
         let scale = 1.0 / (hd as f32).sqrt();
         let cap = cache.capacity;
+        laps.lap(0);
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_eps as f32, h, &mut xn);
-            matmul_t(&xn, &layer.wqkv, m, qkv_w, h, &mut qkv);
+            kernels::matmul(&xn, layer.wqkv.view(), m, qkv_w, h, &mut qkv);
             if let Some(bias) = &layer.bqkv {
                 for row in qkv.chunks_mut(qkv_w) {
                     row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
                 }
             }
+            laps.lap(1);
             for i in 0..m {
                 let row = &mut qkv[i * qkv_w..(i + 1) * qkv_w];
                 let (cs, sn) = (
@@ -286,6 +391,7 @@ impl HostLlama {
                     }
                 }
             }
+            laps.lap(2);
             // Attention per (row, head).
             let group = nh / nkv;
             let kc = &cache.k[l];
@@ -330,10 +436,13 @@ impl HostLlama {
                         }
                     }
                 });
-            matmul_t(&att, &layer.wo, m, h, nh * hd, &mut tmp);
+            laps.lap(3);
+            kernels::matmul(&att, layer.wo.view(), m, h, nh * hd, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
+            laps.lap(4);
             rms_norm(&x, &layer.mlp_norm, c.rms_eps as f32, h, &mut xn);
-            matmul_t(&xn, &layer.wgu, m, 2 * ff, h, &mut gu);
+            kernels::matmul(&xn, layer.wgu.view(), m, 2 * ff, h, &mut gu);
+            laps.lap(5);
             for i in 0..m {
                 let row = &gu[i * 2 * ff..(i + 1) * 2 * ff];
                 let (g, u) = row.split_at(ff);
@@ -341,8 +450,10 @@ impl HostLlama {
                     *a = g / (1.0 + (-g).exp()) * u;
                 }
             }
-            matmul_t(&act, &layer.wdown, m, h, ff, &mut tmp);
+            laps.lap(6);
+            kernels::matmul(&act, layer.wdown.view(), m, h, ff, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
+            laps.lap(7);
         }
         cache.len += s;
         // Final norm and head on the requested positions.
@@ -357,9 +468,10 @@ impl HostLlama {
         }
         let mut seln = vec![0.0f32; sel.len()];
         rms_norm(&sel, &self.norm, c.rms_eps as f32, h, &mut seln);
-        let head = self.head.as_deref().unwrap_or(&self.embed);
+        let head = self.head.as_ref().map_or(WRef::F32(&self.embed), Mat::view);
         let mut logits = vec![0.0f32; rows.len() * c.vocab_size];
-        matmul_t(&seln, head, rows.len(), c.vocab_size, h, &mut logits);
+        kernels::matmul(&seln, head, rows.len(), c.vocab_size, h, &mut logits);
+        laps.lap(8);
         Ok(logits)
     }
 
@@ -433,301 +545,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// AVX-512 kernels when the CPU has them, unless `SPARRING_AVX512=0` (then AVX2+FMA). On the
-/// 2-core Zen 4 dev machine they measured 10–20 % faster than AVX2 in interleaved A/B runs.
-#[cfg(target_arch = "x86_64")]
-fn use_avx512() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("SPARRING_AVX512").map_or(true, |v| v != "0")
-            && std::arch::is_x86_feature_detected!("avx512f")
-    })
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for `x: [m, k]`, `w: [n, k]` (out-major weights),
 /// `out: [m, n]`; parallel over blocks of output columns.
-pub fn matmul_t(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
-    let threads = rayon::current_num_threads().max(1);
-    let work = m * n * k;
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    if threads == 1 || work < 1 << 18 {
-        // SAFETY: single caller covers all columns.
-        unsafe { matmul_cols(x, w, m, n, k, 0, n, out_ptr.0) };
-        return;
-    }
-    // Column blocks, a multiple of 4 rows of `w`, several per thread for balance.
-    let blocks = threads * 4;
-    let per = n.div_ceil(blocks).div_ceil(4) * 4;
-    (0..n.div_ceil(per)).into_par_iter().for_each(|bi| {
-        let j0 = bi * per;
-        let j1 = (j0 + per).min(n);
-        let p = out_ptr;
-        // SAFETY: blocks write disjoint column ranges of `out`.
-        unsafe { matmul_cols(x, w, m, n, k, j0, j1, p.0) };
-    });
-}
-
-/// Columns `j0..j1` of `out` (row stride `n`).
 ///
-/// # Safety
-/// `out` must point to `m * n` floats; no other thread may write columns `j0..j1`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_cols(
-    x: &[f32],
-    w: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    j0: usize,
-    j1: usize,
-    out: *mut f32,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if use_avx512() {
-            // SAFETY: feature checked above.
-            unsafe { avx512::matmul_cols(x, w, m, n, k, j0, j1, out) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: features checked above.
-            unsafe { avx::matmul_cols(x, w, m, n, k, j0, j1, out) };
-            return;
-        }
-    }
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        for j in j0..j1 {
-            // SAFETY: i < m, j < n.
-            unsafe { *out.add(i * n + j) = dot(xr, &w[j * k..(j + 1) * k]) };
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx {
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
-    }
-
-    /// One `MR × NR` tile: rows `i..i+MR` of x against rows `j..j+NR` of w.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); NR]; MR];
-            let k8 = k / 8 * 8;
-            let mut kk = 0;
-            while kk < k8 {
-                let mut wv = [_mm256_setzero_ps(); NR];
-                for (c, wvc) in wv.iter_mut().enumerate() {
-                    *wvc = _mm256_loadu_ps(w.add((j + c) * k + kk));
-                }
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_loadu_ps(x.add((i + r) * k + kk));
-                    for c in 0..NR {
-                        accr[c] = _mm256_fmadd_ps(xv, wv[c], accr[c]);
-                    }
-                }
-                kk += 8;
-            }
-            for (r, accr) in acc.iter().enumerate() {
-                for (c, &a) in accr.iter().enumerate() {
-                    let mut s = hsum(a);
-                    for t in k8..k {
-                        s += *x.add((i + r) * k + t) * *w.add((j + c) * k + t);
-                    }
-                    *out.add((i + r) * n + j + c) = s;
-                }
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rows<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j0: usize,
-        j1: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut j = j0;
-            while j + NR <= j1 {
-                tile::<MR, NR>(x, w, k, i, j, n, out);
-                j += NR;
-            }
-            while j < j1 {
-                tile::<MR, 1>(x, w, k, i, j, n, out);
-                j += 1;
-            }
-        }
-    }
-
-    /// # Safety
-    /// AVX2+FMA available; `out` holds `m * n` floats.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn matmul_cols(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
-        j0: usize,
-        j1: usize,
-        out: *mut f32,
-    ) {
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        // Column blocks of 64 weight rows keep the block in L2 while all row tiles pass.
-        let mut jb = j0;
-        while jb < j1 {
-            let je = (jb + 64).min(j1);
-            let mut i = 0;
-            unsafe {
-                while i < m {
-                    match m - i {
-                        1 => rows::<1, 4>(xp, wp, k, i, jb, je, n, out),
-                        2 => rows::<2, 4>(xp, wp, k, i, jb, je, n, out),
-                        3 => rows::<3, 2>(xp, wp, k, i, jb, je, n, out),
-                        _ => rows::<4, 2>(xp, wp, k, i, jb, je, n, out),
-                    }
-                    i += (m - i).min(4);
-                }
-            }
-            jb = je;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// One `MR × NR` tile with 16-lane accumulators.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); NR]; MR];
-            let k16 = k / 16 * 16;
-            let mut kk = 0;
-            while kk < k16 {
-                let mut wv = [_mm512_setzero_ps(); NR];
-                for (c, wvc) in wv.iter_mut().enumerate() {
-                    *wvc = _mm512_loadu_ps(w.add((j + c) * k + kk));
-                }
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_loadu_ps(x.add((i + r) * k + kk));
-                    for c in 0..NR {
-                        accr[c] = _mm512_fmadd_ps(xv, wv[c], accr[c]);
-                    }
-                }
-                kk += 16;
-            }
-            for (r, accr) in acc.iter().enumerate() {
-                for (c, &a) in accr.iter().enumerate() {
-                    let mut s = _mm512_reduce_add_ps(a);
-                    for t in k16..k {
-                        s += *x.add((i + r) * k + t) * *w.add((j + c) * k + t);
-                    }
-                    *out.add((i + r) * n + j + c) = s;
-                }
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rows<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j0: usize,
-        j1: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut j = j0;
-            while j + NR <= j1 {
-                tile::<MR, NR>(x, w, k, i, j, n, out);
-                j += NR;
-            }
-            while j < j1 {
-                tile::<MR, 1>(x, w, k, i, j, n, out);
-                j += 1;
-            }
-        }
-    }
-
-    /// # Safety
-    /// AVX-512F available; `out` holds `m * n` floats.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn matmul_cols(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
-        j0: usize,
-        j1: usize,
-        out: *mut f32,
-    ) {
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let mut jb = j0;
-        while jb < j1 {
-            let je = (jb + 64).min(j1);
-            let mut i = 0;
-            unsafe {
-                while i < m {
-                    match m - i {
-                        1 => rows::<1, 8>(xp, wp, k, i, jb, je, n, out),
-                        2 => rows::<2, 6>(xp, wp, k, i, jb, je, n, out),
-                        3 => rows::<3, 4>(xp, wp, k, i, jb, je, n, out),
-                        _ => rows::<4, 4>(xp, wp, k, i, jb, je, n, out),
-                    }
-                    i += (m - i).min(4);
-                }
-            }
-            jb = je;
-        }
-    }
+/// # Panics
+/// When a slice is shorter than its shape says.
+pub fn matmul_t(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    kernels::matmul(x, WRef::F32(w), m, n, k, out);
 }
