@@ -1,13 +1,18 @@
 //! Greedy decode throughput of SmolLM2-135M (architecture and sizes; weights random unless the
 //! real GGUF is found, which does not change the arithmetic) on the flex CPU backend:
 //! 64 new tokens at batch 1 and batch 16. Run: `cargo bench --bench decode`.
-//! Env: `DECODE_BATCHES=1,16` `DECODE_TOKENS=64` `DECODE_REPS=3` `DECODE_PATHS=host,burn`.
-//! `host` is [`HostLlama`] (the fast generation path), `burn` the Burn module on flex.
+//! Env: `DECODE_BATCHES=1,16` `DECODE_TOKENS=64` `DECODE_REPS=3`
+//! `DECODE_PATHS=host,host-f16,burn`. `host` is [`HostLlama`] (the fast generation path) with
+//! f32 weights, `host-f16` the same with f16 weights ([`Precision::F16`]), `burn` the Burn
+//! module on flex. With `SPARRING_HOST_PROFILE=1` the host paths also print seconds per phase
+//! of the forward pass (prefill + decode of the best repetition's runs, summed over all reps).
 
 use std::time::Instant;
 
+use sparring_actors::llama::host::take_profile;
 use sparring_actors::llama::{
-    Device, GenerateOptions, Generated, HostLlama, LlamaConfig, LlamaError, LlamaModel, RopeLayout,
+    Device, GenerateOptions, Generated, HostLlama, LlamaConfig, LlamaError, LlamaModel, Precision,
+    RopeLayout,
 };
 
 fn env_list(key: &str, default: &[usize]) -> Vec<usize> {
@@ -35,15 +40,20 @@ fn main() {
     // A chat-formatted prompt of ~36 tokens (the fixture prompt length).
     let prompt: Vec<u32> = (0..36u32).map(|i| (i * 7919 + 11) % 49152).collect();
     println!("decode: SmolLM2-135M shapes, flex backend, {new_tokens} new tokens, greedy");
-    let host = match HostLlama::from_model(&model) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("decode bench: {e}");
-            std::process::exit(1);
-        }
-    };
-    let paths = std::env::var("DECODE_PATHS").unwrap_or_else(|_| "host,burn".into());
+    let paths = std::env::var("DECODE_PATHS").unwrap_or_else(|_| "host,host-f16,burn".into());
     for path in paths.split(',').map(str::trim) {
+        let precision = if path == "host-f16" {
+            Precision::F16
+        } else {
+            Precision::F32
+        };
+        let host = match HostLlama::with_precision(&model, precision) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("decode bench: {e}");
+                std::process::exit(1);
+            }
+        };
         let run_gen = |p: &[Vec<u32>], o: &GenerateOptions| -> Result<Vec<Generated>, LlamaError> {
             if path == "burn" {
                 model.generate(p, o)
@@ -69,6 +79,7 @@ fn main() {
                 max_new_tokens: 1,
                 ..Default::default()
             };
+            take_profile();
             let mut best_total = f64::INFINITY;
             let mut best_prefill = f64::INFINITY;
             for _ in 0..reps {
@@ -96,6 +107,15 @@ fn main() {
                 tokens / best_total,
                 (b * (new_tokens - 1)) as f64 / decode
             );
+            let prof = take_profile();
+            let sum: f64 = prof.iter().map(|p| p.1).sum();
+            if sum > 0.0 {
+                let parts: Vec<String> = prof
+                    .iter()
+                    .map(|(name, t)| format!("{name} {:.0}%", 100.0 * t / sum))
+                    .collect();
+                println!("      phases ({sum:.2} s): {}", parts.join(", "));
+            }
         }
     }
 }

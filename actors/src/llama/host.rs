@@ -32,14 +32,16 @@ pub enum Precision {
     F16,
 }
 
-/// One out-major weight matrix `[n, k]`.
+/// One weight matrix `[n, k]`, packed for the kernels ([`kernels::pack_panels`]).
 enum Mat {
     F32(Vec<f32>),
     F16(Vec<u16>),
 }
 
 impl Mat {
-    fn new(w: Vec<f32>, p: Precision) -> Self {
+    /// From out-major rows `w: [n, k]`.
+    fn new(w: Vec<f32>, k: usize, p: Precision) -> Self {
+        let w = kernels::pack_panels(&w, w.len() / k.max(1), k);
         match p {
             Precision::F32 => Mat::F32(w),
             Precision::F16 => {
@@ -77,8 +79,8 @@ pub struct HostLlama {
     precision: Precision,
     /// `[vocab, hidden]`, f32 for the lookup.
     embed: Vec<f32>,
-    /// The head `[vocab, hidden]`; `None` when tied and f32 (then `embed` serves).
-    head: Option<Mat>,
+    /// The head `[vocab, hidden]`.
+    head: Mat,
     norm: Vec<f32>,
     layers: Vec<HostLayer>,
     inv_freq: Vec<f32>,
@@ -212,15 +214,16 @@ impl HostLlama {
         let (_, _, embed) = read2(model.embed.val())?;
         let out_major = |ts: &[burn::tensor::Tensor<2>]| -> Result<Mat, LlamaError> {
             let mut v = Vec::new();
+            let mut k = 0;
             for t in ts {
+                k = t.dims()[0];
                 push_out_major(&mut v, t.clone())?;
             }
-            Ok(Mat::new(v, precision))
+            Ok(Mat::new(v, k, precision))
         };
-        let head = match (&model.head, precision) {
-            (Some(h), _) => Some(out_major(&[h.val()])?),
-            (None, Precision::F32) => None,
-            (None, p) => Some(Mat::new(embed.clone(), p)),
+        let head = match &model.head {
+            Some(h) => out_major(&[h.val()])?,
+            None => Mat::new(embed.clone(), cfg.hidden_size, precision),
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for b in &model.blocks {
@@ -468,7 +471,7 @@ impl HostLlama {
         }
         let mut seln = vec![0.0f32; sel.len()];
         rms_norm(&sel, &self.norm, c.rms_eps as f32, h, &mut seln);
-        let head = self.head.as_ref().map_or(WRef::F32(&self.embed), Mat::view);
+        let head = self.head.view();
         let mut logits = vec![0.0f32; rows.len() * c.vocab_size];
         kernels::matmul(&seln, head, rows.len(), c.vocab_size, h, &mut logits);
         laps.lap(8);
@@ -550,6 +553,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 ///
 /// # Panics
 /// When a slice is shorter than its shape says.
+/// (Packs `w` on every call: for occasional use; [`HostLlama`] packs once.)
 pub fn matmul_t(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    kernels::matmul(x, WRef::F32(w), m, n, k, out);
+    assert!(w.len() >= n * k);
+    let packed = kernels::pack_panels(&w[..n * k], n, k);
+    kernels::matmul(x, WRef::F32(&packed), m, n, k, out);
 }

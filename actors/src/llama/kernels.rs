@@ -1,11 +1,33 @@
 //! Small-batch matmul kernels of the host inference path ([`super::host::HostLlama`]):
-//! `out = x · wᵀ` with out-major weights stored as f32 or as f16 (widened in registers, half the
-//! memory traffic). One register-tiled kernel body, instantiated by a macro for AVX-512F and for
-//! AVX2+FMA+F16C, a portable scalar fallback, and a rayon split over blocks of output columns.
+//! `out = x · wᵀ` with weights packed in panels of 16 rows, stored as f32 or as f16 (widened in
+//! registers, half the memory traffic). One register-tiled kernel body, instantiated by a macro
+//! for AVX-512F and for AVX2+FMA+F16C, a portable scalar fallback, and a rayon split over blocks
+//! of panels.
 
 use rayon::prelude::*;
 
-/// Borrowed out-major weights `[n, k]` in one of the storage formats the kernels read.
+/// Weight rows per packed panel.
+pub(crate) const PANEL: usize = 16;
+
+/// Weights `[n, k]` packed in panels of [`PANEL`] rows, k-major inside a panel: element
+/// `(j, t)` at `((j / PANEL) * k + t) * PANEL + j % PANEL`; rows past `n` are zero. The kernels
+/// stream a panel contiguously and need no horizontal reduction.
+pub(crate) fn pack_panels(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let panels = n.div_ceil(PANEL);
+    let mut out = vec![0.0f32; panels * PANEL * k];
+    if k == 0 {
+        return out;
+    }
+    for (j, row) in w.chunks_exact(k).take(n).enumerate() {
+        let base = (j / PANEL) * k * PANEL + j % PANEL;
+        for (t, &v) in row.iter().enumerate() {
+            out[base + t * PANEL] = v;
+        }
+    }
+    out
+}
+
+/// Borrowed packed weights (see [`pack_panels`]) in one of the formats the kernels read.
 #[derive(Clone, Copy)]
 pub(crate) enum WRef<'a> {
     F32(&'a [f32]),
@@ -41,8 +63,7 @@ unsafe fn w_scalar<const W: u8>(w: *const u8, idx: usize) -> f32 {
     }
 }
 
-/// AVX-512 kernels when the CPU has them, unless `SPARRING_AVX512=0` (then AVX2+FMA). On the
-/// 2-core Zen 4 dev machine they measured 10–20 % faster than AVX2 in interleaved A/B runs.
+/// AVX-512 kernels when the CPU has them, unless `SPARRING_AVX512=0` (then AVX2+FMA+F16C).
 #[cfg(target_arch = "x86_64")]
 fn use_avx512() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -67,38 +88,38 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-/// `out[i][j] = Σ_k x[i][k] · w[j][k]` for `x: [m, k]`, `w: [n, k]` (out-major weights),
-/// `out: [m, n]`; parallel over blocks of output columns.
+/// `out[i][j] = Σ_k x[i][k] · w[j][k]` for `x: [m, k]`, `w` packed from `[n, k]` by
+/// [`pack_panels`], `out: [m, n]`; parallel over blocks of panels.
 ///
 /// # Panics
 /// When a slice is shorter than its shape says (a caller bug, never data-dependent).
 pub(crate) fn matmul(x: &[f32], w: WRef<'_>, m: usize, n: usize, k: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    let panels = n.div_ceil(PANEL);
+    assert!(x.len() >= m * k && w.len() >= panels * PANEL * k && out.len() >= m * n);
     let threads = rayon::current_num_threads().max(1);
     let work = m * n * k;
     let out_ptr = SendPtr(out.as_mut_ptr());
     if threads == 1 || work < 1 << 18 {
-        // SAFETY: shapes checked above; a single caller covers all columns.
-        unsafe { cols(x, w, m, n, k, 0, n, out_ptr.0) };
+        // SAFETY: shapes checked above; a single caller covers all panels.
+        unsafe { cols(x, w, m, n, k, 0, panels, out_ptr.0) };
         return;
     }
-    // Column blocks, a multiple of 8 rows of `w`, several per thread for balance.
-    let blocks = threads * 4;
-    let per = n.div_ceil(blocks).div_ceil(8) * 8;
-    (0..n.div_ceil(per)).into_par_iter().for_each(|bi| {
-        let j0 = bi * per;
-        let j1 = (j0 + per).min(n);
+    // Several blocks of panels per thread for balance.
+    let per = panels.div_ceil(threads * 4);
+    (0..panels.div_ceil(per)).into_par_iter().for_each(|bi| {
+        let q0 = bi * per;
+        let q1 = (q0 + per).min(panels);
         let p = out_ptr;
         // SAFETY: shapes checked above; blocks write disjoint column ranges of `out`.
-        unsafe { cols(x, w, m, n, k, j0, j1, p.0) };
+        unsafe { cols(x, w, m, n, k, q0, q1, p.0) };
     });
 }
 
-/// Columns `j0..j1` of `out` (row stride `n`).
+/// The columns of panels `q0..q1` of `out` (row stride `n`).
 ///
 /// # Safety
-/// `x` holds `m * k`, `w` `n * k` elements, `out` points to `m * n` floats; no other thread
-/// writes columns `j0..j1`.
+/// `x` holds `m * k` floats, `w` the packed panels of `[n, k]`, `out` points to `m * n` floats;
+/// no other thread writes these columns.
 #[allow(clippy::too_many_arguments)]
 unsafe fn cols(
     x: &[f32],
@@ -106,14 +127,14 @@ unsafe fn cols(
     m: usize,
     n: usize,
     k: usize,
-    j0: usize,
-    j1: usize,
+    q0: usize,
+    q1: usize,
     out: *mut f32,
 ) {
     unsafe {
         match w {
-            WRef::F32(w) => cols_of::<W_F32>(x, w.as_ptr().cast(), m, n, k, j0, j1, out),
-            WRef::F16(w) => cols_of::<W_F16>(x, w.as_ptr().cast(), m, n, k, j0, j1, out),
+            WRef::F32(w) => cols_of::<W_F32>(x, w.as_ptr().cast(), m, n, k, q0, q1, out),
+            WRef::F16(w) => cols_of::<W_F16>(x, w.as_ptr().cast(), m, n, k, q0, q1, out),
         }
     }
 }
@@ -121,7 +142,7 @@ unsafe fn cols(
 /// [`cols`] for one weight kind: the widest kernel the CPU runs, else scalar.
 ///
 /// # Safety
-/// As [`cols`], with `w` pointing to `n * k` weights of kind `W`.
+/// As [`cols`], with `w` pointing to packed weights of kind `W`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn cols_of<const W: u8>(
     x: &[f32],
@@ -129,30 +150,31 @@ unsafe fn cols_of<const W: u8>(
     m: usize,
     n: usize,
     k: usize,
-    j0: usize,
-    j1: usize,
+    q0: usize,
+    q1: usize,
     out: *mut f32,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
         if use_avx512() {
             // SAFETY: feature checked; caller's contract.
-            unsafe { avx512::matmul_cols::<W>(x.as_ptr(), w, m, n, k, j0, j1, out) };
+            unsafe { avx512::matmul_cols::<W>(x.as_ptr(), w, m, n, k, q0, q1, out) };
             return;
         }
         if use_avx2() {
             // SAFETY: features checked; caller's contract.
-            unsafe { avx2::matmul_cols::<W>(x.as_ptr(), w, m, n, k, j0, j1, out) };
+            unsafe { avx2::matmul_cols::<W>(x.as_ptr(), w, m, n, k, q0, q1, out) };
             return;
         }
     }
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];
-        for j in j0..j1 {
+        for j in q0 * PANEL..(q1 * PANEL).min(n) {
+            let base = (j / PANEL) * k * PANEL + j % PANEL;
             let mut s = 0.0f32;
             for (t, &xv) in xr.iter().enumerate() {
-                // SAFETY: j < n, t < k.
-                s += xv * unsafe { w_scalar::<W>(w, j * k + t) };
+                // SAFETY: j < n, t < k: inside the packed panels.
+                s += xv * unsafe { w_scalar::<W>(w, base + t * PANEL) };
             }
             // SAFETY: i < m, j < n.
             unsafe { *out.add(i * n + j) = s };
@@ -161,84 +183,97 @@ unsafe fn cols_of<const W: u8>(
 }
 
 /// The register-tiled kernel body, instantiated once per instruction set. The including module
-/// defines `LANES`, the vector type's `zero`, `load_x`, `load_w::<W>`, `fma` and `hsum` (all
-/// `#[target_feature(enable = $feat)]`); `$nr` gives the tile width (weight rows) for 1, 2, 3
-/// and 4 rows of `x`, sized to the register file.
+/// defines `LANES` (f32 per vector), `VPP` (vectors per panel row), the vector type's `zero`,
+/// `splat`, `load_w::<W>`, `fma` and `store` (all `#[target_feature(enable = $feat)]`). A tile
+/// is `MR` rows of `x` × `NP` panels, accumulated in `MR · NP · VPP` registers while the
+/// panels stream along k; each weight vector is loaded once per tile, each x value broadcast.
+/// `$mr => $np` lists the tile shapes by remaining rows (up to `$max_mr`, sized to the register
+/// file).
 #[cfg(target_arch = "x86_64")]
-macro_rules! tiled_kernel {
-    ($feat:literal, [$nr1:literal, $nr2:literal, $nr3:literal, $nr4:literal]) => {
-        /// One `MR × NR` tile: rows `i..i+MR` of x against weight rows `j..j+NR`.
+macro_rules! panel_kernel {
+    ($feat:literal, { $($mr:literal => $np:literal,)* _ => ($max_mr:literal, $max_np:literal) }) => {
+        /// One tile: rows `i..i+MR` of x against panels `q..q+NP`.
         #[target_feature(enable = $feat)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn tile<const W: u8, const MR: usize, const NR: usize>(
+        unsafe fn tile<const W: u8, const MR: usize, const NP: usize>(
             x: *const f32,
             w: *const u8,
             k: usize,
             i: usize,
-            j: usize,
+            q: usize,
             n: usize,
             out: *mut f32,
         ) {
             unsafe {
-                let mut acc = [[zero(); NR]; MR];
-                let kl = k / LANES * LANES;
-                let mut kk = 0;
-                while kk < kl {
-                    let mut wv = [zero(); NR];
-                    for (c, v) in wv.iter_mut().enumerate() {
-                        *v = load_w::<W>(w, (j + c) * k + kk);
+                let mut acc = [[[zero(); VPP]; NP]; MR];
+                let xr = x.add(i * k);
+                for t in 0..k {
+                    let mut wv = [[zero(); VPP]; NP];
+                    for (c, wc) in wv.iter_mut().enumerate() {
+                        for (v, wcv) in wc.iter_mut().enumerate() {
+                            *wcv = load_w::<W>(w, ((q + c) * k + t) * super::PANEL + v * LANES);
+                        }
                     }
                     for (r, accr) in acc.iter_mut().enumerate() {
-                        let xv = load_x(x.add((i + r) * k + kk));
-                        for c in 0..NR {
-                            accr[c] = fma(xv, wv[c], accr[c]);
+                        let xv = splat(*xr.add(r * k + t));
+                        for c in 0..NP {
+                            for v in 0..VPP {
+                                accr[c][v] = fma(xv, wv[c][v], accr[c][v]);
+                            }
                         }
                     }
-                    kk += LANES;
                 }
                 for (r, accr) in acc.iter().enumerate() {
-                    for (c, &a) in accr.iter().enumerate() {
-                        let mut s = hsum(a);
-                        for t in kl..k {
-                            s += *x.add((i + r) * k + t) * super::w_scalar::<W>(w, (j + c) * k + t);
+                    for (c, accc) in accr.iter().enumerate() {
+                        let col = (q + c) * super::PANEL;
+                        let dst = out.add((i + r) * n + col);
+                        if col + super::PANEL <= n {
+                            for (v, &a) in accc.iter().enumerate() {
+                                store(dst.add(v * LANES), a);
+                            }
+                        } else if col < n {
+                            let mut buf = [0.0f32; super::PANEL];
+                            for (v, &a) in accc.iter().enumerate() {
+                                store(buf.as_mut_ptr().add(v * LANES), a);
+                            }
+                            std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, n - col);
                         }
-                        *out.add((i + r) * n + j + c) = s;
                     }
                 }
             }
         }
 
-        /// Tiles of `MR` rows across weight rows `j0..j1`.
+        /// Tiles of `MR` rows across panels `q0..q1`.
         #[target_feature(enable = $feat)]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn rows<const W: u8, const MR: usize, const NR: usize>(
+        unsafe fn rows<const W: u8, const MR: usize, const NP: usize>(
             x: *const f32,
             w: *const u8,
             k: usize,
             i: usize,
-            j0: usize,
-            j1: usize,
+            q0: usize,
+            q1: usize,
             n: usize,
             out: *mut f32,
         ) {
             unsafe {
-                let mut j = j0;
-                while j + NR <= j1 {
-                    tile::<W, MR, NR>(x, w, k, i, j, n, out);
-                    j += NR;
+                let mut q = q0;
+                while q + NP <= q1 {
+                    tile::<W, MR, NP>(x, w, k, i, q, n, out);
+                    q += NP;
                 }
-                while j < j1 {
-                    tile::<W, MR, 1>(x, w, k, i, j, n, out);
-                    j += 1;
+                while q < q1 {
+                    tile::<W, MR, 1>(x, w, k, i, q, n, out);
+                    q += 1;
                 }
             }
         }
 
-        /// Columns `j0..j1` of `out = x · wᵀ`.
+        /// The columns of panels `q0..q1` of `out = x · wᵀ`.
         ///
         /// # Safety
-        /// The CPU has `$feat`; `x` holds `m * k` floats, `w` `n * k` weights of kind `W`,
-        /// `out` `m * n` floats of which no other thread writes columns `j0..j1`.
+        /// The CPU has `$feat`; `x` holds `m * k` floats, `w` the packed panels of `[n, k]` of
+        /// kind `W`, `out` `m * n` floats of which no other thread writes these columns.
         #[target_feature(enable = $feat)]
         #[allow(clippy::too_many_arguments)]
         pub(super) unsafe fn matmul_cols<const W: u8>(
@@ -247,27 +282,26 @@ macro_rules! tiled_kernel {
             m: usize,
             n: usize,
             k: usize,
-            j0: usize,
-            j1: usize,
+            q0: usize,
+            q1: usize,
             out: *mut f32,
         ) {
-            // Column blocks of 64 weight rows keep the block in L2 while all row tiles pass.
-            let mut jb = j0;
-            while jb < j1 {
-                let je = (jb + 64).min(j1);
-                let mut i = 0;
-                unsafe {
-                    while i < m {
-                        match m - i {
-                            1 => rows::<W, 1, $nr1>(x, w, k, i, jb, je, n, out),
-                            2 => rows::<W, 2, $nr2>(x, w, k, i, jb, je, n, out),
-                            3 => rows::<W, 3, $nr3>(x, w, k, i, jb, je, n, out),
-                            _ => rows::<W, 4, $nr4>(x, w, k, i, jb, je, n, out),
+            // Row blocks of 48 (prefill) keep their x in L2 while the panels pass.
+            let mut ib = 0;
+            while ib < m {
+                let ie = (ib + 48).min(m);
+                let mut i = ib;
+                while i < ie {
+                    let mr = (ie - i).min($max_mr);
+                    unsafe {
+                        match mr {
+                            $($mr => rows::<W, $mr, $np>(x, w, k, i, q0, q1, n, out),)*
+                            _ => rows::<W, $max_mr, $max_np>(x, w, k, i, q0, q1, n, out),
                         }
-                        i += (m - i).min(4);
                     }
+                    i += mr;
                 }
-                jb = je;
+                ib = ie;
             }
         }
     };
@@ -278,6 +312,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     const LANES: usize = 16;
+    const VPP: usize = super::PANEL / LANES;
 
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -286,8 +321,8 @@ mod avx512 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn load_x(p: *const f32) -> __m512 {
-        unsafe { _mm512_loadu_ps(p) }
+    fn splat(v: f32) -> __m512 {
+        _mm512_set1_ps(v)
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -307,11 +342,12 @@ mod avx512 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn hsum(v: __m512) -> f32 {
-        _mm512_reduce_add_ps(v)
+    unsafe fn store(p: *mut f32, v: __m512) {
+        unsafe { _mm512_storeu_ps(p, v) }
     }
 
-    tiled_kernel!("avx512f", [8, 6, 4, 4]);
+    // 32 registers: up to 24 accumulators + the panel vectors + a broadcast.
+    panel_kernel!("avx512f", { 1 => 4, 2 => 4, 3 => 4, 4 => 4, 5 => 4, 6 => 4, 7 => 3, _ => (8, 3) });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -319,6 +355,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     const LANES: usize = 8;
+    const VPP: usize = super::PANEL / LANES;
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -327,8 +364,8 @@ mod avx2 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load_x(p: *const f32) -> __m256 {
-        unsafe { _mm256_loadu_ps(p) }
+    fn splat(v: f32) -> __m256 {
+        _mm256_set1_ps(v)
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -348,16 +385,12 @@ mod avx2 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
+    unsafe fn store(p: *mut f32, v: __m256) {
+        unsafe { _mm256_storeu_ps(p, v) }
     }
 
-    tiled_kernel!("avx2,fma,f16c", [4, 4, 2, 2]);
+    // 16 registers: up to 12 accumulators + 2 panel vectors + a broadcast.
+    panel_kernel!("avx2,fma,f16c", { 1 => 2, 2 => 2, 3 => 1, 4 => 1, 5 => 1, _ => (6, 1) });
 }
 
 #[cfg(test)]
@@ -390,18 +423,18 @@ mod tests {
             (5, 131, 33),
             (16, 96, 64),
             (17, 600, 520),
+            (49, 40, 24),
+            (9, 1, 3),
         ] {
             let x = data(m * k, 1);
             let w = data(n * k, 2);
-            let w16: Vec<u16> = w
+            let packed = pack_panels(&w, n, k);
+            let w16: Vec<u16> = packed
                 .iter()
                 .map(|&v| half::f16::from_f32(v).to_bits())
                 .collect();
-            let w16f: Vec<f32> = w16
-                .iter()
-                .map(|&b| half::f16::from_bits(b).to_f32())
-                .collect();
-            for (wr, reference) in [(WRef::F32(&w), &w), (WRef::F16(&w16), &w16f)] {
+            let w16f: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+            for (wr, reference) in [(WRef::F32(&packed), &w), (WRef::F16(&w16), &w16f)] {
                 let want = naive(&x, reference, m, n, k);
                 let mut got = vec![f32::NAN; m * n];
                 matmul(&x, wr, m, n, k, &mut got);
