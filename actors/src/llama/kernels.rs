@@ -286,22 +286,26 @@ macro_rules! panel_kernel {
             q1: usize,
             out: *mut f32,
         ) {
-            // Row blocks of 48 (prefill) keep their x in L2 while the panels pass.
-            let mut ib = 0;
-            while ib < m {
-                let ie = (ib + 48).min(m);
-                let mut i = ib;
-                while i < ie {
-                    let mr = (ie - i).min($max_mr);
+            // Chunks of panels (a multiple of the widest tile, about 256 KiB of weights) stay in
+            // L2 while every row tile of x passes over them; the weights stream from memory once.
+            let elem = if W == super::W_F16 { 2 } else { 4 };
+            let fit = (256 << 10) / (super::PANEL * k * elem).max(1);
+            let chunk = (fit / 12 * 12).max(12);
+            let mut qa = q0;
+            while qa < q1 {
+                let qb = (qa + chunk).min(q1);
+                let mut i = 0;
+                while i < m {
+                    let mr = (m - i).min($max_mr);
                     unsafe {
                         match mr {
-                            $($mr => rows::<W, $mr, $np>(x, w, k, i, q0, q1, n, out),)*
-                            _ => rows::<W, $max_mr, $max_np>(x, w, k, i, q0, q1, n, out),
+                            $($mr => rows::<W, $mr, $np>(x, w, k, i, qa, qb, n, out),)*
+                            _ => rows::<W, $max_mr, $max_np>(x, w, k, i, qa, qb, n, out),
                         }
                     }
                     i += mr;
                 }
-                ib = ie;
+                qa = qb;
             }
         }
     };
