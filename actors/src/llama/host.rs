@@ -559,3 +559,111 @@ pub fn matmul_t(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f
     let packed = kernels::pack_panels(&w[..n * k], n, k);
     kernels::matmul(x, WRef::F32(&packed), m, n, k, out);
 }
+
+#[cfg(test)]
+mod tests {
+    //! The f16 host path against the HF transformers fixtures of SmolLM2-135M (the same bounds as
+    //! `tests/llama_fixtures.rs` applies to the f32 paths). Skips when the model or the fixtures
+    //! are absent.
+
+    use super::*;
+    use crate::formats::{shared_dir, smollm2_gguf_path};
+    use crate::llama::generate::logsumexp;
+
+    fn fixtures(name: &str) -> Option<Vec<serde_json::Value>> {
+        let path = shared_dir().join("fixtures/smollm2").join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("SKIP: fixture {} not found", path.display());
+            return None;
+        };
+        Some(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        )
+    }
+
+    fn model() -> Option<LlamaModel> {
+        let path = smollm2_gguf_path()?;
+        if !path.exists() {
+            eprintln!(
+                "SKIP: {} not found (scripts/fetch-model.sh)",
+                path.display()
+            );
+            return None;
+        }
+        Some(LlamaModel::load_gguf(&path, &burn::tensor::Device::flex()).unwrap())
+    }
+
+    fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+        v["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    }
+
+    #[test]
+    fn f16_host_path_matches_transformers_fixtures() {
+        let (Some(logits), Some(greedy), Some(m)) =
+            (fixtures("logits.jsonl"), fixtures("greedy.jsonl"), model())
+        else {
+            return;
+        };
+        let host = HostLlama::with_precision(&m, Precision::F16).unwrap();
+        assert_eq!(host.precision(), Precision::F16);
+        let vocab = m.config().vocab_size;
+        let (mut worst_rel, mut worst_lse) = (0.0f64, 0.0f64);
+        for case in &logits {
+            let ids = ids_of(case);
+            let n = ids.len();
+            let mut cache = HostCache::new(m.config(), 1, n);
+            let all = host
+                .forward(&[ids], &[vec![true; n]], &mut cache, true)
+                .unwrap();
+            for p in case["positions"].as_array().unwrap() {
+                let pos = p["position"].as_u64().unwrap() as usize;
+                let row = &all[pos * vocab..(pos + 1) * vocab];
+                let ids = p["top_ids"].as_array().unwrap();
+                for (id, want) in ids.iter().zip(p["top_logits"].as_array().unwrap()) {
+                    let got = row[id.as_u64().unwrap() as usize] as f64;
+                    let want = want.as_f64().unwrap();
+                    let rel = (got - want).abs() / want.abs().max(1.0);
+                    worst_rel = worst_rel.max(rel);
+                    assert!(rel <= 1e-3, "pos {pos} id {id}: got {got}, want {want}");
+                }
+                let want = p["logsumexp"].as_f64().unwrap();
+                let got = logsumexp(row) as f64;
+                worst_lse = worst_lse.max((got - want).abs());
+                assert!((got - want).abs() <= 1e-3 * want.abs().max(1.0));
+            }
+        }
+        eprintln!(
+            "f16 host logits: worst relative error {worst_rel:.2e}, logsumexp {worst_lse:.2e}"
+        );
+        let prompts: Vec<Vec<u32>> = greedy.iter().map(ids_of).collect();
+        let steps = greedy[0]["greedy"].as_array().unwrap().len();
+        let opts = GenerateOptions {
+            max_new_tokens: steps,
+            ..Default::default()
+        };
+        let out = host.generate(&prompts, &opts).unwrap();
+        for (case, got) in greedy.iter().zip(&out) {
+            let mut equal = 0;
+            for (j, step) in case["greedy"].as_array().unwrap().iter().enumerate() {
+                assert_eq!(
+                    got.tokens[j] as u64,
+                    step["id"].as_u64().unwrap(),
+                    "step {j}"
+                );
+                equal += 1;
+                if step["margin"].as_f64().unwrap() < 0.01 {
+                    break;
+                }
+            }
+            eprintln!("f16 host greedy: {equal} steps equal");
+        }
+    }
+}
