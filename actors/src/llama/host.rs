@@ -396,48 +396,25 @@ impl HostLlama {
             }
             laps.lap(2);
             // Attention per (row, head).
-            let group = nh / nkv;
-            let kc = &cache.k[l];
-            let vc = &cache.v[l];
-            let cvalid = &cache.valid;
-            let qkv_ref = &qkv;
+            let attn = Attn {
+                qkv: &qkv,
+                k: &cache.k[l],
+                v: &cache.v[l],
+                valid: &cache.valid,
+                s,
+                past,
+                nh,
+                nkv,
+                hd,
+                cap,
+                qkv_w,
+                scale,
+            };
             att.par_chunks_mut(s * nh * hd)
                 .enumerate()
                 .for_each(|(r, att_r)| {
                     let mut scores = vec![0.0f32; t_all];
-                    for head in 0..nh {
-                        let g = head / group;
-                        let kbase = (r * nkv + g) * cap * hd;
-                        for i in 0..s {
-                            let q = &qkv_ref[(r * s + i) * qkv_w + head * hd..][..hd];
-                            let qpos = past + i;
-                            let mut mx = f32::NEG_INFINITY;
-                            for (j, sc) in scores.iter_mut().enumerate().take(qpos + 1) {
-                                let ok = cvalid[r * cap + j] || j == qpos;
-                                *sc = if ok {
-                                    dot(q, &kc[kbase + j * hd..kbase + (j + 1) * hd]) * scale
-                                } else {
-                                    f32::NEG_INFINITY
-                                };
-                                mx = mx.max(*sc);
-                            }
-                            let mut z = 0.0f32;
-                            for sc in scores.iter_mut().take(qpos + 1) {
-                                *sc = (*sc - mx).exp();
-                                z += *sc;
-                            }
-                            let o = &mut att_r[(i * nh + head) * hd..(i * nh + head + 1) * hd];
-                            o.iter_mut().for_each(|v| *v = 0.0);
-                            for (j, &p) in scores.iter().enumerate().take(qpos + 1) {
-                                if p == 0.0 {
-                                    continue;
-                                }
-                                let w = p / z;
-                                let vrow = &vc[kbase + j * hd..kbase + (j + 1) * hd];
-                                o.iter_mut().zip(vrow).for_each(|(a, &v)| *a += w * v);
-                            }
-                        }
-                    }
+                    attn.row(r, att_r, &mut scores);
                 });
             laps.lap(3);
             kernels::matmul(&att, layer.wo.view(), m, h, nh * hd, &mut tmp);
@@ -446,13 +423,7 @@ impl HostLlama {
             rms_norm(&x, &layer.mlp_norm, c.rms_eps as f32, h, &mut xn);
             kernels::matmul(&xn, layer.wgu.view(), m, 2 * ff, h, &mut gu);
             laps.lap(5);
-            for i in 0..m {
-                let row = &gu[i * 2 * ff..(i + 1) * 2 * ff];
-                let (g, u) = row.split_at(ff);
-                for ((a, &g), &u) in act[i * ff..(i + 1) * ff].iter_mut().zip(g).zip(u) {
-                    *a = g / (1.0 + (-g).exp()) * u;
-                }
-            }
+            silu_mul(&gu, &mut act, ff);
             laps.lap(6);
             kernels::matmul(&act, layer.wdown.view(), m, h, ff, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
@@ -533,19 +504,161 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout) {
     }
 }
 
+/// Whether the AVX2+FMA builds of the elementwise loops (attention, SiLU) can run.
+fn simd_ok() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `e^x` in f32 without a libm call, so loops over it vectorize: Cephes' `expf` range
+/// reduction and degree-7 polynomial (about 1 ulp); 0 below -87.3, clamped above 88.
+#[inline(always)]
+fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(-87.3, 88.0);
+    let k = (xc * LOG2E).round();
+    let r = xc - k * LN2_HI - k * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    if x < -87.3 { 0.0 } else { e * scale }
+}
+
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let n8 = a.len() / 8 * 8;
-    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
-        for l in 0..8 {
+    let mut acc = [0.0f32; 16];
+    let n16 = a.len() / 16 * 16;
+    for (ca, cb) in a[..n16].chunks_exact(16).zip(b[..n16].chunks_exact(16)) {
+        for l in 0..16 {
             acc[l] += ca[l] * cb[l];
         }
     }
     let mut s: f32 = acc.iter().sum();
-    for i in n8..a.len() {
+    for i in n16..a.len() {
         s += a[i] * b[i];
     }
     s
+}
+
+/// `act = silu(gate) * up` for rows of `gu = [gate | up]` (`ff` each).
+fn silu_mul(gu: &[f32], act: &mut [f32], ff: usize) {
+    #[inline(always)]
+    fn body(gu: &[f32], act: &mut [f32], ff: usize) {
+        for (row, a) in gu.chunks_exact(2 * ff).zip(act.chunks_exact_mut(ff)) {
+            let (g, u) = row.split_at(ff);
+            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                *a = g / (1.0 + exp_fast(-g)) * u;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn simd(gu: &[f32], act: &mut [f32], ff: usize) {
+        body(gu, act, ff)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok() {
+        // SAFETY: the features are checked.
+        unsafe { simd(gu, act, ff) };
+        return;
+    }
+    body(gu, act, ff)
+}
+
+/// Causal attention of one layer over the KV cache, one batch row at a time.
+struct Attn<'a> {
+    /// This step's `[batch * s, qkv_w]` projections (RoPE applied).
+    qkv: &'a [f32],
+    /// `[batch][kv_heads][cap][head_dim]`
+    k: &'a [f32],
+    v: &'a [f32],
+    /// `[batch][cap]`
+    valid: &'a [bool],
+    s: usize,
+    past: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    cap: usize,
+    qkv_w: usize,
+    scale: f32,
+}
+
+impl Attn<'_> {
+    /// Row `r`'s outputs `att_r: [s, heads * head_dim]`; `scores` holds `past + s` floats.
+    fn row(&self, r: usize, att_r: &mut [f32], scores: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if simd_ok() {
+            // SAFETY: the features are checked.
+            unsafe { self.row_simd(r, att_r, scores) };
+            return;
+        }
+        self.row_body(r, att_r, scores)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn row_simd(&self, r: usize, att_r: &mut [f32], scores: &mut [f32]) {
+        self.row_body(r, att_r, scores)
+    }
+
+    #[inline(always)]
+    fn row_body(&self, r: usize, att_r: &mut [f32], scores: &mut [f32]) {
+        let (s, past, nh, hd, cap) = (self.s, self.past, self.nh, self.hd, self.cap);
+        let group = nh / self.nkv;
+        let valid = &self.valid[r * cap..(r + 1) * cap];
+        for head in 0..nh {
+            let kbase = (r * self.nkv + head / group) * cap * hd;
+            let (kc, vc) = (
+                &self.k[kbase..kbase + cap * hd],
+                &self.v[kbase..kbase + cap * hd],
+            );
+            for i in 0..s {
+                let q = &self.qkv[(r * s + i) * self.qkv_w + head * hd..][..hd];
+                let qpos = past + i;
+                let sc = &mut scores[..qpos + 1];
+                let mut mx = f32::NEG_INFINITY;
+                for (j, (sc, krow)) in sc.iter_mut().zip(kc.chunks_exact(hd)).enumerate() {
+                    *sc = if valid[j] || j == qpos {
+                        dot(q, krow) * self.scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    mx = mx.max(*sc);
+                }
+                let mut z = 0.0f32;
+                for v in sc.iter_mut() {
+                    *v = exp_fast(*v - mx);
+                    z += *v;
+                }
+                let inv_z = 1.0 / z;
+                let o = &mut att_r[(i * nh + head) * hd..(i * nh + head + 1) * hd];
+                o.iter_mut().for_each(|v| *v = 0.0);
+                for (&p, vrow) in sc.iter().zip(vc.chunks_exact(hd)) {
+                    if p == 0.0 {
+                        continue;
+                    }
+                    let w = p * inv_z;
+                    o.iter_mut().zip(vrow).for_each(|(a, &v)| *a += w * v);
+                }
+            }
+        }
+    }
 }
 
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for `x: [m, k]`, `w: [n, k]` (out-major weights),
@@ -606,14 +719,29 @@ mod tests {
     }
 
     #[test]
-    fn f16_host_path_matches_transformers_fixtures() {
+    fn exp_fast_is_within_2e7_relative_of_exp() {
+        let mut worst = 0.0f64;
+        for i in -87_000..88_000 {
+            let x = i as f32 * 1e-3 + 1.7e-4;
+            let (got, want) = (exp_fast(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 2e-7, "{worst}");
+        assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_fast(-100.0), 0.0);
+        assert!(exp_fast(f32::NAN).is_nan() || exp_fast(f32::NAN) >= 0.0);
+    }
+
+    #[test]
+    fn host_paths_match_transformers_fixtures() {
         let (Some(logits), Some(greedy), Some(m)) =
             (fixtures("logits.jsonl"), fixtures("greedy.jsonl"), model())
         else {
             return;
         };
-        let host = HostLlama::with_precision(&m, Precision::F16).unwrap();
-        assert_eq!(host.precision(), Precision::F16);
+        for precision in [Precision::F32, Precision::F16] {
+        let host = HostLlama::with_precision(&m, precision).unwrap();
+        assert_eq!(host.precision(), precision);
         let vocab = m.config().vocab_size;
         let (mut worst_rel, mut worst_lse) = (0.0f64, 0.0f64);
         for case in &logits {
