@@ -740,37 +740,39 @@ mod tests {
             return;
         };
         for precision in [Precision::F32, Precision::F16] {
-        let host = HostLlama::with_precision(&m, precision).unwrap();
-        assert_eq!(host.precision(), precision);
-        let vocab = m.config().vocab_size;
-        let (mut worst_rel, mut worst_lse) = (0.0f64, 0.0f64);
-        for case in &logits {
-            let ids = ids_of(case);
-            let n = ids.len();
-            let mut cache = HostCache::new(m.config(), 1, n);
-            let all = host
-                .forward(&[ids], &[vec![true; n]], &mut cache, true)
-                .unwrap();
-            for p in case["positions"].as_array().unwrap() {
-                let pos = p["position"].as_u64().unwrap() as usize;
-                let row = &all[pos * vocab..(pos + 1) * vocab];
-                let ids = p["top_ids"].as_array().unwrap();
-                for (id, want) in ids.iter().zip(p["top_logits"].as_array().unwrap()) {
-                    let got = row[id.as_u64().unwrap() as usize] as f64;
-                    let want = want.as_f64().unwrap();
-                    let rel = (got - want).abs() / want.abs().max(1.0);
-                    worst_rel = worst_rel.max(rel);
-                    assert!(rel <= 1e-3, "pos {pos} id {id}: got {got}, want {want}");
+            let host = HostLlama::with_precision(&m, precision).unwrap();
+            assert_eq!(host.precision(), precision);
+            let vocab = m.config().vocab_size;
+            let (mut worst_rel, mut worst_lse) = (0.0f64, 0.0f64);
+            for case in &logits {
+                let ids = ids_of(case);
+                let n = ids.len();
+                let mut cache = HostCache::new(m.config(), 1, n);
+                let all = host
+                    .forward(&[ids], &[vec![true; n]], &mut cache, true)
+                    .unwrap();
+                for p in case["positions"].as_array().unwrap() {
+                    let pos = p["position"].as_u64().unwrap() as usize;
+                    let row = &all[pos * vocab..(pos + 1) * vocab];
+                    let ids = p["top_ids"].as_array().unwrap();
+                    for (id, want) in ids.iter().zip(p["top_logits"].as_array().unwrap()) {
+                        let got = row[id.as_u64().unwrap() as usize] as f64;
+                        let want = want.as_f64().unwrap();
+                        let rel = (got - want).abs() / want.abs().max(1.0);
+                        worst_rel = worst_rel.max(rel);
+                        assert!(rel <= 1e-3, "pos {pos} id {id}: got {got}, want {want}");
+                    }
+                    let want = p["logsumexp"].as_f64().unwrap();
+                    let got = logsumexp(row) as f64;
+                    worst_lse = worst_lse.max((got - want).abs());
+                    assert!((got - want).abs() <= 1e-3 * want.abs().max(1.0));
                 }
-                let want = p["logsumexp"].as_f64().unwrap();
-                let got = logsumexp(row) as f64;
-                worst_lse = worst_lse.max((got - want).abs());
-                assert!((got - want).abs() <= 1e-3 * want.abs().max(1.0));
             }
+            eprintln!(
+                "{precision:?} host logits: worst relative error {worst_rel:.2e}, logsumexp {worst_lse:.2e}"
+            );
         }
-        eprintln!(
-            "f16 host logits: worst relative error {worst_rel:.2e}, logsumexp {worst_lse:.2e}"
-        );
+        let host = HostLlama::with_precision(&m, Precision::F16).unwrap();
         let prompts: Vec<Vec<u32>> = greedy.iter().map(ids_of).collect();
         let steps = greedy[0]["greedy"].as_array().unwrap().len();
         let opts = GenerateOptions {
