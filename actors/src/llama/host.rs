@@ -526,7 +526,7 @@ fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let xc = x.clamp(-87.3, 88.0);
-    let k = (xc * LOG2E).round();
+    let k = (xc * LOG2E).round_ties_even();
     let r = xc - k * LN2_HI - k * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -548,7 +548,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += ca[l] * cb[l];
         }
     }
-    let mut s: f32 = acc.iter().sum();
+    // Tree reduction: independent adds instead of a 16-long dependency chain.
+    for w in [8, 4, 2, 1] {
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    let mut s = acc[0];
     for i in n16..a.len() {
         s += a[i] * b[i];
     }
