@@ -27,6 +27,41 @@ pub(crate) fn pack_panels(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     out
 }
 
+/// Where the kernels find element `(j, t)` of `w`: at `(j / PANEL) * ps + t * ks + j % PANEL`
+/// ([`pack_panels`]: `ps = k * PANEL`, `ks = PANEL`).
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    /// Elements between consecutive panels.
+    pub ps: usize,
+    /// Elements between consecutive k positions inside a panel.
+    pub ks: usize,
+}
+
+/// Single-threaded `out[i][j] = Σ_t x[i][t] · w(j, t)` for `x: [m, k]`, f32 `w` addressed by
+/// `lay`, `out: [m, n]`. Serves attention: Q·Kᵀ over a KV cache kept in panels, and P·V over
+/// the natural `[t][head_dim]` layout (`ps = PANEL`, `ks = head_dim`).
+///
+/// # Panics
+/// When a slice is shorter than its shape and layout say (a caller bug).
+pub(crate) fn matmul_strided(
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    lay: Layout,
+    out: &mut [f32],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let panels = n.div_ceil(PANEL);
+    let last = (panels - 1) * lay.ps + k.saturating_sub(1) * lay.ks + PANEL;
+    assert!(x.len() >= m * k && w.len() >= last && out.len() >= m * n);
+    // SAFETY: bounds checked above; one caller covers all panels.
+    unsafe { cols(x, WRef::F32(w), m, n, k, lay, 0, panels, out.as_mut_ptr()) };
+}
+
 /// Borrowed packed weights (see [`pack_panels`]) in one of the formats the kernels read.
 #[derive(Clone, Copy)]
 pub(crate) enum WRef<'a> {
@@ -96,12 +131,16 @@ unsafe impl Sync for SendPtr {}
 pub(crate) fn matmul(x: &[f32], w: WRef<'_>, m: usize, n: usize, k: usize, out: &mut [f32]) {
     let panels = n.div_ceil(PANEL);
     assert!(x.len() >= m * k && w.len() >= panels * PANEL * k && out.len() >= m * n);
+    let lay = Layout {
+        ps: k * PANEL,
+        ks: PANEL,
+    };
     let threads = rayon::current_num_threads().max(1);
     let work = m * n * k;
     let out_ptr = SendPtr(out.as_mut_ptr());
     if threads == 1 || work < 1 << 18 {
         // SAFETY: shapes checked above; a single caller covers all panels.
-        unsafe { cols(x, w, m, n, k, 0, panels, out_ptr.0) };
+        unsafe { cols(x, w, m, n, k, lay, 0, panels, out_ptr.0) };
         return;
     }
     // Several blocks of panels per thread for balance.
@@ -111,7 +150,7 @@ pub(crate) fn matmul(x: &[f32], w: WRef<'_>, m: usize, n: usize, k: usize, out: 
         let q1 = (q0 + per).min(panels);
         let p = out_ptr;
         // SAFETY: shapes checked above; blocks write disjoint column ranges of `out`.
-        unsafe { cols(x, w, m, n, k, q0, q1, p.0) };
+        unsafe { cols(x, w, m, n, k, lay, q0, q1, p.0) };
     });
 }
 
@@ -127,14 +166,15 @@ unsafe fn cols(
     m: usize,
     n: usize,
     k: usize,
+    lay: Layout,
     q0: usize,
     q1: usize,
     out: *mut f32,
 ) {
     unsafe {
         match w {
-            WRef::F32(w) => cols_of::<W_F32>(x, w.as_ptr().cast(), m, n, k, q0, q1, out),
-            WRef::F16(w) => cols_of::<W_F16>(x, w.as_ptr().cast(), m, n, k, q0, q1, out),
+            WRef::F32(w) => cols_of::<W_F32>(x, w.as_ptr().cast(), m, n, k, lay, q0, q1, out),
+            WRef::F16(w) => cols_of::<W_F16>(x, w.as_ptr().cast(), m, n, k, lay, q0, q1, out),
         }
     }
 }
@@ -150,6 +190,7 @@ unsafe fn cols_of<const W: u8>(
     m: usize,
     n: usize,
     k: usize,
+    lay: Layout,
     q0: usize,
     q1: usize,
     out: *mut f32,
@@ -158,23 +199,23 @@ unsafe fn cols_of<const W: u8>(
     {
         if use_avx512() {
             // SAFETY: feature checked; caller's contract.
-            unsafe { avx512::matmul_cols::<W>(x.as_ptr(), w, m, n, k, q0, q1, out) };
+            unsafe { avx512::matmul_cols::<W>(x.as_ptr(), w, m, n, k, lay, q0, q1, out) };
             return;
         }
         if use_avx2() {
             // SAFETY: features checked; caller's contract.
-            unsafe { avx2::matmul_cols::<W>(x.as_ptr(), w, m, n, k, q0, q1, out) };
+            unsafe { avx2::matmul_cols::<W>(x.as_ptr(), w, m, n, k, lay, q0, q1, out) };
             return;
         }
     }
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];
         for j in q0 * PANEL..(q1 * PANEL).min(n) {
-            let base = (j / PANEL) * k * PANEL + j % PANEL;
+            let base = (j / PANEL) * lay.ps + j % PANEL;
             let mut s = 0.0f32;
             for (t, &xv) in xr.iter().enumerate() {
-                // SAFETY: j < n, t < k: inside the packed panels.
-                s += xv * unsafe { w_scalar::<W>(w, base + t * PANEL) };
+                // SAFETY: j < n, t < k: inside the panels (caller's contract).
+                s += xv * unsafe { w_scalar::<W>(w, base + t * lay.ks) };
             }
             // SAFETY: i < m, j < n.
             unsafe { *out.add(i * n + j) = s };
@@ -199,6 +240,7 @@ macro_rules! panel_kernel {
             x: *const f32,
             w: *const u8,
             k: usize,
+            lay: super::Layout,
             i: usize,
             q: usize,
             n: usize,
@@ -211,7 +253,7 @@ macro_rules! panel_kernel {
                     let mut wv = [[zero(); VPP]; NP];
                     for (c, wc) in wv.iter_mut().enumerate() {
                         for (v, wcv) in wc.iter_mut().enumerate() {
-                            *wcv = load_w::<W>(w, ((q + c) * k + t) * super::PANEL + v * LANES);
+                            *wcv = load_w::<W>(w, (q + c) * lay.ps + t * lay.ks + v * LANES);
                         }
                     }
                     for (r, accr) in acc.iter_mut().enumerate() {
@@ -250,6 +292,7 @@ macro_rules! panel_kernel {
             x: *const f32,
             w: *const u8,
             k: usize,
+            lay: super::Layout,
             i: usize,
             q0: usize,
             q1: usize,
@@ -259,11 +302,11 @@ macro_rules! panel_kernel {
             unsafe {
                 let mut q = q0;
                 while q + NP <= q1 {
-                    tile::<W, MR, NP>(x, w, k, i, q, n, out);
+                    tile::<W, MR, NP>(x, w, k, lay, i, q, n, out);
                     q += NP;
                 }
                 while q < q1 {
-                    tile::<W, MR, 1>(x, w, k, i, q, n, out);
+                    tile::<W, MR, 1>(x, w, k, lay, i, q, n, out);
                     q += 1;
                 }
             }
@@ -282,6 +325,7 @@ macro_rules! panel_kernel {
             m: usize,
             n: usize,
             k: usize,
+            lay: super::Layout,
             q0: usize,
             q1: usize,
             out: *mut f32,
@@ -289,7 +333,7 @@ macro_rules! panel_kernel {
             // Chunks of panels (a multiple of the widest tile, about 256 KiB of weights) stay in
             // L2 while every row tile of x passes over them; the weights stream from memory once.
             let elem = if W == super::W_F16 { 2 } else { 4 };
-            let fit = (256 << 10) / (super::PANEL * k * elem).max(1);
+            let fit = (256 << 10) / (lay.ps * elem).max(1);
             let chunk = (fit / 12 * 12).max(12);
             let mut qa = q0;
             while qa < q1 {
@@ -299,8 +343,8 @@ macro_rules! panel_kernel {
                     let mr = (m - i).min($max_mr);
                     unsafe {
                         match mr {
-                            $($mr => rows::<W, $mr, $np>(x, w, k, i, qa, qb, n, out),)*
-                            _ => rows::<W, $max_mr, $max_np>(x, w, k, i, qa, qb, n, out),
+                            $($mr => rows::<W, $mr, $np>(x, w, k, lay, i, qa, qb, n, out),)*
+                            _ => rows::<W, $max_mr, $max_np>(x, w, k, lay, i, qa, qb, n, out),
                         }
                     }
                     i += mr;
@@ -417,6 +461,48 @@ mod tests {
                 ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn strided_layouts_match_naive() {
+        // P·V: V natural `[t][hd]` read as n = hd rows of k = t.
+        let (m, t, hd) = (5, 37, 64);
+        let x = data(m * t, 3);
+        let v = data(t * hd, 4);
+        let vt: Vec<f32> = (0..hd * t).map(|i| v[(i % t) * hd + i / t]).collect();
+        let mut got = vec![0.0; m * hd];
+        let lay = Layout { ps: PANEL, ks: hd };
+        matmul_strided(&x, &v, m, hd, t, lay, &mut got);
+        let want = naive(&x, &vt, m, hd, t);
+        let d = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(d < 1e-3, "{d}");
+        // Q·Kᵀ: K in panels of a larger capacity (stride `cap * 0 + hd * PANEL`), n = t rows.
+        let cap = 48;
+        let k_rows = data(cap * hd, 5);
+        let mut kp = vec![0.0; cap * hd];
+        for j in 0..cap {
+            for dd in 0..hd {
+                kp[((j / PANEL) * hd + dd) * PANEL + j % PANEL] = k_rows[j * hd + dd];
+            }
+        }
+        let q = data(m * hd, 6);
+        let mut got = vec![0.0; m * t];
+        let lay = Layout {
+            ps: hd * PANEL,
+            ks: PANEL,
+        };
+        matmul_strided(&q, &kp, m, t, hd, lay, &mut got);
+        let want = naive(&q, &k_rows[..t * hd], m, t, hd);
+        let d = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(d < 1e-3, "{d}");
     }
 
     #[test]
