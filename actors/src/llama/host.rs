@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use super::config::{LlamaConfig, RopeLayout};
 use super::error::LlamaError;
 use super::generate::{GenerateOptions, Generated, generate_loop, row_seed};
-use super::kernels::{self, WRef};
+use super::kernels::{self, Layout, PANEL, WRef};
 use super::model::LlamaModel;
 
 /// Storage precision of the host copy of the weight matrices (activations, norms, the
@@ -138,7 +138,9 @@ pub fn take_profile() -> Vec<(&'static str, f64)> {
         .collect()
 }
 
-/// KV cache of [`HostLlama`]: `[layer][batch][kv_heads][capacity][head_dim]`, preallocated.
+/// KV cache of [`HostLlama`], preallocated: per layer, K as `[batch][kv_heads][capacity / 16]
+/// [head_dim][16]` (16-position panels, the Q·Kᵀ kernel's layout) and V as `[batch][kv_heads]
+/// [capacity][head_dim]`; the capacity is rounded up to a multiple of 16.
 pub struct HostCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
@@ -152,10 +154,14 @@ pub struct HostCache {
 impl HostCache {
     /// An empty cache for `batch` rows of at most `capacity` tokens.
     pub fn new(cfg: &LlamaConfig, batch: usize, capacity: usize) -> Self {
+        let capacity = capacity.div_ceil(PANEL) * PANEL;
         let per = batch * cfg.num_kv_heads * capacity * cfg.head_dim;
         Self {
             k: (0..cfg.num_layers).map(|_| vec![0.0; per]).collect(),
-            v: (0..cfg.num_layers).map(|_| vec![0.0; per]).collect(),
+            // Slack: the P·V kernel reads whole 16-wide panels of the last row.
+            v: (0..cfg.num_layers)
+                .map(|_| vec![0.0; per + PANEL])
+                .collect(),
             batch,
             capacity,
             len: 0,
@@ -387,8 +393,13 @@ impl HostLlama {
                 for j in 0..s {
                     let row = &qkv[(r * s + j) * qkv_w..(r * s + j + 1) * qkv_w];
                     for g in 0..nkv {
-                        let dst = ((r * nkv + g) * cap + past + j) * hd;
-                        kc[dst..dst + hd].copy_from_slice(&row[(nh + g) * hd..(nh + g + 1) * hd]);
+                        let base = (r * nkv + g) * cap * hd;
+                        let p = past + j;
+                        let kp = base + (p / PANEL) * hd * PANEL + p % PANEL;
+                        for (d, &kv) in row[(nh + g) * hd..(nh + g + 1) * hd].iter().enumerate() {
+                            kc[kp + d * PANEL] = kv;
+                        }
+                        let dst = base + p * hd;
                         vc[dst..dst + hd]
                             .copy_from_slice(&row[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
                     }
@@ -412,10 +423,7 @@ impl HostLlama {
             };
             att.par_chunks_mut(s * nh * hd)
                 .enumerate()
-                .for_each(|(r, att_r)| {
-                    let mut scores = vec![0.0f32; t_all];
-                    attn.row(r, att_r, &mut scores);
-                });
+                .for_each(|(r, att_r)| attn.row(r, att_r, t_all));
             laps.lap(3);
             kernels::matmul(&att, layer.wo.view(), m, h, nh * hd, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
@@ -539,28 +547,6 @@ fn exp_fast(x: f32) -> f32 {
     if x < -87.3 { 0.0 } else { e * scale }
 }
 
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let n16 = a.len() / 16 * 16;
-    for (ca, cb) in a[..n16].chunks_exact(16).zip(b[..n16].chunks_exact(16)) {
-        for l in 0..16 {
-            acc[l] += ca[l] * cb[l];
-        }
-    }
-    // Tree reduction: independent adds instead of a 16-long dependency chain.
-    for w in [8, 4, 2, 1] {
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    let mut s = acc[0];
-    for i in n16..a.len() {
-        s += a[i] * b[i];
-    }
-    s
-}
-
 /// `act = silu(gate) * up` for rows of `gu = [gate | up]` (`ff` each).
 fn silu_mul(gu: &[f32], act: &mut [f32], ff: usize) {
     #[inline(always)]
@@ -606,61 +592,75 @@ struct Attn<'a> {
 }
 
 impl Attn<'_> {
-    /// Row `r`'s outputs `att_r: [s, heads * head_dim]`; `scores` holds `past + s` floats.
-    fn row(&self, r: usize, att_r: &mut [f32], scores: &mut [f32]) {
+    /// Row `r`'s outputs `att_r: [s, heads * head_dim]` over its first `t` cached positions.
+    fn row(&self, r: usize, att_r: &mut [f32], t: usize) {
         #[cfg(target_arch = "x86_64")]
         if simd_ok() {
             // SAFETY: the features are checked.
-            unsafe { self.row_simd(r, att_r, scores) };
+            unsafe { self.row_simd(r, att_r, t) };
             return;
         }
-        self.row_body(r, att_r, scores)
+        self.row_body(r, att_r, t)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn row_simd(&self, r: usize, att_r: &mut [f32], scores: &mut [f32]) {
-        self.row_body(r, att_r, scores)
+    fn row_simd(&self, r: usize, att_r: &mut [f32], t: usize) {
+        self.row_body(r, att_r, t)
     }
 
+    /// Per KV group: the group's query heads × this step's positions as one matrix, scores
+    /// `Q·Kᵀ` and `P·V` by the matmul kernel, masked softmax in between.
     #[inline(always)]
-    fn row_body(&self, r: usize, att_r: &mut [f32], scores: &mut [f32]) {
+    fn row_body(&self, r: usize, att_r: &mut [f32], t: usize) {
         let (s, past, nh, hd, cap) = (self.s, self.past, self.nh, self.hd, self.cap);
         let group = nh / self.nkv;
+        let rows = group * s;
         let valid = &self.valid[r * cap..(r + 1) * cap];
-        for head in 0..nh {
-            let kbase = (r * self.nkv + head / group) * cap * hd;
-            let (kc, vc) = (
-                &self.k[kbase..kbase + cap * hd],
-                &self.v[kbase..kbase + cap * hd],
-            );
-            for i in 0..s {
-                let q = &self.qkv[(r * s + i) * self.qkv_w + head * hd..][..hd];
-                let qpos = past + i;
-                let sc = &mut scores[..qpos + 1];
+        let mut q = vec![0.0f32; rows * hd];
+        let mut sc = vec![0.0f32; rows * t];
+        let mut o = vec![0.0f32; rows * hd];
+        for g in 0..self.nkv {
+            let base = (r * self.nkv + g) * cap * hd;
+            for hh in 0..group {
+                let head = g * group + hh;
+                for i in 0..s {
+                    q[(hh * s + i) * hd..(hh * s + i + 1) * hd]
+                        .copy_from_slice(&self.qkv[(r * s + i) * self.qkv_w + head * hd..][..hd]);
+                }
+            }
+            let k_lay = Layout {
+                ps: hd * PANEL,
+                ks: PANEL,
+            };
+            kernels::matmul_strided(&q, &self.k[base..], rows, t, hd, k_lay, &mut sc);
+            for (ri, row) in sc.chunks_exact_mut(t).enumerate() {
+                let qpos = past + ri % s;
                 let mut mx = f32::NEG_INFINITY;
-                for (j, (sc, krow)) in sc.iter_mut().zip(kc.chunks_exact(hd)).enumerate() {
-                    *sc = if valid[j] || j == qpos {
-                        dot(q, krow) * self.scale
+                for (j, v) in row.iter_mut().enumerate() {
+                    let ok = j == qpos || (j < qpos && valid[j]);
+                    *v = if ok {
+                        *v * self.scale
                     } else {
                         f32::NEG_INFINITY
                     };
-                    mx = mx.max(*sc);
+                    mx = mx.max(*v);
                 }
                 let mut z = 0.0f32;
-                for v in sc.iter_mut() {
+                for v in row.iter_mut() {
                     *v = exp_fast(*v - mx);
                     z += *v;
                 }
                 let inv_z = 1.0 / z;
-                let o = &mut att_r[(i * nh + head) * hd..(i * nh + head + 1) * hd];
-                o.iter_mut().for_each(|v| *v = 0.0);
-                for (&p, vrow) in sc.iter().zip(vc.chunks_exact(hd)) {
-                    if p == 0.0 {
-                        continue;
-                    }
-                    let w = p * inv_z;
-                    o.iter_mut().zip(vrow).for_each(|(a, &v)| *a += w * v);
+                row.iter_mut().for_each(|v| *v *= inv_z);
+            }
+            let v_lay = Layout { ps: PANEL, ks: hd };
+            kernels::matmul_strided(&sc, &self.v[base..], rows, hd, t, v_lay, &mut o);
+            for hh in 0..group {
+                let head = g * group + hh;
+                for i in 0..s {
+                    att_r[(i * nh + head) * hd..(i * nh + head + 1) * hd]
+                        .copy_from_slice(&o[(hh * s + i) * hd..(hh * s + i + 1) * hd]);
                 }
             }
         }
