@@ -1,11 +1,11 @@
 //! `HostLlama`: a fast CPU inference path for generation. It copies the weights of a
-//! [`LlamaModel`] once into out-major matrices (Q/K/V and gate/up fused), f32 or f16 by
-//! [`Precision`], and runs the same arithmetic with its own kernels ([`super::kernels`]: a
-//! register-tiled small-batch matmul parallel over output rows), a KV cache written in place,
-//! host-side attention/RMSNorm/RoPE. No Burn op or tensor readback in the decode step. Training
-//! stays on [`LlamaModel`]; rebuild (or [`HostLlama::refresh`]) after the weights change.
-//! `SPARRING_HOST_PROFILE=1` accumulates wall time per phase of the forward pass, read with
-//! [`take_profile`].
+//! [`LlamaModel`] once into matrices packed in 16-row panels (Q/K/V and gate/up fused), f32 or
+//! f16 by [`Precision`], and runs the same arithmetic with its own kernels ([`super::kernels`]:
+//! a register-tiled small-batch matmul parallel over output panels), a KV cache written in
+//! place, attention per KV group through the same kernel, host-side RMSNorm/RoPE/SiLU. No Burn
+//! op or tensor readback in the decode step. Training stays on [`LlamaModel`]; rebuild (or
+//! [`HostLlama::refresh`]) after the weights change. `SPARRING_HOST_PROFILE=1` accumulates wall
+//! time per phase of the forward pass, read with [`take_profile`].
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
