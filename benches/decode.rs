@@ -1,5 +1,5 @@
-//! Greedy decode throughput of SmolLM2-135M (architecture and sizes; weights random unless the
-//! real GGUF is found, which does not change the arithmetic) on the flex CPU backend:
+//! Greedy decode throughput of SmolLM2-135M (architecture and sizes, random weights: the
+//! arithmetic is that of the real model) on the flex CPU backend:
 //! 64 new tokens at batch 1 and batch 16. Run: `cargo bench --bench decode`.
 //! Env: `DECODE_BATCHES=1,16` `DECODE_TOKENS=64` `DECODE_REPS=3`
 //! `DECODE_PATHS=host,host-f16,burn`. `host` is [`HostLlama`] (the fast generation path) with
