@@ -1,13 +1,19 @@
-//! Greedy decode throughput of SmolLM2-135M (architecture and sizes; weights random unless the
-//! real GGUF is found, which does not change the arithmetic) on the flex CPU backend:
+//! Greedy decode throughput of SmolLM2-135M (architecture and sizes, random weights: the
+//! arithmetic is that of the real model) on the flex CPU backend:
 //! 64 new tokens at batch 1 and batch 16. Run: `cargo bench --bench decode`.
-//! Env: `DECODE_BATCHES=1,16` `DECODE_TOKENS=64` `DECODE_REPS=3` `DECODE_PATHS=host,burn`.
-//! `host` is [`HostLlama`] (the fast generation path), `burn` the Burn module on flex.
+//! Env: `DECODE_BATCHES=1,16` `DECODE_TOKENS=64` `DECODE_REPS=3`
+//! `DECODE_PATHS=host,host-f16,burn`. `host` is [`HostLlama`] (the fast generation path) with
+//! f32 weights, `host-f16` the same with f16 weights ([`Precision::F16`]), `burn` the Burn
+//! module on flex. With `SPARRING_HOST_PROFILE=1` the host paths also print seconds per phase
+//! of the forward pass, summed over all runs. Each line also gives the CPU seconds (all threads)
+//! of the fastest end-to-end run: steadier than wall time on a busy shared machine.
 
 use std::time::Instant;
 
+use sparring_actors::llama::host::take_profile;
 use sparring_actors::llama::{
-    Device, GenerateOptions, Generated, HostLlama, LlamaConfig, LlamaError, LlamaModel, RopeLayout,
+    Device, GenerateOptions, Generated, HostLlama, LlamaConfig, LlamaError, LlamaModel, Precision,
+    RopeLayout,
 };
 
 fn env_list(key: &str, default: &[usize]) -> Vec<usize> {
@@ -17,11 +23,26 @@ fn env_list(key: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|| default.to_vec())
 }
 
+/// CPU seconds of this process (all threads) from `/proc/self/stat` (Linux, 100 Hz ticks):
+/// steadier than wall time on a shared machine. `None` elsewhere.
+fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a smoke pass.
     let quick = !std::env::args().any(|a| a == "--bench");
     let device = Device::flex();
-    let cfg = LlamaConfig::smollm2_135m(RopeLayout::Interleaved);
+    let mut cfg = LlamaConfig::smollm2_135m(RopeLayout::Interleaved);
+    if quick {
+        // Smoke pass (`cargo test --benches`, unoptimized build): every path, 2 layers.
+        cfg.num_layers = 2;
+    }
     let model = match LlamaModel::random(&cfg, 0, &device) {
         Ok(m) => m,
         Err(e) => {
@@ -34,16 +55,24 @@ fn main() {
     let reps = env_list("DECODE_REPS", &[if quick { 1 } else { 3 }])[0];
     // A chat-formatted prompt of ~36 tokens (the fixture prompt length).
     let prompt: Vec<u32> = (0..36u32).map(|i| (i * 7919 + 11) % 49152).collect();
-    println!("decode: SmolLM2-135M shapes, flex backend, {new_tokens} new tokens, greedy");
-    let host = match HostLlama::from_model(&model) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("decode bench: {e}");
-            std::process::exit(1);
-        }
-    };
-    let paths = std::env::var("DECODE_PATHS").unwrap_or_else(|_| "host,burn".into());
+    println!(
+        "decode: SmolLM2-135M shapes ({} layers), flex backend, {new_tokens} new tokens, greedy",
+        cfg.num_layers
+    );
+    let paths = std::env::var("DECODE_PATHS").unwrap_or_else(|_| "host,host-f16,burn".into());
     for path in paths.split(',').map(str::trim) {
+        let precision = if path == "host-f16" {
+            Precision::F16
+        } else {
+            Precision::F32
+        };
+        let host = match HostLlama::with_precision(&model, precision) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("decode bench: {e}");
+                std::process::exit(1);
+            }
+        };
         let run_gen = |p: &[Vec<u32>], o: &GenerateOptions| -> Result<Vec<Generated>, LlamaError> {
             if path == "burn" {
                 model.generate(p, o)
@@ -69,7 +98,9 @@ fn main() {
                 max_new_tokens: 1,
                 ..Default::default()
             };
+            take_profile();
             let mut best_total = f64::INFINITY;
+            let mut best_cpu = f64::INFINITY;
             let mut best_prefill = f64::INFINITY;
             for _ in 0..reps {
                 let t0 = Instant::now();
@@ -79,6 +110,7 @@ fn main() {
                 }
                 best_prefill = best_prefill.min(t0.elapsed().as_secs_f64());
                 let t0 = Instant::now();
+                let c0 = cpu_secs();
                 match run_gen(&prompts, &opts) {
                     Ok(out) => assert!(out.iter().all(|g| g.tokens.len() == new_tokens)),
                     Err(e) => {
@@ -87,15 +119,38 @@ fn main() {
                     }
                 }
                 best_total = best_total.min(t0.elapsed().as_secs_f64());
+                if let (Some(a), Some(b)) = (c0, cpu_secs()) {
+                    best_cpu = best_cpu.min(b - a);
+                }
             }
             let tokens = (b * new_tokens) as f64;
-            let decode = (best_total - best_prefill).max(1e-9);
+            // Decode alone: end-to-end minus the prefill run (n/a when noise makes it <= 0).
+            let decode = best_total - best_prefill;
+            let decode_rate = if decode > 0.0 {
+                format!("{:>7.1}", (b * (new_tokens - 1)) as f64 / decode)
+            } else {
+                "    n/a".into()
+            };
             println!(
                 "{path:>4} batch {b:>2}: {:>7.1} tok/s end-to-end ({best_total:.3} s incl. prefill {best_prefill:.3} s), \
-                 {:>7.1} tok/s decode only",
+                 {decode_rate} tok/s decode only",
                 tokens / best_total,
-                (b * (new_tokens - 1)) as f64 / decode
             );
+            if best_cpu.is_finite() {
+                println!(
+                    "      cpu {best_cpu:.2} s for the best end-to-end run: {:.1} tok per cpu-second",
+                    tokens / best_cpu.max(1e-9)
+                );
+            }
+            let prof = take_profile();
+            let sum: f64 = prof.iter().map(|p| p.1).sum();
+            if sum > 0.0 {
+                let parts: Vec<String> = prof
+                    .iter()
+                    .map(|(name, t)| format!("{name} {:.0}%", 100.0 * t / sum))
+                    .collect();
+                println!("      phases ({sum:.2} s): {}", parts.join(", "));
+            }
         }
     }
 }

@@ -1,44 +1,146 @@
 //! `HostLlama`: a fast CPU inference path for generation. It copies the weights of a
-//! [`LlamaModel`] once into out-major f32 matrices (Q/K/V and gate/up fused) and runs the same
-//! arithmetic with its own kernels: a register-tiled AVX2/FMA small-batch matmul parallel over
-//! output rows (rayon), a KV cache written in place, host-side attention/RMSNorm/RoPE. No Burn
-//! op, allocation per layer, or tensor readback in the decode step. Training stays on
-//! [`LlamaModel`]; rebuild (or [`HostLlama::refresh`]) after the weights change.
+//! [`LlamaModel`] once into matrices packed in 16-row panels (Q/K/V and gate/up fused), f32 or
+//! f16 by [`Precision`], and runs the same arithmetic with its own kernels ([`super::kernels`]:
+//! a register-tiled small-batch matmul parallel over output panels), a KV cache written in
+//! place, attention per KV group through the same kernel, host-side RMSNorm/RoPE/SiLU. No Burn
+//! op or tensor readback in the decode step. Training stays on [`LlamaModel`]; rebuild (or
+//! [`HostLlama::refresh`]) after the weights change. `SPARRING_HOST_PROFILE=1` accumulates wall
+//! time per phase of the forward pass, read with [`take_profile`].
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::config::{LlamaConfig, RopeLayout};
 use super::error::LlamaError;
 use super::generate::{GenerateOptions, Generated, generate_loop, row_seed};
+use super::kernels::{self, Layout, PANEL, WRef};
 use super::model::LlamaModel;
+
+/// Storage precision of the host copy of the weight matrices (activations, norms, the
+/// embedding lookup and the KV cache stay f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Bit-exact copy of the model's f32 weights (the default; matches the Burn path to 1e-4).
+    #[default]
+    F32,
+    /// Weights rounded to IEEE f16 (half the memory traffic per token; logits move by ~1e-3
+    /// relative on SmolLM2-135M), widened to f32 in registers.
+    F16,
+}
+
+/// One weight matrix `[n, k]`, packed for the kernels ([`kernels::pack_panels`]).
+enum Mat {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl Mat {
+    /// From out-major rows `w: [n, k]`.
+    fn new(w: Vec<f32>, k: usize, p: Precision) -> Self {
+        let w = kernels::pack_panels(&w, w.len() / k.max(1), k);
+        match p {
+            Precision::F32 => Mat::F32(w),
+            Precision::F16 => {
+                let mut h = vec![half::f16::ZERO; w.len()];
+                h.convert_from_f32_slice(&w);
+                Mat::F16(h.into_iter().map(half::f16::to_bits).collect())
+            }
+        }
+    }
+    fn view(&self) -> WRef<'_> {
+        match self {
+            Mat::F32(w) => WRef::F32(w),
+            Mat::F16(w) => WRef::F16(w),
+        }
+    }
+}
 
 struct HostLayer {
     attn_norm: Vec<f32>,
     /// `[(heads + 2 kv_heads) * head_dim, hidden]`: Q rows, then K, then V.
-    wqkv: Vec<f32>,
+    wqkv: Mat,
     bqkv: Option<Vec<f32>>,
     /// `[hidden, heads * head_dim]`
-    wo: Vec<f32>,
+    wo: Mat,
     mlp_norm: Vec<f32>,
     /// `[2 * ffn, hidden]`: gate rows, then up rows.
-    wgu: Vec<f32>,
+    wgu: Mat,
     /// `[hidden, ffn]`
-    wdown: Vec<f32>,
+    wdown: Mat,
 }
 
 /// Host copy of a Llama model for fast generation.
 pub struct HostLlama {
     cfg: LlamaConfig,
-    /// `[vocab, hidden]`
+    precision: Precision,
+    /// `[vocab, hidden]`, f32 for the lookup.
     embed: Vec<f32>,
-    /// Untied head `[vocab, hidden]`.
-    head: Option<Vec<f32>>,
+    /// The head `[vocab, hidden]`.
+    head: Mat,
     norm: Vec<f32>,
     layers: Vec<HostLayer>,
     inv_freq: Vec<f32>,
 }
 
-/// KV cache of [`HostLlama`]: `[layer][batch][kv_heads][capacity][head_dim]`, preallocated.
+/// Phases of the forward pass timed under `SPARRING_HOST_PROFILE=1`.
+const PHASES: [&str; 9] = [
+    "embed+rope tables",
+    "rmsnorm+qkv matmul",
+    "rope+kv write",
+    "attention",
+    "o-proj",
+    "rmsnorm+gate/up matmul",
+    "silu*up",
+    "down",
+    "final norm+lm head",
+];
+static PHASE_NS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+
+fn profiling() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SPARRING_HOST_PROFILE").is_ok_and(|v| v == "1"))
+}
+
+/// Phase timer: `lap(p)` charges the time since the previous lap to phase `p`.
+struct Laps {
+    on: bool,
+    t: Instant,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Self {
+            on: profiling(),
+            t: Instant::now(),
+        }
+    }
+    fn lap(&mut self, phase: usize) {
+        if self.on {
+            let now = Instant::now();
+            let ns = now.duration_since(self.t).as_nanos() as u64;
+            PHASE_NS[phase].fetch_add(ns, Ordering::Relaxed);
+            self.t = now;
+        }
+    }
+}
+
+/// Seconds spent per forward phase by every [`HostLlama`] since the previous call, and resets
+/// the counters; all zero unless the process runs with `SPARRING_HOST_PROFILE=1`.
+pub fn take_profile() -> Vec<(&'static str, f64)> {
+    PHASES
+        .iter()
+        .zip(&PHASE_NS)
+        .map(|(name, ns)| (*name, ns.swap(0, Ordering::Relaxed) as f64 * 1e-9))
+        .collect()
+}
+
+/// KV cache of [`HostLlama`], preallocated: per layer, K as `[batch][kv_heads][capacity / 16]
+/// [head_dim][16]` (16-position panels, the Q·Kᵀ kernel's layout) and V as `[batch][kv_heads]
+/// [capacity][head_dim]`; the capacity is rounded up to a multiple of 16.
 pub struct HostCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
@@ -52,10 +154,14 @@ pub struct HostCache {
 impl HostCache {
     /// An empty cache for `batch` rows of at most `capacity` tokens.
     pub fn new(cfg: &LlamaConfig, batch: usize, capacity: usize) -> Self {
+        let capacity = capacity.div_ceil(PANEL) * PANEL;
         let per = batch * cfg.num_kv_heads * capacity * cfg.head_dim;
         Self {
             k: (0..cfg.num_layers).map(|_| vec![0.0; per]).collect(),
-            v: (0..cfg.num_layers).map(|_| vec![0.0; per]).collect(),
+            // Slack: the P·V kernel reads whole 16-wide panels of the last row.
+            v: (0..cfg.num_layers)
+                .map(|_| vec![0.0; per + PANEL])
+                .collect(),
             batch,
             capacity,
             len: 0,
@@ -103,24 +209,30 @@ fn push_out_major(dst: &mut Vec<f32>, t: burn::tensor::Tensor<2>) -> Result<(), 
 }
 
 impl HostLlama {
-    /// Copies the weights of `model` (any device) to the host.
+    /// Copies the weights of `model` (any device) to the host, f32.
     pub fn from_model(model: &LlamaModel) -> Result<Self, LlamaError> {
+        Self::with_precision(model, Precision::F32)
+    }
+
+    /// Copies the weights of `model` (any device) to the host, matrices stored as `precision`.
+    pub fn with_precision(model: &LlamaModel, precision: Precision) -> Result<Self, LlamaError> {
         let cfg = model.config().clone();
         let (_, _, embed) = read2(model.embed.val())?;
-        let head = match &model.head {
-            Some(h) => {
-                let mut v = Vec::new();
-                push_out_major(&mut v, h.val())?;
-                Some(v)
+        let out_major = |ts: &[burn::tensor::Tensor<2>]| -> Result<Mat, LlamaError> {
+            let mut v = Vec::new();
+            let mut k = 0;
+            for t in ts {
+                k = t.dims()[0];
+                push_out_major(&mut v, t.clone())?;
             }
-            None => None,
+            Ok(Mat::new(v, k, precision))
+        };
+        let head = match &model.head {
+            Some(h) => out_major(&[h.val()])?,
+            None => Mat::new(embed.clone(), cfg.hidden_size, precision),
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for b in &model.blocks {
-            let mut wqkv = Vec::new();
-            push_out_major(&mut wqkv, b.attn.q.val())?;
-            push_out_major(&mut wqkv, b.attn.k.val())?;
-            push_out_major(&mut wqkv, b.attn.v.val())?;
             let bqkv = match (&b.attn.q_bias, &b.attn.k_bias, &b.attn.v_bias) {
                 (Some(q), Some(k), Some(v)) => {
                     let mut all = read1(q.val())?;
@@ -130,21 +242,14 @@ impl HostLlama {
                 }
                 _ => None,
             };
-            let mut wo = Vec::new();
-            push_out_major(&mut wo, b.attn.o.val())?;
-            let mut wgu = Vec::new();
-            push_out_major(&mut wgu, b.mlp.gate.val())?;
-            push_out_major(&mut wgu, b.mlp.up.val())?;
-            let mut wdown = Vec::new();
-            push_out_major(&mut wdown, b.mlp.down.val())?;
             layers.push(HostLayer {
                 attn_norm: read1(b.attn_norm.val())?,
-                wqkv,
+                wqkv: out_major(&[b.attn.q.val(), b.attn.k.val(), b.attn.v.val()])?,
                 bqkv,
-                wo,
+                wo: out_major(&[b.attn.o.val()])?,
                 mlp_norm: read1(b.mlp_norm.val())?,
-                wgu,
-                wdown,
+                wgu: out_major(&[b.mlp.gate.val(), b.mlp.up.val()])?,
+                wdown: out_major(&[b.mlp.down.val()])?,
             });
         }
         let half = cfg.head_dim / 2;
@@ -154,6 +259,7 @@ impl HostLlama {
         Ok(Self {
             norm: read1(model.norm.val())?,
             cfg,
+            precision,
             embed,
             head,
             layers,
@@ -163,13 +269,18 @@ impl HostLlama {
 
     /// Re-reads the weights (after training steps on `model`).
     pub fn refresh(&mut self, model: &LlamaModel) -> Result<(), LlamaError> {
-        *self = Self::from_model(model)?;
+        *self = Self::with_precision(model, self.precision)?;
         Ok(())
     }
 
     /// The architecture.
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    /// The storage precision of the weight matrices.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Runs a chunk of `ids` (equal-length rows, `valid` false on padding) through the model,
@@ -213,6 +324,7 @@ impl HostLlama {
         let m = b * s;
         let past = cache.len;
         let t_all = past + s;
+        let mut laps = Laps::new();
         // Embedding, positions, validity.
         let mut x = vec![0.0f32; m * h];
         let mut pos = vec![0usize; m];
@@ -255,14 +367,16 @@ impl HostLlama {
         let mut act = vec![0.0f32; m * ff];
         let scale = 1.0 / (hd as f32).sqrt();
         let cap = cache.capacity;
+        laps.lap(0);
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_eps as f32, h, &mut xn);
-            matmul_t(&xn, &layer.wqkv, m, qkv_w, h, &mut qkv);
+            kernels::matmul(&xn, layer.wqkv.view(), m, qkv_w, h, &mut qkv);
             if let Some(bias) = &layer.bqkv {
                 for row in qkv.chunks_mut(qkv_w) {
                     row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
                 }
             }
+            laps.lap(1);
             for i in 0..m {
                 let row = &mut qkv[i * qkv_w..(i + 1) * qkv_w];
                 let (cs, sn) = (
@@ -279,70 +393,49 @@ impl HostLlama {
                 for j in 0..s {
                     let row = &qkv[(r * s + j) * qkv_w..(r * s + j + 1) * qkv_w];
                     for g in 0..nkv {
-                        let dst = ((r * nkv + g) * cap + past + j) * hd;
-                        kc[dst..dst + hd].copy_from_slice(&row[(nh + g) * hd..(nh + g + 1) * hd]);
+                        let base = (r * nkv + g) * cap * hd;
+                        let p = past + j;
+                        let kp = base + (p / PANEL) * hd * PANEL + p % PANEL;
+                        for (d, &kv) in row[(nh + g) * hd..(nh + g + 1) * hd].iter().enumerate() {
+                            kc[kp + d * PANEL] = kv;
+                        }
+                        let dst = base + p * hd;
                         vc[dst..dst + hd]
                             .copy_from_slice(&row[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
                     }
                 }
             }
+            laps.lap(2);
             // Attention per (row, head).
-            let group = nh / nkv;
-            let kc = &cache.k[l];
-            let vc = &cache.v[l];
-            let cvalid = &cache.valid;
-            let qkv_ref = &qkv;
+            let attn = Attn {
+                qkv: &qkv,
+                k: &cache.k[l],
+                v: &cache.v[l],
+                valid: &cache.valid,
+                s,
+                past,
+                nh,
+                nkv,
+                hd,
+                cap,
+                qkv_w,
+                scale,
+            };
             att.par_chunks_mut(s * nh * hd)
                 .enumerate()
-                .for_each(|(r, att_r)| {
-                    let mut scores = vec![0.0f32; t_all];
-                    for head in 0..nh {
-                        let g = head / group;
-                        let kbase = (r * nkv + g) * cap * hd;
-                        for i in 0..s {
-                            let q = &qkv_ref[(r * s + i) * qkv_w + head * hd..][..hd];
-                            let qpos = past + i;
-                            let mut mx = f32::NEG_INFINITY;
-                            for (j, sc) in scores.iter_mut().enumerate().take(qpos + 1) {
-                                let ok = cvalid[r * cap + j] || j == qpos;
-                                *sc = if ok {
-                                    dot(q, &kc[kbase + j * hd..kbase + (j + 1) * hd]) * scale
-                                } else {
-                                    f32::NEG_INFINITY
-                                };
-                                mx = mx.max(*sc);
-                            }
-                            let mut z = 0.0f32;
-                            for sc in scores.iter_mut().take(qpos + 1) {
-                                *sc = (*sc - mx).exp();
-                                z += *sc;
-                            }
-                            let o = &mut att_r[(i * nh + head) * hd..(i * nh + head + 1) * hd];
-                            o.iter_mut().for_each(|v| *v = 0.0);
-                            for (j, &p) in scores.iter().enumerate().take(qpos + 1) {
-                                if p == 0.0 {
-                                    continue;
-                                }
-                                let w = p / z;
-                                let vrow = &vc[kbase + j * hd..kbase + (j + 1) * hd];
-                                o.iter_mut().zip(vrow).for_each(|(a, &v)| *a += w * v);
-                            }
-                        }
-                    }
-                });
-            matmul_t(&att, &layer.wo, m, h, nh * hd, &mut tmp);
+                .for_each(|(r, att_r)| attn.row(r, att_r, t_all));
+            laps.lap(3);
+            kernels::matmul(&att, layer.wo.view(), m, h, nh * hd, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
+            laps.lap(4);
             rms_norm(&x, &layer.mlp_norm, c.rms_eps as f32, h, &mut xn);
-            matmul_t(&xn, &layer.wgu, m, 2 * ff, h, &mut gu);
-            for i in 0..m {
-                let row = &gu[i * 2 * ff..(i + 1) * 2 * ff];
-                let (g, u) = row.split_at(ff);
-                for ((a, &g), &u) in act[i * ff..(i + 1) * ff].iter_mut().zip(g).zip(u) {
-                    *a = g / (1.0 + (-g).exp()) * u;
-                }
-            }
-            matmul_t(&act, &layer.wdown, m, h, ff, &mut tmp);
+            kernels::matmul(&xn, layer.wgu.view(), m, 2 * ff, h, &mut gu);
+            laps.lap(5);
+            silu_mul(&gu, &mut act, ff);
+            laps.lap(6);
+            kernels::matmul(&act, layer.wdown.view(), m, h, ff, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
+            laps.lap(7);
         }
         cache.len += s;
         // Final norm and head on the requested positions.
@@ -357,9 +450,10 @@ impl HostLlama {
         }
         let mut seln = vec![0.0f32; sel.len()];
         rms_norm(&sel, &self.norm, c.rms_eps as f32, h, &mut seln);
-        let head = self.head.as_deref().unwrap_or(&self.embed);
+        let head = self.head.view();
         let mut logits = vec![0.0f32; rows.len() * c.vocab_size];
-        matmul_t(&seln, head, rows.len(), c.vocab_size, h, &mut logits);
+        kernels::matmul(&seln, head, rows.len(), c.vocab_size, h, &mut logits);
+        laps.lap(8);
         Ok(logits)
     }
 
@@ -418,316 +512,294 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], layout: RopeLayout) {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let n8 = a.len() / 8 * 8;
-    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
+/// Whether the AVX2+FMA builds of the elementwise loops (attention, SiLU) can run.
+fn simd_ok() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `e^x` in f32 without a libm call, so loops over it vectorize: Cephes' `expf` range
+/// reduction and degree-7 polynomial (about 1 ulp); 0 below -87.3, clamped above 88.
+#[inline(always)]
+fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(-87.3, 88.0);
+    let k = (xc * LOG2E).round_ties_even();
+    let r = xc - k * LN2_HI - k * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    if x < -87.3 { 0.0 } else { e * scale }
+}
+
+/// `act = silu(gate) * up` for rows of `gu = [gate | up]` (`ff` each).
+fn silu_mul(gu: &[f32], act: &mut [f32], ff: usize) {
+    #[inline(always)]
+    fn body(gu: &[f32], act: &mut [f32], ff: usize) {
+        for (row, a) in gu.chunks_exact(2 * ff).zip(act.chunks_exact_mut(ff)) {
+            let (g, u) = row.split_at(ff);
+            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                *a = g / (1.0 + exp_fast(-g)) * u;
+            }
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in n8..a.len() {
-        s += a[i] * b[i];
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn simd(gu: &[f32], act: &mut [f32], ff: usize) {
+        body(gu, act, ff)
     }
-    s
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok() {
+        // SAFETY: the features are checked.
+        unsafe { simd(gu, act, ff) };
+        return;
+    }
+    body(gu, act, ff)
 }
 
-/// AVX-512 kernels when the CPU has them, unless `SPARRING_AVX512=0` (then AVX2+FMA). On the
-/// 2-core Zen 4 dev machine they measured 10–20 % faster than AVX2 in interleaved A/B runs.
-#[cfg(target_arch = "x86_64")]
-fn use_avx512() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("SPARRING_AVX512").map_or(true, |v| v != "0")
-            && std::arch::is_x86_feature_detected!("avx512f")
-    })
+/// Causal attention of one layer over the KV cache, one batch row at a time.
+struct Attn<'a> {
+    /// This step's `[batch * s, qkv_w]` projections (RoPE applied).
+    qkv: &'a [f32],
+    /// `[batch][kv_heads][cap][head_dim]`
+    k: &'a [f32],
+    v: &'a [f32],
+    /// `[batch][cap]`
+    valid: &'a [bool],
+    s: usize,
+    past: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    cap: usize,
+    qkv_w: usize,
+    scale: f32,
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+impl Attn<'_> {
+    /// Row `r`'s outputs `att_r: [s, heads * head_dim]` over its first `t` cached positions.
+    fn row(&self, r: usize, att_r: &mut [f32], t: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if simd_ok() {
+            // SAFETY: the features are checked.
+            unsafe { self.row_simd(r, att_r, t) };
+            return;
+        }
+        self.row_body(r, att_r, t)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn row_simd(&self, r: usize, att_r: &mut [f32], t: usize) {
+        self.row_body(r, att_r, t)
+    }
+
+    /// Per KV group: the group's query heads × this step's positions as one matrix, scores
+    /// `Q·Kᵀ` and `P·V` by the matmul kernel, masked softmax in between.
+    #[inline(always)]
+    fn row_body(&self, r: usize, att_r: &mut [f32], t: usize) {
+        let (s, past, nh, hd, cap) = (self.s, self.past, self.nh, self.hd, self.cap);
+        let group = nh / self.nkv;
+        let rows = group * s;
+        let valid = &self.valid[r * cap..(r + 1) * cap];
+        let mut q = vec![0.0f32; rows * hd];
+        let mut sc = vec![0.0f32; rows * t];
+        let mut o = vec![0.0f32; rows * hd];
+        for g in 0..self.nkv {
+            let base = (r * self.nkv + g) * cap * hd;
+            for hh in 0..group {
+                let head = g * group + hh;
+                for i in 0..s {
+                    q[(hh * s + i) * hd..(hh * s + i + 1) * hd]
+                        .copy_from_slice(&self.qkv[(r * s + i) * self.qkv_w + head * hd..][..hd]);
+                }
+            }
+            let k_lay = Layout {
+                ps: hd * PANEL,
+                ks: PANEL,
+            };
+            kernels::matmul_strided(&q, &self.k[base..], rows, t, hd, k_lay, &mut sc);
+            for (ri, row) in sc.chunks_exact_mut(t).enumerate() {
+                let qpos = past + ri % s;
+                let mut mx = f32::NEG_INFINITY;
+                for (j, v) in row.iter_mut().enumerate() {
+                    let ok = j == qpos || (j < qpos && valid[j]);
+                    *v = if ok {
+                        *v * self.scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    mx = mx.max(*v);
+                }
+                let mut z = 0.0f32;
+                for v in row.iter_mut() {
+                    *v = exp_fast(*v - mx);
+                    z += *v;
+                }
+                let inv_z = 1.0 / z;
+                row.iter_mut().for_each(|v| *v *= inv_z);
+            }
+            let v_lay = Layout { ps: PANEL, ks: hd };
+            kernels::matmul_strided(&sc, &self.v[base..], rows, hd, t, v_lay, &mut o);
+            for hh in 0..group {
+                let head = g * group + hh;
+                for i in 0..s {
+                    att_r[(i * nh + head) * hd..(i * nh + head + 1) * hd]
+                        .copy_from_slice(&o[(hh * s + i) * hd..(hh * s + i + 1) * hd]);
+                }
+            }
+        }
+    }
+}
 
 /// `out[i][j] = Σ_k x[i][k] · w[j][k]` for `x: [m, k]`, `w: [n, k]` (out-major weights),
 /// `out: [m, n]`; parallel over blocks of output columns.
-pub fn matmul_t(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
-    let threads = rayon::current_num_threads().max(1);
-    let work = m * n * k;
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    if threads == 1 || work < 1 << 18 {
-        // SAFETY: single caller covers all columns.
-        unsafe { matmul_cols(x, w, m, n, k, 0, n, out_ptr.0) };
-        return;
-    }
-    // Column blocks, a multiple of 4 rows of `w`, several per thread for balance.
-    let blocks = threads * 4;
-    let per = n.div_ceil(blocks).div_ceil(4) * 4;
-    (0..n.div_ceil(per)).into_par_iter().for_each(|bi| {
-        let j0 = bi * per;
-        let j1 = (j0 + per).min(n);
-        let p = out_ptr;
-        // SAFETY: blocks write disjoint column ranges of `out`.
-        unsafe { matmul_cols(x, w, m, n, k, j0, j1, p.0) };
-    });
-}
-
-/// Columns `j0..j1` of `out` (row stride `n`).
 ///
-/// # Safety
-/// `out` must point to `m * n` floats; no other thread may write columns `j0..j1`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_cols(
-    x: &[f32],
-    w: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    j0: usize,
-    j1: usize,
-    out: *mut f32,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if use_avx512() {
-            // SAFETY: feature checked above.
-            unsafe { avx512::matmul_cols(x, w, m, n, k, j0, j1, out) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: features checked above.
-            unsafe { avx::matmul_cols(x, w, m, n, k, j0, j1, out) };
-            return;
-        }
-    }
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        for j in j0..j1 {
-            // SAFETY: i < m, j < n.
-            unsafe { *out.add(i * n + j) = dot(xr, &w[j * k..(j + 1) * k]) };
-        }
-    }
+/// # Panics
+/// When a slice is shorter than its shape says.
+/// (Packs `w` on every call: for occasional use; [`HostLlama`] packs once.)
+pub fn matmul_t(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    assert!(w.len() >= n * k);
+    let packed = kernels::pack_panels(&w[..n * k], n, k);
+    kernels::matmul(x, WRef::F32(&packed), m, n, k, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx {
-    use std::arch::x86_64::*;
+#[cfg(test)]
+mod tests {
+    //! The f16 host path against the HF transformers fixtures of SmolLM2-135M (the same bounds as
+    //! `tests/llama_fixtures.rs` applies to the f32 paths). Skips when the model or the fixtures
+    //! are absent.
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
+    use super::*;
+    use crate::formats::{shared_dir, smollm2_gguf_path};
+    use crate::llama::generate::logsumexp;
+
+    fn fixtures(name: &str) -> Option<Vec<serde_json::Value>> {
+        let path = shared_dir().join("fixtures/smollm2").join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("SKIP: fixture {} not found", path.display());
+            return None;
+        };
+        Some(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        )
     }
 
-    /// One `MR × NR` tile: rows `i..i+MR` of x against rows `j..j+NR` of w.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); NR]; MR];
-            let k8 = k / 8 * 8;
-            let mut kk = 0;
-            while kk < k8 {
-                let mut wv = [_mm256_setzero_ps(); NR];
-                for (c, wvc) in wv.iter_mut().enumerate() {
-                    *wvc = _mm256_loadu_ps(w.add((j + c) * k + kk));
-                }
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_loadu_ps(x.add((i + r) * k + kk));
-                    for c in 0..NR {
-                        accr[c] = _mm256_fmadd_ps(xv, wv[c], accr[c]);
-                    }
-                }
-                kk += 8;
-            }
-            for (r, accr) in acc.iter().enumerate() {
-                for (c, &a) in accr.iter().enumerate() {
-                    let mut s = hsum(a);
-                    for t in k8..k {
-                        s += *x.add((i + r) * k + t) * *w.add((j + c) * k + t);
-                    }
-                    *out.add((i + r) * n + j + c) = s;
-                }
-            }
+    fn model() -> Option<LlamaModel> {
+        let path = smollm2_gguf_path()?;
+        if !path.exists() {
+            eprintln!(
+                "SKIP: {} not found (scripts/fetch-model.sh)",
+                path.display()
+            );
+            return None;
         }
+        Some(LlamaModel::load_gguf(&path, &burn::tensor::Device::flex()).unwrap())
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rows<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j0: usize,
-        j1: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut j = j0;
-            while j + NR <= j1 {
-                tile::<MR, NR>(x, w, k, i, j, n, out);
-                j += NR;
-            }
-            while j < j1 {
-                tile::<MR, 1>(x, w, k, i, j, n, out);
-                j += 1;
-            }
+    fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+        v["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    }
+
+    #[test]
+    fn exp_fast_is_within_2e7_relative_of_exp() {
+        let mut worst = 0.0f64;
+        for i in -87_000..88_000 {
+            let x = i as f32 * 1e-3 + 1.7e-4;
+            let (got, want) = (exp_fast(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
         }
+        assert!(worst < 2e-7, "{worst}");
+        assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_fast(-100.0), 0.0);
+        assert!(exp_fast(f32::NAN).is_nan() || exp_fast(f32::NAN) >= 0.0);
     }
 
-    /// # Safety
-    /// AVX2+FMA available; `out` holds `m * n` floats.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn matmul_cols(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
-        j0: usize,
-        j1: usize,
-        out: *mut f32,
-    ) {
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        // Column blocks of 64 weight rows keep the block in L2 while all row tiles pass.
-        let mut jb = j0;
-        while jb < j1 {
-            let je = (jb + 64).min(j1);
-            let mut i = 0;
-            unsafe {
-                while i < m {
-                    match m - i {
-                        1 => rows::<1, 4>(xp, wp, k, i, jb, je, n, out),
-                        2 => rows::<2, 4>(xp, wp, k, i, jb, je, n, out),
-                        3 => rows::<3, 2>(xp, wp, k, i, jb, je, n, out),
-                        _ => rows::<4, 2>(xp, wp, k, i, jb, je, n, out),
+    #[test]
+    fn host_paths_match_transformers_fixtures() {
+        let (Some(logits), Some(greedy), Some(m)) =
+            (fixtures("logits.jsonl"), fixtures("greedy.jsonl"), model())
+        else {
+            return;
+        };
+        for precision in [Precision::F32, Precision::F16] {
+            let host = HostLlama::with_precision(&m, precision).unwrap();
+            assert_eq!(host.precision(), precision);
+            let vocab = m.config().vocab_size;
+            let (mut worst_rel, mut worst_lse) = (0.0f64, 0.0f64);
+            for case in &logits {
+                let ids = ids_of(case);
+                let n = ids.len();
+                let mut cache = HostCache::new(m.config(), 1, n);
+                let all = host
+                    .forward(&[ids], &[vec![true; n]], &mut cache, true)
+                    .unwrap();
+                for p in case["positions"].as_array().unwrap() {
+                    let pos = p["position"].as_u64().unwrap() as usize;
+                    let row = &all[pos * vocab..(pos + 1) * vocab];
+                    let ids = p["top_ids"].as_array().unwrap();
+                    for (id, want) in ids.iter().zip(p["top_logits"].as_array().unwrap()) {
+                        let got = row[id.as_u64().unwrap() as usize] as f64;
+                        let want = want.as_f64().unwrap();
+                        let rel = (got - want).abs() / want.abs().max(1.0);
+                        worst_rel = worst_rel.max(rel);
+                        assert!(rel <= 1e-3, "pos {pos} id {id}: got {got}, want {want}");
                     }
-                    i += (m - i).min(4);
+                    let want = p["logsumexp"].as_f64().unwrap();
+                    let got = logsumexp(row) as f64;
+                    worst_lse = worst_lse.max((got - want).abs());
+                    assert!((got - want).abs() <= 1e-3 * want.abs().max(1.0));
                 }
             }
-            jb = je;
+            eprintln!(
+                "{precision:?} host logits: worst relative error {worst_rel:.2e}, logsumexp {worst_lse:.2e}"
+            );
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// One `MR × NR` tile with 16-lane accumulators.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); NR]; MR];
-            let k16 = k / 16 * 16;
-            let mut kk = 0;
-            while kk < k16 {
-                let mut wv = [_mm512_setzero_ps(); NR];
-                for (c, wvc) in wv.iter_mut().enumerate() {
-                    *wvc = _mm512_loadu_ps(w.add((j + c) * k + kk));
-                }
-                for (r, accr) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_loadu_ps(x.add((i + r) * k + kk));
-                    for c in 0..NR {
-                        accr[c] = _mm512_fmadd_ps(xv, wv[c], accr[c]);
-                    }
-                }
-                kk += 16;
-            }
-            for (r, accr) in acc.iter().enumerate() {
-                for (c, &a) in accr.iter().enumerate() {
-                    let mut s = _mm512_reduce_add_ps(a);
-                    for t in k16..k {
-                        s += *x.add((i + r) * k + t) * *w.add((j + c) * k + t);
-                    }
-                    *out.add((i + r) * n + j + c) = s;
+        let host = HostLlama::with_precision(&m, Precision::F16).unwrap();
+        let prompts: Vec<Vec<u32>> = greedy.iter().map(ids_of).collect();
+        let steps = greedy[0]["greedy"].as_array().unwrap().len();
+        let opts = GenerateOptions {
+            max_new_tokens: steps,
+            ..Default::default()
+        };
+        let out = host.generate(&prompts, &opts).unwrap();
+        for (case, got) in greedy.iter().zip(&out) {
+            let mut equal = 0;
+            for (j, step) in case["greedy"].as_array().unwrap().iter().enumerate() {
+                assert_eq!(
+                    got.tokens[j] as u64,
+                    step["id"].as_u64().unwrap(),
+                    "step {j}"
+                );
+                equal += 1;
+                if step["margin"].as_f64().unwrap() < 0.01 {
+                    break;
                 }
             }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rows<const MR: usize, const NR: usize>(
-        x: *const f32,
-        w: *const f32,
-        k: usize,
-        i: usize,
-        j0: usize,
-        j1: usize,
-        n: usize,
-        out: *mut f32,
-    ) {
-        unsafe {
-            let mut j = j0;
-            while j + NR <= j1 {
-                tile::<MR, NR>(x, w, k, i, j, n, out);
-                j += NR;
-            }
-            while j < j1 {
-                tile::<MR, 1>(x, w, k, i, j, n, out);
-                j += 1;
-            }
-        }
-    }
-
-    /// # Safety
-    /// AVX-512F available; `out` holds `m * n` floats.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn matmul_cols(
-        x: &[f32],
-        w: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
-        j0: usize,
-        j1: usize,
-        out: *mut f32,
-    ) {
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        let mut jb = j0;
-        while jb < j1 {
-            let je = (jb + 64).min(j1);
-            let mut i = 0;
-            unsafe {
-                while i < m {
-                    match m - i {
-                        1 => rows::<1, 8>(xp, wp, k, i, jb, je, n, out),
-                        2 => rows::<2, 6>(xp, wp, k, i, jb, je, n, out),
-                        3 => rows::<3, 4>(xp, wp, k, i, jb, je, n, out),
-                        _ => rows::<4, 4>(xp, wp, k, i, jb, je, n, out),
-                    }
-                    i += (m - i).min(4);
-                }
-            }
-            jb = je;
+            eprintln!("f16 host greedy: {equal} steps equal");
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod host;
+mod kernels;
 pub mod load;
 pub mod model;
 pub mod rng;
@@ -16,7 +17,7 @@ pub mod rng;
 pub use config::{LlamaConfig, MetadataLookup, RopeLayout};
 pub use error::LlamaError;
 pub use generate::{GenerateOptions, Generated, StopReason};
-pub use host::{HostCache, HostLlama};
+pub use host::{HostCache, HostLlama, Precision};
 pub use load::{TensorLookup, WeightNaming};
 pub use model::{KvCache, LlamaModel, LogitsMode};
 
