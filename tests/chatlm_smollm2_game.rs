@@ -1,6 +1,7 @@
 //! scenarios/smollm2-advgame.toml through the engine for one short round (tiny batches and max_new_tokens via
 //! `--set` overrides), with SmolLM2-135M-Instruct as attacker, defender and judge, LoRA+DPO learners on. Checks that
-//! episodes, metrics and the roles' saved states exist. Skips with a message without the model or ../shared.
+//! episodes and metrics exist, that every judge verdict is present (logit read) and that both players took at least
+//! one learner step. Skips with a message without the model or ../shared.
 
 use std::path::{Path, PathBuf};
 
@@ -29,8 +30,8 @@ pub fn tiny_overrides(shared: &Path, model: &Path) -> Vec<String> {
         "game.seeds_per_round=2".into(),
         "game.attacks_per_seed=2".into(),
         "game.responses_per_attack=2".into(),
-        "attacker.max_new_tokens=24".into(),
-        "defender.max_new_tokens=8".into(),
+        "attacker.max_new_tokens=40".into(),
+        "defender.max_new_tokens=12".into(),
         "judge.max_new_tokens=8".into(),
         "data.eval[0].limit=2".into(),
         "data.eval[1].limit=1".into(),
@@ -105,7 +106,20 @@ fn smollm2_advgame_one_round() {
         "no committed round"
     );
     assert!(log.lines().count() > 4, "too few records:\n{log}");
-    assert!(run_dir.join("metrics.jsonl").exists());
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    let m = &first["metrics"];
+    eprintln!("round 0 metrics: {m}");
+    let num = |k: &str| m[k].as_f64().unwrap_or(0.0);
+    assert_eq!(num("judge/missing"), 0.0, "missing verdicts: {m}");
+    assert!(num("parse_rate") > 0.0, "no attacker output parsed: {m}");
+    for role in ["attacker", "defender"] {
+        assert!(
+            num(&format!("learn/{role}/steps")) >= 1.0,
+            "{role} took no learner step: {m}"
+        );
+        assert!(num(&format!("learn/{role}/tokens")) > 0.0);
+    }
     assert!(!summary.per_round.is_empty());
     std::fs::remove_dir_all(&run_dir).ok();
 }

@@ -21,5 +21,6 @@ pub use parse::{
 };
 pub use prompts::{ChatMessage, Rubric, SeedKind};
 pub use roles::{
-    ChatJudge, ChatPolicy, JUDGE_KIND, JudgeParams, POLICY_KIND, PolicyParams, register,
+    ChatJudge, ChatPolicy, JUDGE_KIND, JudgeParams, POLICY_KIND, PairRead, PolicyParams, ReadMode,
+    ScoreRead, register,
 };
