@@ -33,8 +33,8 @@ use crate::formats;
 use crate::llama::LlamaModel;
 use crate::llama::generate::row_seed;
 use crate::lm::{
-    Algorithm, BackendKind, Checkpoint, GrpoSample, Learner, LearnerConfig, PreferenceGroup,
-    response_token_logprobs,
+    Algorithm, BackendKind, Checkpoint, GrpoSample, Learner, LearnerConfig, LmError,
+    PreferenceGroup, StepReport, response_token_logprobs,
 };
 use sparring_engine::registry::{BuildContext, CheckFn, KindInfo, ParamDoc, Registry};
 use sparring_engine::{
@@ -153,15 +153,30 @@ pub struct PolicyParams {
     /// stops at `</prompt>`, so a small model closes the tag within its budget more often.
     #[serde(default = "d_true")]
     pub think: bool,
-    /// LoRA adapters to train (used only with `learner`; default rank 8, alpha 16, targets q, v).
+    /// LoRA adapters to train (rank, alpha, targets; default rank 8, alpha 16, targets q, v when
+    /// `finetune = "lora"`). Absent (and no `finetune`): full fine-tuning.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// What the learner trains: `lora` (adapters) or `full` (every weight; for GPUs). Default: `lora` when a `lora`
+    /// table is given, else `full`.
+    #[serde(default)]
+    pub finetune: Option<Finetune>,
     /// Learner (DPO/IPO/GRPO, AdamW, EMA); absent = this policy does not learn.
     #[serde(default)]
     pub learner: Option<LearnerConfig>,
     /// Start from these LoRA adapters (safetensors written by a previous run); needs `lora`'s shape.
     #[serde(default)]
     pub adapters: Option<PathBuf>,
+}
+
+/// What a chat-LM learner trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finetune {
+    /// LoRA adapters over frozen weights (fits a CPU).
+    Lora,
+    /// Every weight (memory: weights, EMA and two AdamW moments; for GPUs).
+    Full,
 }
 
 /// How `complied` labels a response.
@@ -297,6 +312,15 @@ fn backend_ok(b: BackendKind) -> Result<(), RoleError> {
 }
 
 impl PolicyParams {
+    /// What the learner trains: `finetune`, else LoRA when `lora` or `adapters` is given, else every weight.
+    pub fn finetune_mode(&self) -> Finetune {
+        match self.finetune {
+            Some(f) => f,
+            None if self.lora.is_some() || self.adapters.is_some() => Finetune::Lora,
+            None => Finetune::Full,
+        }
+    }
+
     /// Parses and validates a role table (no model loading).
     pub fn parse(params: &toml::Table, ctx: &BuildContext) -> Result<Self, RoleError> {
         let p: PolicyParams = ctx.parse(params)?;
@@ -305,6 +329,12 @@ impl PolicyParams {
         model_path(&p.model, ctx)?;
         if let Some(l) = &p.lora {
             l.validate().map_err(|m| RoleError::config("lora", m))?;
+        }
+        if p.finetune == Some(Finetune::Full) && (p.lora.is_some() || p.adapters.is_some()) {
+            return Err(RoleError::config(
+                "finetune",
+                "\"full\" trains every weight: remove `lora` and `adapters`",
+            ));
         }
         if p.require_think && !p.think {
             return Err(RoleError::config(
@@ -369,9 +399,53 @@ fn load_model(
     Ok(m)
 }
 
-/// The trainable part of a policy.
-struct Training {
-    learner: Learner<LoraLlama>,
+/// The trainable part of a policy: LoRA adapters over frozen weights, or every weight.
+enum Training {
+    Lora(Learner<LoraLlama>),
+    Full(Learner<LlamaModel>),
+}
+
+macro_rules! each {
+    ($t:expr, $l:ident => $e:expr) => {
+        match $t {
+            Training::Lora($l) => $e,
+            Training::Full($l) => $e,
+        }
+    };
+}
+
+impl Training {
+    fn config(&self) -> &LearnerConfig {
+        each!(self, l => l.config())
+    }
+    fn steps(&self) -> u64 {
+        each!(self, l => l.steps())
+    }
+    /// The generating weights (EMA for DPO/IPO, current for GRPO) as a plain model, adapters merged.
+    fn generator(&self) -> LlamaModel {
+        match self {
+            Training::Lora(l) => l.generator().merged(),
+            Training::Full(l) => l.generator(),
+        }
+    }
+    fn adapter_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Training::Lora(l) => l.generator().adapter_bytes().map(Some),
+            Training::Full(_) => Ok(None),
+        }
+    }
+    fn preference_step(&mut self, g: &[PreferenceGroup]) -> Result<Option<StepReport>, LmError> {
+        each!(self, l => l.preference_step(g))
+    }
+    fn grpo_step(&mut self, s: &[GrpoSample]) -> Result<Option<StepReport>, LmError> {
+        each!(self, l => l.grpo_step(s))
+    }
+    fn checkpoint(&self) -> Result<Checkpoint, LmError> {
+        each!(self, l => l.checkpoint())
+    }
+    fn restore(&mut self, ck: &Checkpoint) -> Result<(), LmError> {
+        each!(self, l => l.restore(ck))
+    }
 }
 
 /// A chat-LM attacker or defender.
@@ -405,25 +479,38 @@ impl ChatPolicy {
             training: None,
             generator: None,
         };
-        let lora_cfg = p.lora.clone().unwrap_or_default();
         let role_salt = match ctx.role {
             Role::Attacker => 0xA77A,
             Role::Defender => 0xDEFE,
             Role::Judge => 0x7D6E,
         };
-        if p.learner.is_some() || p.adapters.is_some() {
-            let mut lora = LoraLlama::new(me.lm.model.clone(), lora_cfg, ctx.seed ^ role_salt)
-                .map_err(|m| RoleError::config("lora", m))?;
-            if let Some(a) = &p.adapters {
-                lora = lora
-                    .load_adapters(&ctx.resolve(a))
-                    .map_err(RoleError::Failed)?;
+        let seed = ctx.seed ^ role_salt;
+        match p.finetune_mode() {
+            Finetune::Full => {
+                if let Some(cfg) = p.learner.clone() {
+                    let learner = Learner::new(me.lm.model.clone(), cfg, seed)
+                        .map_err(|e| RoleError::config("learner", e.to_string()))?;
+                    me.training = Some(Training::Full(learner));
+                    me.refresh_generator();
+                }
             }
-            me.generator = Some(lora.merged());
-            if let Some(cfg) = p.learner.clone() {
-                let learner = Learner::new(lora, cfg, ctx.seed ^ role_salt)
-                    .map_err(|e| RoleError::config("learner", e.to_string()))?;
-                me.training = Some(Training { learner });
+            Finetune::Lora => {
+                if p.learner.is_some() || p.adapters.is_some() {
+                    let lora_cfg = p.lora.clone().unwrap_or_default();
+                    let mut lora = LoraLlama::new(me.lm.model.clone(), lora_cfg, seed)
+                        .map_err(|m| RoleError::config("lora", m))?;
+                    if let Some(a) = &p.adapters {
+                        lora = lora
+                            .load_adapters(&ctx.resolve(a))
+                            .map_err(RoleError::Failed)?;
+                    }
+                    me.generator = Some(lora.merged());
+                    if let Some(cfg) = p.learner.clone() {
+                        let learner = Learner::new(lora, cfg, seed)
+                            .map_err(|e| RoleError::config("learner", e.to_string()))?;
+                        me.training = Some(Training::Lora(learner));
+                    }
+                }
             }
         }
         Ok(me)
@@ -485,22 +572,17 @@ impl ChatPolicy {
         }
     }
 
-    /// The current LoRA adapters as safetensors bytes (`None` without adapters).
+    /// The current LoRA adapters as safetensors bytes (`None` without adapters or with full fine-tuning).
     pub fn adapter_bytes(&self) -> Result<Option<Vec<u8>>, RoleError> {
         match &self.training {
-            Some(t) => t
-                .learner
-                .generator()
-                .adapter_bytes()
-                .map(Some)
-                .map_err(RoleError::Failed),
+            Some(t) => t.adapter_bytes().map_err(RoleError::Failed),
             None => Ok(None),
         }
     }
 
     fn refresh_generator(&mut self) {
         if let Some(t) = &self.training {
-            self.generator = Some(t.learner.generator().merged());
+            self.generator = Some(t.generator());
         }
     }
 
@@ -528,7 +610,6 @@ impl ChatPolicy {
             return Ok(LearnReport::default());
         };
         let rep = t
-            .learner
             .preference_step(&pgs)
             .map_err(|e| RoleError::failed(e.to_string()))?;
         Ok(match rep {
@@ -554,10 +635,7 @@ impl ChatPolicy {
     fn learn_grpo(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
         let mut samples = Vec::new();
         let mut tokens = 0u64;
-        let pad = self
-            .training
-            .as_ref()
-            .map_or(0, |t| t.learner.config().pad_token);
+        let pad = self.training.as_ref().map_or(0, |t| t.config().pad_token);
         for g in groups {
             let prompt = self.learn_prompt(g)?;
             for (o, r) in g.outputs.iter().zip(&g.rewards) {
@@ -575,7 +653,7 @@ impl ChatPolicy {
             return Ok(LearnReport::default());
         };
         // Log-probs of the generating (current) policy, per response token.
-        let genm = t.learner.generator();
+        let genm = t.generator();
         let mut out = Vec::with_capacity(samples.len());
         for (prompt, resp, reward, error) in samples {
             let pairs = [(prompt.as_slice(), resp.as_slice())];
@@ -596,7 +674,6 @@ impl ChatPolicy {
             });
         }
         let rep = t
-            .learner
             .grpo_step(&out)
             .map_err(|e| RoleError::failed(e.to_string()))?;
         Ok(match rep {
@@ -667,7 +744,7 @@ impl Policy for ChatPolicy {
         let Some(t) = &self.training else {
             return Ok(LearnReport::default());
         };
-        let algorithm = t.learner.config().algorithm;
+        let algorithm = t.config().algorithm;
         let rep = match algorithm {
             Algorithm::Grpo => self.learn_grpo(groups)?,
             _ => self.learn_preference(groups)?,
@@ -677,13 +754,12 @@ impl Policy for ChatPolicy {
     }
 
     fn version(&self) -> u64 {
-        self.training.as_ref().map_or(0, |t| t.learner.steps())
+        self.training.as_ref().map_or(0, |t| t.steps())
     }
 
     fn save(&self) -> Result<Vec<u8>, RoleError> {
         match &self.training {
             Some(t) => Ok(t
-                .learner
                 .checkpoint()
                 .map_err(|e| RoleError::failed(e.to_string()))?
                 .to_bytes()),
@@ -695,8 +771,7 @@ impl Policy for ChatPolicy {
         if let Some(t) = self.training.as_mut() {
             let ck = Checkpoint::from_bytes(state, "chat-lm state")
                 .map_err(|e| RoleError::failed(e.to_string()))?;
-            t.learner
-                .restore(&ck)
+            t.restore(&ck)
                 .map_err(|e| RoleError::failed(e.to_string()))?;
             self.refresh_generator();
         }
@@ -1202,6 +1277,12 @@ fn policy_params_doc() -> Vec<ParamDoc> {
             about: "LoRA adapters: rank, alpha, targets (q k v o gate up down)",
         },
         ParamDoc {
+            name: "finetune",
+            ty: "string",
+            default: Some("lora if `lora` is given, else full"),
+            about: "what the learner trains: lora (adapters) or full (every weight, for GPUs)",
+        },
+        ParamDoc {
             name: "learner",
             ty: "table",
             default: None,
@@ -1307,7 +1388,7 @@ pub fn register(reg: &mut Registry) {
         KindInfo {
             kind: POLICY_KIND.into(),
             about: "chat LM (Llama-family GGUF or HF dir, e.g. SmolLM2-135M-Instruct) as attacker or defender; \
-                    LoRA DPO/IPO/GRPO training"
+                    LoRA or full DPO/IPO/GRPO training"
                 .into(),
             roles: vec![Role::Attacker, Role::Defender],
             params: policy_params_doc(),
