@@ -12,7 +12,9 @@
 //! Verdicts are read from the judge's logits by default (`read = "logits"`): the judge's turn is prefilled with the
 //! opening tag (`<answer>`, `<score_A>`, `<score>`) of a direct prompt (no reasoning, 0–9 scale) and the verdict is
 //! the comparison of the `True`/`False` token probabilities, or the expected digit (`score = "expected"`, else the
-//! most likely digit) rescaled to 0–10; for the pairwise judge B's digit is read after `A's digit</score_A><score_B>`.
+//! most likely digit) rescaled to 0–10. A pair is scored response by response with the pointwise prompt
+//! (`pairwise = "separate"`, no position bias) or in one prompt (`joint`: B's digit is read after
+//! `A's digit</score_A><score_B>`).
 //! `read = "generate"` generates free text and applies the strict parsers. An attacker with `think = false` has its
 //! turn prefilled with `<prompt>` and stops at `</prompt>` or at the end of its first paragraph (closing the tag);
 //! an output cut by `max_new_tokens` stays unclosed and is an error reward.
@@ -217,9 +219,11 @@ pub enum ScoreRead {
 #[serde(rename_all = "lowercase")]
 pub enum PairRead {
     /// One prompt showing both responses, `<score_A>` then `<score_B>` (both orders with `both_orders`).
-    #[default]
     Joint,
-    /// Each response scored alone with the pointwise prompt (no position bias; `both_orders` is moot).
+    /// Each response scored alone with the pointwise prompt (no position bias; `both_orders` is moot). The default:
+    /// on 20 AdvGame pairs (defender answer vs refusal, Compliance rubric) the 135M judge preferred the answer in
+    /// 19/20 this way, 9/20 jointly (position bias) and 13/20 jointly in both orders.
+    #[default]
     Separate,
 }
 
@@ -255,7 +259,7 @@ pub struct JudgeParams {
     /// With `read = "logits"`: `expected` (default) or `argmax` digit.
     #[serde(default)]
     pub score: ScoreRead,
-    /// With `read = "logits"`: `joint` (default) or `separate` pair scoring.
+    /// With `read = "logits"`: `separate` (default: each response scored alone) or `joint` pair scoring.
     #[serde(default)]
     pub pairwise: PairRead,
     /// With `read = "logits"`: a rewrite is faithful when P(True) / (P(True) + P(False)) ≥ this (default 0.5).
@@ -1368,8 +1372,8 @@ fn judge_params_doc() -> Vec<ParamDoc> {
         ParamDoc {
             name: "pairwise",
             ty: "string",
-            default: Some("\"joint\""),
-            about: "read = logits: joint (both responses in one prompt) or separate (each scored alone)",
+            default: Some("\"separate\""),
+            about: "read = logits: separate (each response scored alone) or joint (both in one prompt, <score_A> then <score_B>)",
         },
         ParamDoc {
             name: "faithful_threshold",
