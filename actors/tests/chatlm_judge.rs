@@ -401,7 +401,8 @@ fn explore_faithfulness_prompts() {
     ));
     let mut lm = ChatModel::load(&path, &Device::flex()).unwrap();
     lm.max_batch = 10;
-    let variants: Vec<(&str, Box<dyn Fn(&str, &str) -> String>, &str, &str, &str)> = vec![
+    type Render = Box<dyn Fn(&str, &str) -> String>;
+    let variants: Vec<(&str, Render, &str, &str, &str)> = vec![
         (
             "short",
             Box::new(|q, p| {

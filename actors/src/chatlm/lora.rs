@@ -86,6 +86,9 @@ impl LoraConfig {
     }
 }
 
+/// A named tensor: `(name, shape, row-major data)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// One adapter: `A [in, r]`, `B [r, out]`; the delta of `x` is `x·A·B·scale`.
 #[derive(Module, Debug)]
 pub struct LoraPair {
@@ -232,7 +235,7 @@ impl LoraLlama {
     }
 
     /// The adapters as `(name, shape, data)`: `layers.{i}.{target}.lora_a` `[in, r]` and `.lora_b` `[r, out]`.
-    pub fn adapter_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+    pub fn adapter_tensors(&self) -> Result<Vec<NamedTensor>, String> {
         let mut out = Vec::new();
         for (l, b) in self.blocks.iter().enumerate() {
             for t in TARGETS {

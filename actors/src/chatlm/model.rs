@@ -82,6 +82,12 @@ pub struct ChatModel {
     pub max_batch: usize,
 }
 
+/// Chooses the continuation of a row (`row`, its next-token logits) for `ChatModel::logits_after`; `None` = none.
+pub type Continue<'a> = dyn FnMut(usize, &[f32]) -> Option<Vec<u32>> + 'a;
+
+/// Next-token logits of a row after its prompt, and after its continuation when it had one.
+pub type RowLogits = (Vec<f32>, Option<Vec<f32>>);
+
 /// Byte offset just past the first stop string in `text`, searched after its leading whitespace.
 fn stop_at(text: &str, stop: &[&str]) -> Option<usize> {
     let lead = text.len() - text.trim_start().len();
@@ -313,8 +319,8 @@ impl ChatModel {
         &self,
         model: &LlamaModel,
         prompts: &[Vec<u32>],
-        then: &mut dyn FnMut(usize, &[f32]) -> Option<Vec<u32>>,
-    ) -> Result<Vec<(Vec<f32>, Option<Vec<f32>>)>, String> {
+        then: &mut Continue<'_>,
+    ) -> Result<Vec<RowLogits>, String> {
         let vocab = model.config().vocab_size;
         let mut out = Vec::with_capacity(prompts.len());
         let step = self.max_batch.max(1);

@@ -854,6 +854,11 @@ fn digit_score(logits: &[f32], digits: &[u32], how: ScoreRead) -> (f64, usize) {
     (raw * 10.0 / DIRECT_MAX as f64, best)
 }
 
+/// `(query, response A, response B, rubric)` of one pairwise read.
+type PairItem<'a> = (&'a str, &'a str, &'a str, Rubric);
+/// The raw text and the scores (A, B) of one pairwise read.
+type PairScore = (String, (f64, f64));
+
 /// A chat-LM judge.
 pub struct ChatJudge {
     lm: ChatModel,
@@ -948,8 +953,8 @@ impl ChatJudge {
     fn read_pairs(
         &self,
         t: &ReadTokens,
-        items: &[(&str, &str, &str, Rubric)],
-    ) -> Result<Vec<(String, (f64, f64))>, RoleError> {
+        items: &[PairItem<'_>],
+    ) -> Result<Vec<PairScore>, RoleError> {
         let mut ids = Vec::with_capacity(items.len());
         for (q, a, b, rub) in items {
             ids.push(
