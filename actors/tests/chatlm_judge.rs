@@ -493,3 +493,73 @@ fn explore_faithfulness_prompts() {
         );
     }
 }
+
+/// Attacker parse rate with `<think>` first (96 new tokens, the old scenario) vs `think = false` (80 new tokens,
+/// prefilled `<prompt>`), on 8 AdvGame seeds (4 harmful, 4 benign) x 2 samples at temperature 0.8.
+#[test]
+#[ignore = "measurement, minutes: cargo test -p sparring-actors --test chatlm_judge measure_attacker -- --ignored --nocapture"]
+fn measure_attacker_parse_rate() {
+    let Some(path) = model() else { return };
+    let d = formats::shared_dir().join("data/advgame");
+    if !d.exists() {
+        eprintln!("SKIP: no {}", d.display());
+        return;
+    }
+    let mut seeds = seeds_from(
+        &d.join("valid_vanilla_harmful_256.jsonl"),
+        4,
+        Category::Harmful,
+    );
+    seeds.extend(seeds_from(
+        &d.join("valid_vanilla_benign_256.jsonl"),
+        4,
+        Category::Benign,
+    ));
+    let reqs: Vec<GenRequest> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| GenRequest {
+            key: format!("a{i}"),
+            role: Role::Attacker,
+            seed: s.clone(),
+            input: s.prompt.clone(),
+            n: 2,
+            rng_seed: 100 + i as u64,
+        })
+        .collect();
+    for (name, extra) in [
+        (
+            "think = true, 96 tokens",
+            "think = true\nmax_new_tokens = 96",
+        ),
+        (
+            "think = false, 80 tokens",
+            "think = false\nmax_new_tokens = 80",
+        ),
+    ] {
+        let only = std::env::var("SPARRING_MEASURE_ONLY").unwrap_or_default();
+        if !name.starts_with(&only) {
+            continue;
+        }
+        let t = table(&format!(
+            "model = {:?}\ntemperature = 0.8\ntop_p = 0.95\nbatch_size = 16\n{extra}",
+            path.display().to_string()
+        ));
+        let mut att = chat_registry()
+            .build_policy("chat-lm", &t, &ctx(Role::Attacker))
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let out = att.generate(&reqs).unwrap();
+        let all: Vec<_> = out.iter().flatten().collect();
+        let parsed = all.iter().filter(|g| g.parsed.is_some()).count();
+        let toks: u64 = all.iter().map(|g| g.tokens).sum();
+        eprintln!(
+            "attacker {name}: parsed {parsed}/{} ({toks} tokens, {:.0} s)",
+            all.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        for g in all.iter().take(2) {
+            eprintln!("  sample: {:?}", g.text);
+        }
+    }
+}
