@@ -154,7 +154,11 @@ fn smollm2_advgame_one_round() {
 fn smollm2_grpo_pointwise_one_round() {
     let Some(m) = one_round(
         "smollm2-grpo.toml",
-        &["game.attacks_per_seed=2", "game.responses_per_attack=2"],
+        &[
+            "game.seeds_per_round=1",
+            "game.attacks_per_seed=2",
+            "game.responses_per_attack=2",
+        ],
     ) else {
         return;
     };
