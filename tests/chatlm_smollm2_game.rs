@@ -1,6 +1,8 @@
 //! scenarios/smollm2-advgame.toml through the engine for one short round (tiny batches and max_new_tokens via
-//! `--set` overrides), with SmolLM2-135M-Instruct as attacker, defender and judge, LoRA+DPO learners on. Checks that
-//! episodes, metrics and the roles' saved states exist. Skips with a message without the model or ../shared.
+//! `--set` overrides), with SmolLM2-135M-Instruct as attacker, defender and judge, LoRA+DPO learners on, and its
+//! GRPO variant scenarios/smollm2-grpo.toml (pointwise rewards). Checks that episodes and metrics exist, that every
+//! judge verdict is present (logit read) and that both players took at least one learner step. Skips with a
+//! message without the model or ../shared.
 
 use std::path::{Path, PathBuf};
 
@@ -29,8 +31,8 @@ pub fn tiny_overrides(shared: &Path, model: &Path) -> Vec<String> {
         "game.seeds_per_round=2".into(),
         "game.attacks_per_seed=2".into(),
         "game.responses_per_attack=2".into(),
-        "attacker.max_new_tokens=24".into(),
-        "defender.max_new_tokens=8".into(),
+        "attacker.max_new_tokens=40".into(),
+        "defender.max_new_tokens=12".into(),
         "judge.max_new_tokens=8".into(),
         "data.eval[0].limit=2".into(),
         "data.eval[1].limit=1".into(),
@@ -63,18 +65,23 @@ pub fn tiny_overrides(shared: &Path, model: &Path) -> Vec<String> {
     o
 }
 
-#[test]
-fn smollm2_advgame_one_round() {
+/// Runs `scenario` (under scenarios/) for one tiny round and returns round 0's metrics; `None` (with a SKIP message)
+/// without the model or the data.
+fn one_round(scenario: &str, extra: &[&str]) -> Option<serde_json::Value> {
     let (Some(sh), Some(model)) = (shared(), model()) else {
         eprintln!(
-            "SKIP: smollm2_advgame_one_round needs ../shared (or $SPARRING_SHARED) and the SmolLM2 GGUF \
+            "SKIP: {scenario} needs ../shared (or $SPARRING_SHARED) and the SmolLM2 GGUF \
              (scripts/fetch-model.sh or $SPARRING_SMOLLM2_GGUF)"
         );
-        return;
+        return None;
     };
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smollm2-advgame.toml");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(scenario);
     let registry = sparring_actors::registry();
-    let loaded = sparring_engine::scenario::load(&file, &tiny_overrides(&sh, &model), &registry)
+    let mut overrides = tiny_overrides(&sh, &model);
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    let loaded = sparring_engine::scenario::load(&file, &overrides, &registry)
         .unwrap_or_else(|e| panic!("{e}"));
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -97,15 +104,64 @@ fn smollm2_advgame_one_round() {
             &mut |_| {},
         ))
         .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("one smollm2 round: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!("one {scenario} round: {:.1} s", t0.elapsed().as_secs_f64());
     assert_eq!(summary.rounds, 1);
+    assert!(!summary.per_round.is_empty());
     let log = std::fs::read_to_string(run_dir.join("episodes.jsonl")).unwrap();
     assert!(
         log.lines().any(|l| l.contains("\"type\":\"commit\"")),
         "no committed round"
     );
     assert!(log.lines().count() > 4, "too few records:\n{log}");
-    assert!(run_dir.join("metrics.jsonl").exists());
-    assert!(!summary.per_round.is_empty());
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     std::fs::remove_dir_all(&run_dir).ok();
+    let m = first["metrics"].clone();
+    eprintln!("{scenario} round 0 metrics: {m}");
+    Some(m)
+}
+
+/// Every verdict present, some attacker output parsed, and a learner step for both players.
+fn assert_trained(m: &serde_json::Value) {
+    let num = |k: &str| m[k].as_f64().unwrap_or(0.0);
+    assert_eq!(num("judge/missing"), 0.0, "missing verdicts: {m}");
+    assert!(num("parse_rate") > 0.0, "no attacker output parsed: {m}");
+    for role in ["attacker", "defender"] {
+        assert!(
+            num(&format!("learn/{role}/steps")) >= 1.0,
+            "{role} took no learner step: {m}"
+        );
+        assert!(num(&format!("learn/{role}/tokens")) > 0.0, "{m}");
+        assert!(
+            m[format!("learn/{role}/loss")]
+                .as_f64()
+                .is_some_and(f64::is_finite),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn smollm2_advgame_one_round() {
+    let Some(m) = one_round("smollm2-advgame.toml", &[]) else {
+        return;
+    };
+    assert_trained(&m);
+}
+
+/// The GRPO variant: pointwise judge scores, on-policy GRPO on LoRA adapters for both players.
+#[test]
+fn smollm2_grpo_pointwise_one_round() {
+    let Some(m) = one_round(
+        "smollm2-grpo.toml",
+        &[
+            "game.seeds_per_round=1",
+            "game.attacks_per_seed=2",
+            "game.responses_per_attack=2",
+        ],
+    ) else {
+        return;
+    };
+    assert_trained(&m);
+    assert!(m["learn/defender/kl"].as_f64().is_some(), "{m}");
 }

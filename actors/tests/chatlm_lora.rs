@@ -59,7 +59,10 @@ fn rows() -> (Vec<Vec<u32>>, Vec<Vec<bool>>) {
 fn lora_forward(l: &LoraLlama, ids: &[Vec<u32>], valid: &[Vec<bool>]) -> Vec<f32> {
     let flat: Vec<u32> = ids.concat();
     let mask: Vec<bool> = valid.concat();
-    host(l.forward_rows(&flat, &mask, ids.len(), ids[0].len()))
+    host(
+        l.forward_rows(&flat, &mask, ids.len(), ids[0].len())
+            .unwrap(),
+    )
 }
 
 /// Every B set to seeded non-zero values.

@@ -149,7 +149,7 @@ fn chat_lm_roles_on_smollm2() {
 
     // Judge: every operation answers one verdict per request; raw output kept, both orders in `compare`.
     let jparams = table(&format!(
-        "model = {:?}\nmax_new_tokens = 8\nboth_orders = true",
+        "model = {:?}\nmax_new_tokens = 8\nboth_orders = true\npairwise = \"joint\"",
         path.display().to_string()
     ));
     let mut judge = reg

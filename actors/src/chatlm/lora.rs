@@ -1,6 +1,7 @@
 //! LoRA adapters for the Llama model: low-rank deltas `x·A·B·(alpha/rank)` on chosen attention and MLP projections
 //! (q, k, v, o, gate, up, down), a trainable `LoraLlama` whose only parameters are the adapters (the base weights
-//! are frozen constants), so the `lm` learners (DPO/IPO/GRPO, AdamW, EMA) train it unchanged; merging into a plain
+//! are frozen constants; the adapters run as a `ProjectionHook` in the llama forward), so the `lm` learners
+//! (DPO/IPO/GRPO, AdamW, EMA) train it unchanged; merging into a plain
 //! `LlamaModel` for fast KV-cached generation; and safetensors save/load of the adapters.
 //!
 //! Adapters live in the loaded checkpoint's basis: for a GGUF file the Q/K rows are in llama.cpp's permuted order
@@ -10,15 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::silu;
-use burn::tensor::module::{attention, embedding, linear};
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::module::linear;
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::formats::SafetensorsFile;
 use crate::formats::safetensors::to_bytes_f32;
-use crate::llama::{LlamaModel, RopeLayout};
+use crate::llama::{LlamaModel, Projection, ProjectionHook, RopeLayout};
 use crate::lm::{CausalLm, LmError, TokenBatch};
 
 /// A projection LoRA can adapt.
@@ -86,6 +85,9 @@ impl LoraConfig {
         self.targets.iter().any(|x| x == t)
     }
 }
+
+/// A named tensor: `(name, shape, row-major data)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// One adapter: `A [in, r]`, `B [r, out]`; the delta of `x` is `x·A·B·scale`.
 #[derive(Module, Debug)]
@@ -207,24 +209,6 @@ impl LoraLlama {
         self.cfg.alpha / self.cfg.rank as f64
     }
 
-    /// `x·W + x·A·B·scale` (the base weight is a constant).
-    fn proj(
-        &self,
-        x: Tensor<3>,
-        w: Tensor<2>,
-        bias: Option<Tensor<1>>,
-        p: Option<&LoraPair>,
-    ) -> Tensor<3> {
-        let y = linear(x.clone(), w, bias);
-        match p {
-            Some(p) => {
-                let d = linear(linear(x, p.a.val(), None), p.b.val(), None);
-                y + d.mul_scalar(self.scale())
-            }
-            None => y,
-        }
-    }
-
     /// The base model with every adapter merged into its weights (plain device, for KV-cached generation).
     pub fn merged(&self) -> LlamaModel {
         let mut m = self.base.clone();
@@ -251,7 +235,7 @@ impl LoraLlama {
     }
 
     /// The adapters as `(name, shape, data)`: `layers.{i}.{target}.lora_a` `[in, r]` and `.lora_b` `[r, out]`.
-    pub fn adapter_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+    pub fn adapter_tensors(&self) -> Result<Vec<NamedTensor>, String> {
         let mut out = Vec::new();
         for (l, b) in self.blocks.iter().enumerate() {
             for t in TARGETS {
@@ -339,131 +323,44 @@ impl LoraLlama {
         self.load_adapter_bytes(bytes, &path.display().to_string())
     }
 
-    /// Full forward of left-padded rows (no cache): logits `[batch, seq, vocab]`.
-    pub fn forward_rows(&self, ids: &[u32], mask: &[bool], b: usize, s: usize) -> Tensor<3> {
-        let c = self.base.config();
-        // Constants (ids, RoPE tables, mask) live on the plain device; mixed with the autodiff adapters they are
-        // treated as constants.
-        let device = self.base.device();
-        let half = c.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32))
-            .collect();
-        let mut cos = Vec::with_capacity(b * s * half);
-        let mut sin = Vec::with_capacity(b * s * half);
-        let mut mk = Vec::with_capacity(b * s * s);
-        for r in 0..b {
-            let mut pos = 0usize;
-            for j in 0..s {
-                let v = mask[r * s + j];
-                let p = if v { pos } else { 0 };
-                if v {
-                    pos += 1;
-                }
-                for &f in &inv_freq {
-                    let a = (p as f32 * f) as f64;
-                    cos.push(a.cos() as f32);
-                    sin.push(a.sin() as f32);
-                }
-            }
-            for i in 0..s {
-                for j in 0..s {
-                    mk.push(j > i || (!mask[r * s + j] && j != i));
-                }
-            }
+    /// Full forward of left-padded rows (no cache): logits `[batch, seq, vocab]`. `ids` and `mask` are `b` rows of
+    /// `s` tokens, flattened. The base model's forward with the adapters as a projection hook.
+    pub fn forward_rows(
+        &self,
+        ids: &[u32],
+        mask: &[bool],
+        b: usize,
+        s: usize,
+    ) -> Result<Tensor<3>, String> {
+        if ids.len() != b * s || mask.len() != b * s {
+            return Err(format!(
+                "{} ids / {} mask flags for {b} rows of {s}",
+                ids.len(),
+                mask.len()
+            ));
         }
-        let cos = Tensor::<4>::from_data(TensorData::new(cos, [b, s, 1, half]), &device);
-        let sin = Tensor::<4>::from_data(TensorData::new(sin, [b, s, 1, half]), &device);
-        let amask = Tensor::<4, Bool>::from_data(TensorData::new(mk, [b, 1, s, s]), &device);
-        let flat: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
-        let idx = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, s]), &device);
-        let m = &self.base;
-        let eps = c.rms_eps;
-        let mut x = embedding(m.embed.val(), idx);
-        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        for (blk, ad) in m.blocks.iter().zip(&self.blocks) {
-            let h = rms_norm(x.clone(), blk.attn_norm.val(), eps);
-            let at = &blk.attn;
-            let q = self.proj(
-                h.clone(),
-                at.q.val(),
-                at.q_bias.as_ref().map(|p| p.val()),
-                ad.q.as_ref(),
-            );
-            let k = self.proj(
-                h.clone(),
-                at.k.val(),
-                at.k_bias.as_ref().map(|p| p.val()),
-                ad.k.as_ref(),
-            );
-            let v = self.proj(
-                h,
-                at.v.val(),
-                at.v_bias.as_ref().map(|p| p.val()),
-                ad.v.as_ref(),
-            );
-            let q = rope(q.reshape([b, s, nh, hd]), &cos, &sin, c.rope_layout).swap_dims(1, 2);
-            let k = rope(k.reshape([b, s, nkv, hd]), &cos, &sin, c.rope_layout).swap_dims(1, 2);
-            let v = v.reshape([b, s, nkv, hd]).swap_dims(1, 2);
-            let (k, v) = if nkv != nh {
-                let g = nh / nkv;
-                let rep = |t: Tensor<4>| {
-                    t.unsqueeze_dim::<5>(2)
-                        .expand([b, nkv, g, s, hd])
-                        .reshape([b, nh, s, hd])
-                };
-                (rep(k), rep(v))
-            } else {
-                (k, v)
-            };
-            let options = AttentionModuleOptions {
-                scale: None,
-                softcap: None,
-                is_causal: false,
-            };
-            let o = attention(q, k, v, Some(amask.clone()), None, options);
-            let o = o.swap_dims(1, 2).reshape([b, s, nh * hd]);
-            x = x + self.proj(o, at.o.val(), None, ad.o.as_ref());
-            let h = rms_norm(x.clone(), blk.mlp_norm.val(), eps);
-            let gate = silu(self.proj(h.clone(), blk.mlp.gate.val(), None, ad.gate.as_ref()));
-            let up = self.proj(h, blk.mlp.up.val(), None, ad.up.as_ref());
-            x = x + self.proj(gate * up, blk.mlp.down.val(), None, ad.down.as_ref());
-        }
-        let x = rms_norm(x, m.norm.val(), eps);
-        match &m.head {
-            Some(w) => linear(x, w.val(), None),
-            None => linear(x, m.embed.val().transpose(), None),
-        }
+        let rows: Vec<Vec<u32>> = ids.chunks(s.max(1)).map(<[u32]>::to_vec).collect();
+        let valid: Vec<Vec<bool>> = mask.chunks(s.max(1)).map(<[bool]>::to_vec).collect();
+        self.base
+            .forward_hooked(&rows, &valid, self)
+            .map_err(|e| e.to_string())
     }
 }
 
-fn rms_norm<const D: usize>(x: Tensor<D>, w: Tensor<1>, eps: f64) -> Tensor<D> {
-    let var = x.clone().powi_scalar(2).mean_dim(D - 1);
-    x * var.add_scalar(eps).sqrt().recip() * w.unsqueeze::<D>()
-}
-
-fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>, layout: RopeLayout) -> Tensor<4> {
-    let [b, s, nh, hd] = x.dims();
-    let half = hd / 2;
-    let (cos, sin) = (cos.clone(), sin.clone());
-    match layout {
-        RopeLayout::RotateHalf => {
-            let x1 = x.clone().narrow(3, 0, half);
-            let x2 = x.narrow(3, half, half);
-            let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
-            let r2 = x2 * cos + x1 * sin;
-            Tensor::cat(vec![r1, r2], 3)
-        }
-        RopeLayout::Interleaved => {
-            let x = x.reshape([b, s, nh, half, 2]);
-            let x1 = x.clone().narrow(4, 0, 1);
-            let x2 = x.narrow(4, 1, 1);
-            let cos = cos.unsqueeze_dim::<5>(4);
-            let sin = sin.unsqueeze_dim::<5>(4);
-            let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
-            let r2 = x2 * cos + x1 * sin;
-            Tensor::cat(vec![r1, r2], 4).reshape([b, s, nh, hd])
-        }
+impl ProjectionHook for LoraLlama {
+    fn delta(&self, layer: usize, proj: Projection, x: &Tensor<3>) -> Option<Tensor<3>> {
+        let b = self.blocks.get(layer)?;
+        let p = match proj {
+            Projection::Q => b.q.as_ref(),
+            Projection::K => b.k.as_ref(),
+            Projection::V => b.v.as_ref(),
+            Projection::O => b.o.as_ref(),
+            Projection::Gate => b.gate.as_ref(),
+            Projection::Up => b.up.as_ref(),
+            Projection::Down => b.down.as_ref(),
+        }?;
+        let d = linear(linear(x.clone(), p.a.val(), None), p.b.val(), None);
+        Some(d.mul_scalar(self.scale()))
     }
 }
 
@@ -488,6 +385,7 @@ impl CausalLm for LoraLlama {
     }
     fn forward_batch(&self, batch: &TokenBatch) -> Result<Tensor<3>, LmError> {
         batch.check(self.vocab_size(), self.max_len())?;
-        Ok(self.forward_rows(&batch.tokens, &batch.mask, batch.batch, batch.len))
+        self.forward_rows(&batch.tokens, &batch.mask, batch.batch, batch.len)
+            .map_err(LmError::Input)
     }
 }

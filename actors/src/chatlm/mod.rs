@@ -1,12 +1,13 @@
 //! Chat-LM backed roles: the role prompts (attacker, faithfulness judge, pairwise and pointwise judges) written for
 //! this project after the AdvGame paper's structure, the strict parsers of the tagged answers they ask for, the
 //! loaded chat model (`model`), the engine roles built on it (`roles`: kinds `chat-lm` and `chat-lm-judge`), LoRA
-//! adapters for training on a CPU (`lora`), and the evaluation of a scenario's players (`eval`).
+//! adapters for training on a CPU (`lora`), full fine-tuning (`full`), and the evaluation of a scenario's players (`eval`).
 //!
 //! `prompts` and `parse` are pure text in, text out, so the same prompts serve a Burn model, a remote
 //! OpenAI-compatible endpoint or a test double.
 
 pub mod eval;
+pub mod full;
 pub mod lora;
 pub mod model;
 pub mod parse;
@@ -21,5 +22,6 @@ pub use parse::{
 };
 pub use prompts::{ChatMessage, Rubric, SeedKind};
 pub use roles::{
-    ChatJudge, ChatPolicy, JUDGE_KIND, JudgeParams, POLICY_KIND, PolicyParams, register,
+    ChatJudge, ChatPolicy, Finetune, JUDGE_KIND, JudgeParams, POLICY_KIND, PairRead, PolicyParams,
+    ReadMode, ScoreRead, register,
 };

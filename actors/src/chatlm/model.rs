@@ -1,6 +1,7 @@
 //! A loaded chat LM: Llama-family weights (GGUF file or Hugging Face directory), its tokenizer and chat template,
-//! and batched text generation from chat messages. One `ChatModel` is owned by one role implementation and runs on
-//! the engine's compute thread of that role.
+//! batched text generation from chat messages (with an assistant-turn prefill and stop strings), and logit reads
+//! after a prefill (a judge's verdict read from its next-token distribution). One `ChatModel` is owned by one role
+//! implementation and runs on the engine's compute thread of that role.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +9,10 @@ use burn::tensor::Device;
 
 use super::prompts::ChatMessage;
 use crate::formats::{self, ChatTemplate, GgufFile, HfCheckpoint, TextTokenizer};
+use crate::llama::generate::generate_loop;
 use crate::llama::{
-    GenerateOptions, LlamaConfig, LlamaModel, MetadataLookup, TensorLookup, WeightNaming,
+    GenerateOptions, KvCache, LlamaConfig, LlamaModel, LogitsMode, MetadataLookup, TensorLookup,
+    WeightNaming,
 };
 
 /// GGUF metadata seen through the llama module's lookup trait.
@@ -79,6 +82,20 @@ pub struct ChatModel {
     pub max_batch: usize,
 }
 
+/// Chooses the continuation of a row (`row`, its next-token logits) for `ChatModel::logits_after`; `None` = none.
+pub type Continue<'a> = dyn FnMut(usize, &[f32]) -> Option<Vec<u32>> + 'a;
+
+/// Next-token logits of a row after its prompt, and after its continuation when it had one.
+pub type RowLogits = (Vec<f32>, Option<Vec<f32>>);
+
+/// Byte offset just past the first stop string in `text`, searched after its leading whitespace.
+fn stop_at(text: &str, stop: &[&str]) -> Option<usize> {
+    let lead = text.len() - text.trim_start().len();
+    stop.iter()
+        .filter_map(|s| text[lead..].find(s).map(|i| lead + i + s.len()))
+        .min()
+}
+
 fn fail(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
@@ -132,13 +149,43 @@ impl ChatModel {
 
     /// Renders messages with the chat template (generation prompt appended) and tokenizes them.
     pub fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
-        let text = self
+        self.prefilled_ids(messages, "")
+    }
+
+    /// As `prompt_ids`, with `prefill` appended to the open assistant turn: the model continues after it.
+    pub fn prefilled_ids(
+        &self,
+        messages: &[ChatMessage],
+        prefill: &str,
+    ) -> Result<Vec<u32>, String> {
+        let mut text = self
             .template
             .render(messages, true)
             .map_err(|e| fail(&self.path, e))?;
+        text.push_str(prefill);
         self.tokenizer
             .encode(&text, false)
             .map_err(|e| fail(&self.path, e))
+    }
+
+    /// Token ids of a text on its own (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.tokenizer
+            .encode(text, false)
+            .map_err(|e| fail(&self.path, e))
+    }
+
+    /// The text of one token (special tokens kept).
+    pub fn decode_one(&self, id: u32) -> Option<String> {
+        self.tokenizer.decode(&[id], false).ok()
+    }
+
+    /// The single token that `text` encodes to, if it is one token.
+    pub fn single_token(&self, text: &str) -> Option<u32> {
+        match self.tokenizer.encode(text, false).ok()?.as_slice() {
+            [t] => Some(*t),
+            _ => None,
+        }
     }
 
     /// Tokens of a response text as the model would have produced it (stop token appended).
@@ -169,6 +216,18 @@ impl ChatModel {
         rows: &[(Vec<u32>, u64)],
         sampling: Sampling,
     ) -> Result<Vec<Sample>, String> {
+        self.generate_until(model, rows, sampling, &[])
+    }
+
+    /// As `generate_with`, also ending a row once its decoded output, after leading whitespace, contains one of
+    /// `stop` (the text is cut right after the stop string; such a row counts as finished, not truncated).
+    pub fn generate_until(
+        &self,
+        model: &LlamaModel,
+        rows: &[(Vec<u32>, u64)],
+        sampling: Sampling,
+        stop: &[&str],
+    ) -> Result<Vec<Sample>, String> {
         let mut out = Vec::with_capacity(rows.len());
         let opts = GenerateOptions {
             max_new_tokens: sampling.max_new_tokens,
@@ -178,26 +237,167 @@ impl ChatModel {
             seed: 0,
             logprobs: false,
         };
+        let end = self.stop_tokens.first().copied();
         for chunk in rows.chunks(self.max_batch.max(1)) {
             let prompts: Vec<Vec<u32>> = chunk.iter().map(|(p, _)| p.clone()).collect();
             let seeds: Vec<u64> = chunk.iter().map(|(_, s)| *s).collect();
-            let gens = model
-                .generate_with_seeds(&prompts, &seeds, &opts)
-                .map_err(|e| fail(&self.path, e))?;
+            let b = prompts.len();
+            let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+            let mut cache = KvCache::new(
+                model.config(),
+                b.max(1),
+                max_len + opts.max_new_tokens,
+                &model.device(),
+            );
+            let vocab = model.config().vocab_size;
+            // Tokens generated so far per row (seen as the next chunk's inputs) and rows whose stop string appeared.
+            let mut seen: Vec<Vec<u32>> = vec![Vec::new(); b];
+            let mut hit = vec![false; b];
+            let mut first = true;
+            let gens = generate_loop(&prompts, &seeds, &opts, vocab, |ids, valid| {
+                if !first {
+                    for r in 0..b {
+                        if valid[r].first() == Some(&true) {
+                            seen[r].extend_from_slice(&ids[r]);
+                        }
+                    }
+                }
+                first = false;
+                let logits = model.forward_cached(ids, valid, &mut cache, LogitsMode::Last)?;
+                let mut host = logits
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| crate::llama::LlamaError::Readback(format!("{e:?}")))?;
+                if let (Some(end), false) = (end, stop.is_empty()) {
+                    for r in 0..b {
+                        if hit[r] || seen[r].is_empty() {
+                            continue;
+                        }
+                        let text = self.tokenizer.decode(&seen[r], false).unwrap_or_default();
+                        if stop_at(&text, stop).is_some() {
+                            hit[r] = true;
+                        }
+                        if hit[r] {
+                            // Force the end token: the loop marks the row finished.
+                            let row = &mut host[r * vocab..(r + 1) * vocab];
+                            row.iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                            if let Some(x) = row.get_mut(end as usize) {
+                                *x = 0.0;
+                            }
+                        }
+                    }
+                }
+                Ok(host)
+            })
+            .map_err(|e| fail(&self.path, e))?;
             for g in gens {
                 let truncated = !g
                     .tokens
                     .last()
                     .is_some_and(|t| self.stop_tokens.contains(t));
-                let text = self
+                let mut text = self
                     .tokenizer
                     .decode(&g.tokens, true)
                     .map_err(|e| fail(&self.path, e))?;
+                if let Some(cut) = stop_at(&text, stop) {
+                    text.truncate(cut);
+                }
                 out.push(Sample {
                     text,
                     tokens: g.tokens,
                     truncated,
                 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Next-token logits after each prompt (`[vocab]` per row), then, for rows where `then(row, logits)` returns
+    /// tokens, the next-token logits after appending those tokens (one KV-cached forward each). Rows are processed
+    /// in batches of `max_batch`. This is how a judge's verdict is read from its distribution after a prefill.
+    pub fn logits_after(
+        &self,
+        model: &LlamaModel,
+        prompts: &[Vec<u32>],
+        then: &mut Continue<'_>,
+    ) -> Result<Vec<RowLogits>, String> {
+        let vocab = model.config().vocab_size;
+        let mut out = Vec::with_capacity(prompts.len());
+        let step = self.max_batch.max(1);
+        for (ci, chunk) in prompts.chunks(step).enumerate() {
+            let b = chunk.len();
+            if chunk.iter().any(Vec::is_empty) {
+                return Err(fail(&self.path, "empty prompt"));
+            }
+            let max_len = chunk.iter().map(Vec::len).max().unwrap_or(0);
+            let mut ids = Vec::with_capacity(b);
+            let mut valid = Vec::with_capacity(b);
+            for p in chunk {
+                let pad = max_len - p.len();
+                let mut row = vec![0u32; pad];
+                row.extend_from_slice(p);
+                let mut v = vec![false; pad];
+                v.extend(std::iter::repeat_n(true, p.len()));
+                ids.push(row);
+                valid.push(v);
+            }
+            let read = |t: burn::tensor::Tensor<3>| -> Result<Vec<f32>, String> {
+                t.into_data()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| fail(&self.path, format!("{e:?}")))
+            };
+            // Continuations are short (a digit and a closing tag): room for 64 tokens.
+            const CONT: usize = 64;
+            let mut cache = KvCache::new(model.config(), b, max_len + CONT, &model.device());
+            let first = read(
+                model
+                    .forward_cached(&ids, &valid, &mut cache, LogitsMode::Last)
+                    .map_err(|e| fail(&self.path, e))?,
+            )?;
+            if first.len() != b * vocab {
+                return Err(fail(&self.path, "logits of unexpected size"));
+            }
+            let mut conts = Vec::with_capacity(b);
+            for r in 0..b {
+                conts.push(then(ci * step + r, &first[r * vocab..(r + 1) * vocab]));
+            }
+            let longest = conts.iter().flatten().map(Vec::len).max().unwrap_or(0);
+            let second = if longest == 0 {
+                None
+            } else if longest > CONT {
+                return Err(fail(
+                    &self.path,
+                    format!("continuation of {longest} tokens (at most {CONT})"),
+                ));
+            } else {
+                // Left-pad each continuation with invalid slots; rows without one get only padding.
+                let mut ids = Vec::with_capacity(b);
+                let mut valid = Vec::with_capacity(b);
+                for c in &conts {
+                    let c = c.as_deref().unwrap_or(&[]);
+                    let pad = longest - c.len();
+                    let mut row = vec![0u32; pad];
+                    row.extend_from_slice(c);
+                    let mut v = vec![false; pad];
+                    v.extend(std::iter::repeat_n(true, c.len()));
+                    ids.push(row);
+                    valid.push(v);
+                }
+                Some(read(
+                    model
+                        .forward_cached(&ids, &valid, &mut cache, LogitsMode::Last)
+                        .map_err(|e| fail(&self.path, e))?,
+                )?)
+            };
+            for (r, c) in conts.iter().enumerate() {
+                let a = first[r * vocab..(r + 1) * vocab].to_vec();
+                let bl = match (&second, c) {
+                    (Some(s), Some(c)) if !c.is_empty() => {
+                        Some(s[r * vocab..(r + 1) * vocab].to_vec())
+                    }
+                    _ => None,
+                };
+                out.push((a, bl));
             }
         }
         Ok(out)

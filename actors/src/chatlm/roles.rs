@@ -8,6 +8,16 @@
 //! complies unless it is empty or contains one of the standard refusal phrases of prefix-based ASR, see
 //! `REFUSAL_PHRASES`); `complied = "model"` asks the judge model for a pointwise Compliance score instead and
 //! counts `score ≥ compliance_threshold` (0–10) as compliance.
+//!
+//! Verdicts are read from the judge's logits by default (`read = "logits"`): the judge's turn is prefilled with the
+//! opening tag (`<answer>`, `<score_A>`, `<score>`) of a direct prompt (no reasoning, 0–9 scale) and the verdict is
+//! the comparison of the `True`/`False` token probabilities, or the expected digit (`score = "expected"`, else the
+//! most likely digit) rescaled to 0–10. A pair is scored response by response with the pointwise prompt
+//! (`pairwise = "separate"`, no position bias) or in one prompt (`joint`: B's digit is read after
+//! `A's digit</score_A><score_B>`).
+//! `read = "generate"` generates free text and applies the strict parsers. An attacker with `think = false` has its
+//! turn prefilled with `<prompt>` and stops at `</prompt>` or at the end of its first paragraph (closing the tag);
+//! an output cut by `max_new_tokens` stays unclosed and is an error reward.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,15 +25,18 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::lora::{LoraConfig, LoraLlama};
-use super::model::{ChatModel, Sampling};
+use super::model::{ChatModel, Sample, Sampling};
 use super::parse::{parse_attacker, parse_faithfulness, parse_pairwise, parse_pointwise};
-use super::prompts::{self, ChatMessage, Rubric, SeedKind};
+use super::prompts::{
+    self, ATTACKER_PREFILL, ATTACKER_STOP, ChatMessage, DIRECT_MAX, FAITH_PREFILL, PAIR_MID,
+    PAIR_PREFILL, PARAGRAPH_END, POINT_PREFILL, Rubric, SeedKind,
+};
 use crate::formats;
 use crate::llama::LlamaModel;
 use crate::llama::generate::row_seed;
 use crate::lm::{
-    Algorithm, BackendKind, Checkpoint, GrpoSample, Learner, LearnerConfig, PreferenceGroup,
-    response_token_logprobs,
+    Algorithm, BackendKind, Checkpoint, GrpoSample, Learner, LearnerConfig, LmError,
+    PreferenceGroup, StepReport, response_token_logprobs,
 };
 use sparring_engine::registry::{BuildContext, CheckFn, KindInfo, ParamDoc, Registry};
 use sparring_engine::{
@@ -138,15 +151,34 @@ pub struct PolicyParams {
     /// Attacker: the `<think>` block is mandatory.
     #[serde(default)]
     pub require_think: bool,
-    /// LoRA adapters to train (used only with `learner`; default rank 8, alpha 16, targets q, v).
+    /// Attacker: reason in `<think>` first (default). `false`: the turn is prefilled with `<prompt>` and generation
+    /// stops at `</prompt>`, so a small model closes the tag within its budget more often.
+    #[serde(default = "d_true")]
+    pub think: bool,
+    /// LoRA adapters to train (rank, alpha, targets; default rank 8, alpha 16, targets q, v when
+    /// `finetune = "lora"`). Absent (and no `finetune`): full fine-tuning.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// What the learner trains: `lora` (adapters) or `full` (every weight; for GPUs). Default: `lora` when a `lora`
+    /// table is given, else `full`.
+    #[serde(default)]
+    pub finetune: Option<Finetune>,
     /// Learner (DPO/IPO/GRPO, AdamW, EMA); absent = this policy does not learn.
     #[serde(default)]
     pub learner: Option<LearnerConfig>,
     /// Start from these LoRA adapters (safetensors written by a previous run); needs `lora`'s shape.
     #[serde(default)]
     pub adapters: Option<PathBuf>,
+}
+
+/// What a chat-LM learner trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finetune {
+    /// LoRA adapters over frozen weights (fits a CPU).
+    Lora,
+    /// Every weight (memory: weights, EMA and two AdamW moments; for GPUs).
+    Full,
 }
 
 /// How `complied` labels a response.
@@ -158,6 +190,41 @@ pub enum ComplyRule {
     Phrases,
     /// Pointwise Compliance score of the judge model ≥ `compliance_threshold`.
     Model,
+}
+
+/// How the judge's verdicts are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// Prefill the verdict's opening tag and read the next-token logits (every verdict present).
+    #[default]
+    Logits,
+    /// Generate free text (reasoning allowed) and parse it strictly (missing verdicts possible).
+    Generate,
+}
+
+/// How a score is read from the digit distribution (`read = "logits"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreRead {
+    /// Probability-weighted mean digit (ties between close responses become rare).
+    #[default]
+    Expected,
+    /// The most likely digit.
+    Argmax,
+}
+
+/// How a pair is scored with `read = "logits"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PairRead {
+    /// One prompt showing both responses, `<score_A>` then `<score_B>` (both orders with `both_orders`).
+    Joint,
+    /// Each response scored alone with the pointwise prompt (no position bias; `both_orders` is moot). The default:
+    /// on 20 AdvGame pairs (defender answer vs refusal, Compliance rubric) the 135M judge preferred the answer in
+    /// 19/20 this way, 9/20 jointly (position bias) and 13/20 jointly in both orders.
+    #[default]
+    Separate,
 }
 
 /// Parameters of `chat-lm-judge`.
@@ -185,6 +252,23 @@ pub struct JudgeParams {
     /// With `complied = "model"`: minimum Compliance score (0–10) that counts as compliance.
     #[serde(default = "d_threshold")]
     pub compliance_threshold: f64,
+    /// `logits` (default): verdicts read from the next-token distribution after a prefill; `generate`: free text
+    /// through the strict parsers.
+    #[serde(default)]
+    pub read: ReadMode,
+    /// With `read = "logits"`: `expected` (default) or `argmax` digit.
+    #[serde(default)]
+    pub score: ScoreRead,
+    /// With `read = "logits"`: `separate` (default: each response scored alone) or `joint` pair scoring.
+    #[serde(default)]
+    pub pairwise: PairRead,
+    /// With `read = "logits"`: a rewrite is faithful when P(True) / (P(True) + P(False)) ≥ this (default 0.5).
+    #[serde(default = "d_half")]
+    pub faithful_threshold: f64,
+}
+
+fn d_half() -> f64 {
+    0.5
 }
 
 fn check_sampling(t: f32, p: f32, n: usize, b: usize) -> Result<(), RoleError> {
@@ -232,6 +316,15 @@ fn backend_ok(b: BackendKind) -> Result<(), RoleError> {
 }
 
 impl PolicyParams {
+    /// What the learner trains: `finetune`, else LoRA when `lora` or `adapters` is given, else every weight.
+    pub fn finetune_mode(&self) -> Finetune {
+        match self.finetune {
+            Some(f) => f,
+            None if self.lora.is_some() || self.adapters.is_some() => Finetune::Lora,
+            None => Finetune::Full,
+        }
+    }
+
     /// Parses and validates a role table (no model loading).
     pub fn parse(params: &toml::Table, ctx: &BuildContext) -> Result<Self, RoleError> {
         let p: PolicyParams = ctx.parse(params)?;
@@ -240,6 +333,18 @@ impl PolicyParams {
         model_path(&p.model, ctx)?;
         if let Some(l) = &p.lora {
             l.validate().map_err(|m| RoleError::config("lora", m))?;
+        }
+        if p.finetune == Some(Finetune::Full) && (p.lora.is_some() || p.adapters.is_some()) {
+            return Err(RoleError::config(
+                "finetune",
+                "\"full\" trains every weight: remove `lora` and `adapters`",
+            ));
+        }
+        if p.require_think && !p.think {
+            return Err(RoleError::config(
+                "require_think",
+                "cannot be true with think = false",
+            ));
         }
         if let Some(l) = &p.learner {
             l.validate()
@@ -277,6 +382,9 @@ impl JudgeParams {
                 "must be in [0, 10]",
             ));
         }
+        if !(0.0..=1.0).contains(&p.faithful_threshold) {
+            return Err(RoleError::config("faithful_threshold", "must be in [0, 1]"));
+        }
         Ok(p)
     }
 }
@@ -295,9 +403,53 @@ fn load_model(
     Ok(m)
 }
 
-/// The trainable part of a policy.
-struct Training {
-    learner: Learner<LoraLlama>,
+/// The trainable part of a policy: LoRA adapters over frozen weights, or every weight.
+enum Training {
+    Lora(Learner<LoraLlama>),
+    Full(Learner<LlamaModel>),
+}
+
+macro_rules! each {
+    ($t:expr, $l:ident => $e:expr) => {
+        match $t {
+            Training::Lora($l) => $e,
+            Training::Full($l) => $e,
+        }
+    };
+}
+
+impl Training {
+    fn config(&self) -> &LearnerConfig {
+        each!(self, l => l.config())
+    }
+    fn steps(&self) -> u64 {
+        each!(self, l => l.steps())
+    }
+    /// The generating weights (EMA for DPO/IPO, current for GRPO) as a plain model, adapters merged.
+    fn generator(&self) -> LlamaModel {
+        match self {
+            Training::Lora(l) => l.generator().merged(),
+            Training::Full(l) => l.generator(),
+        }
+    }
+    fn adapter_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Training::Lora(l) => l.generator().adapter_bytes().map(Some),
+            Training::Full(_) => Ok(None),
+        }
+    }
+    fn preference_step(&mut self, g: &[PreferenceGroup]) -> Result<Option<StepReport>, LmError> {
+        each!(self, l => l.preference_step(g))
+    }
+    fn grpo_step(&mut self, s: &[GrpoSample]) -> Result<Option<StepReport>, LmError> {
+        each!(self, l => l.grpo_step(s))
+    }
+    fn checkpoint(&self) -> Result<Checkpoint, LmError> {
+        each!(self, l => l.checkpoint())
+    }
+    fn restore(&mut self, ck: &Checkpoint) -> Result<(), LmError> {
+        each!(self, l => l.restore(ck))
+    }
 }
 
 /// A chat-LM attacker or defender.
@@ -331,25 +483,38 @@ impl ChatPolicy {
             training: None,
             generator: None,
         };
-        let lora_cfg = p.lora.clone().unwrap_or_default();
         let role_salt = match ctx.role {
             Role::Attacker => 0xA77A,
             Role::Defender => 0xDEFE,
             Role::Judge => 0x7D6E,
         };
-        if p.learner.is_some() || p.adapters.is_some() {
-            let mut lora = LoraLlama::new(me.lm.model.clone(), lora_cfg, ctx.seed ^ role_salt)
-                .map_err(|m| RoleError::config("lora", m))?;
-            if let Some(a) = &p.adapters {
-                lora = lora
-                    .load_adapters(&ctx.resolve(a))
-                    .map_err(RoleError::Failed)?;
+        let seed = ctx.seed ^ role_salt;
+        match p.finetune_mode() {
+            Finetune::Full => {
+                if let Some(cfg) = p.learner.clone() {
+                    let learner = Learner::new(me.lm.model.clone(), cfg, seed)
+                        .map_err(|e| RoleError::config("learner", e.to_string()))?;
+                    me.training = Some(Training::Full(learner));
+                    me.refresh_generator();
+                }
             }
-            me.generator = Some(lora.merged());
-            if let Some(cfg) = p.learner.clone() {
-                let learner = Learner::new(lora, cfg, ctx.seed ^ role_salt)
-                    .map_err(|e| RoleError::config("learner", e.to_string()))?;
-                me.training = Some(Training { learner });
+            Finetune::Lora => {
+                if p.learner.is_some() || p.adapters.is_some() {
+                    let lora_cfg = p.lora.clone().unwrap_or_default();
+                    let mut lora = LoraLlama::new(me.lm.model.clone(), lora_cfg, seed)
+                        .map_err(|m| RoleError::config("lora", m))?;
+                    if let Some(a) = &p.adapters {
+                        lora = lora
+                            .load_adapters(&ctx.resolve(a))
+                            .map_err(RoleError::Failed)?;
+                    }
+                    me.generator = Some(lora.merged());
+                    if let Some(cfg) = p.learner.clone() {
+                        let learner = Learner::new(lora, cfg, seed)
+                            .map_err(|e| RoleError::config("learner", e.to_string()))?;
+                        me.training = Some(Training::Lora(learner));
+                    }
+                }
             }
         }
         Ok(me)
@@ -358,9 +523,49 @@ impl ChatPolicy {
     /// The chat messages this policy answers for a seed and an input.
     pub fn messages(&self, seed: &Seed, input: &str) -> Vec<ChatMessage> {
         match self.role {
-            Role::Attacker => prompts::attacker(input, kind_of(seed.category)),
+            Role::Attacker => prompts::attacker(input, kind_of(seed.category), self.params.think),
             _ => prompts::defender(input),
         }
+    }
+
+    /// Text the assistant turn is prefilled with (part of every output text; empty for most settings).
+    pub fn prefill(&self) -> &'static str {
+        if self.role == Role::Attacker && !self.params.think {
+            ATTACKER_PREFILL
+        } else {
+            ""
+        }
+    }
+
+    fn stops(&self) -> &'static [&'static str] {
+        if self.role == Role::Attacker && !self.params.think {
+            &[ATTACKER_STOP, PARAGRAPH_END]
+        } else {
+            &[]
+        }
+    }
+
+    /// The output text of a sample: the prefill, then the generation. Without `<think>`, a sample that ended (on
+    /// `</prompt>`, a blank line or the end of its turn) is written as `<prompt>…</prompt>`; a truncated one stays
+    /// unclosed, so it fails to parse.
+    fn output_text(&self, s: &Sample) -> String {
+        let prefill = self.prefill();
+        if prefill.is_empty() || s.truncated {
+            return format!("{prefill}{}", s.text);
+        }
+        let body = s.text.strip_suffix(ATTACKER_STOP).unwrap_or(&s.text);
+        format!("{prefill}{}{ATTACKER_STOP}", body.trim_end())
+    }
+
+    /// Prompt tokens (prefill included) for a group and the response text the model actually generated.
+    fn learn_prompt(&self, g: &Group) -> Result<Vec<u32>, RoleError> {
+        self.lm
+            .prefilled_ids(&self.messages(&g.seed, &g.input), self.prefill())
+            .map_err(RoleError::Failed)
+    }
+
+    fn generated_part<'a>(&self, output: &'a str) -> &'a str {
+        output.strip_prefix(self.prefill()).unwrap_or(output)
     }
 
     fn sampling(&self) -> Sampling {
@@ -371,22 +576,17 @@ impl ChatPolicy {
         }
     }
 
-    /// The current LoRA adapters as safetensors bytes (`None` without adapters).
+    /// The current LoRA adapters as safetensors bytes (`None` without adapters or with full fine-tuning).
     pub fn adapter_bytes(&self) -> Result<Option<Vec<u8>>, RoleError> {
         match &self.training {
-            Some(t) => t
-                .learner
-                .generator()
-                .adapter_bytes()
-                .map(Some)
-                .map_err(RoleError::Failed),
+            Some(t) => t.adapter_bytes().map_err(RoleError::Failed),
             None => Ok(None),
         }
     }
 
     fn refresh_generator(&mut self) {
         if let Some(t) = &self.training {
-            self.generator = Some(t.learner.generator().merged());
+            self.generator = Some(t.generator());
         }
     }
 
@@ -394,13 +594,13 @@ impl ChatPolicy {
         let mut pgs = Vec::new();
         let mut tokens = 0u64;
         for g in groups {
-            let prompt = self
-                .lm
-                .prompt_ids(&self.messages(&g.seed, &g.input))
-                .map_err(RoleError::Failed)?;
+            let prompt = self.learn_prompt(g)?;
             let mut responses = Vec::with_capacity(g.outputs.len());
             for o in &g.outputs {
-                let r = self.lm.response_ids(o).map_err(RoleError::Failed)?;
+                let r = self
+                    .lm
+                    .response_ids(self.generated_part(o))
+                    .map_err(RoleError::Failed)?;
                 tokens += (prompt.len() + r.len()) as u64;
                 responses.push(r);
             }
@@ -414,7 +614,6 @@ impl ChatPolicy {
             return Ok(LearnReport::default());
         };
         let rep = t
-            .learner
             .preference_step(&pgs)
             .map_err(|e| RoleError::failed(e.to_string()))?;
         Ok(match rep {
@@ -440,17 +639,14 @@ impl ChatPolicy {
     fn learn_grpo(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
         let mut samples = Vec::new();
         let mut tokens = 0u64;
-        let pad = self
-            .training
-            .as_ref()
-            .map_or(0, |t| t.learner.config().pad_token);
+        let pad = self.training.as_ref().map_or(0, |t| t.config().pad_token);
         for g in groups {
-            let prompt = self
-                .lm
-                .prompt_ids(&self.messages(&g.seed, &g.input))
-                .map_err(RoleError::Failed)?;
+            let prompt = self.learn_prompt(g)?;
             for (o, r) in g.outputs.iter().zip(&g.rewards) {
-                let resp = self.lm.response_ids(o).map_err(RoleError::Failed)?;
+                let resp = self
+                    .lm
+                    .response_ids(self.generated_part(o))
+                    .map_err(RoleError::Failed)?;
                 tokens += (prompt.len() + resp.len()) as u64;
                 let error = self.role == Role::Attacker
                     && parse_attacker(o, self.params.require_think).is_err();
@@ -461,7 +657,7 @@ impl ChatPolicy {
             return Ok(LearnReport::default());
         };
         // Log-probs of the generating (current) policy, per response token.
-        let genm = t.learner.generator();
+        let genm = t.generator();
         let mut out = Vec::with_capacity(samples.len());
         for (prompt, resp, reward, error) in samples {
             let pairs = [(prompt.as_slice(), resp.as_slice())];
@@ -482,7 +678,6 @@ impl ChatPolicy {
             });
         }
         let rep = t
-            .learner
             .grpo_step(&out)
             .map_err(|e| RoleError::failed(e.to_string()))?;
         Ok(match rep {
@@ -508,20 +703,21 @@ impl ChatPolicy {
 impl Policy for ChatPolicy {
     fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError> {
         let mut rows = Vec::new();
+        let prefill = self.prefill();
         for r in reqs {
             let ids = self
                 .lm
-                .prompt_ids(&self.messages(&r.seed, &r.input))
+                .prefilled_ids(&self.messages(&r.seed, &r.input), prefill)
                 .map_err(RoleError::Failed)?;
             for k in 0..r.n {
                 rows.push((ids.clone(), row_seed(r.rng_seed, k)));
             }
         }
-        let samples = match &self.generator {
-            Some(g) => self.lm.generate_with(g, &rows, self.sampling()),
-            None => self.lm.generate(&rows, self.sampling()),
-        }
-        .map_err(RoleError::Failed)?;
+        let model = self.generator.as_ref().unwrap_or(&self.lm.model);
+        let samples = self
+            .lm
+            .generate_until(model, &rows, self.sampling(), self.stops())
+            .map_err(RoleError::Failed)?;
         let mut it = samples.into_iter();
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
@@ -530,14 +726,15 @@ impl Policy for ChatPolicy {
                 let Some(s) = it.next() else {
                     return Err(RoleError::failed("generation returned too few samples"));
                 };
+                let text = self.output_text(&s);
                 let parsed = match self.role {
-                    Role::Attacker => parse_attacker(&s.text, self.params.require_think)
+                    Role::Attacker => parse_attacker(&text, self.params.require_think)
                         .ok()
                         .map(|a| a.prompt),
-                    _ => Some(s.text.trim().to_string()),
+                    _ => Some(text.trim().to_string()),
                 };
                 gens.push(Generation {
-                    text: s.text,
+                    text,
                     parsed,
                     tokens: s.tokens.len() as u64,
                 });
@@ -551,7 +748,7 @@ impl Policy for ChatPolicy {
         let Some(t) = &self.training else {
             return Ok(LearnReport::default());
         };
-        let algorithm = t.learner.config().algorithm;
+        let algorithm = t.config().algorithm;
         let rep = match algorithm {
             Algorithm::Grpo => self.learn_grpo(groups)?,
             _ => self.learn_preference(groups)?,
@@ -561,13 +758,12 @@ impl Policy for ChatPolicy {
     }
 
     fn version(&self) -> u64 {
-        self.training.as_ref().map_or(0, |t| t.learner.steps())
+        self.training.as_ref().map_or(0, |t| t.steps())
     }
 
     fn save(&self) -> Result<Vec<u8>, RoleError> {
         match &self.training {
             Some(t) => Ok(t
-                .learner
                 .checkpoint()
                 .map_err(|e| RoleError::failed(e.to_string()))?
                 .to_bytes()),
@@ -579,8 +775,7 @@ impl Policy for ChatPolicy {
         if let Some(t) = self.training.as_mut() {
             let ck = Checkpoint::from_bytes(state, "chat-lm state")
                 .map_err(|e| RoleError::failed(e.to_string()))?;
-            t.learner
-                .restore(&ck)
+            t.restore(&ck)
                 .map_err(|e| RoleError::failed(e.to_string()))?;
             self.refresh_generator();
         }
@@ -588,10 +783,87 @@ impl Policy for ChatPolicy {
     }
 }
 
+/// Token ids the logit read compares: the digits 0–9 and `True`/`False` after their prefills.
+#[derive(Debug, Clone)]
+struct ReadTokens {
+    digits: Vec<u32>,
+    yes: u32,
+    no: u32,
+}
+
+impl ReadTokens {
+    fn find(lm: &ChatModel) -> Result<Self, String> {
+        // The token following `prefix` when `word` is appended to it.
+        let after = |prefix: &str, word: &str| -> Result<u32, String> {
+            let base = lm.encode(prefix)?;
+            let full = lm.encode(&format!("{prefix}{word}"))?;
+            match full.strip_prefix(base.as_slice()) {
+                Some([t, ..]) => Ok(*t),
+                _ => Err(format!(
+                    "read = \"logits\": `{prefix}{word}` does not tokenize as `{prefix}` + `{word}`; use read = \"generate\""
+                )),
+            }
+        };
+        let mut digits = Vec::with_capacity(10);
+        for d in 0..=DIRECT_MAX {
+            let t = after(PAIR_PREFILL, &d.to_string())?;
+            if lm.decode_one(t).as_deref() != Some(d.to_string().as_str()) {
+                return Err(format!(
+                    "read = \"logits\": digit {d} is not a single token; use read = \"generate\""
+                ));
+            }
+            digits.push(t);
+        }
+        let yes = after(FAITH_PREFILL, "True")?;
+        let no = after(FAITH_PREFILL, "False")?;
+        if yes == no {
+            return Err("read = \"logits\": True and False share their first token".into());
+        }
+        Ok(ReadTokens { digits, yes, no })
+    }
+}
+
+/// Softmax of `logits` restricted to `ids`.
+fn restricted_probs(logits: &[f32], ids: &[u32]) -> Vec<f64> {
+    let xs: Vec<f64> = ids
+        .iter()
+        .map(|&i| logits.get(i as usize).copied().unwrap_or(f32::NEG_INFINITY) as f64)
+        .collect();
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return vec![1.0 / ids.len().max(1) as f64; ids.len()];
+    }
+    let e: Vec<f64> = xs.iter().map(|x| (x - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / z).collect()
+}
+
+/// A score read from digit logits: (score on 0–10, most likely digit).
+fn digit_score(logits: &[f32], digits: &[u32], how: ScoreRead) -> (f64, usize) {
+    let p = restricted_probs(logits, digits);
+    let mut best = 0;
+    for (i, &x) in p.iter().enumerate() {
+        if x > p[best] {
+            best = i;
+        }
+    }
+    let raw = match how {
+        ScoreRead::Expected => p.iter().enumerate().map(|(i, x)| i as f64 * x).sum(),
+        ScoreRead::Argmax => best as f64,
+    };
+    (raw * 10.0 / DIRECT_MAX as f64, best)
+}
+
+/// `(query, response A, response B, rubric)` of one pairwise read.
+type PairItem<'a> = (&'a str, &'a str, &'a str, Rubric);
+/// The raw text and the scores (A, B) of one pairwise read.
+type PairScore = (String, (f64, f64));
+
 /// A chat-LM judge.
 pub struct ChatJudge {
     lm: ChatModel,
     params: JudgeParams,
+    tokens: Option<ReadTokens>,
 }
 
 fn join_raw(a: &str, b: &str) -> String {
@@ -603,16 +875,32 @@ impl ChatJudge {
     pub fn build(params: &toml::Table, ctx: &BuildContext) -> Result<Self, RoleError> {
         let p = JudgeParams::parse(params, ctx)?;
         let lm = load_model(&p.model, p.backend, p.batch_size, ctx)?;
-        Ok(ChatJudge { lm, params: p })
+        Self::with_model(lm, p)
     }
 
-    /// Builds the judge around an already loaded model.
-    pub fn with_model(lm: ChatModel, params: JudgeParams) -> Self {
-        ChatJudge { lm, params }
+    /// Builds the judge around an already loaded model (fails when `read = "logits"` and the tokenizer does not
+    /// give single-token digits and `True`/`False`).
+    pub fn with_model(lm: ChatModel, params: JudgeParams) -> Result<Self, RoleError> {
+        let tokens = match params.read {
+            ReadMode::Logits => {
+                Some(ReadTokens::find(&lm).map_err(|m| RoleError::config("read", m))?)
+            }
+            ReadMode::Generate => None,
+        };
+        Ok(ChatJudge { lm, params, tokens })
     }
 
-    /// Generates one greedy/sampled answer per `(messages, rng seed)`.
-    fn ask(&self, items: Vec<(Vec<ChatMessage>, u64)>) -> Result<Vec<String>, RoleError> {
+    /// The judge's settings.
+    pub fn params(&self) -> &JudgeParams {
+        &self.params
+    }
+
+    /// Generates one greedy/sampled answer per `(messages, rng seed)`, stopping at `stop`.
+    fn ask(
+        &self,
+        items: Vec<(Vec<ChatMessage>, u64)>,
+        stop: &[&str],
+    ) -> Result<Vec<String>, RoleError> {
         let mut rows = Vec::with_capacity(items.len());
         for (m, s) in items {
             rows.push((self.lm.prompt_ids(&m).map_err(RoleError::Failed)?, s));
@@ -624,23 +912,110 @@ impl ChatJudge {
         };
         Ok(self
             .lm
-            .generate(&rows, sampling)
+            .generate_until(&self.lm.model, &rows, sampling, stop)
             .map_err(RoleError::Failed)?
             .into_iter()
             .map(|s| s.text)
             .collect())
     }
 
+    /// Digit scores (0–10) read after `prefill`: one per prompt.
+    fn read_scores(
+        &self,
+        t: &ReadTokens,
+        prompts: Vec<Vec<ChatMessage>>,
+    ) -> Result<Vec<Verdict<f64>>, RoleError> {
+        let mut ids = Vec::with_capacity(prompts.len());
+        for m in &prompts {
+            ids.push(
+                self.lm
+                    .prefilled_ids(m, POINT_PREFILL)
+                    .map_err(RoleError::Failed)?,
+            );
+        }
+        let logits = self
+            .lm
+            .logits_after(&self.lm.model, &ids, &mut |_, _| None)
+            .map_err(RoleError::Failed)?;
+        Ok(logits
+            .into_iter()
+            .map(|(l, _)| {
+                let (s, best) = digit_score(&l, &t.digits, self.params.score);
+                Verdict::new(
+                    format!("{POINT_PREFILL}{best}</score> (logits: score {s:.3} of 10)"),
+                    Some(s),
+                )
+            })
+            .collect())
+    }
+
+    /// Pairwise scores (0–10 each) read from logits, one per `(query, a, b, rubric)`.
+    fn read_pairs(
+        &self,
+        t: &ReadTokens,
+        items: &[PairItem<'_>],
+    ) -> Result<Vec<PairScore>, RoleError> {
+        let mut ids = Vec::with_capacity(items.len());
+        for (q, a, b, rub) in items {
+            ids.push(
+                self.lm
+                    .prefilled_ids(&prompts::pairwise(q, a, b, *rub, true), PAIR_PREFILL)
+                    .map_err(RoleError::Failed)?,
+            );
+        }
+        let mut first = Vec::with_capacity(items.len());
+        let mut cont_err = None;
+        let how = self.params.score;
+        let logits = self
+            .lm
+            .logits_after(&self.lm.model, &ids, &mut |_, l| {
+                let (s, best) = digit_score(l, &t.digits, how);
+                first.push((s, best));
+                match self.lm.encode(&format!("{best}{PAIR_MID}")) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        cont_err = Some(e);
+                        None
+                    }
+                }
+            })
+            .map_err(RoleError::Failed)?;
+        if let Some(e) = cont_err {
+            return Err(RoleError::Failed(e));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for ((_, second), (sa, best_a)) in logits.into_iter().zip(first) {
+            let Some(second) = second else {
+                return Err(RoleError::failed("pairwise read: no logits for B"));
+            };
+            let (sb, best_b) = digit_score(&second, &t.digits, how);
+            out.push((
+                format!(
+                    "{PAIR_PREFILL}{best_a}{PAIR_MID}{best_b}</score_B> (logits: A {sa:.3}, B {sb:.3} of 10)"
+                ),
+                (sa, sb),
+            ));
+        }
+        Ok(out)
+    }
+
     fn pointwise(
         &self,
         items: Vec<(String, String, Rubric, u64)>,
     ) -> Result<Vec<Verdict<f64>>, RoleError> {
+        if let Some(t) = &self.tokens {
+            let prompts = items
+                .iter()
+                .map(|(q, r, rub, _)| prompts::pointwise(q, r, *rub, true))
+                .collect();
+            return self.read_scores(t, prompts);
+        }
         let asks = items
             .into_iter()
-            .map(|(q, r, rub, s)| (prompts::pointwise(&q, &r, rub), row_seed(s, 0)))
+            .map(|(q, r, rub, s)| (prompts::pointwise(&q, &r, rub, false), row_seed(s, 0)))
             .collect();
         Ok(self
-            .ask(asks)?
+            .ask(asks, &["</score>"])?
             .into_iter()
             .map(|raw| {
                 let v = parse_pointwise(&raw).ok();
@@ -652,17 +1027,58 @@ impl ChatJudge {
 
 impl Judge for ChatJudge {
     fn faithful(&mut self, reqs: &[FaithRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
+        if let Some(t) = &self.tokens {
+            let mut ids = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                let m = prompts::faithfulness(
+                    &r.seed.prompt,
+                    &r.rewrite,
+                    kind_of(r.seed.category),
+                    true,
+                );
+                ids.push(
+                    self.lm
+                        .prefilled_ids(&m, FAITH_PREFILL)
+                        .map_err(RoleError::Failed)?,
+                );
+            }
+            let th = self.params.faithful_threshold;
+            let logits = self
+                .lm
+                .logits_after(&self.lm.model, &ids, &mut |_, _| None)
+                .map_err(RoleError::Failed)?;
+            return Ok(logits
+                .into_iter()
+                .map(|(l, _)| {
+                    let p = restricted_probs(&l, &[t.yes, t.no]);
+                    let yes = p[0] >= th;
+                    Verdict::new(
+                        format!(
+                            "{FAITH_PREFILL}{}</answer> (logits: P(True) = {:.3})",
+                            if yes { "True" } else { "False" },
+                            p[0]
+                        ),
+                        Some(yes),
+                    )
+                })
+                .collect());
+        }
         let asks = reqs
             .iter()
             .map(|r| {
                 (
-                    prompts::faithfulness(&r.seed.prompt, &r.rewrite, kind_of(r.seed.category)),
+                    prompts::faithfulness(
+                        &r.seed.prompt,
+                        &r.rewrite,
+                        kind_of(r.seed.category),
+                        false,
+                    ),
                     row_seed(r.rng_seed, 0),
                 )
             })
             .collect();
         Ok(self
-            .ask(asks)?
+            .ask(asks, &["</answer>"])?
             .into_iter()
             .map(|raw| {
                 let v = parse_faithfulness(&raw).ok();
@@ -672,37 +1088,76 @@ impl Judge for ChatJudge {
     }
 
     fn compare(&mut self, reqs: &[PairRequest]) -> Result<Vec<Verdict<(f64, f64)>>, RoleError> {
-        let both = self.params.both_orders;
-        let mut asks = Vec::new();
-        for r in reqs {
-            let rub = rubric_of(r.goal);
-            asks.push((
-                prompts::pairwise(&r.context, &r.a, &r.b, rub),
-                row_seed(r.rng_seed, 0),
-            ));
-            if both {
-                asks.push((
-                    prompts::pairwise(&r.context, &r.b, &r.a, rub),
-                    row_seed(r.rng_seed, 1),
-                ));
+        if let (Some(t), PairRead::Separate) = (&self.tokens, self.params.pairwise) {
+            let mut prompts = Vec::with_capacity(2 * reqs.len());
+            for r in reqs {
+                let rub = rubric_of(r.goal);
+                prompts.push(prompts::pointwise(&r.context, &r.a, rub, true));
+                prompts.push(prompts::pointwise(&r.context, &r.b, rub, true));
             }
+            let scores = self.read_scores(t, prompts)?;
+            let mut out = Vec::with_capacity(reqs.len());
+            for ab in scores.chunks(2) {
+                let (Some(a), Some(b)) = (ab.first(), ab.get(1)) else {
+                    return Err(RoleError::failed("judge returned too few answers"));
+                };
+                let v = a.value.zip(b.value);
+                out.push(Verdict::new(format!("A: {}\nB: {}", a.raw, b.raw), v));
+            }
+            return Ok(out);
         }
-        let mut raws = self.ask(asks)?.into_iter();
+        let both = self.params.both_orders;
+        let raws: Vec<(String, Option<(f64, f64)>)> = if let Some(t) = &self.tokens {
+            let mut items = Vec::new();
+            for r in reqs {
+                let rub = rubric_of(r.goal);
+                items.push((r.context.as_str(), r.a.as_str(), r.b.as_str(), rub));
+                if both {
+                    items.push((r.context.as_str(), r.b.as_str(), r.a.as_str(), rub));
+                }
+            }
+            self.read_pairs(t, &items)?
+                .into_iter()
+                .map(|(raw, v)| (raw, Some(v)))
+                .collect()
+        } else {
+            let mut asks = Vec::new();
+            for r in reqs {
+                let rub = rubric_of(r.goal);
+                asks.push((
+                    prompts::pairwise(&r.context, &r.a, &r.b, rub, false),
+                    row_seed(r.rng_seed, 0),
+                ));
+                if both {
+                    asks.push((
+                        prompts::pairwise(&r.context, &r.b, &r.a, rub, false),
+                        row_seed(r.rng_seed, 1),
+                    ));
+                }
+            }
+            self.ask(asks, &["</score_B>"])?
+                .into_iter()
+                .map(|raw| {
+                    let v = parse_pairwise(&raw).ok();
+                    (raw, v)
+                })
+                .collect()
+        };
+        let mut raws = raws.into_iter();
         let mut out = Vec::with_capacity(reqs.len());
         for _ in reqs {
-            let Some(r1) = raws.next() else {
+            let Some((r1, v1)) = raws.next() else {
                 return Err(RoleError::failed("judge returned too few answers"));
             };
-            let v1 = parse_pairwise(&r1).ok();
             if !both {
                 out.push(Verdict::new(r1, v1));
                 continue;
             }
-            let Some(r2) = raws.next() else {
+            let Some((r2, v2)) = raws.next() else {
                 return Err(RoleError::failed("judge returned too few answers"));
             };
             // The swapped answer scores (B, A).
-            let v2 = parse_pairwise(&r2).ok().map(|(b, a)| (a, b));
+            let v2 = v2.map(|(b, a)| (a, b));
             let v = match (v1, v2) {
                 (Some((a1, b1)), Some((a2, b2))) => Some(((a1 + a2) / 2.0, (b1 + b2) / 2.0)),
                 (Some(x), None) | (None, Some(x)) => Some(x),
@@ -819,10 +1274,22 @@ fn policy_params_doc() -> Vec<ParamDoc> {
             about: "attacker: <think> block required",
         },
         ParamDoc {
+            name: "think",
+            ty: "bool",
+            default: Some("true"),
+            about: "attacker: reason in <think> first; false = turn prefilled with <prompt>, stops at </prompt>",
+        },
+        ParamDoc {
             name: "lora",
             ty: "table",
             default: Some("{rank = 8, alpha = 16, targets = [\"q\", \"v\"]}"),
             about: "LoRA adapters: rank, alpha, targets (q k v o gate up down)",
+        },
+        ParamDoc {
+            name: "finetune",
+            ty: "string",
+            default: Some("lora if `lora` is given, else full"),
+            about: "what the learner trains: lora (adapters) or full (every weight, for GPUs)",
         },
         ParamDoc {
             name: "learner",
@@ -895,6 +1362,30 @@ fn judge_params_doc() -> Vec<ParamDoc> {
             default: Some("5.0"),
             about: "complied = model: score >= this counts as compliance",
         },
+        ParamDoc {
+            name: "read",
+            ty: "string",
+            default: Some("\"logits\""),
+            about: "logits (prefill the verdict tag, read the next-token distribution) or generate (free text, strict parse)",
+        },
+        ParamDoc {
+            name: "score",
+            ty: "string",
+            default: Some("\"expected\""),
+            about: "read = logits: expected (mean digit) or argmax digit, rescaled from 0-9 to 0-10",
+        },
+        ParamDoc {
+            name: "pairwise",
+            ty: "string",
+            default: Some("\"separate\""),
+            about: "read = logits: separate (each response scored alone) or joint (both in one prompt, <score_A> then <score_B>)",
+        },
+        ParamDoc {
+            name: "faithful_threshold",
+            ty: "float",
+            default: Some("0.5"),
+            about: "read = logits: faithful when P(True) among True/False >= this",
+        },
     ]
 }
 
@@ -906,7 +1397,7 @@ pub fn register(reg: &mut Registry) {
         KindInfo {
             kind: POLICY_KIND.into(),
             about: "chat LM (Llama-family GGUF or HF dir, e.g. SmolLM2-135M-Instruct) as attacker or defender; \
-                    LoRA DPO/IPO/GRPO training"
+                    LoRA or full DPO/IPO/GRPO training"
                 .into(),
             roles: vec![Role::Attacker, Role::Defender],
             params: policy_params_doc(),

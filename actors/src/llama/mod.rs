@@ -19,7 +19,7 @@ pub use error::LlamaError;
 pub use generate::{GenerateOptions, Generated, StopReason};
 pub use host::{HostCache, HostLlama, Precision};
 pub use load::{TensorLookup, WeightNaming};
-pub use model::{KvCache, LlamaModel, LogitsMode};
+pub use model::{KvCache, LlamaModel, LogitsMode, Projection, ProjectionHook};
 
 /// The Burn device type the model runs on (re-exported for callers without a burn dependency).
 pub use burn::tensor::Device;

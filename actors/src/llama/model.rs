@@ -1,7 +1,8 @@
 //! The Llama-family network in Burn: RMSNorm, RoPE (interleaved or rotate-half), grouped-query
 //! attention with optional q/k/v bias, SwiGLU MLP, tied or untied head, and a preallocated KV
 //! cache written in place. Batches are left-padded: every row carries a validity mask and its
-//! RoPE positions start at 0 on its first real token.
+//! RoPE positions start at 0 on its first real token. A [`ProjectionHook`] adds a term to any
+//! projection in the cache-less forward (how LoRA adapters run without a copy of this forward).
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
@@ -134,6 +135,44 @@ impl KvCache {
         self.len = 0;
         self.valid.iter_mut().for_each(|v| *v = false);
         self.next_pos.iter_mut().for_each(|p| *p = 0);
+    }
+}
+
+/// A projection of a decoder block, for [`ProjectionHook`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Projection {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+/// Adds a term to projections' outputs in the forward pass: `y = x·W (+ bias) + delta(x)` (LoRA
+/// adapters: `delta(x) = x·A·B·scale`).
+pub trait ProjectionHook {
+    /// The extra term of `layer`'s `proj` for its input `x` (`[batch, seq, in]`), or `None`.
+    fn delta(&self, layer: usize, proj: Projection, x: &Tensor<3>) -> Option<Tensor<3>>;
+}
+
+type Hook<'a> = Option<&'a dyn ProjectionHook>;
+
+/// `x·W (+ bias)`, plus the hook's term.
+fn project(
+    hook: Hook<'_>,
+    layer: usize,
+    proj: Projection,
+    x: Tensor<3>,
+    w: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<3> {
+    let d = hook.and_then(|h| h.delta(layer, proj, &x));
+    let y = linear(x, w, bias);
+    match d {
+        Some(d) => y + d,
+        None => y,
     }
 }
 
@@ -371,11 +410,30 @@ impl LlamaModel {
     /// Forward over a cache-less batch (training, scoring): `ids` are left-padded rows of equal
     /// length, `valid[r][j]` false on padding. Returns logits `[batch, seq, vocab]`.
     pub fn forward(&self, ids: &[Vec<u32>], valid: &[Vec<bool>]) -> Result<Tensor<3>, LlamaError> {
+        self.forward_inner(ids, valid, None)
+    }
+
+    /// As [`forward`](Self::forward), with `hook`'s terms added to the projections.
+    pub fn forward_hooked(
+        &self,
+        ids: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        hook: &dyn ProjectionHook,
+    ) -> Result<Tensor<3>, LlamaError> {
+        self.forward_inner(ids, valid, Some(hook))
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        hook: Hook<'_>,
+    ) -> Result<Tensor<3>, LlamaError> {
         let (b, s) = check_rect(ids, valid)?;
         let starts = vec![0usize; b];
         let plan = self.plan(valid, &starts, 0, s, None)?;
         let x = self.embed_ids(ids, b, s)?;
-        Ok(self.run(x, &plan, None, LogitsMode::All))
+        Ok(self.run(x, &plan, None, LogitsMode::All, hook))
     }
 
     /// Forward a chunk of new tokens through the cache: `ids` (equal-length rows, left-padded
@@ -413,7 +471,7 @@ impl LlamaModel {
             cache.next_pos[r] += valid[r].iter().filter(|&&v| v).count();
         }
         let x = self.embed_ids(ids, b, s)?;
-        let out = self.run(x, &plan, Some(&mut *cache), mode);
+        let out = self.run(x, &plan, Some(&mut *cache), mode, None);
         cache.len += s;
         Ok(out)
     }
@@ -505,16 +563,25 @@ impl LlamaModel {
         plan: &ChunkPlan,
         mut cache: Option<&mut KvCache>,
         mode: LogitsMode,
+        hook: Hook<'_>,
     ) -> Tensor<3> {
         let eps = self.config.rms_eps;
         for (l, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(x.clone(), block.attn_norm.val(), eps);
-            let a = self.attention(l, &block.attn, h, plan, cache.as_deref_mut());
+            let a = self.attention(l, &block.attn, h, plan, cache.as_deref_mut(), hook);
             x = x + a;
             let h = rms_norm(x.clone(), block.mlp_norm.val(), eps);
-            let gate = silu(linear(h.clone(), block.mlp.gate.val(), None));
-            let up = linear(h, block.mlp.up.val(), None);
-            x = x + linear(gate * up, block.mlp.down.val(), None);
+            let mlp = &block.mlp;
+            let gate = silu(project(
+                hook,
+                l,
+                Projection::Gate,
+                h.clone(),
+                mlp.gate.val(),
+                None,
+            ));
+            let up = project(hook, l, Projection::Up, h, mlp.up.val(), None);
+            x = x + project(hook, l, Projection::Down, gate * up, mlp.down.val(), None);
         }
         let x = match mode {
             LogitsMode::All => x,
@@ -548,21 +615,36 @@ impl LlamaModel {
         x: Tensor<3>,
         plan: &ChunkPlan,
         cache: Option<&mut KvCache>,
+        hook: Hook<'_>,
     ) -> Tensor<3> {
         let c = &self.config;
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let q = linear(
+        let bias = |p: &Option<Param<Tensor<1>>>| p.as_ref().map(|p| p.val());
+        let q = project(
+            hook,
+            layer,
+            Projection::Q,
             x.clone(),
             attn.q.val(),
-            attn.q_bias.as_ref().map(|p| p.val()),
+            bias(&attn.q_bias),
         );
-        let k = linear(
+        let k = project(
+            hook,
+            layer,
+            Projection::K,
             x.clone(),
             attn.k.val(),
-            attn.k_bias.as_ref().map(|p| p.val()),
+            bias(&attn.k_bias),
         );
-        let v = linear(x, attn.v.val(), attn.v_bias.as_ref().map(|p| p.val()));
+        let v = project(
+            hook,
+            layer,
+            Projection::V,
+            x,
+            attn.v.val(),
+            bias(&attn.v_bias),
+        );
         let q = self.rope(q.reshape([b, s, nh, hd]), plan).swap_dims(1, 2);
         let k = self.rope(k.reshape([b, s, nkv, hd]), plan).swap_dims(1, 2);
         let v = v.reshape([b, s, nkv, hd]).swap_dims(1, 2);
@@ -582,8 +664,11 @@ impl LlamaModel {
             }
             None => (k, v),
         };
-        let (k, v) = if nkv != nh && k.device().is_autodiff() {
-            // The autodiff fallback attention has no grouped-query support: repeat K/V heads.
+        let autodiff =
+            q.device().is_autodiff() || k.device().is_autodiff() || v.device().is_autodiff();
+        let (k, v) = if nkv != nh && autodiff {
+            // The autodiff fallback attention has no grouped-query support: repeat K/V heads
+            // (also when only some operands are autodiff, as with adapters on frozen weights).
             let g = nh / nkv;
             let t = k.dims()[2];
             let rep = |x: Tensor<4>| {
@@ -602,7 +687,7 @@ impl LlamaModel {
         };
         let out = attention(q, k, v, Some(plan.mask.clone()), None, options);
         let out = out.swap_dims(1, 2).reshape([b, s, nh * hd]);
-        linear(out, attn.o.val(), None)
+        project(hook, layer, Projection::O, out, attn.o.val(), None)
     }
 
     /// Applies RoPE to `x: [b, s, heads, head_dim]`.
