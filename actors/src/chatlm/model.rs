@@ -11,8 +11,8 @@ use super::prompts::ChatMessage;
 use crate::formats::{self, ChatTemplate, GgufFile, HfCheckpoint, TextTokenizer};
 use crate::llama::generate::generate_loop;
 use crate::llama::{
-    GenerateOptions, KvCache, LlamaConfig, LlamaModel, LogitsMode, MetadataLookup, TensorLookup,
-    WeightNaming,
+    GenerateOptions, HostCache, HostLlama, KvCache, LlamaConfig, LlamaModel, LogitsMode,
+    MetadataLookup, TensorLookup, WeightNaming,
 };
 
 /// GGUF metadata seen through the llama module's lookup trait.
@@ -54,6 +54,18 @@ pub struct Sampling {
     pub temperature: f32,
     pub top_p: f32,
     pub max_new_tokens: usize,
+}
+
+/// The network that generates: the Burn module (any backend, trainable) or its host copy (CPU, fast decode).
+#[derive(Clone, Copy)]
+pub enum Net<'a> {
+    Burn(&'a LlamaModel),
+    Host(&'a HostLlama),
+}
+
+enum Cache {
+    Burn(KvCache),
+    Host(HostCache),
 }
 
 /// One generated sample.
@@ -228,6 +240,17 @@ impl ChatModel {
         sampling: Sampling,
         stop: &[&str],
     ) -> Result<Vec<Sample>, String> {
+        self.generate_net(Net::Burn(model), rows, sampling, stop)
+    }
+
+    /// As `generate_until`, on either network: the Burn module, or its [`HostLlama`] copy (the fast CPU path).
+    pub fn generate_net(
+        &self,
+        net: Net<'_>,
+        rows: &[(Vec<u32>, u64)],
+        sampling: Sampling,
+        stop: &[&str],
+    ) -> Result<Vec<Sample>, String> {
         let mut out = Vec::with_capacity(rows.len());
         let opts = GenerateOptions {
             max_new_tokens: sampling.max_new_tokens,
@@ -243,13 +266,23 @@ impl ChatModel {
             let seeds: Vec<u64> = chunk.iter().map(|(_, s)| *s).collect();
             let b = prompts.len();
             let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
-            let mut cache = KvCache::new(
-                model.config(),
-                b.max(1),
-                max_len + opts.max_new_tokens,
-                &model.device(),
-            );
-            let vocab = model.config().vocab_size;
+            let mut cache = match net {
+                Net::Burn(model) => Cache::Burn(KvCache::new(
+                    model.config(),
+                    b.max(1),
+                    max_len + opts.max_new_tokens,
+                    &model.device(),
+                )),
+                Net::Host(h) => Cache::Host(HostCache::new(
+                    h.config(),
+                    b.max(1),
+                    max_len + opts.max_new_tokens,
+                )),
+            };
+            let vocab = match net {
+                Net::Burn(model) => model.config().vocab_size,
+                Net::Host(h) => h.config().vocab_size,
+            };
             // Tokens generated so far per row (seen as the next chunk's inputs) and rows whose stop string appeared.
             let mut seen: Vec<Vec<u32>> = vec![Vec::new(); b];
             let mut hit = vec![false; b];
@@ -263,11 +296,19 @@ impl ChatModel {
                     }
                 }
                 first = false;
-                let logits = model.forward_cached(ids, valid, &mut cache, LogitsMode::Last)?;
-                let mut host = logits
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .map_err(|e| crate::llama::LlamaError::Readback(format!("{e:?}")))?;
+                let mut host = match (net, &mut cache) {
+                    (Net::Burn(model), Cache::Burn(cache)) => model
+                        .forward_cached(ids, valid, cache, LogitsMode::Last)?
+                        .into_data()
+                        .try_into_vec::<f32>()
+                        .map_err(|e| crate::llama::LlamaError::Readback(format!("{e:?}")))?,
+                    (Net::Host(h), Cache::Host(cache)) => h.forward(ids, valid, cache, false)?,
+                    _ => {
+                        return Err(crate::llama::LlamaError::Input(
+                            "internal: network and cache disagree".into(),
+                        ));
+                    }
+                };
                 if let (Some(end), false) = (end, stop.is_empty()) {
                     for r in 0..b {
                         if hit[r] || seen[r].is_empty() {

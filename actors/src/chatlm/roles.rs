@@ -25,15 +25,15 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::lora::{LoraConfig, LoraLlama};
-use super::model::{ChatModel, Sample, Sampling};
+use super::model::{ChatModel, Net, Sample, Sampling};
 use super::parse::{parse_attacker, parse_faithfulness, parse_pairwise, parse_pointwise};
 use super::prompts::{
     self, ATTACKER_PREFILL, ATTACKER_STOP, ChatMessage, DIRECT_MAX, FAITH_PREFILL, PAIR_MID,
     PAIR_PREFILL, PARAGRAPH_END, POINT_PREFILL, Rubric, SeedKind,
 };
 use crate::formats;
-use crate::llama::LlamaModel;
 use crate::llama::generate::row_seed;
+use crate::llama::{HostLlama, LlamaModel};
 use crate::lm::{
     Algorithm, BackendKind, Checkpoint, GrpoSample, Learner, LearnerConfig, LmError,
     PreferenceGroup, StepReport, response_token_logprobs,
@@ -460,6 +460,9 @@ pub struct ChatPolicy {
     training: Option<Training>,
     /// Weights used for generation when adapters are in play (base + merged generator adapters).
     generator: Option<LlamaModel>,
+    /// On the CPU backend: a host copy of the generating weights for the fast decode path
+    /// (`llama::HostLlama`), refreshed whenever they change.
+    host: Option<HostLlama>,
 }
 
 impl ChatPolicy {
@@ -482,6 +485,7 @@ impl ChatPolicy {
             params: p.clone(),
             training: None,
             generator: None,
+            host: None,
         };
         let role_salt = match ctx.role {
             Role::Attacker => 0xA77A,
@@ -509,6 +513,7 @@ impl ChatPolicy {
                             .map_err(RoleError::Failed)?;
                     }
                     me.generator = Some(lora.merged());
+                    me.sync_host()?;
                     if let Some(cfg) = p.learner.clone() {
                         let learner = Learner::new(lora, cfg, seed)
                             .map_err(|e| RoleError::config("learner", e.to_string()))?;
@@ -516,6 +521,9 @@ impl ChatPolicy {
                     }
                 }
             }
+        }
+        if me.host.is_none() {
+            me.sync_host()?;
         }
         Ok(me)
     }
@@ -588,6 +596,25 @@ impl ChatPolicy {
         if let Some(t) = &self.training {
             self.generator = Some(t.generator());
         }
+        // A failed host copy falls back to generating with the Burn module.
+        if self.sync_host().is_err() {
+            self.host = None;
+        }
+    }
+
+    /// Rebuild the host copy of the generating weights (CPU backend only).
+    fn sync_host(&mut self) -> Result<(), RoleError> {
+        if self.params.backend != BackendKind::Flex {
+            return Ok(());
+        }
+        let model = self.generator.as_ref().unwrap_or(&self.lm.model);
+        let fresh = match self.host.take() {
+            Some(mut h) => h.refresh(model).map(|_| h),
+            None => HostLlama::from_model(model),
+        };
+        self.host =
+            Some(fresh.map_err(|e| RoleError::failed(format!("host copy of the weights: {e}")))?);
+        Ok(())
     }
 
     fn learn_preference(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
@@ -714,9 +741,13 @@ impl Policy for ChatPolicy {
             }
         }
         let model = self.generator.as_ref().unwrap_or(&self.lm.model);
+        let net = match &self.host {
+            Some(h) => Net::Host(h),
+            None => Net::Burn(model),
+        };
         let samples = self
             .lm
-            .generate_until(model, &rows, self.sampling(), self.stops())
+            .generate_net(net, &rows, self.sampling(), self.stops())
             .map_err(RoleError::Failed)?;
         let mut it = samples.into_iter();
         let mut out = Vec::with_capacity(reqs.len());
