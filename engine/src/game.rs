@@ -913,6 +913,31 @@ async fn eval_phase(
     Ok(out)
 }
 
+/// One defender answer per request, and the judge's compliance label for each; with the defender's version.
+async fn answer_and_label(
+    cx: &Ctx<'_>,
+    round: u32,
+    reqs: &[GenRequest],
+) -> Result<(Vec<Generation>, Vec<Verdict<bool>>, u64), RunError> {
+    let seed = cx.loaded.scenario.game.seed;
+    let (gens, version) = cx.generate(Slot::Defender, reqs.to_vec()).await?;
+    let outs: Vec<Generation> = gens.into_iter().map(|mut g| g.remove(0)).collect();
+    let lreqs: Vec<LabelRequest> = reqs
+        .iter()
+        .zip(&outs)
+        .map(|(r, o)| LabelRequest {
+            rng_seed: derive(seed, round.into(), &format!("{}/label", r.key)),
+            key: r.key.clone(),
+            seed: r.seed.clone(),
+            prompt: r.input.clone(),
+            response: shown(o).to_string(),
+        })
+        .collect();
+    let n = lreqs.len();
+    let (labels, _) = cx.bools(Work::Complied(lreqs), n).await?;
+    Ok((outs, labels, version))
+}
+
 /// Eval sets answered by the defender as written.
 async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> {
     let seed = cx.loaded.scenario.game.seed;
@@ -930,21 +955,7 @@ async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> 
             });
         }
     }
-    let (egens, ev) = cx.generate(Slot::Defender, ereqs.clone()).await?;
-    let outs: Vec<Generation> = egens.into_iter().map(|mut g| g.remove(0)).collect();
-    let lreqs: Vec<LabelRequest> = ereqs
-        .iter()
-        .zip(&outs)
-        .map(|(r, o)| LabelRequest {
-            rng_seed: derive(seed, round.into(), &format!("{}/label", r.key)),
-            key: r.key.clone(),
-            seed: r.seed.clone(),
-            prompt: r.input.clone(),
-            response: shown(o).to_string(),
-        })
-        .collect();
-    let n = lreqs.len();
-    let (labels, _) = cx.bools(Work::Complied(lreqs), n).await?;
+    let (outs, labels, ev) = answer_and_label(cx, round, &ereqs).await?;
     Ok(ereqs
         .iter()
         .zip(outs)
@@ -1028,21 +1039,7 @@ async fn eval_attacked(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Vec<E
             });
         }
     }
-    let (dgens, dv) = cx.generate(Slot::Defender, dreqs.clone()).await?;
-    let answers: Vec<Generation> = dgens.into_iter().map(|mut g| g.remove(0)).collect();
-    let lreqs: Vec<LabelRequest> = dreqs
-        .iter()
-        .zip(&answers)
-        .map(|(r, o)| LabelRequest {
-            rng_seed: derive(seed, round.into(), &format!("{}/label", r.key)),
-            key: r.key.clone(),
-            seed: r.seed.clone(),
-            prompt: r.input.clone(),
-            response: shown(o).to_string(),
-        })
-        .collect();
-    let n = lreqs.len();
-    let (labels, _) = cx.bools(Work::Complied(lreqs), n).await?;
+    let (answers, labels, dv) = answer_and_label(cx, round, &dreqs).await?;
     let mut answered: BTreeMap<usize, (String, Generation, Verdict<bool>)> = BTreeMap::new();
     for (((i, r), o), vd) in didx.into_iter().zip(dreqs).zip(answers).zip(labels) {
         answered.insert(i, (r.input, o, vd));
