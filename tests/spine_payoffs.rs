@@ -180,7 +180,6 @@ fn a_round_gets_the_hand_computed_rewards() {
     };
     let dir = tmpdir("payoff-round");
     let text = scenario(&sh, 1, "")
-        .replace("attacks_per_seed = 3", "attacks_per_seed = 3")
         .replace("responses_per_attack = 2", "responses_per_attack = 3")
         .replace("seeds_per_round = 6", "seeds_per_round = 1")
         .replace(

@@ -1,4 +1,5 @@
 //! Role implementations: Burn models, tokenizers, loaders, learners, scripted and remote actors.
+#![allow(clippy::type_complexity)] // nested maps of (key, Vec) are spelled out where they are built
 
 pub mod chatlm;
 pub mod formats;

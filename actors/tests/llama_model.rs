@@ -1,5 +1,6 @@
 //! Random-weight tests of the Llama model: cache vs full forward, left padding, batch vs single
 //! generation, the two RoPE layouts, autodiff forward.
+#![allow(clippy::needless_range_loop)] // index loops mirror the [batch, position] layout
 
 use std::collections::HashMap;
 
@@ -45,7 +46,11 @@ fn cached_decode_matches_full_forward() {
     let dev = Device::flex();
     let m = LlamaModel::random(&tiny(RopeLayout::Interleaved), 1, &dev).unwrap();
     let ids: Vec<u32> = vec![3, 17, 5, 9, 33, 2, 40, 11];
-    let full = host(m.forward(&[ids.clone()], &[vec![true; ids.len()]]).unwrap()).1;
+    let full = host(
+        m.forward(std::slice::from_ref(&ids), &[vec![true; ids.len()]])
+            .unwrap(),
+    )
+    .1;
     let mut cache = KvCache::new(m.config(), 1, 16, &dev);
     // Prefill 5, then one token at a time.
     let first = host(
@@ -90,7 +95,11 @@ fn left_padding_does_not_change_logits() {
     let m = LlamaModel::random(&tiny(RopeLayout::RotateHalf), 2, &dev).unwrap();
     let a: Vec<u32> = vec![1, 2, 3, 4, 5, 6];
     let b: Vec<u32> = vec![7, 8, 9];
-    let alone = host(m.forward(&[b.clone()], &[vec![true; 3]]).unwrap()).1;
+    let alone = host(
+        m.forward(std::slice::from_ref(&b), &[vec![true; 3]])
+            .unwrap(),
+    )
+    .1;
     let padded_b = vec![0, 0, 0, 7, 8, 9];
     let valid_b = vec![false, false, false, true, true, true];
     let (dims, batch) = host(

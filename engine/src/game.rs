@@ -153,10 +153,10 @@ impl RoleWaits {
     fn leave(&self) {
         if let Ok(mut g) = self.0.lock() {
             g.0 = g.0.saturating_sub(1);
-            if g.0 == 0 {
-                if let Some(t) = g.1.take() {
-                    g.2 += ms(t);
-                }
+            if g.0 == 0
+                && let Some(t) = g.1.take()
+            {
+                g.2 += ms(t);
             }
         }
     }
@@ -724,7 +724,7 @@ async fn play_round(
     // Held-out evaluation.
     let t = Instant::now();
     let every = sc.eval.every;
-    let due = round == g.rounds || (every > 0 && round % every == 0);
+    let due = round == g.rounds || (every > 0 && round.is_multiple_of(every));
     let eval_recs = if due && !cx.loaded.eval.is_empty() {
         eval_phase(cx, round, states).await?
     } else {
@@ -1550,7 +1550,6 @@ async fn run_with(
             prev.total_ms += ms(t);
             finish(c, prev)?;
         }
-        drop(finish);
         Ok::<_, RunError>((all, timings))
     }
     .await;

@@ -1,5 +1,6 @@
 //! The game: scenario schema, role traits and messages, the supervised game loop, payoffs, replay and metrics.
 //! It knows no model: implementations plug in through the `Policy` and `Judge` traits and the `Registry`.
+#![allow(clippy::type_complexity)] // nested maps of (key, Vec) are spelled out where they are built
 
 pub mod data;
 pub mod game;

@@ -312,19 +312,19 @@ pub fn metrics(records: &[Record]) -> Metrics {
         // (set, category, mode) → (complied, labelled answers + invalid harmful rewrites, valid, attempts)
         let mut per: BTreeMap<(&str, Category, EvalMode), [usize; 4]> = BTreeMap::new();
         for r in records {
-            if let Record::Eval(e) = r {
-                if e.round == round {
-                    let x = per.entry((e.set.as_str(), e.category, e.mode)).or_default();
-                    x[3] += 1;
-                    if e.valid != Some(false) {
-                        x[2] += 1;
-                    }
-                    if let Some(c) = e.complied {
-                        x[0] += usize::from(c);
-                        x[1] += 1;
-                    } else if e.valid == Some(false) && e.category == Category::Harmful {
-                        x[1] += 1;
-                    }
+            if let Record::Eval(e) = r
+                && e.round == round
+            {
+                let x = per.entry((e.set.as_str(), e.category, e.mode)).or_default();
+                x[3] += 1;
+                if e.valid != Some(false) {
+                    x[2] += 1;
+                }
+                if let Some(c) = e.complied {
+                    x[0] += usize::from(c);
+                    x[1] += 1;
+                } else if e.valid == Some(false) && e.category == Category::Harmful {
+                    x[1] += 1;
                 }
             }
         }

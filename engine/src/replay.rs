@@ -330,10 +330,10 @@ fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) 
             PayoffMode::Pointwise => {
                 let mut out = vec![None; n];
                 for (i, _, s) in js {
-                    if let (Some(slot), Some(v)) = (out.get_mut(*i), s.and_then(|v| v.first())) {
-                        if v.is_finite() {
-                            *slot = Some(v * weight);
-                        }
+                    if let (Some(slot), Some(v)) = (out.get_mut(*i), s.and_then(|v| v.first()))
+                        && v.is_finite()
+                    {
+                        *slot = Some(v * weight);
                     }
                 }
                 out

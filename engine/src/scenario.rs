@@ -276,7 +276,7 @@ pub struct CheckpointCfg {
 impl CheckpointCfg {
     /// Is round `round` of a `rounds`-round game checkpointed?
     pub fn keeps(&self, round: u32, rounds: u32) -> bool {
-        round == 0 || round == rounds || (self.every > 0 && round % self.every == 0)
+        round == 0 || round == rounds || (self.every > 0 && round.is_multiple_of(self.every))
     }
 }
 
@@ -420,7 +420,7 @@ pub fn learns(g: &GameCfg, side: Side, round: u32) -> bool {
             let n = g.phase_rounds.unwrap_or(1).max(1);
             let phase = round.saturating_sub(1) / n;
             let first = g.first.unwrap_or(Side::Attacker);
-            (phase % 2 == 0) == (side == first)
+            phase.is_multiple_of(2) == (side == first)
         }
     }
 }
@@ -604,10 +604,11 @@ pub fn load_str(
     // Types and unknown keys.
     let scenario: Scenario = tomlpath::from_str_located(&merged).map_err(|e| {
         let mut l = loc.at(e.key.as_deref(), e.message.clone());
-        if e.key.is_none() && overrides.is_empty() {
-            if let Some(s) = e.span {
-                l.location = loc.pos(s.start);
-            }
+        if e.key.is_none()
+            && overrides.is_empty()
+            && let Some(s) = e.span
+        {
+            l.location = loc.pos(s.start);
         }
         ScenarioError { errors: vec![l] }
     })?;

@@ -532,14 +532,14 @@ impl Actor for Game {
                 });
             }
             GameMsg::Done { slot, id, out } => {
-                if let Some(s) = st.slots.get_mut(&slot) {
-                    if s.in_flight.as_ref().is_some_and(|f| f.id == id) {
-                        if let Output::Learned { state, .. } | Output::Saved { state } = &out {
-                            s.spec.restore = state.clone();
-                        }
-                        if let Some(f) = s.in_flight.take() {
-                            let _ = f.reply.send(Ok(out));
-                        }
+                if let Some(s) = st.slots.get_mut(&slot)
+                    && s.in_flight.as_ref().is_some_and(|f| f.id == id)
+                {
+                    if let Output::Learned { state, .. } | Output::Saved { state } = &out {
+                        s.spec.restore = state.clone();
+                    }
+                    if let Some(f) = s.in_flight.take() {
+                        let _ = f.reply.send(Ok(out));
                     }
                 }
             }
@@ -592,15 +592,15 @@ impl Actor for Game {
         let mut in_flight = s.in_flight.take();
         if let Some(f) = &mut in_flight {
             f.attempts += 1;
-            if f.attempts > max {
-                if let Some(f) = in_flight.take() {
-                    let _ = f.reply.send(Err(format!(
+            if f.attempts > max
+                && let Some(f) = in_flight.take()
+            {
+                let _ = f.reply.send(Err(format!(
                         "the {} failed {} times on the same `{}` request (game.max_restarts = {max}); last error: {reason}",
                         slot.as_str(),
                         f.attempts,
                         f.work.name()
                     )));
-                }
             }
         }
         match spawn_worker(&me, slot, &s.spec).await {

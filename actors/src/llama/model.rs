@@ -3,6 +3,7 @@
 //! cache written in place. Batches are left-padded: every row carries a validity mask and its
 //! RoPE positions start at 0 on its first real token. A [`ProjectionHook`] adds a term to any
 //! projection in the cache-less forward (how LoRA adapters run without a copy of this forward).
+#![allow(clippy::needless_range_loop)] // index loops mirror the [batch, position] mask layout
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
