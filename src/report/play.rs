@@ -15,9 +15,11 @@ use super::load::RunData;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde::Serialize;
-use sparring_engine::game::{self, attack_success};
+use sparring_engine::game;
 use sparring_engine::record::EvalMode;
+use sparring_engine::record::{EvalRec, eval_rate};
 use sparring_engine::registry::Registry;
+use sparring_engine::roles::Category;
 use sparring_engine::scenario::{self, Loaded};
 use sparring_engine::supervise::Slot;
 use std::collections::BTreeMap;
@@ -129,13 +131,14 @@ pub fn crossplay(
         .with_context(|| format!("cross-play: the scenario of {}", first.dir.display()))?;
     let cks: Vec<Ckpt> = runs.iter().flat_map(checkpoints).collect();
     let multi = runs.len() > 1;
-    let atts: Vec<&Ckpt> = cks
+    // Each checkpoint's state is read once, not once per pair.
+    let atts: Vec<(&Ckpt, Vec<u8>)> = cks
         .iter()
-        .filter(|c| c.state("attacker").is_some())
+        .filter_map(|c| c.state("attacker").map(|s| (c, s)))
         .collect();
-    let defs: Vec<&Ckpt> = cks
+    let defs: Vec<(&Ckpt, Vec<u8>)> = cks
         .iter()
-        .filter(|c| c.state("defender").is_some())
+        .filter_map(|c| c.state("defender").map(|s| (c, s)))
         .collect();
     let mut notes = Vec::new();
     if atts.is_empty() || defs.is_empty() {
@@ -153,11 +156,11 @@ pub fn crossplay(
     let rt = runtime()?;
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let mut asr = vec![vec![None; defs.len()]; atts.len()];
-    for (i, a) in atts.iter().enumerate() {
-        for (j, d) in defs.iter().enumerate() {
+    for (i, (a, a_state)) in atts.iter().enumerate() {
+        for (j, (d, d_state)) in defs.iter().enumerate() {
             let mut init = BTreeMap::new();
-            init.insert(Slot::Attacker, a.state("attacker").unwrap_or_default());
-            init.insert(Slot::Defender, d.state("defender").unwrap_or_default());
+            init.insert(Slot::Attacker, a_state.clone());
+            init.insert(Slot::Defender, d_state.clone());
             match rt.block_on(game::evaluate(
                 &game,
                 registry,
@@ -166,7 +169,7 @@ pub fn crossplay(
                 EvalMode::Attacker,
                 0,
             )) {
-                Ok(recs) => asr[i][j] = attack_success(&recs),
+                Ok(recs) => asr[i][j] = eval_rate(&recs, Category::Harmful),
                 Err(e) => notes.push(format!(
                     "cross-play {} vs {}: {e}",
                     a.name(true),
@@ -177,8 +180,8 @@ pub fn crossplay(
         }
     }
     Ok(CrossPlay {
-        attackers: atts.iter().map(|c| c.name(multi)).collect(),
-        defenders: defs.iter().map(|c| c.name(multi)).collect(),
+        attackers: atts.iter().map(|(c, _)| c.name(multi)).collect(),
+        defenders: defs.iter().map(|(c, _)| c.name(multi)).collect(),
         asr,
         notes,
     })
@@ -262,16 +265,15 @@ pub fn exploitability(
                     0,
                 )) {
                     Ok(recs) => {
-                        plain_asr = attack_success(&recs);
-                        utility = game::benign_compliance(&recs);
-                        let mut by: BTreeMap<&str, Vec<sparring_engine::record::EvalRec>> =
-                            BTreeMap::new();
+                        plain_asr = eval_rate(&recs, Category::Harmful);
+                        utility = eval_rate(&recs, Category::Benign);
+                        let mut by: BTreeMap<&str, Vec<&EvalRec>> = BTreeMap::new();
                         for r in &recs {
-                            by.entry(r.set.as_str()).or_default().push(r.clone());
+                            by.entry(r.set.as_str()).or_default().push(r);
                         }
                         for (set, rs) in by {
-                            if let Some(v) =
-                                attack_success(&rs).or_else(|| game::benign_compliance(&rs))
+                            if let Some(v) = eval_rate(rs.iter().copied(), Category::Harmful)
+                                .or_else(|| eval_rate(rs.iter().copied(), Category::Benign))
                             {
                                 plain_sets.insert(set.to_string(), v);
                             }
@@ -282,7 +284,7 @@ pub fn exploitability(
             }
             let asr = if note.is_none() {
                 match rt.block_on(game::best_response(game, registry, &dir, rounds, init)) {
-                    Ok(recs) => attack_success(&recs),
+                    Ok(recs) => eval_rate(&recs, Category::Harmful),
                     Err(e) => {
                         note = Some(format!("r{}: {e}", c.round));
                         None
