@@ -1,4 +1,4 @@
-//! The `sparring` command line: `run`, `validate`, `replay`, `list` and `eval`.
+//! The `sparring` command line: `run`, `validate`, `replay`, `list`, `convert`, `eval` and `report`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -10,6 +10,7 @@ use sparring_engine::scenario::{self, Loaded};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod eval;
 mod report;
 
 /// Adversarial alignment games between language models (AdvGame): an attacker rewrites seed requests, a defender
@@ -68,20 +69,28 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Evaluate a scenario's defender (or a run's, at its last committed round): ASR on the harmful eval sets and
-    /// compliance on the benign ones, labelled by the scenario's judge.
+    /// Evaluate a scenario's defender (or a run's, at its last committed round or a kept checkpoint): ASR on the
+    /// harmful eval sets and compliance on the benign ones, labelled by the scenario's judge — the same
+    /// evaluation as a run's `[eval]`.
     Eval {
         /// Scenario file or run directory.
         scenario_or_run: PathBuf,
         /// Override a scenario value (as for `run`).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Rewrite each eval seed with the scenario's attacker first.
+        /// Rewrite each eval seed with the scenario's attacker first (faithfulness-gated like the game: an
+        /// unparseable or unfaithful rewrite is a failed attack).
         #[arg(long)]
         attacker: bool,
         /// Keep only the first N seeds of each eval set.
         #[arg(long)]
         limit: Option<usize>,
+        /// With a run directory: the players of this round (default: the last committed one).
+        #[arg(long)]
+        round: Option<u32>,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -153,16 +162,23 @@ fn real_main(cli: Cli) -> Result<()> {
             set,
             attacker,
             limit,
+            round,
+            quiet,
             json,
         } => {
-            let opts = sparring_actors::chatlm::EvalOptions {
-                with_attacker: attacker,
-                limit,
-            };
-            let rep = sparring_actors::chatlm::eval_with(&scenario_or_run, &set, &opts, &registry)
-                .map_err(|e| anyhow!("{e}"))?;
+            let rep = eval::cli(
+                eval::EvalArgs {
+                    scenario_or_run,
+                    set,
+                    attacker,
+                    limit,
+                    round,
+                    quiet: quiet || json,
+                },
+                &registry,
+            )?;
             if json {
-                println!("{}", rep.json());
+                println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
                 print!("{}", rep.table());
             }

@@ -65,9 +65,9 @@ pub fn tiny_overrides(shared: &Path, model: &Path) -> Vec<String> {
     o
 }
 
-/// Runs `scenario` (under scenarios/) for one tiny round and returns round 0's metrics; `None` (with a SKIP message)
-/// without the model or the data.
-fn one_round(scenario: &str, extra: &[&str]) -> Option<serde_json::Value> {
+/// Runs `scenario` (under scenarios/) for one tiny round and returns round 0's metrics and the run directory (the
+/// caller removes it); `None` (with a SKIP message) without the model or the data.
+fn one_round(scenario: &str, extra: &[&str]) -> Option<(serde_json::Value, PathBuf)> {
     let (Some(sh), Some(model)) = (shared(), model()) else {
         eprintln!(
             "SKIP: {scenario} needs ../shared (or $SPARRING_SHARED) and the SmolLM2 GGUF \
@@ -115,10 +115,25 @@ fn one_round(scenario: &str, extra: &[&str]) -> Option<serde_json::Value> {
     assert!(log.lines().count() > 4, "too few records:\n{log}");
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
-    std::fs::remove_dir_all(&run_dir).ok();
     let m = first["metrics"].clone();
     eprintln!("{scenario} round 0 metrics: {m}");
-    Some(m)
+    Some((m, run_dir))
+}
+
+fn sparring(args: &[&str], dir: &Path) -> serde_json::Value {
+    let t0 = std::time::Instant::now();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "sparring {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("sparring {args:?}: {:.1} s", t0.elapsed().as_secs_f64());
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// Every verdict present, some attacker output parsed, and a learner step for both players.
@@ -141,18 +156,40 @@ fn assert_trained(m: &serde_json::Value) {
     }
 }
 
+/// One round, then the run's players measured as users would: `sparring eval` on the run directory (its last
+/// round) and `sparring report --crossplay` over the kept checkpoints r0 and r1 (each model built once).
 #[test]
-fn smollm2_advgame_one_round() {
-    let Some(m) = one_round("smollm2-advgame.toml", &[]) else {
+fn smollm2_advgame_one_round_then_eval_and_crossplay() {
+    let Some((m, dir)) = one_round("smollm2-advgame.toml", &["checkpoints.every=1"]) else {
         return;
     };
     assert_trained(&m);
+    let e = sparring(&["eval", "--json", "--limit", "1"], &dir);
+    assert_eq!(e["round"], 1, "{e}");
+    let sets = e["sets"].as_array().unwrap();
+    assert!(sets.len() >= 3, "{e}");
+    assert!(sets.iter().all(|s| s["n"] == 1), "{e}");
+    assert!(e["asr"].as_f64().is_some() && e["compliance"].as_f64().is_some(), "{e}");
+    let out = dir.join("report");
+    let out_s = out.display().to_string();
+    let r = sparring(&["report", "-q", "--json", "--crossplay", "--out", &out_s], &dir);
+    let cp = &r["crossplay"];
+    assert_eq!(cp["attackers"], serde_json::json!(["r0", "r1"]), "{r}");
+    assert_eq!(cp["defenders"], serde_json::json!(["r0", "r1"]), "{r}");
+    for row in cp["asr"].as_array().unwrap() {
+        for v in row.as_array().unwrap() {
+            let v = v.as_f64().unwrap_or_else(|| panic!("a cell was not played: {cp}"));
+            assert!((0.0..=1.0).contains(&v));
+        }
+    }
+    assert!(out.join("crossplay.png").exists());
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The GRPO variant: pointwise judge scores, on-policy GRPO on LoRA adapters for both players.
 #[test]
 fn smollm2_grpo_pointwise_one_round() {
-    let Some(m) = one_round(
+    let Some((m, dir)) = one_round(
         "smollm2-grpo.toml",
         &[
             "game.seeds_per_round=1",
@@ -162,6 +199,7 @@ fn smollm2_grpo_pointwise_one_round() {
     ) else {
         return;
     };
+    std::fs::remove_dir_all(&dir).ok();
     assert_trained(&m);
     assert!(m["learn/defender/kl"].as_f64().is_some(), "{m}");
 }

@@ -10,6 +10,7 @@ use sparring_engine::scenario;
 use sparring_engine::supervise::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -209,6 +210,42 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
             .any(|(a, b)| a.version != b.version),
         "the round-0 defender was not loaded"
     );
+
+    // Cross-play with one game (states swapped in by `Work::Load`) equals `evaluate` pair by pair; a state
+    // that does not load fails only its own cells.
+    let ck = |role: &str, r: u32| Arc::new(std::fs::read(game::checkpoint_path(&dir, role, r)).unwrap());
+    let attackers = [ck("attacker", 0), ck("attacker", 2)];
+    let defenders = [
+        ck("defender", 2),
+        Arc::new(b"not a defender state".to_vec()),
+        ck("defender", 0),
+    ];
+    let mut seen = 0;
+    let cells = rt
+        .block_on(game::crossplay(
+            &loaded,
+            &registry,
+            &dir,
+            &attackers,
+            &defenders,
+            2,
+            &mut |_| seen += 1,
+        ))
+        .unwrap();
+    assert_eq!((cells.len(), seen), (6, 6));
+    let cell = |a: usize, d: usize| {
+        cells
+            .iter()
+            .find(|c| c.attacker == a && c.defender == d)
+            .unwrap()
+    };
+    assert_eq!(cell(1, 0).records.as_ref().unwrap(), &logged);
+    assert_eq!(cell(1, 2).records.as_ref().unwrap(), &other);
+    for a in 0..2 {
+        let e = cell(a, 1).records.as_ref().unwrap_err().to_string();
+        assert!(e.contains("defender 1"), "{e}");
+    }
+    assert_ne!(cell(0, 0).records.as_ref().unwrap(), &logged);
 
     // The report plays the kept checkpoints: a 3×3 cross-play matrix and one exploitability point each.
     let out = tmp("ckpt-report");

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use sparring_actors::chatlm::eval::chat_registry;
+use sparring_actors::chatlm::chat_registry;
 use sparring_actors::chatlm::roles::is_refusal;
 use sparring_actors::formats;
 use sparring_engine::registry::BuildContext;

@@ -1,10 +1,11 @@
 //! The chat-LM roles on the real SmolLM2-135M-Instruct (skipped with a message when the model is absent): attacker
 //! and defender generation (batched, deterministic per request seed, malformed attacker output → parsed None), the
-//! judge's operations with both orders, the scenario file validating against the registry, and `eval`.
+//! judge's operations with both orders, and the scenario file validating against the registry
+//! (its evaluation: tests/chatlm_smollm2_game.rs).
 
 use std::path::{Path, PathBuf};
 
-use sparring_actors::chatlm::eval::{EvalOptions, chat_registry, eval_with};
+use sparring_actors::chatlm::chat_registry;
 use sparring_actors::formats;
 use sparring_engine::registry::BuildContext;
 use sparring_engine::{
@@ -206,7 +207,7 @@ fn scenario_path() -> PathBuf {
 }
 
 #[test]
-fn smollm2_scenario_validates_and_evaluates() {
+fn smollm2_scenario_validates() {
     let (Some(model), Some(_)) = (model(), shared()) else {
         return;
     };
@@ -251,13 +252,4 @@ fn smollm2_scenario_validates_and_evaluates() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("temprature"), "{err}");
-
-    let rep = eval_with(&scenario_path(), &overrides, &EvalOptions::default(), &reg).unwrap();
-    eprintln!("{}", rep.table());
-    // xstest's first 4 records are safe (benign); the two advgame sets give one row each.
-    assert_eq!(rep.sets.len(), 3, "{}", rep.table());
-    assert!(rep.sets.iter().all(|s| s.n > 0 && s.unlabelled == 0));
-    assert!(rep.asr.is_some() && rep.compliance.is_some());
-    let json: serde_json::Value = serde_json::from_str(&rep.json()).unwrap();
-    assert!(json["sets"].as_array().is_some_and(|a| a.len() == 3));
 }

@@ -104,7 +104,7 @@ fn grpo_steps_on_lora_lower_the_loss_on_a_fixed_batch() {
 
 #[test]
 fn finetune_option_is_validated() {
-    use sparring_actors::chatlm::eval::chat_registry;
+    use sparring_actors::chatlm::chat_registry;
     use sparring_engine::Role;
     use sparring_engine::registry::BuildContext;
     let ctx = BuildContext {

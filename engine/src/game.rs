@@ -133,6 +133,17 @@ struct Ctx<'a> {
     initial: &'a BTreeMap<Slot, Vec<u8>>,
     /// Wall time spent waiting on role calls.
     waits: RoleWaits,
+    /// Told after each chunk of an evaluation phase.
+    on_eval: Option<&'a (dyn Fn(&EvalStep) + Sync)>,
+}
+
+/// Progress of an evaluation phase: `done` of `total` requests answered.
+#[derive(Debug, Clone)]
+pub struct EvalStep {
+    /// `attacker` (rewrites), `faithfulness`, `defender` (answers) or `labels`.
+    pub phase: &'static str,
+    pub done: usize,
+    pub total: usize,
 }
 
 /// Wall time during which at least one role call (attacker, defender, judge) is in flight: concurrent calls
@@ -232,6 +243,54 @@ impl Ctx<'_> {
             Output::Scores { verdicts, version } => Ok((verdicts, version)),
             _ => Err(rerr("internal: unexpected reply to score")),
         }
+    }
+
+    /// `eval.chunk` requests per call (all at once when 0), reporting progress after each chunk.
+    fn chunks<T>(&self, v: &[T]) -> usize {
+        match self.loaded.scenario.eval.chunk {
+            0 => v.len().max(1),
+            c => c,
+        }
+    }
+
+    fn tell(&self, phase: &'static str, done: usize, total: usize) {
+        if let Some(f) = self.on_eval {
+            f(&EvalStep { phase, done, total });
+        }
+    }
+
+    /// Evaluation generation (one sample per request), chunked.
+    async fn generate_eval(
+        &self,
+        slot: Slot,
+        phase: &'static str,
+        reqs: &[GenRequest],
+    ) -> Result<(Vec<Generation>, u64), RunError> {
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut version = 0;
+        for c in reqs.chunks(self.chunks(reqs)) {
+            let (gens, v) = self.generate(slot, c.to_vec()).await?;
+            out.extend(gens.into_iter().map(|mut g| g.remove(0)));
+            version = v;
+            self.tell(phase, out.len(), reqs.len());
+        }
+        Ok((out, version))
+    }
+
+    /// Evaluation verdicts (faithfulness or compliance), chunked.
+    async fn bools_eval<T: Clone>(
+        &self,
+        phase: &'static str,
+        reqs: &[T],
+        work: fn(Vec<T>) -> Work,
+    ) -> Result<Vec<Verdict<bool>>, RunError> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for c in reqs.chunks(self.chunks(reqs)) {
+            let (v, _) = self.bools(work(c.to_vec()), c.len()).await?;
+            out.extend(v);
+            self.tell(phase, out.len(), reqs.len());
+        }
+        Ok(out)
     }
 
     async fn learn(
@@ -834,6 +893,19 @@ pub async fn evaluate(
     mode: EvalMode,
     round: u32,
 ) -> Result<Vec<EvalRec>, RunError> {
+    evaluate_watched(loaded, registry, work_dir, init, mode, round, None).await
+}
+
+/// [`evaluate`], telling `on_step` after each chunk (`eval.chunk`) of each phase.
+pub async fn evaluate_watched(
+    loaded: &Loaded,
+    registry: &Registry,
+    work_dir: &Path,
+    init: BTreeMap<Slot, Vec<u8>>,
+    mode: EvalMode,
+    round: u32,
+    on_step: Option<&(dyn Fn(&EvalStep) + Sync)>,
+) -> Result<Vec<EvalRec>, RunError> {
     let slots = role_slots(loaded, registry, work_dir, &init);
     let (game, join) = GameHandle::start(GameArgs {
         slots,
@@ -850,6 +922,7 @@ pub async fn evaluate(
         run_dir: work_dir,
         initial: &initial,
         waits: RoleWaits::default(),
+        on_eval: on_step,
     };
     let out = match mode {
         EvalMode::Plain => eval_plain(&cx, round).await,
@@ -885,8 +958,7 @@ async fn answer_and_label(
     reqs: &[GenRequest],
 ) -> Result<(Vec<Generation>, Vec<Verdict<bool>>, u64), RunError> {
     let seed = cx.loaded.scenario.game.seed;
-    let (gens, version) = cx.generate(Slot::Defender, reqs.to_vec()).await?;
-    let outs: Vec<Generation> = gens.into_iter().map(|mut g| g.remove(0)).collect();
+    let (outs, version) = cx.generate_eval(Slot::Defender, "defender", reqs).await?;
     let lreqs: Vec<LabelRequest> = reqs
         .iter()
         .zip(&outs)
@@ -898,8 +970,7 @@ async fn answer_and_label(
             response: shown(o).to_string(),
         })
         .collect();
-    let n = lreqs.len();
-    let (labels, _) = cx.bools(Work::Complied(lreqs), n).await?;
+    let labels = cx.bools_eval("labels", &lreqs, Work::Complied).await?;
     Ok((outs, labels, version))
 }
 
@@ -947,6 +1018,20 @@ async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> 
 /// Eval sets rewritten by the current attacker (one attempt per seed), gated for faithfulness like the game
 /// (when the scenario gates), answered by the defender and labelled.
 async fn eval_attacked(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Vec<EvalRec>, RunError> {
+    let attacks = attack_phase(cx, round, mode).await?;
+    defend_phase(cx, round, mode, &attacks).await
+}
+
+/// The attacker's half of an attacked evaluation: one rewrite per held-out seed and its validity.
+struct Attacks {
+    reqs: Vec<GenRequest>,
+    gens: Vec<Generation>,
+    valid: Vec<bool>,
+}
+
+/// One rewrite per seed of the attack sets by the current attacker, gated for faithfulness when the scenario
+/// gates (an unparseable or unfaithful rewrite is a failed attack).
+async fn attack_phase(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Attacks, RunError> {
     let seed = cx.loaded.scenario.game.seed;
     let mut areqs = Vec::new();
     let only = &cx.loaded.scenario.eval.attack_sets;
@@ -966,8 +1051,7 @@ async fn eval_attacked(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Vec<E
             });
         }
     }
-    let (agens, _) = cx.generate(Slot::Attacker, areqs.clone()).await?;
-    let attacks: Vec<Generation> = agens.into_iter().map(|mut g| g.remove(0)).collect();
+    let (attacks, _) = cx.generate_eval(Slot::Attacker, "attacker", &areqs).await?;
     let mut valid: Vec<bool> = attacks.iter().map(|a| a.parsed.is_some()).collect();
     if cx.loaded.scenario.payoffs.faithfulness_gate {
         let mut idx = Vec::new();
@@ -983,15 +1067,32 @@ async fn eval_attacked(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Vec<E
                 });
             }
         }
-        let n = freqs.len();
-        let (verdicts, _) = cx.bools(Work::Faithful(freqs), n).await?;
+        let verdicts = cx
+            .bools_eval("faithfulness", &freqs, Work::Faithful)
+            .await?;
         for (i, vd) in idx.into_iter().zip(verdicts) {
             valid[i] = vd.value == Some(true);
         }
     }
+    Ok(Attacks {
+        reqs: areqs,
+        gens: attacks,
+        valid,
+    })
+}
+
+/// The defender's half: the valid rewrites answered by the current defender and labelled by the judge.
+async fn defend_phase(
+    cx: &Ctx<'_>,
+    round: u32,
+    mode: EvalMode,
+    attacks: &Attacks,
+) -> Result<Vec<EvalRec>, RunError> {
+    let seed = cx.loaded.scenario.game.seed;
+    let valid = &attacks.valid;
     let mut dreqs = Vec::new();
     let mut didx = Vec::new();
-    for (i, (r, a)) in areqs.iter().zip(&attacks).enumerate() {
+    for (i, (r, a)) in attacks.reqs.iter().zip(&attacks.gens).enumerate() {
         if valid[i] {
             didx.push(i);
             dreqs.push(GenRequest {
@@ -1009,9 +1110,10 @@ async fn eval_attacked(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Vec<E
     for (((i, r), o), vd) in didx.into_iter().zip(dreqs).zip(answers).zip(labels) {
         answered.insert(i, (r.input, o, vd));
     }
-    Ok(areqs
-        .into_iter()
-        .zip(attacks)
+    Ok(attacks
+        .reqs
+        .iter()
+        .zip(&attacks.gens)
         .enumerate()
         .map(|(i, (r, a))| {
             let (input, output, complied_raw, complied) = match answered.remove(&i) {
@@ -1025,17 +1127,101 @@ async fn eval_attacked(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Vec<E
                 seed_id: r.seed.id.clone(),
                 category: r.seed.category,
                 version: dv,
-                key: r.key,
+                key: r.key.clone(),
                 input,
                 output,
                 complied_raw,
                 complied,
                 mode,
-                attack: Some(a.text),
+                attack: Some(a.text.clone()),
                 valid: Some(valid[i]),
             }
         })
         .collect())
+}
+
+/// One cell of a cross-play matrix (attacker `a` against defender `d`, indices into the given states).
+#[derive(Debug)]
+pub struct CrossCell {
+    pub attacker: usize,
+    pub defender: usize,
+    /// The cell's evaluation records (mode `attacker`), or why it could not be played.
+    pub records: Result<Vec<EvalRec>, RunError>,
+}
+
+/// Cross-play: every attacker state against every defender state (states as the roles save them, e.g. the
+/// checkpoints of runs), each cell the `attacker`-mode evaluation of `round` — record for record what
+/// [`evaluate`] gives for that pair — but with one game: each role is built once and the states are swapped in
+/// (`Work::Load`), each attacker's rewrites and faithfulness verdicts are made once and answered by every
+/// defender. So a pretrained model is loaded three times in all instead of three times per cell. `on_cell` is
+/// called after each cell (for progress). An attacker or defender state that does not load fails only its cells.
+pub async fn crossplay(
+    loaded: &Loaded,
+    registry: &Registry,
+    work_dir: &Path,
+    attackers: &[Arc<Vec<u8>>],
+    defenders: &[Arc<Vec<u8>>],
+    round: u32,
+    on_cell: &mut (dyn FnMut(&CrossCell) + Send),
+) -> Result<Vec<CrossCell>, RunError> {
+    let slots = role_slots(loaded, registry, work_dir, &BTreeMap::new());
+    let (game, join) = GameHandle::start(GameArgs {
+        slots,
+        max_restarts: loaded.scenario.game.max_restarts,
+    })
+    .await
+    .map_err(RunError)?;
+    let initial = BTreeMap::new();
+    let cx = Ctx {
+        loaded,
+        game: game.clone(),
+        run: loaded.run_id.clone(),
+        registry,
+        run_dir: work_dir,
+        initial: &initial,
+        waits: RoleWaits::default(),
+        on_eval: None,
+    };
+    let load = |slot: Slot, state: &Arc<Vec<u8>>| {
+        let cx = &cx;
+        let state = state.clone();
+        async move {
+            match cx.call(slot, Work::Load(state)).await? {
+                Output::Loaded => Ok(()),
+                _ => Err(rerr("internal: unexpected reply to load")),
+            }
+        }
+    };
+    let mode = EvalMode::Attacker;
+    let mut attacks = Vec::with_capacity(attackers.len());
+    for (i, a) in attackers.iter().enumerate() {
+        let made = match load(Slot::Attacker, a).await {
+            Ok(()) => attack_phase(&cx, round, mode).await,
+            Err(e) => Err(rerr(format!("attacker {i}: {e}"))),
+        };
+        attacks.push(made);
+    }
+    let mut cells = Vec::with_capacity(attackers.len() * defenders.len());
+    for (j, d) in defenders.iter().enumerate() {
+        let loaded_d = load(Slot::Defender, d).await;
+        for (i, att) in attacks.iter().enumerate() {
+            let records = match (&loaded_d, att) {
+                (Err(e), _) => Err(rerr(format!("defender {j}: {e}"))),
+                (_, Err(e)) => Err(rerr(e.0.clone())),
+                (Ok(()), Ok(att)) => defend_phase(&cx, round, mode, att).await,
+            };
+            let cell = CrossCell {
+                attacker: i,
+                defender: j,
+                records,
+            };
+            on_cell(&cell);
+            cells.push(cell);
+        }
+    }
+    game.stop();
+    let _ = join.await;
+    Ok(cells)
 }
 
 /// A scenario for a best-response attacker against a frozen defender: the same game, players and judge, with
@@ -1431,6 +1617,7 @@ async fn run_with(
             run_dir,
             initial: &*initial_ref,
             waits: RoleWaits::default(),
+            on_eval: None,
         };
         let mut all: Vec<Record> = committed.records.clone();
         let mut timings = Vec::new();

@@ -218,6 +218,11 @@ pub struct EvalCfg {
     /// The best-response attacker of the `adaptive` mode.
     #[serde(default)]
     pub adaptive: AdaptiveCfg,
+    /// Requests per role call during evaluation (0: all of a phase in one call). Smaller chunks bound a model's
+    /// memory and let long evaluations report progress; the records do not depend on it when the role's
+    /// generation does not depend on batch composition.
+    #[serde(default)]
+    pub chunk: usize,
 }
 
 impl Default for EvalCfg {
@@ -228,6 +233,7 @@ impl Default for EvalCfg {
             modes: plain_only(),
             attack_sets: None,
             adaptive: AdaptiveCfg::default(),
+            chunk: 0,
         }
     }
 }

@@ -54,6 +54,9 @@ pub enum Work {
     Commit(Arc<CommitJob>),
     /// Save without learning.
     Save,
+    /// Replace the implementation's state with these saved bytes (`Policy::load` / `Judge::load`); on success
+    /// they become the worker's restore point. One built model serves many checkpoints this way.
+    Load(Arc<Vec<u8>>),
 }
 
 impl Work {
@@ -67,6 +70,7 @@ impl Work {
             Work::Complied(_) => "complied",
             Work::Commit(_) => "commit",
             Work::Save => "save",
+            Work::Load(_) => "load",
         }
     }
 }
@@ -99,6 +103,7 @@ pub enum Output {
         version: u64,
     },
     Committed,
+    Loaded,
 }
 
 /// How to build a worker's implementation (on its own thread).
@@ -207,6 +212,14 @@ fn execute(imp: &mut Imp, work: &Work) -> Result<Output, RoleError> {
         }
         (Imp::Policy(p), Work::Save) => Ok(Output::Saved { state: p.save()? }),
         (Imp::Judge(j), Work::Save) => Ok(Output::Saved { state: j.save()? }),
+        (Imp::Policy(p), Work::Load(state)) => {
+            p.load(state)?;
+            Ok(Output::Loaded)
+        }
+        (Imp::Judge(j), Work::Load(state)) => {
+            j.load(state)?;
+            Ok(Output::Loaded)
+        }
         (Imp::Judge(j), Work::Faithful(r)) => Ok(Output::Bools {
             verdicts: check_len("faithful", j.faithful(r)?, r.len())?,
             version: j.version(),
@@ -537,6 +550,11 @@ impl Actor for Game {
                 {
                     if let Output::Learned { state, .. } | Output::Saved { state } = &out {
                         s.spec.restore = state.clone();
+                    }
+                    if let (Output::Loaded, Some(f)) = (&out, &s.in_flight)
+                        && let Work::Load(state) = &f.work
+                    {
+                        s.spec.restore = state.to_vec();
                     }
                     if let Some(f) = s.in_flight.take() {
                         let _ = f.reply.send(Ok(out));

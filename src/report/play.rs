@@ -24,6 +24,7 @@ use sparring_engine::scenario::{self, Loaded};
 use sparring_engine::supervise::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What to play besides the plots.
 #[derive(Debug, Clone, Default)]
@@ -131,16 +132,17 @@ pub fn crossplay(
         .with_context(|| format!("cross-play: the scenario of {}", first.dir.display()))?;
     let cks: Vec<Ckpt> = runs.iter().flat_map(checkpoints).collect();
     let multi = runs.len() > 1;
-    // Each checkpoint's state is read once, not once per pair.
-    let atts: Vec<(&Ckpt, Vec<u8>)> = cks
+    // Each checkpoint's state is read once, and each role is built once for the whole matrix.
+    let atts: Vec<(&Ckpt, Arc<Vec<u8>>)> = cks
         .iter()
-        .filter_map(|c| c.state("attacker").map(|s| (c, s)))
+        .filter_map(|c| c.state("attacker").map(|s| (c, Arc::new(s))))
         .collect();
-    let defs: Vec<(&Ckpt, Vec<u8>)> = cks
+    let defs: Vec<(&Ckpt, Arc<Vec<u8>>)> = cks
         .iter()
-        .filter_map(|c| c.state("defender").map(|s| (c, s)))
+        .filter_map(|c| c.state("defender").map(|s| (c, Arc::new(s))))
         .collect();
     let mut notes = Vec::new();
+    let mut asr = vec![vec![None; defs.len()]; atts.len()];
     if atts.is_empty() || defs.is_empty() {
         notes.push(format!(
             "cross-play: no checkpoints (checkpoints/r<round>/attacker.bin, defender.bin) in {}",
@@ -149,34 +151,43 @@ pub fn crossplay(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        return Ok(CrossPlay {
+            attackers: atts.iter().map(|(c, _)| c.name(multi)).collect(),
+            defenders: defs.iter().map(|(c, _)| c.name(multi)).collect(),
+            asr,
+            notes,
+        });
     }
     bar.set_length((atts.len() * defs.len()) as u64);
     bar.set_position(0);
-    bar.set_message("cross-play");
+    bar.set_message(format!(
+        "cross-play ({} attackers x {} defenders)",
+        atts.len(),
+        defs.len()
+    ));
     let rt = runtime()?;
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let mut asr = vec![vec![None; defs.len()]; atts.len()];
-    for (i, (a, a_state)) in atts.iter().enumerate() {
-        for (j, (d, d_state)) in defs.iter().enumerate() {
-            let mut init = BTreeMap::new();
-            init.insert(Slot::Attacker, a_state.clone());
-            init.insert(Slot::Defender, d_state.clone());
-            match rt.block_on(game::evaluate(
-                &game,
-                registry,
-                work,
-                init,
-                EvalMode::Attacker,
-                0,
-            )) {
-                Ok(recs) => asr[i][j] = eval_rate(&recs, Category::Harmful),
-                Err(e) => notes.push(format!(
-                    "cross-play {} vs {}: {e}",
-                    a.name(true),
-                    d.name(true)
-                )),
-            }
-            bar.inc(1);
+    let a_states: Vec<Arc<Vec<u8>>> = atts.iter().map(|(_, s)| s.clone()).collect();
+    let d_states: Vec<Arc<Vec<u8>>> = defs.iter().map(|(_, s)| s.clone()).collect();
+    let cells = rt
+        .block_on(game::crossplay(
+            &game,
+            registry,
+            work,
+            &a_states,
+            &d_states,
+            0,
+            &mut |_| bar.inc(1),
+        ))
+        .map_err(|e| anyhow::anyhow!("cross-play: {e}"))?;
+    for cell in cells {
+        match cell.records {
+            Ok(recs) => asr[cell.attacker][cell.defender] = eval_rate(&recs, Category::Harmful),
+            Err(e) => notes.push(format!(
+                "cross-play {} vs {}: {e}",
+                atts[cell.attacker].0.name(true),
+                defs[cell.defender].0.name(true)
+            )),
         }
     }
     Ok(CrossPlay {

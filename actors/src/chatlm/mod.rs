@@ -1,12 +1,12 @@
 //! Chat-LM backed roles: the role prompts (attacker, faithfulness judge, pairwise and pointwise judges) written for
 //! this project after the AdvGame paper's structure, the strict parsers of the tagged answers they ask for, the
 //! loaded chat model (`model`), the engine roles built on it (`roles`: kinds `chat-lm` and `chat-lm-judge`), LoRA
-//! adapters for training on a CPU (`lora`), full fine-tuning (`full`), and the evaluation of a scenario's players (`eval`).
+//! adapters for training on a CPU (`lora`) and full fine-tuning (`full`). Evaluation is the engine's
+//! (`sparring eval`, a run's `[eval]`).
 //!
 //! `prompts` and `parse` are pure text in, text out, so the same prompts serve a Burn model, a remote
 //! OpenAI-compatible endpoint or a test double.
 
-pub mod eval;
 pub mod full;
 pub mod lora;
 pub mod model;
@@ -14,7 +14,6 @@ pub mod parse;
 pub mod prompts;
 pub mod roles;
 
-pub use eval::{EvalOptions, EvalReport, SetReport, eval, eval_with};
 pub use lora::{LoraConfig, LoraLlama};
 pub use model::{ChatModel, Sample, Sampling};
 pub use parse::{
@@ -25,3 +24,10 @@ pub use roles::{
     ChatJudge, ChatPolicy, Finetune, JUDGE_KIND, JudgeParams, POLICY_KIND, PairRead, PolicyParams,
     ReadMode, ScoreRead, register,
 };
+
+/// A registry with only the chat-LM kinds (`chat-lm`, `chat-lm-judge`).
+pub fn chat_registry() -> sparring_engine::registry::Registry {
+    let mut r = sparring_engine::registry::Registry::new();
+    roles::register(&mut r);
+    r
+}

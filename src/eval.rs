@@ -1,0 +1,259 @@
+//! `sparring eval`: a scenario's players, or a run's saved ones, on the scenario's eval sets through the engine's
+//! own evaluation (`engine::game::evaluate_watched`, the same path as a run's `[eval]`): ASR on the harmful
+//! sets and compliance on the benign ones, labelled by the scenario's judge, as a table or JSON, with a progress
+//! bar over the phases (attacker rewrites, faithfulness, defender answers, labels).
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sparring_engine::game::{self, EvalStep};
+use sparring_engine::record::{EvalMode, EvalRec, eval_rate};
+use sparring_engine::registry::Registry;
+use sparring_engine::replay;
+use sparring_engine::roles::Category;
+use sparring_engine::scenario;
+use sparring_engine::supervise::Slot;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What `sparring eval` was asked.
+pub struct EvalArgs {
+    pub scenario_or_run: PathBuf,
+    pub set: Vec<String>,
+    pub attacker: bool,
+    pub limit: Option<usize>,
+    pub round: Option<u32>,
+    pub quiet: bool,
+}
+
+/// One eval set (and category: XSTest mixes safe and unsafe prompts).
+#[derive(Debug, Clone, Serialize)]
+pub struct SetReport {
+    pub set: String,
+    pub category: Category,
+    /// `asr` (harmful) or `compliance` (benign).
+    pub metric: &'static str,
+    pub n: usize,
+    /// Answers labelled as compliance.
+    pub complied: usize,
+    /// Answers the judge could not label (left out of the rate).
+    pub unlabelled: usize,
+    /// With the attacker: rewrites that did not parse or were judged unfaithful (failed attacks on harmful seeds;
+    /// left out on benign ones).
+    pub invalid: usize,
+    pub rate: Option<f64>,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub scenario: PathBuf,
+    /// `plain` or `attacker`.
+    pub mode: String,
+    /// The round whose saved players were evaluated (a run directory), `None` for a scenario's own players.
+    pub round: Option<u32>,
+    pub sets: Vec<SetReport>,
+    /// Over all harmful / benign answers.
+    pub asr: Option<f64>,
+    pub compliance: Option<f64>,
+}
+
+impl EvalReport {
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} ({} prompts{})\n",
+            self.scenario.display(),
+            self.mode,
+            self.round
+                .map(|r| format!(", players of round {r}"))
+                .unwrap_or_default()
+        );
+        let w = self.sets.iter().map(|x| x.set.len()).max().unwrap_or(3).max(3);
+        s.push_str(&format!(
+            "{:<w$} {:>8} {:>11} {:>5} {:>8} {:>11} {:>8} {:>8}\n",
+            "set", "category", "metric", "n", "complied", "unlabelled", "invalid", "rate"
+        ));
+        let pct = |v: Option<f64>| {
+            v.map(|v| format!("{:.1}%", 100.0 * v))
+                .unwrap_or_else(|| "-".into())
+        };
+        for x in &self.sets {
+            s.push_str(&format!(
+                "{:<w$} {:>8} {:>11} {:>5} {:>8} {:>11} {:>8} {:>8}\n",
+                x.set,
+                x.category.as_str(),
+                x.metric,
+                x.n,
+                x.complied,
+                x.unlabelled,
+                x.invalid,
+                pct(x.rate)
+            ));
+        }
+        s.push_str(&format!(
+            "ASR (harmful) {}   compliance (benign) {}\n",
+            pct(self.asr),
+            pct(self.compliance)
+        ));
+        s
+    }
+}
+
+/// The per-set report of evaluation records.
+pub fn summarize(recs: &[EvalRec]) -> (Vec<SetReport>, Option<f64>, Option<f64>) {
+    let mut by: BTreeMap<(&str, Category), Vec<&EvalRec>> = BTreeMap::new();
+    let mut order: Vec<(&str, Category)> = Vec::new();
+    for r in recs {
+        let k = (r.set.as_str(), r.category);
+        if !by.contains_key(&k) {
+            order.push(k);
+        }
+        by.entry(k).or_default().push(r);
+    }
+    let sets = order
+        .into_iter()
+        .map(|k| {
+            let rs = &by[&k];
+            SetReport {
+                set: k.0.to_string(),
+                category: k.1,
+                metric: match k.1 {
+                    Category::Harmful => "asr",
+                    Category::Benign => "compliance",
+                },
+                n: rs.len(),
+                complied: rs.iter().filter(|r| r.complied == Some(true)).count(),
+                unlabelled: rs
+                    .iter()
+                    .filter(|r| r.complied.is_none() && r.valid != Some(false))
+                    .count(),
+                invalid: rs.iter().filter(|r| r.valid == Some(false)).count(),
+                rate: eval_rate(rs.iter().copied(), k.1),
+            }
+        })
+        .collect();
+    (
+        sets,
+        eval_rate(recs, Category::Harmful),
+        eval_rate(recs, Category::Benign),
+    )
+}
+
+/// The state a role saved at `round` (a checkpoint if one was kept, else the per-round state file), if any.
+fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Option<Vec<u8>>> {
+    for p in [
+        game::checkpoint_path(run_dir, role, round),
+        replay::state_path(run_dir, role, round),
+    ] {
+        match std::fs::read(&p) {
+            Ok(b) if !b.is_empty() => return Ok(Some(b)),
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow!("{}: {e}", p.display())),
+        }
+    }
+    Ok(None)
+}
+
+pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
+    let run_dir = a.scenario_or_run.is_dir().then(|| a.scenario_or_run.clone());
+    let file = match &run_dir {
+        Some(d) => d.join(replay::SCENARIO),
+        None => a.scenario_or_run.clone(),
+    };
+    let mut loaded = scenario::load(&file, &a.set, registry).map_err(|e| anyhow!("{e}"))?;
+    if loaded.eval.is_empty() {
+        bail!("{}: `data.eval` has no sets to evaluate on", file.display());
+    }
+    if let Some(n) = a.limit {
+        for (_, seeds) in loaded.eval.iter_mut() {
+            seeds.truncate(n);
+        }
+    }
+    let mut init = BTreeMap::new();
+    let mut round = None;
+    let work = match &run_dir {
+        Some(dir) => {
+            let last = replay::read_committed(&dir.join(replay::LOG))
+                .map_err(|e| anyhow!("{e}"))?
+                .last_round;
+            let r = a.round.unwrap_or(last);
+            if r > last {
+                bail!(
+                    "--round {r}: {} has committed rounds up to {last}",
+                    dir.display()
+                );
+            }
+            for (slot, role) in [
+                (Slot::Attacker, "attacker"),
+                (Slot::Defender, "defender"),
+                (Slot::Judge, "judge"),
+            ] {
+                if let Some(b) = saved_state(dir, role, r)? {
+                    init.insert(slot, b);
+                } else if r > 0 && slot == Slot::Defender {
+                    bail!(
+                        "{}: no saved defender state for round {r} (checkpoints/r{r}/defender.bin or state/)",
+                        dir.display()
+                    );
+                }
+            }
+            round = Some(r);
+            dir.clone()
+        }
+        None => {
+            if a.round.is_some() {
+                bail!("--round needs a run directory");
+            }
+            std::env::temp_dir().join(format!("sparring-eval-{}", std::process::id()))
+        }
+    };
+    let mode = if a.attacker {
+        EvalMode::Attacker
+    } else {
+        EvalMode::Plain
+    };
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("building the players");
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let on_step = |s: &EvalStep| {
+        bar.set_length(s.total as u64);
+        bar.set_position(s.done as u64);
+        bar.set_message(s.phase);
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let recs = rt.block_on(game::evaluate_watched(
+        &loaded,
+        registry,
+        &work,
+        init,
+        mode,
+        round.unwrap_or(0),
+        Some(&on_step),
+    ));
+    bar.finish_and_clear();
+    if run_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let recs = recs.map_err(|e| anyhow!("eval {}: {e}", a.scenario_or_run.display()))?;
+    let (sets, asr, compliance) = summarize(&recs);
+    Ok(EvalReport {
+        scenario: file,
+        mode: mode.to_string(),
+        round,
+        sets,
+        asr,
+        compliance,
+    })
+}
