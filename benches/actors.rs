@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
             Slot::Judge,
             SlotSpec {
                 spec,
-                restore: Vec::new(),
+                restore: Default::default(),
                 faults: FaultPlan::default(),
             },
         );

@@ -297,7 +297,7 @@ impl Ctx<'_> {
         &self,
         slot: Slot,
         groups: Vec<Group>,
-    ) -> Result<(crate::roles::LearnReport, u64, Vec<u8>), RunError> {
+    ) -> Result<(crate::roles::LearnReport, u64, Arc<Vec<u8>>), RunError> {
         match self.call(slot, Work::LearnSave(groups)).await? {
             Output::Learned {
                 report,
@@ -331,6 +331,48 @@ struct Resp {
 
 fn shown(g: &Generation) -> &str {
     g.parsed.as_deref().unwrap_or(&g.text)
+}
+
+/// A judge verdict on its way to a [`JudgmentRec`]: `seed_at` indexes the defender requests (side `defender`)
+/// or the round's seeds (side `attacker`).
+struct PendingJudgment {
+    side: Side,
+    seed_at: usize,
+    i: usize,
+    j: Option<usize>,
+    raw: String,
+    parsed: Option<Vec<f64>>,
+    version: u64,
+}
+
+/// Run `work` (the engine's own CPU work) while `call` (a role request) is in flight.
+async fn overlap<F: std::future::Future, T>(call: F, work: impl FnOnce() -> T) -> (F::Output, T) {
+    tokio::join!(call, async { work() })
+}
+
+/// Compliance label requests for every defender response of the round.
+fn label_requests(
+    seed: u64,
+    round: u32,
+    dreqs: &[GenRequest],
+    resps: &[Vec<Resp>],
+) -> (Vec<LabelRequest>, Vec<(usize, usize)>) {
+    let mut lreqs = Vec::new();
+    let mut lidx = Vec::new();
+    for (k, req) in dreqs.iter().enumerate() {
+        for (i, r) in resps[k].iter().enumerate() {
+            let key = format!("{}/d{i}", req.key);
+            lidx.push((k, i));
+            lreqs.push(LabelRequest {
+                rng_seed: derive(seed, round.into(), &format!("{key}/label")),
+                key,
+                seed: req.seed.clone(),
+                prompt: req.input.clone(),
+                response: shown(&r.out).to_string(),
+            });
+        }
+    }
+    (lreqs, lidx)
 }
 
 async fn play_round(
@@ -459,29 +501,26 @@ async fn play_round(
         .collect();
     tm.defender_ms = ms(t);
 
+    // Label requests depend only on the defender's responses: they are built while the judge works.
+    let pre_labels;
     // Judge: defender rewards.
     let t = Instant::now();
-    let mut judgments: Vec<JudgmentRec> = Vec::new();
-    let jrec = |seed_id: &str,
+    // Verdicts become judgment records while the learners run (`Pending::record`).
+    let mut judgments: Vec<PendingJudgment> = Vec::new();
+    let jrec = |seed_at: usize,
                 side: Side,
-                group: &str,
                 i: usize,
                 j: Option<usize>,
                 raw: String,
                 parsed: Option<Vec<f64>>,
-                version: u64| JudgmentRec {
-        run: run.clone(),
-        round,
-        seed_id: seed_id.to_string(),
-        role: Role::Judge,
-        version,
+                version: u64| PendingJudgment {
         side,
-        mode: p.mode,
-        group: group.to_string(),
+        seed_at,
         i,
         j,
         raw,
         parsed,
+        version,
     };
     match p.mode {
         PayoffMode::Pairwise => {
@@ -503,7 +542,12 @@ async fn play_round(
                     });
                 }
             }
-            let (verdicts, v) = cx.compare(reqs).await?;
+            let (res, lbl) = overlap(cx.compare(reqs), || {
+                label_requests(seed, round, &dreqs, &resps)
+            })
+            .await;
+            let (verdicts, v) = res?;
+            pre_labels = lbl;
             j_ver = j_ver.max(v);
             let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
                 vec![Vec::new(); dreqs.len()];
@@ -511,9 +555,8 @@ async fn play_round(
                 per[k].push((i, j, vd.value));
                 let parsed = vd.value.map(|(a, b)| vec![a, b]);
                 judgments.push(jrec(
-                    &dreqs[k].seed.id,
+                    k,
                     Side::Defender,
-                    &dreqs[k].key,
                     i,
                     Some(j),
                     vd.raw,
@@ -547,15 +590,19 @@ async fn play_round(
                     });
                 }
             }
-            let (verdicts, v) = cx.score(reqs).await?;
+            let (res, lbl) = overlap(cx.score(reqs), || {
+                label_requests(seed, round, &dreqs, &resps)
+            })
+            .await;
+            let (verdicts, v) = res?;
+            pre_labels = lbl;
             j_ver = j_ver.max(v);
             for ((k, i), vd) in idx.into_iter().zip(verdicts) {
                 let val = vd.value.filter(|x| x.is_finite());
                 resps[k][i].reward = payoff::weighted(val, p.defender_weight);
                 judgments.push(jrec(
-                    &dreqs[k].seed.id,
+                    k,
                     Side::Defender,
-                    &dreqs[k].key,
                     i,
                     None,
                     vd.raw,
@@ -619,9 +666,8 @@ async fn play_round(
                 per[si].push((i, j, vd.value));
                 let parsed = vd.value.map(|(a, b)| vec![a, b]);
                 judgments.push(jrec(
-                    &seeds[si].id,
+                    si,
                     Side::Attacker,
-                    &skey(&seeds[si]),
                     i,
                     Some(j),
                     vd.raw,
@@ -672,9 +718,8 @@ async fn play_round(
                 let val = vd.value.filter(|x| x.is_finite());
                 rws[si][ai].reward = payoff::weighted(val, p.attacker_weight);
                 judgments.push(jrec(
-                    &seeds[si].id,
+                    si,
                     Side::Attacker,
-                    &skey(&seeds[si]),
                     ai,
                     None,
                     vd.raw,
@@ -686,23 +731,9 @@ async fn play_round(
     }
     tm.judge_ms = ms(t);
 
-    // Compliance labels.
+    // Compliance labels (requests built while the judge scored the defender).
     let t = Instant::now();
-    let mut lreqs = Vec::new();
-    let mut lidx = Vec::new();
-    for (k, req) in dreqs.iter().enumerate() {
-        for (i, r) in resps[k].iter().enumerate() {
-            let key = format!("{}/d{i}", req.key);
-            lidx.push((k, i));
-            lreqs.push(LabelRequest {
-                rng_seed: derive(seed, round.into(), &format!("{key}/label")),
-                key,
-                seed: req.seed.clone(),
-                prompt: req.input.clone(),
-                response: shown(&r.out).to_string(),
-            });
-        }
-    }
+    let (lreqs, lidx) = pre_labels;
     let n = lreqs.len();
     let (labels, v) = cx.bools(Work::Complied(lreqs), n).await?;
     j_ver = j_ver.max(v);
@@ -739,7 +770,8 @@ async fn play_round(
         .collect();
     let a_learns = cx.loaded.learns(Side::Attacker, round);
     let d_learns = cx.loaded.learns(Side::Defender, round);
-    let (a_res, d_res) = tokio::join!(
+    // The round's records are built while the learners run.
+    let (a_res, d_res, mut recs) = tokio::join!(
         async {
             if a_learns {
                 Some(cx.learn(Slot::Attacker, a_groups).await).transpose()
@@ -753,6 +785,74 @@ async fn play_round(
             } else {
                 Ok(None)
             }
+        },
+        async {
+            // Records, in a fixed order.
+            let mut recs = Vec::new();
+            for (si, s) in seeds.iter().enumerate() {
+                for (ai, rw) in rws[si].iter().enumerate() {
+                    let akey = format!("{}/a{ai}", skey(s));
+                    recs.push(Record::Rewrite(RewriteRec {
+                        run: run.clone(),
+                        round,
+                        seed_id: s.id.clone(),
+                        set: s.set.clone(),
+                        category: s.category,
+                        role: Role::Attacker,
+                        version: a_ver,
+                        key: akey.clone(),
+                        input: s.prompt.clone(),
+                        output: rw.text.clone(),
+                        parsed: rw.parsed.clone(),
+                        faithful_raw: rw.faithful_raw.clone(),
+                        faithful: rw.faithful,
+                        valid: rw.valid,
+                        representative: rw.representative,
+                        reward: rw.reward,
+                    }));
+                    if let Some(k) = rw.d {
+                        for (i, r) in resps[k].iter().enumerate() {
+                            recs.push(Record::Response(ResponseRec {
+                                run: run.clone(),
+                                round,
+                                seed_id: s.id.clone(),
+                                set: s.set.clone(),
+                                category: s.category,
+                                role: Role::Defender,
+                                version: d_ver,
+                                key: format!("{akey}/d{i}"),
+                                attack_key: akey.clone(),
+                                input: dreqs[k].input.clone(),
+                                output: r.out.text.clone(),
+                                complied_raw: r.complied_raw.clone(),
+                                complied: r.complied,
+                                reward: r.reward,
+                            }));
+                        }
+                    }
+                }
+            }
+            recs.extend(judgments.into_iter().map(|pj| {
+                let (seed_id, group) = match pj.side {
+                    Side::Defender => (dreqs[pj.seed_at].seed.id.clone(), dreqs[pj.seed_at].key.clone()),
+                    Side::Attacker => (seeds[pj.seed_at].id.clone(), skey(&seeds[pj.seed_at])),
+                };
+                Record::Judgment(JudgmentRec {
+                    run: run.clone(),
+                    round,
+                    seed_id,
+                    role: Role::Judge,
+                    version: pj.version,
+                    side: pj.side,
+                    mode: p.mode,
+                    group,
+                    i: pj.i,
+                    j: pj.j,
+                    raw: pj.raw,
+                    parsed: pj.parsed,
+                })
+            }));
+            recs
         }
     );
     for (slot, role, res) in [
@@ -760,7 +860,7 @@ async fn play_round(
         (Slot::Defender, Role::Defender, d_res?),
     ] {
         if let Some((report, version, state)) = res {
-            states.insert(slot, Arc::new(state));
+            states.insert(slot, state);
             learn_recs.push(Record::Learn(LearnRec {
                 run: run.clone(),
                 round,
@@ -783,53 +883,7 @@ async fn play_round(
     };
     tm.eval_ms = ms(t);
 
-    // Records, in a fixed order.
-    let mut recs = Vec::new();
-    for (si, s) in seeds.iter().enumerate() {
-        for (ai, rw) in rws[si].iter().enumerate() {
-            let akey = format!("{}/a{ai}", skey(s));
-            recs.push(Record::Rewrite(RewriteRec {
-                run: run.clone(),
-                round,
-                seed_id: s.id.clone(),
-                set: s.set.clone(),
-                category: s.category,
-                role: Role::Attacker,
-                version: a_ver,
-                key: akey.clone(),
-                input: s.prompt.clone(),
-                output: rw.text.clone(),
-                parsed: rw.parsed.clone(),
-                faithful_raw: rw.faithful_raw.clone(),
-                faithful: rw.faithful,
-                valid: rw.valid,
-                representative: rw.representative,
-                reward: rw.reward,
-            }));
-            if let Some(k) = rw.d {
-                for (i, r) in resps[k].iter().enumerate() {
-                    recs.push(Record::Response(ResponseRec {
-                        run: run.clone(),
-                        round,
-                        seed_id: s.id.clone(),
-                        set: s.set.clone(),
-                        category: s.category,
-                        role: Role::Defender,
-                        version: d_ver,
-                        key: format!("{akey}/d{i}"),
-                        attack_key: akey.clone(),
-                        input: dreqs[k].input.clone(),
-                        output: r.out.text.clone(),
-                        complied_raw: r.complied_raw.clone(),
-                        complied: r.complied,
-                        reward: r.reward,
-                    }));
-                }
-            }
-        }
-    }
     let _ = j_ver;
-    recs.extend(judgments.into_iter().map(Record::Judgment));
     recs.extend(learn_recs);
     recs.extend(eval_recs.into_iter().map(Record::Eval));
     tm.total_ms = ms(t_round);
@@ -871,7 +925,7 @@ fn role_slots(
             slot,
             SlotSpec {
                 spec,
-                restore: restore.get(&slot).cloned().unwrap_or_default(),
+                restore: Arc::new(restore.get(&slot).cloned().unwrap_or_default()),
                 faults: fault_plan(fault),
             },
         );
@@ -1564,7 +1618,7 @@ async fn run_with(
                 run_dir: run_dir.to_path_buf(),
                 fsync: sc.replay.fsync,
             },
-            restore: Vec::new(),
+            restore: Arc::default(),
             faults: fault_plan(&sc.faults.replay),
         },
     );
@@ -1590,13 +1644,13 @@ async fn run_with(
         // States to carry forward for sides that do not learn in a round.
         for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
             let s = match restore.get(&slot) {
-                Some(b) if committed.last_round > 0 => b.clone(),
+                Some(b) if committed.last_round > 0 => Arc::new(b.clone()),
                 _ => match game.call(slot, Work::Save).await.map_err(RunError)? {
                     Output::Saved { state } => state,
                     _ => return Err(rerr("internal: unexpected reply to save")),
                 },
             };
-            states.insert(slot, Arc::new(s));
+            states.insert(slot, s);
         }
         if committed.last_round == 0 {
             for (slot, b) in &states {

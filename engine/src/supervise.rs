@@ -85,10 +85,11 @@ pub enum Output {
     Learned {
         report: LearnReport,
         version: u64,
-        state: Vec<u8>,
+        /// Shared, not copied: it is also the worker's new restore point.
+        state: Arc<Vec<u8>>,
     },
     Saved {
-        state: Vec<u8>,
+        state: Arc<Vec<u8>>,
     },
     Bools {
         verdicts: Vec<Verdict<bool>>,
@@ -207,11 +208,15 @@ fn execute(imp: &mut Imp, work: &Work) -> Result<Output, RoleError> {
             Ok(Output::Learned {
                 report,
                 version: p.version(),
-                state: p.save()?,
+                state: Arc::new(p.save()?),
             })
         }
-        (Imp::Policy(p), Work::Save) => Ok(Output::Saved { state: p.save()? }),
-        (Imp::Judge(j), Work::Save) => Ok(Output::Saved { state: j.save()? }),
+        (Imp::Policy(p), Work::Save) => Ok(Output::Saved {
+            state: Arc::new(p.save()?),
+        }),
+        (Imp::Judge(j), Work::Save) => Ok(Output::Saved {
+            state: Arc::new(j.save()?),
+        }),
         (Imp::Policy(p), Work::Load(state)) => {
             p.load(state)?;
             Ok(Output::Loaded)
@@ -269,7 +274,7 @@ pub struct FaultPlan {
 fn compute_thread(
     name: String,
     spec: WorkerSpec,
-    restore: Vec<u8>,
+    restore: Arc<Vec<u8>>,
     faults: FaultPlan,
     ready: oneshot::Sender<Result<(), RoleError>>,
 ) -> Result<crossbeam_channel::Sender<Job>, RoleError> {
@@ -327,7 +332,7 @@ pub struct Worker;
 pub struct WorkerArgs {
     slot: Slot,
     spec: WorkerSpec,
-    restore: Vec<u8>,
+    restore: Arc<Vec<u8>>,
     faults: FaultPlan,
     supervisor: ActorRef<GameMsg>,
 }
@@ -415,7 +420,7 @@ pub enum GameMsg {
 pub struct SlotSpec {
     pub spec: WorkerSpec,
     /// Restore point: state from the last committed round (empty = fresh).
-    pub restore: Vec<u8>,
+    pub restore: Arc<Vec<u8>>,
     pub faults: FaultPlan,
 }
 
@@ -549,12 +554,12 @@ impl Actor for Game {
                     && s.in_flight.as_ref().is_some_and(|f| f.id == id)
                 {
                     if let Output::Learned { state, .. } | Output::Saved { state } = &out {
-                        s.spec.restore = state.clone();
+                        s.spec.restore = Arc::clone(state);
                     }
                     if let (Output::Loaded, Some(f)) = (&out, &s.in_flight)
                         && let Work::Load(state) = &f.work
                     {
-                        s.spec.restore = state.to_vec();
+                        s.spec.restore = Arc::clone(state);
                     }
                     if let Some(f) = s.in_flight.take() {
                         let _ = f.reply.send(Ok(out));
