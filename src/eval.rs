@@ -68,7 +68,13 @@ impl EvalReport {
                 .map(|r| format!(", players of round {r}"))
                 .unwrap_or_default()
         );
-        let w = self.sets.iter().map(|x| x.set.len()).max().unwrap_or(3).max(3);
+        let w = self
+            .sets
+            .iter()
+            .map(|x| x.set.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
         s.push_str(&format!(
             "{:<w$} {:>8} {:>11} {:>5} {:>8} {:>11} {:>8} {:>8}\n",
             "set", "category", "metric", "n", "complied", "unlabelled", "invalid", "rate"
@@ -156,7 +162,10 @@ fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Option<Vec<u8>>
 }
 
 pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
-    let run_dir = a.scenario_or_run.is_dir().then(|| a.scenario_or_run.clone());
+    let run_dir = a
+        .scenario_or_run
+        .is_dir()
+        .then(|| a.scenario_or_run.clone());
     let file = match &run_dir {
         Some(d) => d.join(replay::SCENARIO),
         None => a.scenario_or_run.clone(),

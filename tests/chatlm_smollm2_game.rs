@@ -169,16 +169,24 @@ fn smollm2_advgame_one_round_then_eval_and_crossplay() {
     let sets = e["sets"].as_array().unwrap();
     assert!(sets.len() >= 3, "{e}");
     assert!(sets.iter().all(|s| s["n"] == 1), "{e}");
-    assert!(e["asr"].as_f64().is_some() && e["compliance"].as_f64().is_some(), "{e}");
+    assert!(
+        e["asr"].as_f64().is_some() && e["compliance"].as_f64().is_some(),
+        "{e}"
+    );
     let out = dir.join("report");
     let out_s = out.display().to_string();
-    let r = sparring(&["report", "-q", "--json", "--crossplay", "--out", &out_s], &dir);
+    let r = sparring(
+        &["report", "-q", "--json", "--crossplay", "--out", &out_s],
+        &dir,
+    );
     let cp = &r["crossplay"];
     assert_eq!(cp["attackers"], serde_json::json!(["r0", "r1"]), "{r}");
     assert_eq!(cp["defenders"], serde_json::json!(["r0", "r1"]), "{r}");
     for row in cp["asr"].as_array().unwrap() {
         for v in row.as_array().unwrap() {
-            let v = v.as_f64().unwrap_or_else(|| panic!("a cell was not played: {cp}"));
+            let v = v
+                .as_f64()
+                .unwrap_or_else(|| panic!("a cell was not played: {cp}"));
             assert!((0.0..=1.0).contains(&v));
         }
     }

@@ -213,7 +213,8 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
 
     // Cross-play with one game (states swapped in by `Work::Load`) equals `evaluate` pair by pair; a state
     // that does not load fails only its own cells.
-    let ck = |role: &str, r: u32| Arc::new(std::fs::read(game::checkpoint_path(&dir, role, r)).unwrap());
+    let ck =
+        |role: &str, r: u32| Arc::new(std::fs::read(game::checkpoint_path(&dir, role, r)).unwrap());
     let attackers = [ck("attacker", 0), ck("attacker", 2)];
     let defenders = [
         ck("defender", 2),

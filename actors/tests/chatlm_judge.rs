@@ -43,7 +43,7 @@ fn table(s: &str) -> toml::Table {
 
 fn seed(prompt: &str, category: Category) -> Seed {
     Seed {
-        id: format!("t:{prompt}"),
+        id: format!("t:{prompt}").into(),
         set: "t".into(),
         prompt: prompt.into(),
         category,
@@ -71,7 +71,7 @@ fn pair(i: usize, s: &Seed, a: &str, b: &str, goal: Goal) -> PairRequest {
     PairRequest {
         key: format!("p{i}"),
         seed: s.clone(),
-        context: s.prompt.clone(),
+        context: s.prompt.to_string(),
         a: a.into(),
         b: b.into(),
         goal,
@@ -131,7 +131,7 @@ fn logit_judge_gives_every_verdict() {
             FaithRequest {
                 key: "f0".into(),
                 seed: harmful.clone(),
-                rewrite: harmful.prompt.clone(),
+                rewrite: harmful.prompt.to_string(),
                 rng_seed: 1,
             },
             FaithRequest {
@@ -148,7 +148,7 @@ fn logit_judge_gives_every_verdict() {
         .score(&[PointRequest {
             key: "s".into(),
             seed: benign.clone(),
-            context: benign.prompt.clone(),
+            context: benign.prompt.to_string(),
             response: answer.into(),
             goal: Goal::HelpfulCompliance,
             rng_seed: 3,
@@ -188,7 +188,7 @@ fn attacker_without_think_prefills_prompt_and_stops_at_its_end() {
             key: "a".into(),
             role: Role::Attacker,
             seed: s.clone(),
-            input: s.prompt.clone(),
+            input: s.prompt.to_string(),
             n: 4,
             rng_seed: 9,
         }])
@@ -272,7 +272,7 @@ fn measure_verdict_rates() {
             key: format!("d{i}"),
             role: Role::Defender,
             seed: s.clone(),
-            input: s.prompt.clone(),
+            input: s.prompt.to_string(),
             n: 1,
             rng_seed: i as u64,
         })
@@ -303,9 +303,9 @@ fn measure_verdict_rates() {
             key: format!("f{i}"),
             seed: s.clone(),
             rewrite: if i % 2 == 0 {
-                s.prompt.clone()
+                s.prompt.to_string()
             } else {
-                other.prompt.clone()
+                other.prompt.to_string()
             },
             rng_seed: i as u64,
         });
@@ -522,7 +522,7 @@ fn measure_attacker_parse_rate() {
             key: format!("a{i}"),
             role: Role::Attacker,
             seed: s.clone(),
-            input: s.prompt.clone(),
+            input: s.prompt.to_string(),
             n: 2,
             rng_seed: 100 + i as u64,
         })

@@ -100,9 +100,9 @@ fn read_jsonl(path: &Path, text: &str, name: &str, format: Format) -> Result<Vec
                 v => v.to_string(),
             };
             Seed {
-                id: format!("{name}:{id}"),
-                set: name.to_string(),
-                prompt: r.prompt,
+                id: format!("{name}:{id}").into(),
+                set: name.into(),
+                prompt: r.prompt.into(),
                 category,
             }
         } else {
@@ -120,9 +120,9 @@ fn read_jsonl(path: &Path, text: &str, name: &str, format: Format) -> Result<Vec
                 }
             };
             Seed {
-                id: format!("{name}:{ln}"),
-                set: name.to_string(),
-                prompt: r.prompt,
+                id: format!("{name}:{ln}").into(),
+                set: name.into(),
+                prompt: r.prompt.into(),
                 category,
             }
         };
@@ -236,9 +236,9 @@ fn read_harmbench(path: &Path, text: &str, name: &str) -> Result<Vec<Seed>, Data
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| ln.to_string());
         out.push(Seed {
-            id: format!("{name}:{sid}"),
-            set: name.to_string(),
-            prompt,
+            id: format!("{name}:{sid}").into(),
+            set: name.into(),
+            prompt: prompt.into(),
             category: Category::Harmful,
         });
     }

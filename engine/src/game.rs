@@ -405,7 +405,7 @@ async fn play_round(
                 key,
                 role: Role::Attacker,
                 seed: s.clone(),
-                input: s.prompt.clone(),
+                input: s.prompt.to_string(),
                 n: a_n,
             }
         })
@@ -554,15 +554,7 @@ async fn play_round(
             for ((k, i, j), vd) in idx.into_iter().zip(verdicts) {
                 per[k].push((i, j, vd.value));
                 let parsed = vd.value.map(|(a, b)| vec![a, b]);
-                judgments.push(jrec(
-                    k,
-                    Side::Defender,
-                    i,
-                    Some(j),
-                    vd.raw,
-                    parsed,
-                    v,
-                ));
+                judgments.push(jrec(k, Side::Defender, i, Some(j), vd.raw, parsed, v));
             }
             for (k, judged) in per.iter().enumerate() {
                 for (r, rw) in payoff::pairwise_rewards(resps[k].len(), judged)
@@ -651,7 +643,7 @@ async fn play_round(
                         rng_seed: derive(seed, round.into(), &key),
                         key,
                         seed: s.clone(),
-                        context: s.prompt.clone(),
+                        context: s.prompt.to_string(),
                         a: rep_text(&rws[si][i]),
                         b: rep_text(&rws[si][j]),
                         goal: Goal::of(Role::Attacker, s.category),
@@ -665,15 +657,7 @@ async fn play_round(
             for ((si, i, j), vd) in idx.into_iter().zip(verdicts) {
                 per[si].push((i, j, vd.value));
                 let parsed = vd.value.map(|(a, b)| vec![a, b]);
-                judgments.push(jrec(
-                    si,
-                    Side::Attacker,
-                    i,
-                    Some(j),
-                    vd.raw,
-                    parsed,
-                    v,
-                ));
+                judgments.push(jrec(si, Side::Attacker, i, Some(j), vd.raw, parsed, v));
             }
             for (si, judged) in per.iter().enumerate() {
                 let rewards = payoff::pairwise_rewards(rws[si].len(), judged);
@@ -698,7 +682,7 @@ async fn play_round(
                             rng_seed: derive(seed, round.into(), &key),
                             key,
                             seed: s.clone(),
-                            context: s.prompt.clone(),
+                            context: s.prompt.to_string(),
                             response: rep_text(rw),
                             goal: Goal::of(Role::Attacker, s.category),
                         });
@@ -752,7 +736,7 @@ async fn play_round(
         .map(|(si, s)| Group {
             key: skey(s),
             seed: s.clone(),
-            input: s.prompt.clone(),
+            input: s.prompt.to_string(),
             outputs: rws[si].iter().map(|r| r.text.clone()).collect(),
             rewards: rws[si].iter().map(|r| r.reward).collect(),
         })
@@ -795,13 +779,13 @@ async fn play_round(
                     recs.push(Record::Rewrite(RewriteRec {
                         run: run.clone(),
                         round,
-                        seed_id: s.id.clone(),
-                        set: s.set.clone(),
+                        seed_id: s.id.to_string(),
+                        set: s.set.to_string(),
                         category: s.category,
                         role: Role::Attacker,
                         version: a_ver,
                         key: akey.clone(),
-                        input: s.prompt.clone(),
+                        input: s.prompt.to_string(),
                         output: rw.text.clone(),
                         parsed: rw.parsed.clone(),
                         faithful_raw: rw.faithful_raw.clone(),
@@ -815,8 +799,8 @@ async fn play_round(
                             recs.push(Record::Response(ResponseRec {
                                 run: run.clone(),
                                 round,
-                                seed_id: s.id.clone(),
-                                set: s.set.clone(),
+                                seed_id: s.id.to_string(),
+                                set: s.set.to_string(),
                                 category: s.category,
                                 role: Role::Defender,
                                 version: d_ver,
@@ -834,8 +818,11 @@ async fn play_round(
             }
             recs.extend(judgments.into_iter().map(|pj| {
                 let (seed_id, group) = match pj.side {
-                    Side::Defender => (dreqs[pj.seed_at].seed.id.clone(), dreqs[pj.seed_at].key.clone()),
-                    Side::Attacker => (seeds[pj.seed_at].id.clone(), skey(&seeds[pj.seed_at])),
+                    Side::Defender => (
+                        dreqs[pj.seed_at].seed.id.to_string(),
+                        dreqs[pj.seed_at].key.clone(),
+                    ),
+                    Side::Attacker => (seeds[pj.seed_at].id.to_string(), skey(&seeds[pj.seed_at])),
                 };
                 Record::Judgment(JudgmentRec {
                     run: run.clone(),
@@ -1040,7 +1027,7 @@ async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> 
                 key,
                 role: Role::Defender,
                 seed: s.clone(),
-                input: s.prompt.clone(),
+                input: s.prompt.to_string(),
                 n: 1,
             });
         }
@@ -1053,8 +1040,8 @@ async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> 
         .map(|((r, o), vd)| EvalRec {
             run: cx.run.clone(),
             round,
-            set: r.seed.set.clone(),
-            seed_id: r.seed.id.clone(),
+            set: r.seed.set.to_string(),
+            seed_id: r.seed.id.to_string(),
             category: r.seed.category,
             version: ev,
             key: r.key.clone(),
@@ -1100,7 +1087,7 @@ async fn attack_phase(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Attack
                 key,
                 role: Role::Attacker,
                 seed: s.clone(),
-                input: s.prompt.clone(),
+                input: s.prompt.to_string(),
                 n: 1,
             });
         }
@@ -1177,8 +1164,8 @@ async fn defend_phase(
             EvalRec {
                 run: cx.run.clone(),
                 round,
-                set: r.seed.set.clone(),
-                seed_id: r.seed.id.clone(),
+                set: r.seed.set.to_string(),
+                seed_id: r.seed.id.to_string(),
                 category: r.seed.category,
                 version: dv,
                 key: r.key.clone(),

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Whether a seed request is harmful (the attacker seeks compliance) or benign (the attacker seeks over-refusal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -32,16 +33,34 @@ impl fmt::Display for Category {
     }
 }
 
-/// One seed request from a data set.
+/// One seed request from a data set. Its texts are shared (`Arc<str>`): a round hands the same seed to many
+/// requests and records, and cloning one costs three reference counts, not three allocations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seed {
     /// Stable id, unique within the scenario (e.g. `advgame-harmful:17`, an XSTest id, a HarmBench BehaviorID).
-    pub id: String,
+    #[serde(with = "shared_str")]
+    pub id: Arc<str>,
     /// Name of the data set it came from.
-    pub set: String,
+    #[serde(with = "shared_str")]
+    pub set: Arc<str>,
     /// The request text.
-    pub prompt: String,
+    #[serde(with = "shared_str")]
+    pub prompt: Arc<str>,
     pub category: Category,
+}
+
+/// Serde for `Arc<str>` as a plain string (without serde's `rc` feature).
+mod shared_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(d).map(Arc::from)
+    }
 }
 
 /// The three roles of the game (plus the replay log, which is not a model role).

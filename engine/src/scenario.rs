@@ -748,7 +748,7 @@ pub fn load_str(
     }
     let mut ids = BTreeSet::new();
     for s in train.iter().chain(eval.iter().flat_map(|(_, v)| v.iter())) {
-        if !ids.insert(s.id.as_str()) {
+        if !ids.insert(&*s.id) {
             errs.push(loc.at(Some("data"), format!("duplicate seed id `{}`", s.id)));
             break;
         }
