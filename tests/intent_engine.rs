@@ -248,6 +248,31 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     }
     assert_ne!(cell(0, 0).records.as_ref().unwrap(), &logged);
 
+    // `sparring eval` on the round-2 players gives the run's own round-2 attacker-mode rates.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["eval", "--json", "--attacker", "--round", "2"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let r2: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["round"] == 2)
+        .unwrap();
+    let mut compared = 0;
+    for set in e["sets"].as_array().unwrap() {
+        let (name, metric) = (set["set"].as_str().unwrap(), set["metric"].as_str().unwrap());
+        let key = format!("eval/{name}/attacker/{metric}");
+        if let Some(v) = r2["metrics"][&key].as_f64() {
+            assert!((set["rate"].as_f64().unwrap() - v).abs() < 1e-12, "{key}: {e} vs {v}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 2, "{e}\n{r2}");
+
     // The report plays the kept checkpoints: a 3×3 cross-play matrix and one exploitability point each.
     let out = tmp("ckpt-report");
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
