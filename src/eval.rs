@@ -234,6 +234,7 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
     bar.set_message("building the players");
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let on_step = |s: &EvalStep| {
+        bar.set_position(0);
         bar.set_length(s.total as u64);
         bar.set_position(s.done as u64);
         bar.set_message(s.phase);
