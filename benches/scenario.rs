@@ -1,9 +1,11 @@
 //! Whole-scenario wall time and engine overhead: runs a scenario through the engine exactly as `sparring run`
 //! does (supervised actors, replay log with fsync, evaluations, checkpoints) and reports the wall time from
-//! loading the scenario to the summary, the per-phase round times, and the engine's share of the round time:
-//! the round's wall time during which no attacker, defender or judge request was in flight (model compute,
-//! judging, learning, saving states), i.e. scheduling, payoffs, records and the part of the replay log's
-//! commit that is not overlapped with the next round (commits are pipelined).
+//! loading the scenario to the summary, the per-phase round times, and the engine overhead: the share of the
+//! round's wall time outside model compute and judging, i.e. when no attacker, defender or judge compute thread
+//! was working on a request (intervals measured on the threads) — the engine's scheduling, payoffs, records,
+//! the part of the replay log's commit not overlapped with the next round (commits are pipelined), and the
+//! message hand-offs to and from the role threads. Also printed: the engine's own work alone (no role request
+//! in flight, so without the hand-offs).
 //!
 //! Run: `cargo bench --bench scenario` (the flagship, `scenarios/intent-advgame-dpo.toml`).
 //! Env: `SCENARIO=path.toml`, `SCENARIO_SET="game.rounds=10;eval.every=0"` (`;`-separated overrides),
@@ -92,13 +94,14 @@ fn main() {
         let sum = |f: fn(&Timings) -> f64| rounds.iter().map(f).sum::<f64>();
         let total = sum(|t| t.total_ms);
         let roles = sum(|t| t.roles_ms);
+        let compute = sum(|t| t.compute_ms);
         let plain: Vec<&Timings> = rounds
             .iter()
             .filter(|t| t.eval_ms < 0.02 * t.total_ms)
             .collect();
-        let (pt, pr) = plain
-            .iter()
-            .fold((0.0, 0.0), |(a, b), t| (a + t.total_ms, b + t.roles_ms));
+        let (pt, pr, pc) = plain.iter().fold((0.0, 0.0, 0.0), |(a, b, c), t| {
+            (a + t.total_ms, b + t.roles_ms, c + t.compute_ms)
+        });
         println!(
             "rep {rep}: wall {wall:.2} s for {} rounds (start-up incl. warm starts {:.2} s); rounds {:.2} s, mean {:.1} ms",
             summary.rounds,
@@ -118,17 +121,23 @@ fn main() {
             sum(|t| t.commit_ms) / n,
         );
         println!(
-            "  engine overhead: {:.2} % of round time over all rounds ({:.1} of {:.1} ms per round with no role request in flight)",
+            "  engine overhead (outside model compute and judging, incl. hand-offs): {:.2} % of round time over all rounds ({:.2} of {:.1} ms per round); the engine's own work alone (no role request in flight): {:.2} % ({:.2} ms)",
+            100.0 * (total - compute) / total.max(1e-9),
+            (total - compute) / n,
+            total / n,
             100.0 * (total - roles) / total.max(1e-9),
             (total - roles) / n,
-            total / n
         );
         if !plain.is_empty() {
+            let k = plain.len() as f64;
             println!(
-                "  engine overhead, rounds without evaluation: {:.2} % ({} rounds, {:.2} ms per round)",
-                100.0 * (pt - pr) / pt.max(1e-9),
+                "  engine overhead, rounds without evaluation ({} rounds, {:.1} ms each): {:.2} % ({:.2} ms per round); own work alone {:.2} % ({:.2} ms)",
                 plain.len(),
-                (pt - pr) / plain.len() as f64
+                pt / k,
+                100.0 * (pt - pc) / pt.max(1e-9),
+                (pt - pc) / k,
+                100.0 * (pt - pr) / pt.max(1e-9),
+                (pt - pr) / k
             );
         }
         let m = &summary.metrics;

@@ -344,7 +344,8 @@ fn print_summary(s: &RunSummary) {
     );
     if t.total_ms > 0.0 {
         println!(
-            "engine's own time: {:.2} % of the round (no role request in flight)",
+            "engine overhead: {:.2} % of the round outside model compute and judging ({:.2} % the engine's own work)",
+            100.0 * (t.total_ms - t.compute_ms).max(0.0) / t.total_ms,
             100.0 * (t.total_ms - t.roles_ms).max(0.0) / t.total_ms
         );
     }

@@ -264,10 +264,16 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
         .unwrap();
     let mut compared = 0;
     for set in e["sets"].as_array().unwrap() {
-        let (name, metric) = (set["set"].as_str().unwrap(), set["metric"].as_str().unwrap());
+        let (name, metric) = (
+            set["set"].as_str().unwrap(),
+            set["metric"].as_str().unwrap(),
+        );
         let key = format!("eval/{name}/attacker/{metric}");
         if let Some(v) = r2["metrics"][&key].as_f64() {
-            assert!((set["rate"].as_f64().unwrap() - v).abs() < 1e-12, "{key}: {e} vs {v}");
+            assert!(
+                (set["rate"].as_f64().unwrap() - v).abs() < 1e-12,
+                "{key}: {e} vs {v}"
+            );
             compared += 1;
         }
     }

@@ -22,7 +22,9 @@ use crate::roles::{
     Role, Seed, Verdict,
 };
 use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
-use crate::supervise::{FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec};
+use crate::supervise::{
+    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -63,10 +65,15 @@ pub struct Timings {
     pub total_ms: f64,
     /// Wall time with at least one attacker, defender or judge request in flight (model compute, judging,
     /// learning, saving states, and the hand-off to the role's thread), plus the role time of adaptive
-    /// evaluation sub-runs; `total_ms - roles_ms` is the engine's own share (scheduling, payoffs, records, the
+    /// evaluation sub-runs; `total_ms - roles_ms` is the engine's own work (scheduling, payoffs, records, the
     /// replay log, and the sub-runs' engine time).
     #[serde(default)]
     pub roles_ms: f64,
+    /// Wall time during which at least one attacker, defender or judge compute thread was working on a request
+    /// (measured on the threads), plus that of adaptive evaluation sub-runs; `total_ms - compute_ms` is the time
+    /// spent outside model compute and judging: the engine's own work and its messaging (request hand-offs).
+    #[serde(default)]
+    pub compute_ms: f64,
 }
 
 /// What a finished run reports.
@@ -149,7 +156,52 @@ pub struct EvalStep {
 /// Wall time during which at least one role call (attacker, defender, judge) is in flight: concurrent calls
 /// (the two learners) count once. A round's wall time minus this is the engine's own time.
 #[derive(Default)]
-struct RoleWaits(std::sync::Mutex<(usize, Option<Instant>, f64)>);
+struct RoleWaits(std::sync::Mutex<(usize, Option<Instant>, f64)>, Compute);
+
+/// Compute intervals of the role threads (possibly overlapping: the two learners), and compute time known from
+/// elsewhere (sub-runs).
+#[derive(Default)]
+struct Compute(std::sync::Mutex<(Vec<Busy>, f64)>);
+
+impl Compute {
+    fn push(&self, b: Busy) {
+        if let Ok(mut g) = self.0.lock() {
+            g.0.push(b);
+        }
+    }
+
+    fn add(&self, ms: f64) {
+        if let Ok(mut g) = self.0.lock() {
+            g.1 += ms;
+        }
+    }
+
+    /// The length of the union of the intervals plus the added time (ms); resets.
+    fn take_ms(&self) -> f64 {
+        let Ok(mut g) = self.0.lock() else {
+            return 0.0;
+        };
+        let (mut v, extra) = (std::mem::take(&mut g.0), std::mem::take(&mut g.1));
+        v.sort_by_key(|b| b.start);
+        let mut total = 0.0;
+        let mut cur: Option<Busy> = None;
+        for b in v {
+            match &mut cur {
+                Some(c) if b.start <= c.end => c.end = c.end.max(b.end),
+                _ => {
+                    if let Some(c) = cur.take() {
+                        total += (c.end - c.start).as_secs_f64() * 1000.0;
+                    }
+                    cur = Some(b);
+                }
+            }
+        }
+        if let Some(c) = cur {
+            total += (c.end - c.start).as_secs_f64() * 1000.0;
+        }
+        total + extra
+    }
+}
 
 impl RoleWaits {
     fn enter(&self) {
@@ -193,9 +245,11 @@ impl Ctx<'_> {
             return self.game.call(slot, work).await.map_err(RunError);
         }
         self.waits.enter();
-        let out = self.game.call(slot, work).await.map_err(RunError);
+        let out = self.game.call_timed(slot, work).await.map_err(RunError);
         self.waits.leave();
-        out
+        let (out, busy) = out?;
+        self.waits.1.push(busy);
+        Ok(out)
     }
 
     async fn generate(
@@ -1300,14 +1354,14 @@ pub async fn best_response(
         .0)
 }
 
-/// [`best_response`], and the wall time of the sub-run that was not the engine's own (ms).
+/// [`best_response`], the wall time of the sub-run that was not the engine's own and its compute time (ms).
 async fn best_response_timed(
     loaded: &Loaded,
     registry: &Registry,
     dir: &Path,
     rounds: u32,
     init: BTreeMap<Slot, Vec<u8>>,
-) -> Result<(Vec<EvalRec>, f64), RunError> {
+) -> Result<(Vec<EvalRec>, f64, f64), RunError> {
     let tag = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -1317,7 +1371,7 @@ async fn best_response_timed(
         std::fs::remove_dir_all(dir).map_err(|e| rerr(format!("{}: {e}", dir.display())))?;
     }
     let t = Instant::now();
-    let mut engine_ms = 0.0;
+    let (mut engine_ms, mut compute_ms) = (0.0, 0.0);
     run_boxed(
         &sub,
         registry,
@@ -1325,6 +1379,7 @@ async fn best_response_timed(
         RunOptions { init },
         &mut |p: &Progress| {
             engine_ms += p.timings.total_ms - p.timings.roles_ms;
+            compute_ms += p.timings.compute_ms;
         },
     )
     .await?;
@@ -1338,7 +1393,7 @@ async fn best_response_timed(
             _ => None,
         })
         .collect();
-    Ok((recs, role_ms))
+    Ok((recs, role_ms, compute_ms))
 }
 
 /// The adaptive evaluation of `round`: a best-response attacker from checkpoint `r0` against the current
@@ -1363,8 +1418,10 @@ async fn eval_adaptive(
     }
     let dir = cx.run_dir.join("adaptive").join(format!("r{round}"));
     let rounds = cx.loaded.scenario.eval.adaptive.rounds;
-    let (recs, sub) = best_response_timed(cx.loaded, cx.registry, &dir, rounds, init).await?;
+    let (recs, sub, sub_compute) =
+        best_response_timed(cx.loaded, cx.registry, &dir, rounds, init).await?;
     cx.waits.add(sub);
+    cx.waits.1.add(sub_compute);
     Ok(recs
         .into_iter()
         .map(|mut e| {
@@ -1688,6 +1745,7 @@ async fn run_with(
         };
         for round in start_round..=sc.game.rounds {
             cx.waits.take_ms();
+            cx.waits.1.take_ms();
             let (recs, mut tm) = play_round(&cx, round, &mut states).await?;
             let t = Instant::now();
             if let Some((h, prev)) = pending.take() {
@@ -1707,6 +1765,7 @@ async fn run_with(
             tm.commit_ms = ms(t);
             tm.total_ms += tm.commit_ms;
             tm.roles_ms = cx.waits.take_ms();
+            tm.compute_ms = cx.waits.1.take_ms();
             pending = Some((handle, tm));
             if sc.faults.round_delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
@@ -1765,6 +1824,7 @@ async fn run_with(
         mean.commit_ms += t.commit_ms / n;
         mean.total_ms += t.total_ms / n;
         mean.roles_ms += t.roles_ms / n;
+        mean.compute_ms += t.compute_ms / n;
     }
     let last = sc.game.rounds;
     let final_eval = all

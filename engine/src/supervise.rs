@@ -1,7 +1,8 @@
 //! Actors and supervision. A `Game` supervisor (ractor) spawns four linked worker actors: Attacker, Defender,
 //! Judge and Replay. Each worker owns an OS thread that builds and runs its implementation (a `Policy`, a `Judge`
-//! or the replay log): requests go in over a crossbeam channel and replies come back over a tokio oneshot, so
-//! compute never blocks the async runtime. A panic (caught on the compute thread) or an error fails the worker;
+//! or the replay log), so compute never blocks the async runtime: the supervisor puts a request on the thread's
+//! crossbeam channel and the thread casts the result straight back to the supervisor (two hops, with the compute
+//! interval measured on the thread). A panic (caught on the compute thread) or an error fails the worker actor;
 //! the supervisor respawns it in `handle_supervisor_evt`, restores its last committed state and re-sends the
 //! in-flight request, so the round completes as if nothing happened.
 
@@ -18,6 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// The four supervised actors.
@@ -259,9 +261,17 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-struct Job {
+/// A request on its way to a compute thread.
+pub struct Job {
+    id: u64,
     work: Work,
-    reply: oneshot::Sender<Result<Output, RoleError>>,
+}
+
+/// When a compute thread worked on one request (measured on the thread, around the implementation's call).
+#[derive(Debug, Clone, Copy)]
+pub struct Busy {
+    pub start: Instant,
+    pub end: Instant,
 }
 
 /// Fault injection shared by all incarnations of a worker: the request counter survives restarts.
@@ -271,14 +281,23 @@ pub struct FaultPlan {
     pub counter: Arc<AtomicU64>,
 }
 
+/// Where a compute thread sends its results: successes to the supervisor, failures to its own worker actor
+/// (which then fails, so the supervisor restarts it).
+struct Outbox {
+    slot: Slot,
+    supervisor: ActorRef<GameMsg>,
+    worker: ActorRef<WorkerMsg>,
+}
+
 fn compute_thread(
-    name: String,
     spec: WorkerSpec,
     restore: Arc<Vec<u8>>,
     faults: FaultPlan,
+    jobs: crossbeam_channel::Receiver<Job>,
     ready: oneshot::Sender<Result<(), RoleError>>,
-) -> Result<crossbeam_channel::Sender<Job>, RoleError> {
-    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    out: Outbox,
+) -> Result<(), RoleError> {
+    let name = out.slot.as_str();
     std::thread::Builder::new()
         .name(format!("sparring-{name}"))
         .spawn(move || {
@@ -294,12 +313,14 @@ fn compute_thread(
                     return;
                 }
             };
-            for job in rx.iter() {
+            // Ends when the supervisor drops its sender (the worker was replaced or the game is over).
+            for job in jobs.iter() {
                 let n = faults.counter.fetch_add(1, Ordering::SeqCst) + 1;
                 let f = &faults.fault;
                 if f.delay_ms > 0 {
                     std::thread::sleep(std::time::Duration::from_millis(f.delay_ms));
                 }
+                let start = Instant::now();
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     if f.panic_on_request.contains(&n) {
                         panic!("injected fault: {name} panics on request {n}");
@@ -312,20 +333,41 @@ fn compute_thread(
                     execute(&mut imp, &job.work)
                 }))
                 .unwrap_or_else(|p| Err(RoleError::Panic(panic_message(p.as_ref()))));
-                let _ = job.reply.send(result);
+                let busy = Busy {
+                    start,
+                    end: Instant::now(),
+                };
+                match result {
+                    Ok(res) => {
+                        let _ = out.supervisor.cast(GameMsg::Done {
+                            slot: out.slot,
+                            id: job.id,
+                            out: res,
+                            busy,
+                        });
+                    }
+                    Err(e) => {
+                        // The implementation may be left half-updated (a panic): this thread is done; the
+                        // restarted worker rebuilds it from the last committed state.
+                        let _ = out
+                            .worker
+                            .cast(WorkerMsg::Fail(format!("{name} failed: {e}")));
+                        return;
+                    }
+                }
             }
         })
-        .map_err(|e| RoleError::failed(format!("cannot start the {} thread: {e}", "compute")))?;
-    Ok(tx)
+        .map_err(|e| RoleError::failed(format!("cannot start the {name} compute thread: {e}")))?;
+    Ok(())
 }
 
-/// Message to a worker.
-pub struct Run {
-    id: u64,
-    work: Work,
+/// Message to a worker actor: its compute thread failed (the actor fails with it, and is restarted).
+pub enum WorkerMsg {
+    Fail(String),
 }
 
-/// A worker actor: runs requests on its compute thread and reports results to the supervisor.
+/// A worker actor: owns a compute thread (which takes requests from the supervisor and answers it directly)
+/// and stands for it in the supervision tree.
 pub struct Worker;
 
 /// Arguments of a worker.
@@ -334,40 +376,35 @@ pub struct WorkerArgs {
     spec: WorkerSpec,
     restore: Arc<Vec<u8>>,
     faults: FaultPlan,
-    supervisor: ActorRef<GameMsg>,
-}
-
-/// State of a worker.
-pub struct WorkerState {
-    slot: Slot,
-    tx: crossbeam_channel::Sender<Job>,
+    jobs: crossbeam_channel::Receiver<Job>,
     supervisor: ActorRef<GameMsg>,
 }
 
 impl Actor for Worker {
-    type Msg = Run;
-    type State = WorkerState;
+    type Msg = WorkerMsg;
+    type State = Slot;
     type Arguments = WorkerArgs;
 
     async fn pre_start(
         &self,
-        _me: ActorRef<Run>,
+        me: ActorRef<WorkerMsg>,
         a: WorkerArgs,
-    ) -> Result<WorkerState, ActorProcessingErr> {
+    ) -> Result<Slot, ActorProcessingErr> {
         let (ready_tx, ready_rx) = oneshot::channel();
-        let tx = compute_thread(
-            a.slot.as_str().to_string(),
+        compute_thread(
             a.spec,
             a.restore,
             a.faults,
+            a.jobs,
             ready_tx,
+            Outbox {
+                slot: a.slot,
+                supervisor: a.supervisor,
+                worker: me,
+            },
         )?;
         match ready_rx.await {
-            Ok(Ok(())) => Ok(WorkerState {
-                slot: a.slot,
-                tx,
-                supervisor: a.supervisor,
-            }),
+            Ok(Ok(())) => Ok(a.slot),
             Ok(Err(e)) => Err(format!("building the {}: {e}", a.slot.as_str()).into()),
             Err(_) => Err(format!("the {} thread died while building", a.slot.as_str()).into()),
         }
@@ -375,28 +412,12 @@ impl Actor for Worker {
 
     async fn handle(
         &self,
-        _me: ActorRef<Run>,
-        msg: Run,
-        st: &mut WorkerState,
+        _me: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        _slot: &mut Slot,
     ) -> Result<(), ActorProcessingErr> {
-        let (reply, rx) = oneshot::channel();
-        st.tx
-            .send(Job {
-                work: msg.work,
-                reply,
-            })
-            .map_err(|_| "compute thread is gone")?;
-        match rx.await {
-            Ok(Ok(out)) => {
-                st.supervisor.cast(GameMsg::Done {
-                    slot: st.slot,
-                    id: msg.id,
-                    out,
-                })?;
-                Ok(())
-            }
-            Ok(Err(e)) => Err(format!("{} failed: {e}", st.slot.as_str()).into()),
-            Err(_) => Err(format!("{} compute thread ended", st.slot.as_str()).into()),
+        match msg {
+            WorkerMsg::Fail(e) => Err(e.into()),
         }
     }
 }
@@ -407,10 +428,15 @@ pub enum GameMsg {
     Call {
         slot: Slot,
         work: Work,
-        reply: RpcReplyPort<Result<Output, String>>,
+        reply: RpcReplyPort<Result<(Output, Busy), String>>,
     },
-    /// A worker finished request `id`.
-    Done { slot: Slot, id: u64, out: Output },
+    /// A worker's compute thread finished request `id`.
+    Done {
+        slot: Slot,
+        id: u64,
+        out: Output,
+        busy: Busy,
+    },
     /// Number of restarts so far per slot.
     Restarts(RpcReplyPort<BTreeMap<String, u64>>),
 }
@@ -433,13 +459,15 @@ pub struct GameArgs {
 struct InFlight {
     id: u64,
     work: Work,
-    reply: RpcReplyPort<Result<Output, String>>,
+    reply: RpcReplyPort<Result<(Output, Busy), String>>,
     attempts: u32,
 }
 
 struct SlotState {
     spec: SlotSpec,
-    actor: Option<ActorRef<Run>>,
+    actor: Option<ActorRef<WorkerMsg>>,
+    /// The worker's compute thread's queue.
+    jobs: Option<crossbeam_channel::Sender<Job>>,
     in_flight: Option<InFlight>,
     restarts: u64,
 }
@@ -458,17 +486,19 @@ async fn spawn_worker(
     me: &ActorRef<GameMsg>,
     slot: Slot,
     spec: &SlotSpec,
-) -> Result<ActorRef<Run>, String> {
+) -> Result<(ActorRef<WorkerMsg>, crossbeam_channel::Sender<Job>), String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
     let args = WorkerArgs {
         slot,
         spec: spec.spec.clone(),
         restore: spec.restore.clone(),
         faults: spec.faults.clone(),
+        jobs: rx,
         supervisor: me.clone(),
     };
     Actor::spawn_linked(None, Worker, args, me.get_cell())
         .await
-        .map(|(r, _)| r)
+        .map(|(r, _)| (r, tx))
         .map_err(|e| match e {
             ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
             other => other.to_string(),
@@ -487,12 +517,13 @@ impl Actor for Game {
     ) -> Result<GameState, ActorProcessingErr> {
         let mut slots = BTreeMap::new();
         for (slot, spec) in args.slots {
-            let actor = spawn_worker(&me, slot, &spec).await?;
+            let (actor, jobs) = spawn_worker(&me, slot, &spec).await?;
             slots.insert(
                 slot,
                 SlotState {
                     spec,
                     actor: Some(actor),
+                    jobs: Some(jobs),
                     in_flight: None,
                     restarts: 0,
                 },
@@ -523,15 +554,15 @@ impl Actor for Game {
                     let _ = reply.send(Err(format!("{} is busy", slot.as_str())));
                     return Ok(());
                 }
-                let Some(actor) = &s.actor else {
+                let Some(jobs) = &s.jobs else {
                     let _ = reply.send(Err(format!(
                         "the {} actor could not be restarted",
                         slot.as_str()
                     )));
                     return Ok(());
                 };
-                if actor
-                    .send_message(Run {
+                if jobs
+                    .send(Job {
                         id,
                         work: work.clone(),
                     })
@@ -539,7 +570,7 @@ impl Actor for Game {
                 {
                     tracing::warn!(
                         slot = slot.as_str(),
-                        "worker mailbox closed; waiting for its restart"
+                        "compute thread gone; waiting for the worker's restart"
                     );
                 }
                 s.in_flight = Some(InFlight {
@@ -549,7 +580,12 @@ impl Actor for Game {
                     attempts: 0,
                 });
             }
-            GameMsg::Done { slot, id, out } => {
+            GameMsg::Done {
+                slot,
+                id,
+                out,
+                busy,
+            } => {
                 if let Some(s) = st.slots.get_mut(&slot)
                     && s.in_flight.as_ref().is_some_and(|f| f.id == id)
                 {
@@ -562,7 +598,7 @@ impl Actor for Game {
                         s.spec.restore = Arc::clone(state);
                     }
                     if let Some(f) = s.in_flight.take() {
-                        let _ = f.reply.send(Ok(out));
+                        let _ = f.reply.send(Ok((out, busy)));
                     }
                 }
             }
@@ -612,6 +648,7 @@ impl Actor for Game {
         tracing::warn!(slot = slot.as_str(), %reason, "actor failed; restarting it from its last committed state");
         s.restarts += 1;
         s.actor = None;
+        s.jobs = None;
         let mut in_flight = s.in_flight.take();
         if let Some(f) = &mut in_flight {
             f.attempts += 1;
@@ -627,14 +664,15 @@ impl Actor for Game {
             }
         }
         match spawn_worker(&me, slot, &s.spec).await {
-            Ok(actor) => {
+            Ok((actor, jobs)) => {
                 if let Some(f) = &in_flight {
-                    let _ = actor.send_message(Run {
+                    let _ = jobs.send(Job {
                         id: f.id,
                         work: f.work.clone(),
                     });
                 }
                 s.actor = Some(actor);
+                s.jobs = Some(jobs);
                 s.in_flight = in_flight;
             }
             Err(e) => {
@@ -682,6 +720,11 @@ impl GameHandle {
 
     /// Run `work` on `slot` (restarting the worker as needed).
     pub async fn call(&self, slot: Slot, work: Work) -> Result<Output, String> {
+        self.call_timed(slot, work).await.map(|(out, _)| out)
+    }
+
+    /// [`Self::call`], with the interval the compute thread worked on it (its last, successful attempt).
+    pub async fn call_timed(&self, slot: Slot, work: Work) -> Result<(Output, Busy), String> {
         match ractor::call!(self.actor, |reply| GameMsg::Call { slot, work, reply }) {
             Ok(r) => r,
             Err(e) => Err(format!("the game supervisor is gone: {e}")),
