@@ -37,10 +37,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The CLI's runtime (current-thread) unless SCENARIO_RT=multi.
+    let multi = std::env::var("SCENARIO_RT").is_ok_and(|v| v == "multi");
+    let mut builder = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("scenario bench: runtime: {e}");

@@ -239,6 +239,46 @@ impl RoleWaits {
     }
 }
 
+/// No initial players: games outside a run (evaluation, cross-play) have no adaptive evaluation.
+static NO_INITIAL: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
+
+/// The supervised roles of `loaded`, restored from `init`, for a game outside a run (no replay log).
+async fn start_outside(
+    loaded: &Loaded,
+    registry: &Registry,
+    work_dir: &Path,
+    init: &BTreeMap<Slot, Vec<u8>>,
+) -> Result<(GameHandle, tokio::task::JoinHandle<()>), RunError> {
+    GameHandle::start(GameArgs {
+        slots: role_slots(loaded, registry, work_dir, init),
+        max_restarts: loaded.scenario.game.max_restarts,
+    })
+    .await
+    .map_err(RunError)
+}
+
+impl<'a> Ctx<'a> {
+    /// The context of a game outside a run.
+    fn outside(
+        loaded: &'a Loaded,
+        registry: &'a Registry,
+        work_dir: &'a Path,
+        game: &GameHandle,
+        on_eval: Option<&'a (dyn Fn(&EvalStep) + Sync)>,
+    ) -> Self {
+        Ctx {
+            loaded,
+            game: game.clone(),
+            run: loaded.run_id.clone(),
+            registry,
+            run_dir: work_dir,
+            initial: &NO_INITIAL,
+            waits: RoleWaits::default(),
+            on_eval,
+        }
+    }
+}
+
 impl Ctx<'_> {
     async fn call(&self, slot: Slot, work: Work) -> Result<Output, RunError> {
         if slot == Slot::Replay {
@@ -1001,24 +1041,8 @@ pub async fn evaluate_watched(
     round: u32,
     on_step: Option<&(dyn Fn(&EvalStep) + Sync)>,
 ) -> Result<Vec<EvalRec>, RunError> {
-    let slots = role_slots(loaded, registry, work_dir, &init);
-    let (game, join) = GameHandle::start(GameArgs {
-        slots,
-        max_restarts: loaded.scenario.game.max_restarts,
-    })
-    .await
-    .map_err(RunError)?;
-    let initial = BTreeMap::new();
-    let cx = Ctx {
-        loaded,
-        game: game.clone(),
-        run: loaded.run_id.clone(),
-        registry,
-        run_dir: work_dir,
-        initial: &initial,
-        waits: RoleWaits::default(),
-        on_eval: on_step,
-    };
+    let (game, join) = start_outside(loaded, registry, work_dir, &init).await?;
+    let cx = Ctx::outside(loaded, registry, work_dir, &game, on_step);
     let out = match mode {
         EvalMode::Plain => eval_plain(&cx, round).await,
         EvalMode::Attacker => eval_attacked(&cx, round, EvalMode::Attacker).await,
@@ -1259,24 +1283,8 @@ pub async fn crossplay(
     round: u32,
     on_cell: &mut (dyn FnMut(&CrossCell) + Send),
 ) -> Result<Vec<CrossCell>, RunError> {
-    let slots = role_slots(loaded, registry, work_dir, &BTreeMap::new());
-    let (game, join) = GameHandle::start(GameArgs {
-        slots,
-        max_restarts: loaded.scenario.game.max_restarts,
-    })
-    .await
-    .map_err(RunError)?;
-    let initial = BTreeMap::new();
-    let cx = Ctx {
-        loaded,
-        game: game.clone(),
-        run: loaded.run_id.clone(),
-        registry,
-        run_dir: work_dir,
-        initial: &initial,
-        waits: RoleWaits::default(),
-        on_eval: None,
-    };
+    let (game, join) = start_outside(loaded, registry, work_dir, &BTreeMap::new()).await?;
+    let cx = Ctx::outside(loaded, registry, work_dir, &game, None);
     let load = |slot: Slot, state: &Arc<Vec<u8>>| {
         let cx = &cx;
         let state = state.clone();
