@@ -126,8 +126,20 @@ fn real_main(cli: Cli) -> Result<()> {
     let registry = sparring_actors::registry();
     match cli.cmd {
         Cmd::Convert { gguf, out } => {
-            sparring_actors::formats::hf::convert_gguf_to_hf(&gguf, &out)
-                .map_err(|e| anyhow!("convert {}: {e}", gguf.display()))?;
+            let spin = ProgressBar::new_spinner();
+            spin.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            spin.set_message(format!(
+                "converting {} → {}",
+                gguf.display(),
+                out.display()
+            ));
+            spin.enable_steady_tick(std::time::Duration::from_millis(200));
+            let res = sparring_actors::formats::hf::convert_gguf_to_hf(&gguf, &out);
+            spin.finish_and_clear();
+            res.map_err(|e| anyhow!("convert {}: {e}", gguf.display()))?;
             println!("wrote {}", out.display());
             Ok(())
         }
