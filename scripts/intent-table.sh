@@ -12,7 +12,7 @@ OUT=${OUT:-runs/intent-table}
 K=${K:-20}
 SEEDS=${SEEDS:-"0 1 2"}
 cargo build -q
-BIN=./target/debug/sparring
+BIN="${CARGO_TARGET_DIR:-target}/debug/sparring"
 mkdir -p "$OUT"
 start=$(date +%s)
 dirs=()
