@@ -253,3 +253,57 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn copies_of_one_response_are_never_split_by_judge_noise() {
+    // Most defender groups are copies of one answer; the oracle's 10 % noise must not crown one copy
+    // over another (a DPO pair with nothing to learn: the defender's reward accuracy fell to ~0.1).
+    let dir = tmp("copies");
+    let sets = short(&[
+        "game.rounds=3",
+        "eval.every=0",
+        "eval.modes=[\"plain\"]",
+        "checkpoints.every=0",
+    ]);
+    let s = run("intent-advgame-dpo", &sets, &dir);
+    assert_eq!(s.rounds, 3);
+    let committed = replay::read_committed(&dir.join(replay::LOG)).unwrap();
+    let mut groups: BTreeMap<String, Vec<(String, Option<f64>)>> = BTreeMap::new();
+    let mut accuracy = Vec::new();
+    for r in &committed.records {
+        match r {
+            Record::Response(x) => {
+                groups
+                    .entry(x.attack_key.clone())
+                    .or_default()
+                    .push((x.output.clone(), x.reward));
+                // the oracle's compliance label is helpful compliance
+                assert_eq!(
+                    x.complied,
+                    Some(x.complied_raw.ends_with(" HelpfulCompliance")),
+                    "{}: {}",
+                    x.key,
+                    x.complied_raw
+                );
+            }
+            Record::Learn(l) if l.role == sparring_engine::roles::Role::Defender => {
+                accuracy.extend(l.report.metrics.get("reward_accuracy").copied());
+            }
+            _ => {}
+        }
+    }
+    let mut with_copies = 0;
+    for (key, g) in &groups {
+        for (i, (a, ra)) in g.iter().enumerate() {
+            for (b, rb) in &g[i + 1..] {
+                if a == b {
+                    with_copies += 1;
+                    assert_eq!(ra, rb, "{key}: copies of {a:?} rewarded differently: {g:?}");
+                }
+            }
+        }
+    }
+    assert!(with_copies > 0, "no group had copies: nothing was tested");
+    eprintln!("defender reward accuracy per step: {accuracy:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
