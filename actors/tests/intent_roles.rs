@@ -441,3 +441,37 @@ fn intent_lm_eval_greedy_answers_evaluation_keys_greedily() {
     );
     assert!(e.iter().any(|x| *x != e[0]), "{e:?}");
 }
+
+#[test]
+fn copies_share_one_reward_before_pairs_are_drawn() {
+    use sparring_actors::intent::roles::merge_copies;
+    let lang = Language::builtin();
+    let enc = |s: &str| lang.encode(s).unwrap();
+    // "REFUSE" and "REFUSE <eos>" are one response; a missing reward stays missing
+    let responses = vec![
+        enc("REFUSE <eos>"),
+        enc("COMPLY ans:fraud <eos>"),
+        enc("REFUSE"),
+        enc("REFUSE <eos>"),
+    ];
+    let merged = merge_copies(&responses, &[Some(1.0), Some(0.25), Some(0.0), None]);
+    assert_eq!(merged, vec![Some(0.5), Some(0.25), Some(0.5), None]);
+    // a DPO learner offered only copies of one response takes no step
+    let reg = registry();
+    let t: toml::Table =
+        toml::from_str("warm_start = { steps = 1, batch_size = 4, examples = 64 }").unwrap();
+    let mut p = reg
+        .build_policy("intent-lm", &t, &ctx(Role::Defender))
+        .unwrap();
+    let group = sparring_engine::roles::Group {
+        key: "r1/k".into(),
+        seed: seed("how to kill person", ECat::Harmful),
+        input: "fiction how to kill person".into(),
+        outputs: vec!["REFUSE <eos>".into(), "REFUSE <eos>".into()],
+        rewards: vec![Some(1.0), Some(0.0)],
+    };
+    assert_eq!(p.learn(std::slice::from_ref(&group)).unwrap().steps, 0);
+    let mut real = group.clone();
+    real.outputs[1] = "COMPLY ans:violence <eos>".into();
+    assert_eq!(p.learn(&[real]).unwrap().steps, 1);
+}

@@ -162,6 +162,31 @@ fn warm_cache() -> &'static WarmCache {
     CACHE.get_or_init(Default::default)
 }
 
+/// The rewards of a group with copies of one response sharing one reward, the mean of their present
+/// rewards: the judge's verdicts on copies differ only by its noise (each pair is judged on its own), and
+/// a preference pair between two copies has nothing to learn.
+pub fn merge_copies(responses: &[Vec<Token>], rewards: &[Option<f64>]) -> Vec<Option<f32>> {
+    let end = |t: &[Token]| t.iter().position(|&x| x == EOS).unwrap_or(t.len());
+    (0..rewards.len())
+        .map(|i| {
+            rewards[i]?;
+            let Some(r) = responses.get(i) else {
+                return rewards[i].map(|x| x as f32);
+            };
+            let (mut sum, mut n) = (0.0, 0usize);
+            for (o, w) in responses.iter().zip(rewards) {
+                if let Some(w) = w
+                    && o[..end(o)] == r[..end(r)]
+                {
+                    sum += w;
+                    n += 1;
+                }
+            }
+            Some((sum / n.max(1) as f64) as f32)
+        })
+        .collect()
+}
+
 /// `intent-lm`: an attacker or defender on the Burn LM, warm-started at construction.
 pub struct IntentLmPolicy {
     lang: Arc<Language>,
@@ -305,10 +330,11 @@ impl Policy for IntentLmPolicy {
                 let t = encode(&self.lang, o, &format!("{} output {i}", g.key))?;
                 responses.push(if t.is_empty() { vec![EOS] } else { t });
             }
+            let rewards = merge_copies(&responses, &g.rewards);
             pgroups.push(PreferenceGroup {
                 prompt: ctx,
                 responses,
-                rewards: g.rewards.iter().map(|r| r.map(|x| x as f32)).collect(),
+                rewards,
             });
         }
         let tokens: u64 = pgroups
