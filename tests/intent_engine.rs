@@ -305,6 +305,12 @@ fn copies_of_one_response_are_never_split_by_judge_noise() {
         }
     }
     assert!(with_copies > 0, "no group of copies: nothing was tested");
-    eprintln!("defender reward accuracy per step: {accuracy:?}");
+    // with pairs between copies gone the defender's pairs carry a signal (was ~0.1: copies never count)
+    assert_eq!(accuracy.len(), 3, "the defender learns every round");
+    let mean = accuracy.iter().sum::<f64>() / accuracy.len() as f64;
+    assert!(
+        mean >= 0.2,
+        "defender reward accuracy per step: {accuracy:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
