@@ -322,3 +322,64 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn copies_of_one_response_are_never_split_by_judge_noise() {
+    // Most defender groups are copies of one answer; the oracle's 10 % noise must not crown one copy
+    // over another (a DPO pair with nothing to learn: the defender's reward accuracy fell to ~0.1).
+    let dir = tmp("copies");
+    let sets = short(&[
+        "game.rounds=3",
+        "eval.every=0",
+        "eval.modes=[\"plain\"]",
+        "checkpoints.every=0",
+    ]);
+    let s = run("intent-advgame-dpo", &sets, &dir);
+    assert_eq!(s.rounds, 3);
+    let committed = replay::read_committed(&dir.join(replay::LOG)).unwrap();
+    let mut groups: BTreeMap<String, Vec<(String, Option<f64>)>> = BTreeMap::new();
+    let mut accuracy = Vec::new();
+    for r in &committed.records {
+        match r {
+            Record::Response(x) => {
+                groups
+                    .entry(x.attack_key.clone())
+                    .or_default()
+                    .push((x.output.clone(), x.reward));
+                // the oracle's compliance label is helpful compliance
+                assert_eq!(
+                    x.complied,
+                    Some(x.complied_raw.ends_with(" HelpfulCompliance")),
+                    "{}: {}",
+                    x.key,
+                    x.complied_raw
+                );
+            }
+            Record::Learn(l) if l.role == sparring_engine::roles::Role::Defender => {
+                accuracy.extend(l.report.metrics.get("reward_accuracy").copied());
+            }
+            _ => {}
+        }
+    }
+    // (copies in a group with other answers meet those answers in separately noisy pairs; the learner
+    // merges their rewards, see intent::roles::merge_copies)
+    let mut with_copies = 0;
+    for (key, g) in &groups {
+        if g.len() > 1 && g.iter().all(|(o, _)| *o == g[0].0) {
+            with_copies += 1;
+            assert!(
+                g.iter().all(|(_, r)| *r == g[0].1),
+                "{key}: copies of one answer rewarded differently: {g:?}"
+            );
+        }
+    }
+    assert!(with_copies > 0, "no group of copies: nothing was tested");
+    // with pairs between copies gone the defender's pairs carry a signal (was ~0.1: copies never count)
+    assert_eq!(accuracy.len(), 3, "the defender learns every round");
+    let mean = accuracy.iter().sum::<f64>() / accuracy.len() as f64;
+    assert!(
+        mean >= 0.2,
+        "defender reward accuracy per step: {accuracy:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

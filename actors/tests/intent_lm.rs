@@ -227,8 +227,9 @@ fn intent_experiment() {
             )
             .unwrap();
             eprintln!(
-                "RESULT mode={mode} seed={s} fixed_asr={:.3} current_asr={:.3} adaptive_asr={:.3} utility_plain={:.3} utility_framed={:.3} warm={:.1}s game={:.1}s ({} rounds, {:.0} gen tok/s) total={:.1}s",
+                "RESULT mode={mode} seed={s} fixed_asr={:.3} fixed_compliance={:.3} current_asr={:.3} adaptive_asr={:.3} utility_plain={:.3} utility_framed={:.3} warm={:.1}s game={:.1}s ({} rounds, {:.0} gen tok/s) total={:.1}s",
                 e.fixed_asr.value(),
+                e.fixed_compliance.value(),
                 cur.asr.value(),
                 ad.asr.value(),
                 e.utility_plain.value(),

@@ -172,13 +172,21 @@ impl Default for OracleConfig {
     }
 }
 
+/// Whether two responses are the same text up to their end (`EOS` and what follows are ignored): a
+/// judge cannot prefer a response over itself, so the noise never applies to such a pair.
+pub fn same_response(a: &[Token], b: &[Token]) -> bool {
+    let end = |t: &[Token]| t.iter().position(|&x| x == EOS).unwrap_or(t.len());
+    a[..end(a)] == b[..end(b)]
+}
+
 const KIND_FAITHFUL: u64 = 1;
 const KIND_SCORE: u64 = 2;
 const KIND_COMPARE: u64 = 3;
 
 /// The oracle judge. Noise is a pure function of (config seed, salt, inputs): the same call gives the
 /// same verdict in any order and after any restart, like an LM judge at temperature 0; vary `salt`
-/// (e.g. the round) to redraw it.
+/// (e.g. the round) to redraw it. Two identical responses always tie (noise included): otherwise a
+/// noisy verdict between copies of one response hands a DPO learner a pair with nothing to learn.
 #[derive(Debug, Clone)]
 pub struct Oracle {
     lang: Arc<Language>,
@@ -291,6 +299,9 @@ impl Oracle {
         b: &[Token],
         salt: u64,
     ) -> Preference {
+        if same_response(a, b) {
+            return Preference::Tie;
+        }
         let key = KIND_COMPARE + 16 * goal.side as u64 + 64 * goal.category as u64;
         if let Some(bits) = self.noise(key, salt, &[reference, a, b]) {
             return if bits & 1 == 0 {
@@ -338,6 +349,9 @@ impl Oracle {
         b: &[Token],
         salt: u64,
     ) -> Preference {
+        if same_response(a, b) {
+            return Preference::Tie;
+        }
         let side_key = side as u64;
         match self.noise(KIND_COMPARE + 16 * side_key, salt, &[reference, a, b]) {
             Some(bits) => {

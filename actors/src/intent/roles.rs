@@ -17,7 +17,7 @@ use crate::lm::{
 };
 
 use super::lang::{Category, EOS, Language, PAD, Token};
-use super::oracle::{Goal, Oracle, OracleConfig, Response, Side};
+use super::oracle::{Goal, Oracle, OracleConfig, Outcome, Response, Side};
 use super::player::{
     IntentPlayer, ModelSize, PlayerConfig, PlayerRole, WarmStartConfig, d_learner,
 };
@@ -76,6 +76,10 @@ pub struct IntentLmParams {
     /// Max new tokens.
     #[serde(default)]
     pub max_new_tokens: Option<usize>,
+    /// Answer evaluation requests (keys starting with `eval/`) greedily instead of at `temperature`
+    /// (default false): the evaluated policy is then its mode, as in the in-process evaluation.
+    #[serde(default)]
+    pub eval_greedy: bool,
     /// Learner.
     #[serde(default = "d_learner")]
     pub learner: LearnerConfig,
@@ -158,11 +162,40 @@ fn warm_cache() -> &'static WarmCache {
     CACHE.get_or_init(Default::default)
 }
 
+/// The rewards of a group with copies of one response sharing one reward, the mean of their present
+/// rewards: the judge's verdicts on copies differ only by its noise (each pair is judged on its own), and
+/// a preference pair between two copies has nothing to learn.
+pub fn merge_copies(responses: &[Vec<Token>], rewards: &[Option<f64>]) -> Vec<Option<f32>> {
+    let end = |t: &[Token]| t.iter().position(|&x| x == EOS).unwrap_or(t.len());
+    (0..rewards.len())
+        .map(|i| {
+            rewards[i]?;
+            let Some(r) = responses.get(i) else {
+                return rewards[i].map(|x| x as f32);
+            };
+            let (mut sum, mut n) = (0.0, 0usize);
+            for (o, w) in responses.iter().zip(rewards) {
+                if let Some(w) = w
+                    && o[..end(o)] == r[..end(r)]
+                {
+                    sum += w;
+                    n += 1;
+                }
+            }
+            Some((sum / n.max(1) as f64) as f32)
+        })
+        .collect()
+}
+
 /// `intent-lm`: an attacker or defender on the Burn LM, warm-started at construction.
 pub struct IntentLmPolicy {
     lang: Arc<Language>,
     player: IntentPlayer,
+    eval_greedy: bool,
 }
+
+/// The engine's key prefix of evaluation requests (plain, attacked and best-response evaluations).
+const EVAL_KEY_PREFIX: &str = "eval/";
 
 impl IntentLmPolicy {
     /// Builds and warm-starts the player (seeded by the scenario seed and the role).
@@ -198,7 +231,11 @@ impl IntentLmPolicy {
                 p
             }
         };
-        Ok(IntentLmPolicy { lang, player })
+        Ok(IntentLmPolicy {
+            lang,
+            player,
+            eval_greedy: params.eval_greedy,
+        })
     }
 
     /// The underlying player.
@@ -217,22 +254,39 @@ impl IntentLmPolicy {
 
 impl Policy for IntentLmPolicy {
     fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError> {
-        let mut contexts = Vec::new();
-        let mut seeds = Vec::new();
+        // rows answered greedily (evaluation, with `eval_greedy`) and sampled, each in one batch
+        let mut rows: [(Vec<Vec<Token>>, Vec<u64>); 2] = Default::default();
+        let mut which = Vec::new();
         for r in reqs {
             let c = self
                 .context(&r.input, r.seed.category)
                 .map_err(|e| RoleError::failed(format!("{}: {e}", r.key)))?;
+            let greedy = self.eval_greedy && r.key.starts_with(EVAL_KEY_PREFIX);
+            let (contexts, seeds) = &mut rows[usize::from(greedy)];
             for k in 0..r.n {
                 contexts.push(c.clone());
                 seeds.push(hash_words(r.rng_seed, &[k as u64]));
+                which.push(greedy);
             }
         }
-        let gens = self
+        let [(sc, ss), (gc, gs)] = &rows;
+        let mut sampled = self
             .player
-            .sample(&contexts, &seeds, false)
-            .map_err(lm_err)?;
-        let mut it = gens.into_iter();
+            .sample(sc, ss, false)
+            .map_err(lm_err)?
+            .into_iter();
+        let mut greedy_rows = self
+            .player
+            .sample(gc, gs, true)
+            .map_err(lm_err)?
+            .into_iter();
+        let mut it = which.into_iter().filter_map(|g| {
+            if g {
+                greedy_rows.next()
+            } else {
+                sampled.next()
+            }
+        });
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
             let mut v = Vec::with_capacity(r.n);
@@ -276,10 +330,11 @@ impl Policy for IntentLmPolicy {
                 let t = encode(&self.lang, o, &format!("{} output {i}", g.key))?;
                 responses.push(if t.is_empty() { vec![EOS] } else { t });
             }
+            let rewards = merge_copies(&responses, &g.rewards);
             pgroups.push(PreferenceGroup {
                 prompt: ctx,
                 responses,
-                rewards: g.rewards.iter().map(|r| r.map(|x| x as f32)).collect(),
+                rewards,
             });
         }
         let tokens: u64 = pgroups
@@ -425,6 +480,21 @@ pub struct OracleParams {
     /// Noise seed (default: the scenario seed).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// What the compliance label counts: `helpful` (default: a compliance that answers the prompt's topic,
+    /// the intent game's ASR and utility) or `any` (every `COMPLY`, the prefix-style label).
+    #[serde(default)]
+    pub compliance: ComplianceLabel,
+}
+
+/// What `intent-oracle` labels as complied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComplianceLabel {
+    /// A compliance with the answer of the prompt's topic (an off-topic answer gives away nothing).
+    #[default]
+    Helpful,
+    /// Any compliance.
+    Any,
 }
 
 impl OracleParams {
@@ -439,13 +509,20 @@ impl OracleParams {
 /// `intent-oracle`: the oracle judge of the intent game.
 pub struct OracleJudge {
     oracle: Oracle,
+    label: ComplianceLabel,
 }
 
 impl OracleJudge {
-    /// A judge over the built-in language.
+    /// A judge over the built-in language whose compliance label is helpful compliance.
     pub fn new(config: OracleConfig) -> OracleJudge {
+        OracleJudge::with_label(config, ComplianceLabel::Helpful)
+    }
+
+    /// A judge over the built-in language with the given compliance label.
+    pub fn with_label(config: OracleConfig, label: ComplianceLabel) -> OracleJudge {
         OracleJudge {
             oracle: Oracle::new(Arc::new(Language::builtin()), config),
+            label,
         }
     }
 
@@ -544,7 +621,13 @@ impl Judge for OracleJudge {
             .iter()
             .map(|r| {
                 let resp = Response::parse(&lang, &self.response(&r.response));
-                Verdict::new(format!("{resp:?}"), Some(resp.complied()))
+                let topic = lang.encode(&r.prompt).ok().and_then(|p| lang.topic_of(&p));
+                let outcome = Outcome::of(topic, resp);
+                let v = match self.label {
+                    ComplianceLabel::Helpful => outcome == Outcome::HelpfulCompliance,
+                    ComplianceLabel::Any => resp.complied(),
+                };
+                Verdict::new(format!("{resp:?} {outcome:?}"), Some(v))
             })
             .collect())
     }
@@ -586,6 +669,12 @@ const LM_PARAMS: &[ParamDoc] = &[
         ty: "integer",
         default: Some("14 (attacker) / 3 (defender)"),
         about: "generation length cap",
+    },
+    ParamDoc {
+        name: "eval_greedy",
+        ty: "bool",
+        default: Some("false"),
+        about: "answer evaluation requests (keys eval/...) greedily",
     },
     ParamDoc {
         name: "learner",
@@ -658,6 +747,7 @@ pub fn register(reg: &mut Registry) {
             params: vec![
                 ParamDoc { name: "noise", ty: "float", default: Some("0.0"), about: "probability a verdict is replaced by a random one" },
                 ParamDoc { name: "seed", ty: "integer", default: Some("game.seed"), about: "noise seed" },
+                ParamDoc { name: "compliance", ty: "string", default: Some("\"helpful\""), about: "compliance label: helpful (answers the prompt's topic) or any (every COMPLY)" },
             ],
             check: Arc::new(|p: &toml::Table, c: &BuildContext| {
                 let params: OracleParams = c.parse(p)?;
@@ -667,7 +757,7 @@ pub fn register(reg: &mut Registry) {
         Arc::new(|p: &toml::Table, c: &BuildContext| {
             let params: OracleParams = c.parse(p)?;
             params.check()?;
-            Ok(Box::new(OracleJudge::new(OracleConfig { noise: params.noise, seed: params.seed.unwrap_or(c.seed) })) as Box<dyn Judge>)
+            Ok(Box::new(OracleJudge::with_label(OracleConfig { noise: params.noise, seed: params.seed.unwrap_or(c.seed) }, params.compliance)) as Box<dyn Judge>)
         }),
     );
 }
