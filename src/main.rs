@@ -131,11 +131,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            spin.set_message(format!(
-                "converting {} → {}",
-                gguf.display(),
-                out.display()
-            ));
+            spin.set_message(format!("converting {} → {}", gguf.display(), out.display()));
             spin.enable_steady_tick(std::time::Duration::from_millis(200));
             let res = sparring_actors::formats::hf::convert_gguf_to_hf(&gguf, &out);
             spin.finish_and_clear();

@@ -91,7 +91,8 @@ impl fmt::Display for Role {
 /// One generation request: produce `n` samples for `input`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenRequest {
-    /// Stable id such as `r3/advgame-harmful:17` (attacker) or `r3/advgame-harmful:17/a2` (defender).
+    /// Stable id such as `r3/advgame-harmful:17` (attacker) or `r3/advgame-harmful:17/a2` (defender); held-out
+    /// evaluation requests have keys under `eval/` ([`GenRequest::is_eval`]).
     pub key: String,
     pub role: Role,
     pub seed: Seed,
@@ -102,6 +103,16 @@ pub struct GenRequest {
     /// Seed for this request's sampling, derived from (scenario seed, round, key): never from call order, so a
     /// restarted actor reproduces the same samples.
     pub rng_seed: u64,
+}
+
+/// The key prefix of evaluation requests (`eval/r<round>/...`).
+pub const EVAL_KEY_PREFIX: &str = "eval/";
+
+impl GenRequest {
+    /// A held-out evaluation request (not a training rollout): a policy may answer it differently, e.g. greedily.
+    pub fn is_eval(&self) -> bool {
+        self.key.starts_with(EVAL_KEY_PREFIX)
+    }
 }
 
 /// One sample.

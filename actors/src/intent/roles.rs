@@ -195,7 +195,6 @@ pub struct IntentLmPolicy {
 }
 
 /// The engine's key prefix of evaluation requests (plain, attacked and best-response evaluations).
-const EVAL_KEY_PREFIX: &str = "eval/";
 
 impl IntentLmPolicy {
     /// Builds and warm-starts the player (seeded by the scenario seed and the role).
@@ -261,7 +260,7 @@ impl Policy for IntentLmPolicy {
             let c = self
                 .context(&r.input, r.seed.category)
                 .map_err(|e| RoleError::failed(format!("{}: {e}", r.key)))?;
-            let greedy = self.eval_greedy && r.key.starts_with(EVAL_KEY_PREFIX);
+            let greedy = self.eval_greedy && r.is_eval();
             let (contexts, seeds) = &mut rows[usize::from(greedy)];
             for k in 0..r.n {
                 contexts.push(c.clone());
