@@ -543,7 +543,7 @@ fn exp_fast(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((k as i32).wrapping_add(127) as u32) << 23);
     if x < -87.3 { 0.0 } else { e * scale }
 }
 
