@@ -358,6 +358,21 @@ impl HostLlama {
                 sin[i * half + f] = a.sin() as f32;
             }
         }
+        // Additive attention mask `[batch][s][t_all]`, shared by every layer: a query sees
+        // itself and the valid positions before it.
+        let mut bias = vec![f32::NEG_INFINITY; m * t_all];
+        for (r, br) in bias.chunks_exact_mut(s * t_all).enumerate() {
+            let valid_r = &cache.valid[r * cache.capacity..][..t_all];
+            for (i, row) in br.chunks_exact_mut(t_all).enumerate() {
+                let qpos = past + i;
+                for (b, &ok) in row[..qpos].iter_mut().zip(valid_r) {
+                    if ok {
+                        *b = 0.0;
+                    }
+                }
+                row[qpos] = 0.0;
+            }
+        }
         let qkv_w = (nh + 2 * nkv) * hd;
         let mut xn = vec![0.0f32; m * h];
         let mut qkv = vec![0.0f32; m * qkv_w];
@@ -411,9 +426,8 @@ impl HostLlama {
                 qkv: &qkv,
                 k: &cache.k[l],
                 v: &cache.v[l],
-                valid: &cache.valid,
+                bias: &bias,
                 s,
-                past,
                 nh,
                 nkv,
                 hd,
@@ -421,9 +435,16 @@ impl HostLlama {
                 qkv_w,
                 scale,
             };
-            att.par_chunks_mut(s * nh * hd)
-                .enumerate()
-                .for_each(|(r, att_r)| attn.row(r, att_r, t_all));
+            if b == 1 || rayon::current_num_threads() == 1 {
+                // No hand-off to the pool (a wake-up) for work one thread does anyway.
+                for (r, att_r) in att.chunks_mut(s * nh * hd).enumerate() {
+                    attn.row(r, att_r, t_all);
+                }
+            } else {
+                att.par_chunks_mut(s * nh * hd)
+                    .enumerate()
+                    .for_each(|(r, att_r)| attn.row(r, att_r, t_all));
+            }
             laps.lap(3);
             kernels::matmul(&att, layer.wo.view(), m, h, nh * hd, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
@@ -572,6 +593,43 @@ fn silu_mul(gu: &[f32], act: &mut [f32], ff: usize) {
     body(gu, act, ff)
 }
 
+/// `row = softmax(row · scale + bias)` (`bias` 0 or -inf; at least one 0). Lane-wise max and
+/// sum (16 lanes), so the loops vectorize.
+#[inline(always)]
+fn softmax_masked(row: &mut [f32], bias: &[f32], scale: f32) {
+    const L: usize = 16;
+    let mut mx = [f32::NEG_INFINITY; L];
+    let (mut rc, mut bc) = (row.chunks_exact_mut(L), bias.chunks_exact(L));
+    for (c, b) in (&mut rc).zip(&mut bc) {
+        for l in 0..L {
+            c[l] = c[l] * scale + b[l];
+            mx[l] = if c[l] > mx[l] { c[l] } else { mx[l] };
+        }
+    }
+    let mut m = mx
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    for (v, &b) in rc.into_remainder().iter_mut().zip(bc.remainder()) {
+        *v = *v * scale + b;
+        m = if *v > m { *v } else { m };
+    }
+    let mut z = [0.0f32; L];
+    let mut rc = row.chunks_exact_mut(L);
+    for c in &mut rc {
+        for l in 0..L {
+            c[l] = exp_fast(c[l] - m);
+            z[l] += c[l];
+        }
+    }
+    let mut zs: f32 = z.iter().sum();
+    for v in rc.into_remainder() {
+        *v = exp_fast(*v - m);
+        zs += *v;
+    }
+    let inv = 1.0 / zs;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// Causal attention of one layer over the KV cache, one batch row at a time.
 struct Attn<'a> {
     /// This step's `[batch * s, qkv_w]` projections (RoPE applied).
@@ -579,10 +637,9 @@ struct Attn<'a> {
     /// `[batch][kv_heads][cap][head_dim]`
     k: &'a [f32],
     v: &'a [f32],
-    /// `[batch][cap]`
-    valid: &'a [bool],
+    /// Additive mask `[batch][s][past + s]`: 0 where a query sees a position, -inf elsewhere.
+    bias: &'a [f32],
     s: usize,
-    past: usize,
     nh: usize,
     nkv: usize,
     hd: usize,
@@ -613,10 +670,10 @@ impl Attn<'_> {
     /// `Q·Kᵀ` and `P·V` by the matmul kernel, masked softmax in between.
     #[inline(always)]
     fn row_body(&self, r: usize, att_r: &mut [f32], t: usize) {
-        let (s, past, nh, hd, cap) = (self.s, self.past, self.nh, self.hd, self.cap);
+        let (s, nh, hd, cap) = (self.s, self.nh, self.hd, self.cap);
         let group = nh / self.nkv;
         let rows = group * s;
-        let valid = &self.valid[r * cap..(r + 1) * cap];
+        let bias = &self.bias[r * s * t..(r + 1) * s * t];
         let mut q = vec![0.0f32; rows * hd];
         let mut sc = vec![0.0f32; rows * t];
         let mut o = vec![0.0f32; rows * hd];
@@ -634,25 +691,8 @@ impl Attn<'_> {
                 ks: PANEL,
             };
             kernels::matmul_strided(&q, &self.k[base..], rows, t, hd, k_lay, &mut sc);
-            for (ri, row) in sc.chunks_exact_mut(t).enumerate() {
-                let qpos = past + ri % s;
-                let mut mx = f32::NEG_INFINITY;
-                for (j, v) in row.iter_mut().enumerate() {
-                    let ok = j == qpos || (j < qpos && valid[j]);
-                    *v = if ok {
-                        *v * self.scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    mx = mx.max(*v);
-                }
-                let mut z = 0.0f32;
-                for v in row.iter_mut() {
-                    *v = exp_fast(*v - mx);
-                    z += *v;
-                }
-                let inv_z = 1.0 / z;
-                row.iter_mut().for_each(|v| *v *= inv_z);
+            for (row, b) in sc.chunks_exact_mut(t).zip(bias.chunks_exact(t).cycle()) {
+                softmax_masked(row, b, self.scale);
             }
             let v_lay = Layout { ps: PANEL, ks: hd };
             kernels::matmul_strided(&sc, &self.v[base..], rows, hd, t, v_lay, &mut o);
