@@ -610,8 +610,20 @@ fn exp_fast(x: f32) -> f32 {
     if x < -87.3 { 0.0 } else { e * scale }
 }
 
-/// `act = silu(gate) * up` for rows of `gu = [gate | up]` (`ff` each).
+/// `act = silu(gate) * up` for rows of `gu = [gate | up]` (`ff` each); blocks of rows in
+/// parallel when there are many (the prompt).
 fn silu_mul(gu: &[f32], act: &mut [f32], ff: usize) {
+    const ROWS: usize = 32;
+    if act.len() > ROWS * ff && rayon::current_num_threads() > 1 {
+        gu.par_chunks(ROWS * 2 * ff)
+            .zip(act.par_chunks_mut(ROWS * ff))
+            .for_each(|(g, a)| silu_mul_rows(g, a, ff));
+    } else {
+        silu_mul_rows(gu, act, ff);
+    }
+}
+
+fn silu_mul_rows(gu: &[f32], act: &mut [f32], ff: usize) {
     #[inline(always)]
     fn body(gu: &[f32], act: &mut [f32], ff: usize) {
         for (row, a) in gu.chunks_exact(2 * ff).zip(act.chunks_exact_mut(ff)) {
