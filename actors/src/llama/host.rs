@@ -2,8 +2,10 @@
 //! [`LlamaModel`] once into matrices packed in 16-row panels (Q/K/V and gate/up fused), f32 or
 //! f16 by [`Precision`], and runs the same arithmetic with its own kernels ([`super::kernels`]:
 //! a register-tiled small-batch matmul parallel over output panels), a KV cache written in
-//! place, attention per KV group through the same kernel, host-side RMSNorm/RoPE/SiLU. No Burn
-//! op or tensor readback in the decode step. Training stays on [`LlamaModel`]; rebuild (or
+//! place, attention per KV group through the same kernel (mask built once per call),
+//! host-side RMSNorm/RoPE/SiLU. Padding positions (left padding, finished rows) are left out
+//! of every matmul. The prompt runs as one batch of all its valid tokens; the head runs on the
+//! last position of each row only. No Burn op or tensor readback in the decode step. Training stays on [`LlamaModel`]; rebuild (or
 //! [`HostLlama::refresh`]) after the weights change. `SPARRING_HOST_PROFILE=1` accumulates wall
 //! time per phase of the forward pass, read with [`take_profile`].
 
