@@ -1,12 +1,14 @@
 //! Greedy decode throughput of SmolLM2-135M (architecture and sizes, random weights: the
 //! arithmetic is that of the real model) on the flex CPU backend:
-//! 64 new tokens at batch 1 and batch 16. Run: `cargo bench --bench decode`.
+//! 64 new tokens at batch 1 and batch 16. Run: `cargo bench --profile dev --bench decode`.
 //! Env: `DECODE_BATCHES=1,16` `DECODE_TOKENS=64` `DECODE_REPS=3`
 //! `DECODE_PATHS=host,host-f16,burn`. `host` is [`HostLlama`] (the fast generation path) with
 //! f32 weights, `host-f16` the same with f16 weights ([`Precision::F16`]), `burn` the Burn
 //! module on flex. With `SPARRING_HOST_PROFILE=1` the host paths also print seconds per phase
 //! of the forward pass, summed over all runs. Each line also gives the CPU seconds (all threads)
-//! of the fastest end-to-end run: steadier than wall time on a busy shared machine.
+//! of the fastest end-to-end run: steadier than wall time on a busy shared machine; the load
+//! average is printed at the start and after each line (wall times on a loaded 2-core machine
+//! can be half the quiet ones; `RAYON_NUM_THREADS=1` gives steadier figures there).
 
 use std::time::Instant;
 
@@ -34,6 +36,14 @@ fn cpu_secs() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// The 1-, 5- and 15-minute load averages from `/proc/loadavg` (Linux), `n/a` elsewhere.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "n/a".into())
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a smoke pass.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -58,6 +68,13 @@ fn main() {
     println!(
         "decode: SmolLM2-135M shapes ({} layers), flex backend, {new_tokens} new tokens, greedy",
         cfg.num_layers
+    );
+    // Numbers from a shared machine only mean something beside its load.
+    println!(
+        "machine: {} cpus, RAYON_NUM_THREADS={}, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
+        load_average()
     );
     let paths = std::env::var("DECODE_PATHS").unwrap_or_else(|_| "host,host-f16,burn".into());
     for path in paths.split(',').map(str::trim) {
@@ -138,8 +155,10 @@ fn main() {
             );
             if best_cpu.is_finite() {
                 println!(
-                    "      cpu {best_cpu:.2} s for the best end-to-end run: {:.1} tok per cpu-second",
-                    tokens / best_cpu.max(1e-9)
+                    "      cpu {best_cpu:.2} s for the best end-to-end run: {:.1} tok per cpu-second; \
+                     load average now {}",
+                    tokens / best_cpu.max(1e-9),
+                    load_average()
                 );
             }
             let prof = take_profile();

@@ -2,8 +2,10 @@
 //! [`LlamaModel`] once into matrices packed in 16-row panels (Q/K/V and gate/up fused), f32 or
 //! f16 by [`Precision`], and runs the same arithmetic with its own kernels ([`super::kernels`]:
 //! a register-tiled small-batch matmul parallel over output panels), a KV cache written in
-//! place, attention per KV group through the same kernel, host-side RMSNorm/RoPE/SiLU. No Burn
-//! op or tensor readback in the decode step. Training stays on [`LlamaModel`]; rebuild (or
+//! place, attention per KV group through the same kernel (mask built once per call),
+//! host-side RMSNorm/RoPE/SiLU. Padding positions (left padding, finished rows) are left out
+//! of every matmul. The prompt runs as one batch of all its valid tokens; the head runs on the
+//! last position of each row only. No Burn op or tensor readback in the decode step. Training stays on [`LlamaModel`]; rebuild (or
 //! [`HostLlama::refresh`]) after the weights change. `SPARRING_HOST_PROFILE=1` accumulates wall
 //! time per phase of the forward pass, read with [`take_profile`].
 
@@ -286,6 +288,8 @@ impl HostLlama {
     /// Runs a chunk of `ids` (equal-length rows, `valid` false on padding) through the model,
     /// appending to `cache`; returns the logits of the last position of each row,
     /// `[batch * vocab]` (or of every position when `all_positions`, `[batch * seq * vocab]`).
+    /// Padding positions cost nothing (no row of any matmul): their logits are zeros and their
+    /// cache slots stay masked.
     pub fn forward(
         &self,
         ids: &[Vec<u32>],
@@ -321,13 +325,16 @@ impl HostLlama {
         }
         let (h, nh, nkv, hd) = (c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim);
         let ff = c.intermediate_size;
-        let m = b * s;
         let past = cache.len;
         let t_all = past + s;
+        let cap = cache.capacity;
         let mut laps = Laps::new();
-        // Embedding, positions, validity.
-        let mut x = vec![0.0f32; m * h];
-        let mut pos = vec![0usize; m];
+        // The valid positions ("live" rows of every matmul), row-major: `live[li] = r * s + j`;
+        // `slot[r * s + j]` is its index in `live`, `NONE` for padding.
+        const NONE: usize = usize::MAX;
+        let mut live = Vec::with_capacity(b * s);
+        let mut slot = vec![NONE; b * s];
+        let mut pos = Vec::with_capacity(b * s);
         for r in 0..b {
             let mut p = cache.next_pos[r];
             for j in 0..s {
@@ -338,26 +345,52 @@ impl HostLlama {
                         c.vocab_size
                     )));
                 }
-                x[(r * s + j) * h..(r * s + j + 1) * h]
-                    .copy_from_slice(&self.embed[tok * h..(tok + 1) * h]);
-                cache.valid[r * cache.capacity + past + j] = valid[r][j];
+                cache.valid[r * cap + past + j] = valid[r][j];
                 if valid[r][j] {
-                    pos[r * s + j] = p;
+                    slot[r * s + j] = live.len();
+                    live.push(r * s + j);
+                    pos.push(p);
                     p += 1;
                 }
             }
             cache.next_pos[r] = p;
         }
+        let m = live.len();
+        // Embedding and RoPE tables of the live positions.
+        let mut x = vec![0.0f32; m * h];
+        for (xr, &i) in x.chunks_exact_mut(h).zip(&live) {
+            let tok = ids[i / s][i % s] as usize;
+            xr.copy_from_slice(&self.embed[tok * h..(tok + 1) * h]);
+        }
         let half = hd / 2;
         let mut cos = vec![0.0f32; m * half];
         let mut sin = vec![0.0f32; m * half];
-        for i in 0..m {
+        for (li, &p) in pos.iter().enumerate() {
             for (f, &fr) in self.inv_freq.iter().enumerate() {
-                let a = (pos[i] as f32 * fr) as f64;
-                cos[i * half + f] = a.cos() as f32;
-                sin[i * half + f] = a.sin() as f32;
+                let a = (p as f32 * fr) as f64;
+                cos[li * half + f] = a.cos() as f32;
+                sin[li * half + f] = a.sin() as f32;
             }
         }
+        // Additive attention mask `[batch][s][t_all]`, shared by every layer: a query sees
+        // itself and the valid positions before it.
+        let mut bias = vec![f32::NEG_INFINITY; b * s * t_all];
+        for (r, br) in bias.chunks_exact_mut(s * t_all).enumerate() {
+            let valid_r = &cache.valid[r * cap..][..t_all];
+            for (i, row) in br.chunks_exact_mut(t_all).enumerate() {
+                let qpos = past + i;
+                for (bv, &ok) in row[..qpos].iter_mut().zip(valid_r) {
+                    if ok {
+                        *bv = 0.0;
+                    }
+                }
+                row[qpos] = 0.0;
+            }
+        }
+        // Batch rows with at least one live position: the attention's work items.
+        let rows_live: Vec<usize> = (0..b)
+            .filter(|&r| slot[r * s..(r + 1) * s].iter().any(|&l| l != NONE))
+            .collect();
         let qkv_w = (nh + 2 * nkv) * hd;
         let mut xn = vec![0.0f32; m * h];
         let mut qkv = vec![0.0f32; m * qkv_w];
@@ -366,9 +399,9 @@ impl HostLlama {
         let mut gu = vec![0.0f32; m * 2 * ff];
         let mut act = vec![0.0f32; m * ff];
         let scale = 1.0 / (hd as f32).sqrt();
-        let cap = cache.capacity;
         laps.lap(0);
-        for (l, layer) in self.layers.iter().enumerate() {
+        let layers = if m == 0 { &[][..] } else { &self.layers[..] };
+        for (l, layer) in layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_eps as f32, h, &mut xn);
             kernels::matmul(&xn, layer.wqkv.view(), m, qkv_w, h, &mut qkv);
             if let Some(bias) = &layer.bqkv {
@@ -377,43 +410,40 @@ impl HostLlama {
                 }
             }
             laps.lap(1);
-            for i in 0..m {
-                let row = &mut qkv[i * qkv_w..(i + 1) * qkv_w];
+            for li in 0..m {
+                let row = &mut qkv[li * qkv_w..(li + 1) * qkv_w];
                 let (cs, sn) = (
-                    &cos[i * half..(i + 1) * half],
-                    &sin[i * half..(i + 1) * half],
+                    &cos[li * half..(li + 1) * half],
+                    &sin[li * half..(li + 1) * half],
                 );
                 for head in row[..(nh + nkv) * hd].chunks_mut(hd) {
                     rope(head, cs, sn, c.rope_layout);
                 }
             }
-            // Write K/V into the cache.
+            // Write K/V of the live positions into the cache (padding slots stay zero).
             let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
-            for r in 0..b {
-                for j in 0..s {
-                    let row = &qkv[(r * s + j) * qkv_w..(r * s + j + 1) * qkv_w];
-                    for g in 0..nkv {
-                        let base = (r * nkv + g) * cap * hd;
-                        let p = past + j;
-                        let kp = base + (p / PANEL) * hd * PANEL + p % PANEL;
-                        for (d, &kv) in row[(nh + g) * hd..(nh + g + 1) * hd].iter().enumerate() {
-                            kc[kp + d * PANEL] = kv;
-                        }
-                        let dst = base + p * hd;
-                        vc[dst..dst + hd]
-                            .copy_from_slice(&row[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
+            for (row, &i) in qkv.chunks_exact(qkv_w).zip(&live) {
+                let (r, j) = (i / s, i % s);
+                for g in 0..nkv {
+                    let base = (r * nkv + g) * cap * hd;
+                    let p = past + j;
+                    let kp = base + (p / PANEL) * hd * PANEL + p % PANEL;
+                    for (d, &kv) in row[(nh + g) * hd..(nh + g + 1) * hd].iter().enumerate() {
+                        kc[kp + d * PANEL] = kv;
                     }
+                    let dst = base + p * hd;
+                    vc[dst..dst + hd]
+                        .copy_from_slice(&row[(nh + nkv + g) * hd..(nh + nkv + g + 1) * hd]);
                 }
             }
             laps.lap(2);
-            // Attention per (row, head).
             let attn = Attn {
                 qkv: &qkv,
                 k: &cache.k[l],
                 v: &cache.v[l],
-                valid: &cache.valid,
+                bias: &bias,
+                slot: &slot,
                 s,
-                past,
                 nh,
                 nkv,
                 hd,
@@ -421,9 +451,30 @@ impl HostLlama {
                 qkv_w,
                 scale,
             };
-            att.par_chunks_mut(s * nh * hd)
-                .enumerate()
-                .for_each(|(r, att_r)| attn.row(r, att_r, t_all));
+            // Each batch row's live positions are consecutive rows of `att`.
+            let mut parts: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(rows_live.len());
+            let mut rest = att.as_mut_slice();
+            let mut first = 0;
+            for &r in &rows_live {
+                let n = slot[r * s..(r + 1) * s]
+                    .iter()
+                    .filter(|&&l| l != NONE)
+                    .count();
+                let (mine, tail) = rest.split_at_mut(n * nh * hd);
+                parts.push((r, first, mine));
+                rest = tail;
+                first += n;
+            }
+            if parts.len() <= 1 || rayon::current_num_threads() == 1 {
+                // No hand-off to the pool (a wake-up) for work one thread does anyway.
+                for (r, first, att_r) in parts {
+                    attn.row(r, first, att_r, t_all);
+                }
+            } else {
+                parts
+                    .into_par_iter()
+                    .for_each(|(r, first, att_r)| attn.row(r, first, att_r, t_all));
+            }
             laps.lap(3);
             kernels::matmul(&att, layer.wo.view(), m, h, nh * hd, &mut tmp);
             x.iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
@@ -438,21 +489,35 @@ impl HostLlama {
             laps.lap(7);
         }
         cache.len += s;
-        // Final norm and head on the requested positions.
-        let rows: Vec<usize> = if all_positions {
-            (0..m).collect()
+        // Final norm and head on the requested positions that are live.
+        let want: Vec<usize> = if all_positions {
+            (0..b * s).collect()
         } else {
             (0..b).map(|r| r * s + s - 1).collect()
         };
+        let rows: Vec<(usize, usize)> = want
+            .iter()
+            .enumerate()
+            .filter(|&(_, &i)| slot[i] != NONE)
+            .map(|(o, &i)| (o, slot[i]))
+            .collect();
         let mut sel = vec![0.0f32; rows.len() * h];
-        for (o, &i) in rows.iter().enumerate() {
-            sel[o * h..(o + 1) * h].copy_from_slice(&x[i * h..(i + 1) * h]);
+        for (dst, &(_, li)) in sel.chunks_exact_mut(h).zip(&rows) {
+            dst.copy_from_slice(&x[li * h..(li + 1) * h]);
         }
         let mut seln = vec![0.0f32; sel.len()];
         rms_norm(&sel, &self.norm, c.rms_eps as f32, h, &mut seln);
-        let head = self.head.view();
-        let mut logits = vec![0.0f32; rows.len() * c.vocab_size];
-        kernels::matmul(&seln, head, rows.len(), c.vocab_size, h, &mut logits);
+        let vocab = c.vocab_size;
+        let mut logits = vec![0.0f32; want.len() * vocab];
+        if rows.len() == want.len() {
+            kernels::matmul(&seln, self.head.view(), rows.len(), vocab, h, &mut logits);
+        } else if !rows.is_empty() {
+            let mut some = vec![0.0f32; rows.len() * vocab];
+            kernels::matmul(&seln, self.head.view(), rows.len(), vocab, h, &mut some);
+            for (src, &(o, _)) in some.chunks_exact(vocab).zip(&rows) {
+                logits[o * vocab..(o + 1) * vocab].copy_from_slice(src);
+            }
+        }
         laps.lap(8);
         Ok(logits)
     }
@@ -543,12 +608,24 @@ fn exp_fast(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((k as i32).wrapping_add(127) as u32) << 23);
     if x < -87.3 { 0.0 } else { e * scale }
 }
 
-/// `act = silu(gate) * up` for rows of `gu = [gate | up]` (`ff` each).
+/// `act = silu(gate) * up` for rows of `gu = [gate | up]` (`ff` each); blocks of rows in
+/// parallel when there are many (the prompt).
 fn silu_mul(gu: &[f32], act: &mut [f32], ff: usize) {
+    const ROWS: usize = 32;
+    if act.len() > ROWS * ff && rayon::current_num_threads() > 1 {
+        gu.par_chunks(ROWS * 2 * ff)
+            .zip(act.par_chunks_mut(ROWS * ff))
+            .for_each(|(g, a)| silu_mul_rows(g, a, ff));
+    } else {
+        silu_mul_rows(gu, act, ff);
+    }
+}
+
+fn silu_mul_rows(gu: &[f32], act: &mut [f32], ff: usize) {
     #[inline(always)]
     fn body(gu: &[f32], act: &mut [f32], ff: usize) {
         for (row, a) in gu.chunks_exact(2 * ff).zip(act.chunks_exact_mut(ff)) {
@@ -572,17 +649,55 @@ fn silu_mul(gu: &[f32], act: &mut [f32], ff: usize) {
     body(gu, act, ff)
 }
 
+/// `row = softmax(row · scale + bias)` (`bias` 0 or -inf; at least one 0). Lane-wise max and
+/// sum (16 lanes), so the loops vectorize.
+#[inline(always)]
+fn softmax_masked(row: &mut [f32], bias: &[f32], scale: f32) {
+    const L: usize = 16;
+    let mut mx = [f32::NEG_INFINITY; L];
+    let (mut rc, mut bc) = (row.chunks_exact_mut(L), bias.chunks_exact(L));
+    for (c, b) in (&mut rc).zip(&mut bc) {
+        for l in 0..L {
+            c[l] = c[l] * scale + b[l];
+            mx[l] = if c[l] > mx[l] { c[l] } else { mx[l] };
+        }
+    }
+    let mut m = mx
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    for (v, &b) in rc.into_remainder().iter_mut().zip(bc.remainder()) {
+        *v = *v * scale + b;
+        m = if *v > m { *v } else { m };
+    }
+    let mut z = [0.0f32; L];
+    let mut rc = row.chunks_exact_mut(L);
+    for c in &mut rc {
+        for l in 0..L {
+            c[l] = exp_fast(c[l] - m);
+            z[l] += c[l];
+        }
+    }
+    let mut zs: f32 = z.iter().sum();
+    for v in rc.into_remainder() {
+        *v = exp_fast(*v - m);
+        zs += *v;
+    }
+    let inv = 1.0 / zs;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// Causal attention of one layer over the KV cache, one batch row at a time.
 struct Attn<'a> {
-    /// This step's `[batch * s, qkv_w]` projections (RoPE applied).
+    /// This step's `[live positions, qkv_w]` projections (RoPE applied).
     qkv: &'a [f32],
     /// `[batch][kv_heads][cap][head_dim]`
     k: &'a [f32],
     v: &'a [f32],
-    /// `[batch][cap]`
-    valid: &'a [bool],
+    /// Additive mask `[batch][s][past + s]`: 0 where a query sees a position, -inf elsewhere.
+    bias: &'a [f32],
+    /// Row of position `r * s + i` in `qkv` and in the output, `usize::MAX` for padding.
+    slot: &'a [usize],
     s: usize,
-    past: usize,
     nh: usize,
     nkv: usize,
     hd: usize,
@@ -592,31 +707,32 @@ struct Attn<'a> {
 }
 
 impl Attn<'_> {
-    /// Row `r`'s outputs `att_r: [s, heads * head_dim]` over its first `t` cached positions.
-    fn row(&self, r: usize, att_r: &mut [f32], t: usize) {
+    /// Row `r`'s outputs over its first `t` cached positions: `att_r: [live positions of r,
+    /// heads * head_dim]`, the first of them live position `first`.
+    fn row(&self, r: usize, first: usize, att_r: &mut [f32], t: usize) {
         #[cfg(target_arch = "x86_64")]
         if simd_ok() {
             // SAFETY: the features are checked.
-            unsafe { self.row_simd(r, att_r, t) };
+            unsafe { self.row_simd(r, first, att_r, t) };
             return;
         }
-        self.row_body(r, att_r, t)
+        self.row_body(r, first, att_r, t)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn row_simd(&self, r: usize, att_r: &mut [f32], t: usize) {
-        self.row_body(r, att_r, t)
+    fn row_simd(&self, r: usize, first: usize, att_r: &mut [f32], t: usize) {
+        self.row_body(r, first, att_r, t)
     }
 
     /// Per KV group: the group's query heads × this step's positions as one matrix, scores
     /// `Q·Kᵀ` and `P·V` by the matmul kernel, masked softmax in between.
     #[inline(always)]
-    fn row_body(&self, r: usize, att_r: &mut [f32], t: usize) {
-        let (s, past, nh, hd, cap) = (self.s, self.past, self.nh, self.hd, self.cap);
+    fn row_body(&self, r: usize, first: usize, att_r: &mut [f32], t: usize) {
+        let (s, nh, hd, cap) = (self.s, self.nh, self.hd, self.cap);
         let group = nh / self.nkv;
         let rows = group * s;
-        let valid = &self.valid[r * cap..(r + 1) * cap];
+        let bias = &self.bias[r * s * t..(r + 1) * s * t];
         let mut q = vec![0.0f32; rows * hd];
         let mut sc = vec![0.0f32; rows * t];
         let mut o = vec![0.0f32; rows * hd];
@@ -625,8 +741,11 @@ impl Attn<'_> {
             for hh in 0..group {
                 let head = g * group + hh;
                 for i in 0..s {
-                    q[(hh * s + i) * hd..(hh * s + i + 1) * hd]
-                        .copy_from_slice(&self.qkv[(r * s + i) * self.qkv_w + head * hd..][..hd]);
+                    let dst = &mut q[(hh * s + i) * hd..(hh * s + i + 1) * hd];
+                    match self.slot[r * s + i] {
+                        usize::MAX => dst.fill(0.0),
+                        li => dst.copy_from_slice(&self.qkv[li * self.qkv_w + head * hd..][..hd]),
+                    }
                 }
             }
             let k_lay = Layout {
@@ -634,33 +753,20 @@ impl Attn<'_> {
                 ks: PANEL,
             };
             kernels::matmul_strided(&q, &self.k[base..], rows, t, hd, k_lay, &mut sc);
-            for (ri, row) in sc.chunks_exact_mut(t).enumerate() {
-                let qpos = past + ri % s;
-                let mut mx = f32::NEG_INFINITY;
-                for (j, v) in row.iter_mut().enumerate() {
-                    let ok = j == qpos || (j < qpos && valid[j]);
-                    *v = if ok {
-                        *v * self.scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    mx = mx.max(*v);
-                }
-                let mut z = 0.0f32;
-                for v in row.iter_mut() {
-                    *v = exp_fast(*v - mx);
-                    z += *v;
-                }
-                let inv_z = 1.0 / z;
-                row.iter_mut().for_each(|v| *v *= inv_z);
+            for (row, b) in sc.chunks_exact_mut(t).zip(bias.chunks_exact(t).cycle()) {
+                softmax_masked(row, b, self.scale);
             }
             let v_lay = Layout { ps: PANEL, ks: hd };
             kernels::matmul_strided(&sc, &self.v[base..], rows, hd, t, v_lay, &mut o);
             for hh in 0..group {
                 let head = g * group + hh;
                 for i in 0..s {
-                    att_r[(i * nh + head) * hd..(i * nh + head + 1) * hd]
-                        .copy_from_slice(&o[(hh * s + i) * hd..(hh * s + i + 1) * hd]);
+                    let li = self.slot[r * s + i];
+                    if li != usize::MAX {
+                        let at = ((li - first) * nh + head) * hd;
+                        att_r[at..at + hd]
+                            .copy_from_slice(&o[(hh * s + i) * hd..(hh * s + i + 1) * hd]);
+                    }
                 }
             }
         }
@@ -722,6 +828,70 @@ mod tests {
             .iter()
             .map(|x| x.as_u64().unwrap() as u32)
             .collect()
+    }
+
+    #[test]
+    fn padding_positions_are_skipped_and_change_nothing() {
+        let mut cfg = LlamaConfig::smollm2_135m(RopeLayout::Interleaved);
+        cfg.vocab_size = 300;
+        cfg.hidden_size = 64;
+        cfg.intermediate_size = 96;
+        cfg.num_layers = 2;
+        cfg.num_heads = 4;
+        cfg.num_kv_heads = 2;
+        cfg.head_dim = 16;
+        let m = LlamaModel::random(&cfg, 7, &burn::tensor::Device::flex()).unwrap();
+        let host = HostLlama::from_model(&m).unwrap();
+        let v = cfg.vocab_size;
+        // Alone: a 5-token prompt, then one decode step.
+        let p = vec![3u32, 17, 250, 9, 41];
+        let mut alone = HostCache::new(&cfg, 1, 8);
+        let a0 = host
+            .forward(std::slice::from_ref(&p), &[vec![true; 5]], &mut alone, true)
+            .unwrap();
+        let a1 = host
+            .forward(&[vec![77]], &[vec![true]], &mut alone, false)
+            .unwrap();
+        // In a batch: left-padded by 3 beside a full row; at the decode step the full row is
+        // done (padding).
+        let mut padded = vec![0u32; 3];
+        padded.extend(&p);
+        let other = vec![5u32, 6, 7, 8, 9, 10, 11, 12];
+        let mut batch = HostCache::new(&cfg, 2, 9);
+        let mut valid = vec![false; 3];
+        valid.extend([true; 5]);
+        let b0 = host
+            .forward(&[padded, other], &[valid, vec![true; 8]], &mut batch, true)
+            .unwrap();
+        let b1 = host
+            .forward(
+                &[vec![77], vec![0]],
+                &[vec![true], vec![false]],
+                &mut batch,
+                false,
+            )
+            .unwrap();
+        let close = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= 1e-4 * x.abs().max(1.0))
+        };
+        for j in 0..5 {
+            assert!(close(
+                &a0[j * v..(j + 1) * v],
+                &b0[(3 + j) * v..(4 + j) * v]
+            ));
+        }
+        assert!(
+            b0[..3 * v].iter().all(|&x| x == 0.0),
+            "padding logits are zeros"
+        );
+        assert!(close(&a1, &b1[..v]));
+        assert!(
+            b1[v..].iter().all(|&x| x == 0.0),
+            "a finished row's logits are zeros"
+        );
+        assert!(b1[..v].iter().any(|&x| x != 0.0));
     }
 
     #[test]

@@ -223,222 +223,233 @@ unsafe fn cols_of<const W: u8>(
     }
 }
 
-/// The register-tiled kernel body, instantiated once per instruction set. The including module
-/// defines `LANES` (f32 per vector), `VPP` (vectors per panel row), the vector type's `zero`,
-/// `splat`, `load_w::<W>`, `fma` and `store` (all `#[target_feature(enable = $feat)]`). A tile
-/// is `MR` rows of `x` × `NP` panels, accumulated in `MR · NP · VPP` registers while the
-/// panels stream along k; each weight vector is loaded once per tile, each x value broadcast.
-/// `$mr => $np` lists the tile shapes by remaining rows (up to `$max_mr`, sized to the register
-/// file).
+/// One module of register-tiled kernels per instruction set, from one body: `$feat` the
+/// target features, `$v` the f32 vector type of `LANES` lanes, then the intrinsics it is built
+/// from (zero, broadcast of an `__m128` low lane, unaligned loads of `LANES` f32 or f16 weights
+/// widened to f32, fused multiply-add, unaligned store), then `$mr => $np`: the tile shape
+/// (rows of x × panels) by remaining rows, up to `($max_mr, $max_np)`, sized to the register
+/// file.
+///
+/// A tile accumulates `MR · NP · VPP` vectors while the panels stream along k; each weight
+/// vector is loaded once per tile, each x value broadcast once per k step. The hot loop uses
+/// pointer increments and wrapping arithmetic only, and loads through intrinsics that carry no
+/// debug-build precondition checks (`_mm*_loadu_ps` copy through a stack temporary under them):
+/// a build with debug assertions or overflow checks (the dev profile) compiles it to the same
+/// code as a release build.
 #[cfg(target_arch = "x86_64")]
-macro_rules! panel_kernel {
-    ($feat:literal, { $($mr:literal => $np:literal,)* _ => ($max_mr:literal, $max_np:literal) }) => {
-        /// One tile: rows `i..i+MR` of x against panels `q..q+NP`.
-        #[target_feature(enable = $feat)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn tile<const W: u8, const MR: usize, const NP: usize>(
-            x: *const f32,
-            w: *const u8,
-            k: usize,
-            lay: super::Layout,
-            i: usize,
-            q: usize,
-            n: usize,
-            out: *mut f32,
-        ) {
-            unsafe {
-                let mut acc = [[[zero(); VPP]; NP]; MR];
-                let xr = x.add(i * k);
-                for t in 0..k {
-                    let mut wv = [[zero(); VPP]; NP];
-                    for (c, wc) in wv.iter_mut().enumerate() {
-                        for (v, wcv) in wc.iter_mut().enumerate() {
-                            *wcv = load_w::<W>(w, (q + c) * lay.ps + t * lay.ks + v * LANES);
-                        }
+macro_rules! simd_kernels {
+    (
+        mod $name:ident, $feat:literal, $v:ty, lanes $lanes:literal,
+        zero $zero:ident, bcast $bcast:ident,
+        load_f32 |$pf:ident| $load_f32:expr, load_f16 |$ph:ident| $load_f16:expr,
+        fma $fma:ident, store $store:ident,
+        tiles { $($mr:literal => $np:literal,)* _ => ($max_mr:literal, $max_np:literal) }
+    ) => {
+        mod $name {
+            use std::arch::x86_64::*;
+
+            const LANES: usize = $lanes;
+            const VPP: usize = super::PANEL / LANES;
+
+            #[inline]
+            #[target_feature(enable = $feat)]
+            fn zero() -> $v {
+                $zero()
+            }
+
+            /// Broadcast of `*p` (read through an intrinsic: no alignment check in debug builds).
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn splat(p: *const f32) -> $v {
+                unsafe { $bcast(_mm_load_ss(p)) }
+            }
+
+            /// `LANES` weights from element `idx` of packed weights of kind `W`.
+            #[inline]
+            #[target_feature(enable = $feat)]
+            unsafe fn load_w<const W: u8>(w: *const u8, idx: usize) -> $v {
+                unsafe {
+                    if W == super::W_F16 {
+                        let $ph = w.cast::<u16>().wrapping_add(idx);
+                        $load_f16
+                    } else {
+                        let $pf = w.cast::<f32>().wrapping_add(idx);
+                        $load_f32
                     }
-                    for (r, accr) in acc.iter_mut().enumerate() {
-                        let xv = splat(*xr.add(r * k + t));
+                }
+            }
+
+            /// One tile: `MR` rows of x from `x` (row stride `k`) against the `NP` panels from
+            /// element `w0` of `w`; results to `out` (row stride `n`) from column `col0`.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn tile<const W: u8, const MR: usize, const NP: usize>(
+                x: *const f32,
+                k: usize,
+                w: *const u8,
+                w0: usize,
+                lay: super::Layout,
+                out: *mut f32,
+                n: usize,
+                col0: usize,
+            ) {
+                unsafe {
+                    let mut acc = [[[zero(); VPP]; NP]; MR];
+                    let mut xo = [0usize; MR];
+                    for (r, o) in xo.iter_mut().enumerate() {
+                        *o = r.wrapping_mul(k);
+                    }
+                    let mut wo = [0usize; NP];
+                    for (c, o) in wo.iter_mut().enumerate() {
+                        *o = w0.wrapping_add(c.wrapping_mul(lay.ps));
+                    }
+                    let mut xp = x;
+                    let mut t = k;
+                    while t != 0 {
+                        t -= 1;
+                        let mut wv = [[zero(); VPP]; NP];
                         for c in 0..NP {
                             for v in 0..VPP {
-                                accr[c][v] = fma(xv, wv[c][v], accr[c][v]);
+                                wv[c][v] = load_w::<W>(w, wo[c].wrapping_add(v * LANES));
                             }
                         }
+                        for r in 0..MR {
+                            let xv = splat(xp.wrapping_add(xo[r]));
+                            for c in 0..NP {
+                                for v in 0..VPP {
+                                    acc[r][c][v] = $fma(xv, wv[c][v], acc[r][c][v]);
+                                }
+                            }
+                        }
+                        xp = xp.wrapping_add(1);
+                        for o in wo.iter_mut() {
+                            *o = o.wrapping_add(lay.ks);
+                        }
                     }
-                }
-                for (r, accr) in acc.iter().enumerate() {
-                    for (c, accc) in accr.iter().enumerate() {
-                        let col = (q + c) * super::PANEL;
-                        let dst = out.add((i + r) * n + col);
-                        if col + super::PANEL <= n {
-                            for (v, &a) in accc.iter().enumerate() {
-                                store(dst.add(v * LANES), a);
+                    for (r, accr) in acc.iter().enumerate() {
+                        let row = out.wrapping_add(r.wrapping_mul(n));
+                        for (c, accc) in accr.iter().enumerate() {
+                            let col = col0 + c * super::PANEL;
+                            if col + super::PANEL <= n {
+                                for (v, &a) in accc.iter().enumerate() {
+                                    $store(row.wrapping_add(col + v * LANES), a);
+                                }
+                            } else if col < n {
+                                let mut buf = [0.0f32; super::PANEL];
+                                for (v, &a) in accc.iter().enumerate() {
+                                    $store(buf.as_mut_ptr().wrapping_add(v * LANES), a);
+                                }
+                                std::ptr::copy_nonoverlapping(
+                                    buf.as_ptr(),
+                                    row.wrapping_add(col),
+                                    n - col,
+                                );
                             }
-                        } else if col < n {
-                            let mut buf = [0.0f32; super::PANEL];
-                            for (v, &a) in accc.iter().enumerate() {
-                                store(buf.as_mut_ptr().add(v * LANES), a);
-                            }
-                            std::ptr::copy_nonoverlapping(buf.as_ptr(), dst, n - col);
                         }
                     }
                 }
             }
-        }
 
-        /// Tiles of `MR` rows across panels `q0..q1`.
-        #[target_feature(enable = $feat)]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn rows<const W: u8, const MR: usize, const NP: usize>(
-            x: *const f32,
-            w: *const u8,
-            k: usize,
-            lay: super::Layout,
-            i: usize,
-            q0: usize,
-            q1: usize,
-            n: usize,
-            out: *mut f32,
-        ) {
-            unsafe {
-                let mut q = q0;
-                while q + NP <= q1 {
-                    tile::<W, MR, NP>(x, w, k, lay, i, q, n, out);
-                    q += NP;
-                }
-                while q < q1 {
-                    tile::<W, MR, 1>(x, w, k, lay, i, q, n, out);
-                    q += 1;
+            /// Tiles of `MR` rows from row `i` across panels `q0..q1`.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn rows<const W: u8, const MR: usize, const NP: usize>(
+                x: *const f32,
+                w: *const u8,
+                k: usize,
+                lay: super::Layout,
+                i: usize,
+                q0: usize,
+                q1: usize,
+                n: usize,
+                out: *mut f32,
+            ) {
+                unsafe {
+                    let x = x.wrapping_add(i * k);
+                    let out = out.wrapping_add(i * n);
+                    let mut q = q0;
+                    while q + NP <= q1 {
+                        let (w0, col) = (q * lay.ps, q * super::PANEL);
+                        tile::<W, MR, NP>(x, k, w, w0, lay, out, n, col);
+                        q += NP;
+                    }
+                    while q < q1 {
+                        let (w0, col) = (q * lay.ps, q * super::PANEL);
+                        tile::<W, MR, 1>(x, k, w, w0, lay, out, n, col);
+                        q += 1;
+                    }
                 }
             }
-        }
 
-        /// The columns of panels `q0..q1` of `out = x · wᵀ`.
-        ///
-        /// # Safety
-        /// The CPU has `$feat`; `x` holds `m * k` floats, `w` the packed panels of `[n, k]` of
-        /// kind `W`, `out` `m * n` floats of which no other thread writes these columns.
-        #[target_feature(enable = $feat)]
-        #[allow(clippy::too_many_arguments)]
-        pub(super) unsafe fn matmul_cols<const W: u8>(
-            x: *const f32,
-            w: *const u8,
-            m: usize,
-            n: usize,
-            k: usize,
-            lay: super::Layout,
-            q0: usize,
-            q1: usize,
-            out: *mut f32,
-        ) {
-            // Chunks of panels (a multiple of the widest tile, about 256 KiB of weights) stay in
-            // L2 while every row tile of x passes over them; the weights stream from memory once.
-            let elem = if W == super::W_F16 { 2 } else { 4 };
-            let fit = (256 << 10) / (lay.ps * elem).max(1);
-            let chunk = (fit / 12 * 12).max(12);
-            let mut qa = q0;
-            while qa < q1 {
-                let qb = (qa + chunk).min(q1);
-                let mut i = 0;
-                while i < m {
-                    let mr = (m - i).min($max_mr);
-                    unsafe {
-                        match mr {
-                            $($mr => rows::<W, $mr, $np>(x, w, k, lay, i, qa, qb, n, out),)*
-                            _ => rows::<W, $max_mr, $max_np>(x, w, k, lay, i, qa, qb, n, out),
+            /// The columns of panels `q0..q1` of `out = x · wᵀ`.
+            ///
+            /// # Safety
+            /// The CPU has `$feat`; `x` holds `m * k` floats, `w` the packed panels of `[n, k]`
+            /// of kind `W`, `out` `m * n` floats of which no other thread writes these columns.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn matmul_cols<const W: u8>(
+                x: *const f32,
+                w: *const u8,
+                m: usize,
+                n: usize,
+                k: usize,
+                lay: super::Layout,
+                q0: usize,
+                q1: usize,
+                out: *mut f32,
+            ) {
+                // With several row tiles, chunks of panels (a multiple of the widest tile, about
+                // 256 KiB of weights) stay in L2 while every row tile passes over them: the
+                // weights stream from memory once.
+                let elem = if W == super::W_F16 { 2 } else { 4 };
+                let fit = (256 << 10) / (lay.ps * elem).max(1);
+                let chunk = if m <= $max_mr {
+                    q1 - q0
+                } else {
+                    (fit / $max_np * $max_np).max($max_np)
+                };
+                let mut qa = q0;
+                while qa < q1 {
+                    let qb = (qa + chunk).min(q1);
+                    let mut i = 0;
+                    while i < m {
+                        let mr = (m - i).min($max_mr);
+                        unsafe {
+                            match mr {
+                                $($mr => rows::<W, $mr, $np>(x, w, k, lay, i, qa, qb, n, out),)*
+                                _ => rows::<W, $max_mr, $max_np>(x, w, k, lay, i, qa, qb, n, out),
+                            }
                         }
+                        i += mr;
                     }
-                    i += mr;
+                    qa = qb;
                 }
-                qa = qb;
             }
         }
     };
 }
 
+// 32 registers: up to 24 accumulators + the panel vectors + a broadcast.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    const LANES: usize = 16;
-    const VPP: usize = super::PANEL / LANES;
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn zero() -> __m512 {
-        _mm512_setzero_ps()
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn splat(v: f32) -> __m512 {
-        _mm512_set1_ps(v)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn load_w<const W: u8>(w: *const u8, idx: usize) -> __m512 {
-        unsafe {
-            if W == super::W_F16 {
-                _mm512_cvtph_ps(_mm256_loadu_si256(w.cast::<u16>().add(idx).cast()))
-            } else {
-                _mm512_loadu_ps(w.cast::<f32>().add(idx))
-            }
-        }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-        _mm512_fmadd_ps(a, b, c)
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store(p: *mut f32, v: __m512) {
-        unsafe { _mm512_storeu_ps(p, v) }
-    }
-
-    // 32 registers: up to 24 accumulators + the panel vectors + a broadcast.
-    panel_kernel!("avx512f", { 1 => 4, 2 => 4, 3 => 4, 4 => 4, 5 => 4, 6 => 4, 7 => 3, _ => (8, 3) });
+simd_kernels! {
+    mod avx512, "avx512f", __m512, lanes 16,
+    zero _mm512_setzero_ps, bcast _mm512_broadcastss_ps,
+    load_f32 |p| _mm512_maskz_loadu_ps(!0, p),
+    load_f16 |p| _mm512_cvtph_ps(_mm256_lddqu_si256(p.cast())),
+    fma _mm512_fmadd_ps, store _mm512_storeu_ps,
+    tiles { 1 => 4, 2 => 4, 3 => 4, 4 => 4, 5 => 4, 6 => 4, 7 => 3, _ => (8, 3) }
 }
 
+// 16 registers: up to 12 accumulators + 2 panel vectors + a broadcast.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    const LANES: usize = 8;
-    const VPP: usize = super::PANEL / LANES;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn zero() -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn splat(v: f32) -> __m256 {
-        _mm256_set1_ps(v)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load_w<const W: u8>(w: *const u8, idx: usize) -> __m256 {
-        unsafe {
-            if W == super::W_F16 {
-                _mm256_cvtph_ps(_mm_loadu_si128(w.cast::<u16>().add(idx).cast()))
-            } else {
-                _mm256_loadu_ps(w.cast::<f32>().add(idx))
-            }
-        }
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fmadd_ps(a, b, c)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn store(p: *mut f32, v: __m256) {
-        unsafe { _mm256_storeu_ps(p, v) }
-    }
-
-    // 16 registers: up to 12 accumulators + 2 panel vectors + a broadcast.
-    panel_kernel!("avx2,fma,f16c", { 1 => 2, 2 => 2, 3 => 1, 4 => 1, 5 => 1, _ => (6, 1) });
+simd_kernels! {
+    mod avx2, "avx2,fma,f16c", __m256, lanes 8,
+    zero _mm256_setzero_ps, bcast _mm256_broadcastss_ps,
+    load_f32 |p| _mm256_castsi256_ps(_mm256_lddqu_si256(p.cast())),
+    load_f16 |p| _mm256_cvtph_ps(_mm_lddqu_si128(p.cast())),
+    fma _mm256_fmadd_ps, store _mm256_storeu_ps,
+    tiles { 1 => 2, 2 => 2, 3 => 1, 4 => 1, 5 => 1, _ => (6, 1) }
 }
 
 #[cfg(test)]
