@@ -3,7 +3,7 @@
 //! sets and compliance on the benign ones, labelled by the scenario's judge, as a table or JSON, with a progress
 //! bar over the phases (attacker rewrites, faithfulness, defender answers, labels).
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sparring_engine::game::{self, EvalStep};
@@ -239,10 +239,7 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
         bar.set_position(s.done as u64);
         bar.set_message(s.phase);
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::runtime()?;
     let recs = rt.block_on(game::evaluate_watched(
         &loaded,
         registry,

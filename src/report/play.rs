@@ -113,13 +113,6 @@ fn load_scenario(path: &Path, registry: &Registry) -> Result<Loaded> {
     scenario::load(path, &[], registry).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// Every attacker checkpoint of `runs` against every defender checkpoint.
 pub fn crossplay(
     runs: &[RunData],
@@ -165,7 +158,7 @@ pub fn crossplay(
         atts.len(),
         defs.len()
     ));
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let a_states: Vec<Arc<Vec<u8>>> = atts.iter().map(|(_, s)| s.clone()).collect();
     let d_states: Vec<Arc<Vec<u8>>> = defs.iter().map(|(_, s)| s.clone()).collect();
@@ -221,7 +214,7 @@ pub fn exploitability(
     bar.set_message(format!(
         "exploitability ({rounds} best-response rounds each)"
     ));
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     let mut out = Vec::new();
     for (run, cks) in per_run {
         let own;
