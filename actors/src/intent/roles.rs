@@ -194,8 +194,6 @@ pub struct IntentLmPolicy {
     eval_greedy: bool,
 }
 
-/// The engine's key prefix of evaluation requests (plain, attacked and best-response evaluations).
-
 impl IntentLmPolicy {
     /// Builds and warm-starts the player (seeded by the scenario seed and the role).
     pub fn new(params: &IntentLmParams, ctx: &BuildContext) -> Result<IntentLmPolicy, RoleError> {
