@@ -140,6 +140,8 @@ struct Ctx<'a> {
     initial: &'a BTreeMap<Slot, Vec<u8>>,
     /// Wall time spent waiting on role calls.
     waits: RoleWaits,
+    /// Compute intervals of the role threads.
+    compute: Compute,
     /// Told after each chunk of an evaluation phase.
     on_eval: Option<&'a (dyn Fn(&EvalStep) + Sync)>,
 }
@@ -156,7 +158,7 @@ pub struct EvalStep {
 /// Wall time during which at least one role call (attacker, defender, judge) is in flight: concurrent calls
 /// (the two learners) count once. A round's wall time minus this is the engine's own time.
 #[derive(Default)]
-struct RoleWaits(std::sync::Mutex<(usize, Option<Instant>, f64)>, Compute);
+struct RoleWaits(std::sync::Mutex<(usize, Option<Instant>, f64)>);
 
 /// Compute intervals of the role threads (possibly overlapping: the two learners), and compute time known from
 /// elsewhere (sub-runs).
@@ -274,6 +276,7 @@ impl<'a> Ctx<'a> {
             run_dir: work_dir,
             initial: &NO_INITIAL,
             waits: RoleWaits::default(),
+            compute: Compute::default(),
             on_eval,
         }
     }
@@ -288,7 +291,7 @@ impl Ctx<'_> {
         let out = self.game.call_timed(slot, work).await.map_err(RunError);
         self.waits.leave();
         let (out, busy) = out?;
-        self.waits.1.push(busy);
+        self.compute.push(busy);
         Ok(out)
     }
 
@@ -1429,7 +1432,7 @@ async fn eval_adaptive(
     let (recs, sub, sub_compute) =
         best_response_timed(cx.loaded, cx.registry, &dir, rounds, init).await?;
     cx.waits.add(sub);
-    cx.waits.1.add(sub_compute);
+    cx.compute.add(sub_compute);
     Ok(recs
         .into_iter()
         .map(|mut e| {
@@ -1723,6 +1726,7 @@ async fn run_with(
             run_dir,
             initial: &*initial_ref,
             waits: RoleWaits::default(),
+            compute: Compute::default(),
             on_eval: None,
         };
         let mut all: Vec<Record> = committed.records.clone();
@@ -1753,7 +1757,7 @@ async fn run_with(
         };
         for round in start_round..=sc.game.rounds {
             cx.waits.take_ms();
-            cx.waits.1.take_ms();
+            cx.compute.take_ms();
             let (recs, mut tm) = play_round(&cx, round, &mut states).await?;
             let t = Instant::now();
             if let Some((h, prev)) = pending.take() {
@@ -1773,7 +1777,7 @@ async fn run_with(
             tm.commit_ms = ms(t);
             tm.total_ms += tm.commit_ms;
             tm.roles_ms = cx.waits.take_ms();
-            tm.compute_ms = cx.waits.1.take_ms();
+            tm.compute_ms = cx.compute.take_ms();
             pending = Some((handle, tm));
             if sc.faults.round_delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
