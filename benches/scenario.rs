@@ -114,12 +114,11 @@ fn main() {
             total / n
         );
         println!(
-            "  per round (ms): attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, labels {:.1}, learn {:.1}, eval {:.1}, commit {:.1}",
+            "  per round (ms): attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, learn {:.1}, eval {:.1}, commit {:.1}",
             sum(|t| t.attacker_ms) / n,
             sum(|t| t.faithfulness_ms) / n,
             sum(|t| t.defender_ms) / n,
             sum(|t| t.judge_ms) / n,
-            sum(|t| t.labels_ms) / n,
             sum(|t| t.learn_ms) / n,
             sum(|t| t.eval_ms) / n,
             sum(|t| t.commit_ms) / n,

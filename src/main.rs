@@ -346,13 +346,12 @@ fn print_summary(s: &RunSummary) {
     let t = &s.mean_timings;
     println!("{}", "-".repeat(w + 11));
     println!(
-        "mean round {:.1} ms (attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, labels {:.1}, learn {:.1}, eval {:.1}, commit {:.1})",
+        "mean round {:.1} ms (attacker {:.1}, faithfulness {:.1}, defender {:.1}, judge {:.1}, learn {:.1}, eval {:.1}, commit {:.1})",
         t.total_ms,
         t.attacker_ms,
         t.faithfulness_ms,
         t.defender_ms,
         t.judge_ms,
-        t.labels_ms,
         t.learn_ms,
         t.eval_ms,
         t.commit_ms

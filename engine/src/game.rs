@@ -27,6 +27,7 @@ use crate::supervise::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,8 +58,9 @@ pub struct Timings {
     pub attacker_ms: f64,
     pub faithfulness_ms: f64,
     pub defender_ms: f64,
+    /// The judge's calls after the defender's responses: defender rewards with the compliance labels (one
+    /// call), then attacker rewards.
     pub judge_ms: f64,
-    pub labels_ms: f64,
     pub learn_ms: f64,
     pub eval_ms: f64,
     pub commit_ms: f64,
@@ -313,32 +315,19 @@ impl Ctx<'_> {
         if n == 0 {
             return Ok((Vec::new(), 0));
         }
-        match self.call(Slot::Judge, work).await? {
-            Output::Bools { verdicts, version } => Ok((verdicts, version)),
-            _ => Err(rerr("internal: unexpected reply from the judge")),
-        }
+        bools_of(self.call(Slot::Judge, work).await?)
     }
 
-    async fn compare(
-        &self,
-        reqs: Vec<PairRequest>,
-    ) -> Result<(Vec<Verdict<(f64, f64)>>, u64), RunError> {
-        if reqs.is_empty() {
-            return Ok((Vec::new(), 0));
-        }
-        match self.call(Slot::Judge, Work::Compare(reqs)).await? {
-            Output::Pairs { verdicts, version } => Ok((verdicts, version)),
-            _ => Err(rerr("internal: unexpected reply to compare")),
-        }
-    }
-
-    async fn score(&self, reqs: Vec<PointRequest>) -> Result<(Vec<Verdict<f64>>, u64), RunError> {
-        if reqs.is_empty() {
-            return Ok((Vec::new(), 0));
-        }
-        match self.call(Slot::Judge, Work::Score(reqs)).await? {
-            Output::Scores { verdicts, version } => Ok((verdicts, version)),
-            _ => Err(rerr("internal: unexpected reply to score")),
+    /// Several requests to one role in one call (one hand-off to its thread); the outputs in order.
+    async fn batch(&self, slot: Slot, mut works: Vec<Work>) -> Result<Vec<Output>, RunError> {
+        let n = works.len();
+        match n {
+            0 => Ok(Vec::new()),
+            1 => Ok(vec![self.call(slot, works.remove(0)).await?]),
+            _ => match self.call(slot, Work::Batch(works)).await? {
+                Output::Batch(outs) if outs.len() == n => Ok(outs),
+                _ => Err(rerr("internal: unexpected reply to a batch")),
+            },
         }
     }
 
@@ -406,6 +395,27 @@ impl Ctx<'_> {
     }
 }
 
+fn bools_of(out: Output) -> Result<(Vec<Verdict<bool>>, u64), RunError> {
+    match out {
+        Output::Bools { verdicts, version } => Ok((verdicts, version)),
+        _ => Err(rerr("internal: unexpected reply from the judge")),
+    }
+}
+
+fn pairs_of(out: Output) -> Result<(Vec<Verdict<(f64, f64)>>, u64), RunError> {
+    match out {
+        Output::Pairs { verdicts, version } => Ok((verdicts, version)),
+        _ => Err(rerr("internal: unexpected reply to compare")),
+    }
+}
+
+fn scores_of(out: Output) -> Result<(Vec<Verdict<f64>>, u64), RunError> {
+    match out {
+        Output::Scores { verdicts, version } => Ok((verdicts, version)),
+        _ => Err(rerr("internal: unexpected reply to score")),
+    }
+}
+
 /// One rewrite while the round is assembled.
 struct Rw {
     text: String,
@@ -442,41 +452,184 @@ struct PendingJudgment {
     version: u64,
 }
 
-/// Run `work` (the engine's own CPU work) while `call` (a role request) is in flight.
-async fn overlap<F: std::future::Future, T>(call: F, work: impl FnOnce() -> T) -> (F::Output, T) {
-    tokio::join!(call, async { work() })
+/// Run `work` (the engine's own work) while `call` (role requests) is in flight: the call is polled once
+/// (which sends its requests), then this task yields so that the supervisor forwards them to the roles'
+/// threads (on a current-thread runtime it runs only when this task yields), then `work` runs beside the
+/// compute.
+async fn overlap<F: Future, W: Future>(call: F, work: W) -> (F::Output, W::Output) {
+    use std::task::Poll;
+    let mut call = std::pin::pin!(call);
+    if let Poll::Ready(out) = std::future::poll_fn(|c| Poll::Ready(call.as_mut().poll(c))).await {
+        return (out, work.await);
+    }
+    tokio::task::yield_now().await;
+    tokio::join!(call, work)
 }
 
-/// Compliance label requests for every defender response of the round.
-fn label_requests(
-    seed: u64,
-    round: u32,
+/// The judge's requests on the defender's responses (pairs or scores), built while the defender generates;
+/// the response texts are filled in when they come.
+enum DefenderJudged {
+    /// `(request index k, i, j)` per pair.
+    Pairs(Vec<PairRequest>, Vec<(usize, usize, usize)>),
+    /// `(request index k, i)` per score.
+    Points(Vec<PointRequest>, Vec<(usize, usize)>),
+}
+
+/// The judge's requests on the valid rewrites (pairs or scores), built while the defender generates; the
+/// representative responses are filled in once the defender's rewards are known.
+enum AttackerJudged {
+    /// `(seed index, i, j)` per pair.
+    Pairs(Vec<PairRequest>, Vec<(usize, usize, usize)>),
+    /// `(seed index, rewrite index)` per score.
+    Points(Vec<PointRequest>, Vec<(usize, usize)>),
+}
+
+/// Everything the judge will be asked about a round's defender responses and valid rewrites, but their texts.
+struct JudgeSkeleton {
+    defender: DefenderJudged,
+    /// Compliance labels, `(request index k, i)` each.
+    labels: (Vec<LabelRequest>, Vec<(usize, usize)>),
+    attacker: AttackerJudged,
+}
+
+fn judge_skeleton(
+    mode: PayoffMode,
+    d_n: usize,
+    rseed: &impl Fn(&str) -> u64,
+    seeds: &[Seed],
+    skeys: &[String],
+    rws: &[Vec<Rw>],
     dreqs: &[GenRequest],
-    resps: &[Vec<Resp>],
-) -> (Vec<LabelRequest>, Vec<(usize, usize)>) {
-    let mut lreqs = Vec::new();
-    let mut lidx = Vec::new();
+) -> JudgeSkeleton {
+    let defender = match mode {
+        PayoffMode::Pairwise => {
+            let pairs = payoff::all_pairs(&(0..d_n).collect::<Vec<_>>());
+            let mut reqs = Vec::with_capacity(dreqs.len() * pairs.len());
+            let mut idx = Vec::with_capacity(reqs.capacity());
+            for (k, req) in dreqs.iter().enumerate() {
+                for &(i, j) in &pairs {
+                    let key = format!("{}/p{i}-{j}", req.key);
+                    idx.push((k, i, j));
+                    reqs.push(PairRequest {
+                        rng_seed: rseed(&key),
+                        key,
+                        seed: req.seed.clone(),
+                        context: req.input.clone(),
+                        a: String::new(),
+                        b: String::new(),
+                        goal: Goal::of(Role::Defender, req.seed.category),
+                    });
+                }
+            }
+            DefenderJudged::Pairs(reqs, idx)
+        }
+        PayoffMode::Pointwise => {
+            let mut reqs = Vec::with_capacity(dreqs.len() * d_n);
+            let mut idx = Vec::with_capacity(reqs.capacity());
+            for (k, req) in dreqs.iter().enumerate() {
+                for i in 0..d_n {
+                    let key = format!("{}/d{i}/score", req.key);
+                    idx.push((k, i));
+                    reqs.push(PointRequest {
+                        rng_seed: rseed(&key),
+                        key,
+                        seed: req.seed.clone(),
+                        context: req.input.clone(),
+                        response: String::new(),
+                        goal: Goal::of(Role::Defender, req.seed.category),
+                    });
+                }
+            }
+            DefenderJudged::Points(reqs, idx)
+        }
+    };
+    let mut lreqs = Vec::with_capacity(dreqs.len() * d_n);
+    let mut lidx = Vec::with_capacity(lreqs.capacity());
     for (k, req) in dreqs.iter().enumerate() {
-        for (i, r) in resps[k].iter().enumerate() {
+        for i in 0..d_n {
             let key = format!("{}/d{i}", req.key);
             lidx.push((k, i));
             lreqs.push(LabelRequest {
-                rng_seed: derive(seed, round.into(), &format!("{key}/label")),
+                rng_seed: rseed(&format!("{key}/label")),
                 key,
                 seed: req.seed.clone(),
                 prompt: req.input.clone(),
-                response: shown(&r.out).to_string(),
+                response: String::new(),
             });
         }
     }
-    (lreqs, lidx)
+    let attacker = match mode {
+        PayoffMode::Pairwise => {
+            let mut reqs = Vec::new();
+            let mut idx = Vec::new();
+            for (si, (s, skey)) in seeds.iter().zip(skeys).enumerate() {
+                let members: Vec<usize> = rws[si]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.valid)
+                    .map(|(i, _)| i)
+                    .collect();
+                for (i, j) in payoff::all_pairs(&members) {
+                    let key = format!("{skey}/p{i}-{j}");
+                    idx.push((si, i, j));
+                    reqs.push(PairRequest {
+                        rng_seed: rseed(&key),
+                        key,
+                        seed: s.clone(),
+                        context: s.prompt.to_string(),
+                        a: String::new(),
+                        b: String::new(),
+                        goal: Goal::of(Role::Attacker, s.category),
+                    });
+                }
+            }
+            AttackerJudged::Pairs(reqs, idx)
+        }
+        PayoffMode::Pointwise => {
+            let mut reqs = Vec::new();
+            let mut idx = Vec::new();
+            for (si, (s, skey)) in seeds.iter().zip(skeys).enumerate() {
+                for (ai, rw) in rws[si].iter().enumerate() {
+                    if rw.valid {
+                        let key = format!("{skey}/a{ai}/score");
+                        idx.push((si, ai));
+                        reqs.push(PointRequest {
+                            rng_seed: rseed(&key),
+                            key,
+                            seed: s.clone(),
+                            context: s.prompt.to_string(),
+                            response: String::new(),
+                            goal: Goal::of(Role::Attacker, s.category),
+                        });
+                    }
+                }
+            }
+            AttackerJudged::Points(reqs, idx)
+        }
+    };
+    JudgeSkeleton {
+        defender,
+        labels: (lreqs, lidx),
+        attacker,
+    }
 }
 
+/// What a round hands to its commit.
+struct Played {
+    records: Vec<Record>,
+    timings: Timings,
+    retired: Vec<Arc<Vec<u8>>>,
+}
+
+/// Play one round. `side` (the previous round's bookkeeping) runs while the attacker generates. The engine's
+/// own work overlaps the roles' compute wherever the data allows: each phase's requests are built, but for
+/// the texts still to come, while the phase before it computes.
 async fn play_round(
     cx: &Ctx<'_>,
     round: u32,
     states: &mut BTreeMap<Slot, Arc<Vec<u8>>>,
-) -> Result<(Vec<Record>, Timings), RunError> {
+    side: impl Future<Output = Result<(), RunError>>,
+) -> Result<Played, RunError> {
     let sc = &cx.loaded.scenario;
     let g = &sc.game;
     let p = &sc.payoffs;
@@ -489,25 +642,56 @@ async fn play_round(
     };
     let t_round = Instant::now();
     let seeds = draw(&cx.loaded.train, seed, round, g.seeds_per_round);
-    let skey = |s: &Seed| format!("r{round}/{}", s.id);
+    let skeys: Vec<String> = seeds.iter().map(|s| format!("r{round}/{}", s.id)).collect();
+    let rseed = |key: &str| derive(seed, round.into(), key);
 
-    // Attacker.
+    // Attacker. While it generates: the previous round's bookkeeping, and a faithfulness and a defender
+    // request for every rewrite (texts filled in when the rewrites come).
     let t = Instant::now();
     let areqs: Vec<GenRequest> = seeds
         .iter()
-        .map(|s| {
-            let key = skey(s);
-            GenRequest {
-                rng_seed: derive(seed, round.into(), &key),
-                key,
-                role: Role::Attacker,
-                seed: s.clone(),
-                input: s.prompt.to_string(),
-                n: a_n,
-            }
+        .zip(&skeys)
+        .map(|(s, key)| GenRequest {
+            rng_seed: rseed(key),
+            key: key.clone(),
+            role: Role::Attacker,
+            seed: s.clone(),
+            input: s.prompt.to_string(),
+            n: a_n,
         })
         .collect();
-    let (agens, a_ver) = cx.generate(Slot::Attacker, areqs).await?;
+    let (agens, (slots, side)) = overlap(cx.generate(Slot::Attacker, areqs), async {
+        let slots: Vec<Vec<(FaithRequest, GenRequest)>> = seeds
+            .iter()
+            .zip(&skeys)
+            .map(|(s, skey)| {
+                (0..a_n)
+                    .map(|ai| {
+                        let key = format!("{skey}/a{ai}");
+                        let f = FaithRequest {
+                            rng_seed: rseed(&format!("{key}/faithful")),
+                            key: key.clone(),
+                            seed: s.clone(),
+                            rewrite: String::new(),
+                        };
+                        let d = GenRequest {
+                            rng_seed: rseed(&key),
+                            key,
+                            role: Role::Defender,
+                            seed: s.clone(),
+                            input: String::new(),
+                            n: d_n,
+                        };
+                        (f, d)
+                    })
+                    .collect()
+            })
+            .collect();
+        (slots, side.await)
+    })
+    .await;
+    side?;
+    let (agens, a_ver) = agens?;
     tm.attacker_ms = ms(t);
     let mut rws: Vec<Vec<Rw>> = agens
         .into_iter()
@@ -531,25 +715,22 @@ async fn play_round(
     let t = Instant::now();
     let mut freqs = Vec::new();
     let mut fidx = Vec::new();
-    for (si, s) in seeds.iter().enumerate() {
-        for (ai, rw) in rws[si].iter().enumerate() {
+    let mut dslots = Vec::with_capacity(seeds.len());
+    for (si, (row, srow)) in rws.iter().zip(slots).enumerate() {
+        let mut drow = Vec::with_capacity(a_n);
+        for (ai, (rw, (mut f, d))) in row.iter().zip(srow).enumerate() {
             if let Some(text) = &rw.parsed {
-                let key = format!("{}/a{ai}", skey(s));
                 fidx.push((si, ai));
-                freqs.push(FaithRequest {
-                    rng_seed: derive(seed, round.into(), &format!("{key}/faithful")),
-                    key,
-                    seed: s.clone(),
-                    rewrite: text.clone(),
-                });
+                f.rewrite = text.clone();
+                freqs.push(f);
             }
+            drow.push(d);
         }
+        dslots.push(drow);
     }
-    let mut j_ver = 0;
     if p.faithfulness_gate {
         let n = freqs.len();
-        let (verdicts, v) = cx.bools(Work::Faithful(freqs), n).await?;
-        j_ver = v;
+        let (verdicts, _) = cx.bools(Work::Faithful(freqs), n).await?;
         for ((si, ai), vd) in fidx.iter().zip(verdicts) {
             let rw = &mut rws[*si][*ai];
             rw.valid = vd.value == Some(true);
@@ -563,26 +744,24 @@ async fn play_round(
     }
     tm.faithfulness_ms = ms(t);
 
-    // Defender rollouts for valid rewrites.
+    // Defender rollouts for valid rewrites. While it generates: the judge's requests about its responses and
+    // about the valid rewrites.
     let t = Instant::now();
     let mut dreqs = Vec::new();
-    for (si, s) in seeds.iter().enumerate() {
-        for (ai, rw) in rws[si].iter_mut().enumerate() {
+    for (row, drow) in rws.iter_mut().zip(dslots) {
+        for (rw, mut d) in row.iter_mut().zip(drow) {
             if rw.valid {
-                let key = format!("{}/a{ai}", skey(s));
                 rw.d = Some(dreqs.len());
-                dreqs.push(GenRequest {
-                    rng_seed: derive(seed, round.into(), &key),
-                    key,
-                    role: Role::Defender,
-                    seed: s.clone(),
-                    input: rw.parsed.clone().unwrap_or_default(),
-                    n: d_n,
-                });
+                d.input = rw.parsed.clone().unwrap_or_default();
+                dreqs.push(d);
             }
         }
     }
-    let (dgens, d_ver) = cx.generate(Slot::Defender, dreqs.clone()).await?;
+    let (dgens, skeleton) = overlap(cx.generate(Slot::Defender, dreqs.clone()), async {
+        judge_skeleton(p.mode, d_n, &rseed, &seeds, &skeys, &rws, &dreqs)
+    })
+    .await;
+    let (dgens, d_ver) = dgens?;
     let mut resps: Vec<Vec<Resp>> = dgens
         .into_iter()
         .map(|gs| {
@@ -598,11 +777,48 @@ async fn play_round(
         .collect();
     tm.defender_ms = ms(t);
 
-    // Label requests depend only on the defender's responses: they are built while the judge works.
-    let pre_labels;
-    // Judge: defender rewards.
+    // Judge: defender rewards and compliance labels, in one call.
     let t = Instant::now();
-    // Verdicts become judgment records while the learners run (`Pending::record`).
+    let JudgeSkeleton {
+        mut defender,
+        labels: (mut lreqs, lidx),
+        mut attacker,
+    } = skeleton;
+    let text = |k: usize, i: usize| shown(&resps[k][i].out).to_string();
+    let mut works = Vec::with_capacity(2);
+    match &mut defender {
+        DefenderJudged::Pairs(reqs, idx) => {
+            for (r, &(k, i, j)) in reqs.iter_mut().zip(idx.iter()) {
+                r.a = text(k, i);
+                r.b = text(k, j);
+            }
+            if !reqs.is_empty() {
+                works.push(Work::Compare(std::mem::take(reqs)));
+            }
+        }
+        DefenderJudged::Points(reqs, idx) => {
+            for (r, &(k, i)) in reqs.iter_mut().zip(idx.iter()) {
+                r.response = text(k, i);
+            }
+            if !reqs.is_empty() {
+                works.push(Work::Score(std::mem::take(reqs)));
+            }
+        }
+    }
+    let judged = !works.is_empty();
+    for (r, &(k, i)) in lreqs.iter_mut().zip(&lidx) {
+        r.response = text(k, i);
+    }
+    if !lreqs.is_empty() {
+        works.push(Work::Complied(lreqs));
+    }
+    let mut outs = cx.batch(Slot::Judge, works).await?.into_iter();
+    let dout = if judged { outs.next() } else { None };
+    let labels = match outs.next() {
+        Some(o) => bools_of(o)?.0,
+        None => Vec::new(),
+    };
+    // Verdicts become judgment records while the learners run (`PendingJudgment`).
     let mut judgments: Vec<PendingJudgment> = Vec::new();
     let jrec = |seed_at: usize,
                 side: Side,
@@ -619,33 +835,9 @@ async fn play_round(
         parsed,
         version,
     };
-    match p.mode {
-        PayoffMode::Pairwise => {
-            let mut reqs = Vec::new();
-            let mut idx = Vec::new();
-            for (k, req) in dreqs.iter().enumerate() {
-                let members: Vec<usize> = (0..resps[k].len()).collect();
-                for (i, j) in payoff::all_pairs(&members) {
-                    let key = format!("{}/p{i}-{j}", req.key);
-                    idx.push((k, i, j));
-                    reqs.push(PairRequest {
-                        rng_seed: derive(seed, round.into(), &key),
-                        key,
-                        seed: req.seed.clone(),
-                        context: req.input.clone(),
-                        a: shown(&resps[k][i].out).to_string(),
-                        b: shown(&resps[k][j].out).to_string(),
-                        goal: Goal::of(Role::Defender, req.seed.category),
-                    });
-                }
-            }
-            let (res, lbl) = overlap(cx.compare(reqs), || {
-                label_requests(seed, round, &dreqs, &resps)
-            })
-            .await;
-            let (verdicts, v) = res?;
-            pre_labels = lbl;
-            j_ver = j_ver.max(v);
+    match (defender, dout) {
+        (DefenderJudged::Pairs(_, idx), Some(out)) => {
+            let (verdicts, v) = pairs_of(out)?;
             let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
                 vec![Vec::new(); dreqs.len()];
             for ((k, i, j), vd) in idx.into_iter().zip(verdicts) {
@@ -662,30 +854,8 @@ async fn play_round(
                 }
             }
         }
-        PayoffMode::Pointwise => {
-            let mut reqs = Vec::new();
-            let mut idx = Vec::new();
-            for (k, req) in dreqs.iter().enumerate() {
-                for (i, r) in resps[k].iter().enumerate() {
-                    let key = format!("{}/d{i}/score", req.key);
-                    idx.push((k, i));
-                    reqs.push(PointRequest {
-                        rng_seed: derive(seed, round.into(), &key),
-                        key,
-                        seed: req.seed.clone(),
-                        context: req.input.clone(),
-                        response: shown(&r.out).to_string(),
-                        goal: Goal::of(Role::Defender, req.seed.category),
-                    });
-                }
-            }
-            let (res, lbl) = overlap(cx.score(reqs), || {
-                label_requests(seed, round, &dreqs, &resps)
-            })
-            .await;
-            let (verdicts, v) = res?;
-            pre_labels = lbl;
-            j_ver = j_ver.max(v);
+        (DefenderJudged::Points(_, idx), Some(out)) => {
+            let (verdicts, v) = scores_of(out)?;
             for ((k, i), vd) in idx.into_iter().zip(verdicts) {
                 let val = vd.value.filter(|x| x.is_finite());
                 resps[k][i].reward = payoff::weighted(val, p.defender_weight);
@@ -700,6 +870,7 @@ async fn play_round(
                 ));
             }
         }
+        (_, None) => {}
     }
 
     // Representatives.
@@ -721,34 +892,56 @@ async fn play_round(
         }
     };
 
-    // Judge: attacker rewards.
-    match p.mode {
-        PayoffMode::Pairwise => {
-            let mut reqs = Vec::new();
-            let mut idx = Vec::new();
-            for (si, s) in seeds.iter().enumerate() {
-                let members: Vec<usize> = rws[si]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.valid)
-                    .map(|(i, _)| i)
-                    .collect();
-                for (i, j) in payoff::all_pairs(&members) {
-                    let key = format!("{}/p{i}-{j}", skey(s));
-                    idx.push((si, i, j));
-                    reqs.push(PairRequest {
-                        rng_seed: derive(seed, round.into(), &key),
-                        key,
-                        seed: s.clone(),
-                        context: s.prompt.to_string(),
-                        a: rep_text(&rws[si][i]),
-                        b: rep_text(&rws[si][j]),
-                        goal: Goal::of(Role::Attacker, s.category),
-                    });
-                }
+    // Judge: attacker rewards. While it judges: the labels go to the responses and the defender's learner
+    // batch is built.
+    let awork = match &mut attacker {
+        AttackerJudged::Pairs(reqs, idx) => {
+            for (r, &(si, i, j)) in reqs.iter_mut().zip(idx.iter()) {
+                r.a = rep_text(&rws[si][i]);
+                r.b = rep_text(&rws[si][j]);
             }
-            let (verdicts, v) = cx.compare(reqs).await?;
-            j_ver = j_ver.max(v);
+            (!reqs.is_empty()).then(|| Work::Compare(std::mem::take(reqs)))
+        }
+        AttackerJudged::Points(reqs, idx) => {
+            for (r, &(si, ai)) in reqs.iter_mut().zip(idx.iter()) {
+                r.response = rep_text(&rws[si][ai]);
+            }
+            (!reqs.is_empty()).then(|| Work::Score(std::mem::take(reqs)))
+        }
+    };
+    let (aout, d_groups) = overlap(
+        async {
+            match awork {
+                Some(w) => cx.call(Slot::Judge, w).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            for ((k, i), vd) in lidx.into_iter().zip(labels) {
+                resps[k][i].complied = vd.value;
+                resps[k][i].complied_raw = vd.raw;
+            }
+            dreqs
+                .iter()
+                .enumerate()
+                .map(|(k, req)| Group {
+                    key: req.key.clone(),
+                    seed: req.seed.clone(),
+                    input: req.input.clone(),
+                    outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
+                    rewards: resps[k].iter().map(|r| r.reward).collect(),
+                })
+                .collect::<Vec<Group>>()
+        },
+    )
+    .await;
+    let aout = aout?;
+    match attacker {
+        AttackerJudged::Pairs(_, idx) => {
+            let (verdicts, v) = match aout {
+                Some(out) => pairs_of(out)?,
+                None => (Vec::new(), 0),
+            };
             let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
                 vec![Vec::new(); seeds.len()];
             for ((si, i, j), vd) in idx.into_iter().zip(verdicts) {
@@ -767,27 +960,11 @@ async fn play_round(
                 }
             }
         }
-        PayoffMode::Pointwise => {
-            let mut reqs = Vec::new();
-            let mut idx = Vec::new();
-            for (si, s) in seeds.iter().enumerate() {
-                for (ai, rw) in rws[si].iter().enumerate() {
-                    if rw.valid {
-                        let key = format!("{}/a{ai}/score", skey(s));
-                        idx.push((si, ai));
-                        reqs.push(PointRequest {
-                            rng_seed: derive(seed, round.into(), &key),
-                            key,
-                            seed: s.clone(),
-                            context: s.prompt.to_string(),
-                            response: rep_text(rw),
-                            goal: Goal::of(Role::Attacker, s.category),
-                        });
-                    }
-                }
-            }
-            let (verdicts, v) = cx.score(reqs).await?;
-            j_ver = j_ver.max(v);
+        AttackerJudged::Points(_, idx) => {
+            let (verdicts, v) = match aout {
+                Some(out) => scores_of(out)?,
+                None => (Vec::new(), 0),
+            };
             for row in rws.iter_mut() {
                 for rw in row.iter_mut() {
                     if !rw.valid {
@@ -812,139 +989,120 @@ async fn play_round(
     }
     tm.judge_ms = ms(t);
 
-    // Compliance labels (requests built while the judge scored the defender).
-    let t = Instant::now();
-    let (lreqs, lidx) = pre_labels;
-    let n = lreqs.len();
-    let (labels, v) = cx.bools(Work::Complied(lreqs), n).await?;
-    j_ver = j_ver.max(v);
-    for ((k, i), vd) in lidx.into_iter().zip(labels) {
-        resps[k][i].complied = vd.value;
-        resps[k][i].complied_raw = vd.raw;
-    }
-    tm.labels_ms = ms(t);
-
     // Learners.
     let t = Instant::now();
     let mut learn_recs = Vec::new();
+    let mut retired = Vec::new();
     let a_groups: Vec<Group> = seeds
         .iter()
         .enumerate()
         .map(|(si, s)| Group {
-            key: skey(s),
+            key: skeys[si].clone(),
             seed: s.clone(),
             input: s.prompt.to_string(),
             outputs: rws[si].iter().map(|r| r.text.clone()).collect(),
             rewards: rws[si].iter().map(|r| r.reward).collect(),
         })
         .collect();
-    let d_groups: Vec<Group> = dreqs
-        .iter()
-        .enumerate()
-        .map(|(k, req)| Group {
-            key: req.key.clone(),
-            seed: req.seed.clone(),
-            input: req.input.clone(),
-            outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
-            rewards: resps[k].iter().map(|r| r.reward).collect(),
-        })
-        .collect();
     let a_learns = cx.loaded.learns(Side::Attacker, round);
     let d_learns = cx.loaded.learns(Side::Defender, round);
     // The round's records are built while the learners run.
-    let (a_res, d_res, mut recs) = tokio::join!(
-        async {
-            if a_learns {
-                Some(cx.learn(Slot::Attacker, a_groups).await).transpose()
-            } else {
-                Ok(None)
+    let learners = async {
+        tokio::join!(
+            async {
+                if a_learns {
+                    Some(cx.learn(Slot::Attacker, a_groups).await).transpose()
+                } else {
+                    Ok(None)
+                }
+            },
+            async {
+                if d_learns {
+                    Some(cx.learn(Slot::Defender, d_groups).await).transpose()
+                } else {
+                    Ok(None)
+                }
             }
-        },
-        async {
-            if d_learns {
-                Some(cx.learn(Slot::Defender, d_groups).await).transpose()
-            } else {
-                Ok(None)
-            }
-        },
-        async {
-            // Records, in a fixed order.
-            let mut recs = Vec::new();
-            for (si, s) in seeds.iter().enumerate() {
-                for (ai, rw) in rws[si].iter().enumerate() {
-                    let akey = format!("{}/a{ai}", skey(s));
-                    recs.push(Record::Rewrite(RewriteRec {
-                        run: run.clone(),
-                        round,
-                        seed_id: s.id.to_string(),
-                        set: s.set.to_string(),
-                        category: s.category,
-                        role: Role::Attacker,
-                        version: a_ver,
-                        key: akey.clone(),
-                        input: s.prompt.to_string(),
-                        output: rw.text.clone(),
-                        parsed: rw.parsed.clone(),
-                        faithful_raw: rw.faithful_raw.clone(),
-                        faithful: rw.faithful,
-                        valid: rw.valid,
-                        representative: rw.representative,
-                        reward: rw.reward,
-                    }));
-                    if let Some(k) = rw.d {
-                        for (i, r) in resps[k].iter().enumerate() {
-                            recs.push(Record::Response(ResponseRec {
-                                run: run.clone(),
-                                round,
-                                seed_id: s.id.to_string(),
-                                set: s.set.to_string(),
-                                category: s.category,
-                                role: Role::Defender,
-                                version: d_ver,
-                                key: format!("{akey}/d{i}"),
-                                attack_key: akey.clone(),
-                                input: dreqs[k].input.clone(),
-                                output: r.out.text.clone(),
-                                complied_raw: r.complied_raw.clone(),
-                                complied: r.complied,
-                                reward: r.reward,
-                            }));
-                        }
+        )
+    };
+    let ((a_res, d_res), mut recs) = overlap(learners, async {
+        // Records, in a fixed order.
+        let mut recs = Vec::new();
+        for (si, s) in seeds.iter().enumerate() {
+            for (ai, rw) in rws[si].iter().enumerate() {
+                let akey = format!("{}/a{ai}", skeys[si]);
+                recs.push(Record::Rewrite(RewriteRec {
+                    run: run.clone(),
+                    round,
+                    seed_id: s.id.to_string(),
+                    set: s.set.to_string(),
+                    category: s.category,
+                    role: Role::Attacker,
+                    version: a_ver,
+                    key: akey.clone(),
+                    input: s.prompt.to_string(),
+                    output: rw.text.clone(),
+                    parsed: rw.parsed.clone(),
+                    faithful_raw: rw.faithful_raw.clone(),
+                    faithful: rw.faithful,
+                    valid: rw.valid,
+                    representative: rw.representative,
+                    reward: rw.reward,
+                }));
+                if let Some(k) = rw.d {
+                    for (i, r) in resps[k].iter().enumerate() {
+                        recs.push(Record::Response(ResponseRec {
+                            run: run.clone(),
+                            round,
+                            seed_id: s.id.to_string(),
+                            set: s.set.to_string(),
+                            category: s.category,
+                            role: Role::Defender,
+                            version: d_ver,
+                            key: format!("{akey}/d{i}"),
+                            attack_key: akey.clone(),
+                            input: dreqs[k].input.clone(),
+                            output: r.out.text.clone(),
+                            complied_raw: r.complied_raw.clone(),
+                            complied: r.complied,
+                            reward: r.reward,
+                        }));
                     }
                 }
             }
-            recs.extend(judgments.into_iter().map(|pj| {
-                let (seed_id, group) = match pj.side {
-                    Side::Defender => (
-                        dreqs[pj.seed_at].seed.id.to_string(),
-                        dreqs[pj.seed_at].key.clone(),
-                    ),
-                    Side::Attacker => (seeds[pj.seed_at].id.to_string(), skey(&seeds[pj.seed_at])),
-                };
-                Record::Judgment(JudgmentRec {
-                    run: run.clone(),
-                    round,
-                    seed_id,
-                    role: Role::Judge,
-                    version: pj.version,
-                    side: pj.side,
-                    mode: p.mode,
-                    group,
-                    i: pj.i,
-                    j: pj.j,
-                    raw: pj.raw,
-                    parsed: pj.parsed,
-                })
-            }));
-            recs
         }
-    );
+        recs.extend(judgments.into_iter().map(|pj| {
+            let (seed_id, group) = match pj.side {
+                Side::Defender => (
+                    dreqs[pj.seed_at].seed.id.to_string(),
+                    dreqs[pj.seed_at].key.clone(),
+                ),
+                Side::Attacker => (seeds[pj.seed_at].id.to_string(), skeys[pj.seed_at].clone()),
+            };
+            Record::Judgment(JudgmentRec {
+                run: run.clone(),
+                round,
+                seed_id,
+                role: Role::Judge,
+                version: pj.version,
+                side: pj.side,
+                mode: p.mode,
+                group,
+                i: pj.i,
+                j: pj.j,
+                raw: pj.raw,
+                parsed: pj.parsed,
+            })
+        }));
+        recs
+    })
+    .await;
     for (slot, role, res) in [
         (Slot::Attacker, Role::Attacker, a_res?),
         (Slot::Defender, Role::Defender, d_res?),
     ] {
         if let Some((report, version, state)) = res {
-            states.insert(slot, state);
+            retired.extend(states.insert(slot, state));
             learn_recs.push(Record::Learn(LearnRec {
                 run: run.clone(),
                 round,
@@ -967,11 +1125,14 @@ async fn play_round(
     };
     tm.eval_ms = ms(t);
 
-    let _ = j_ver;
     recs.extend(learn_recs);
     recs.extend(eval_recs.into_iter().map(Record::Eval));
     tm.total_ms = ms(t_round);
-    Ok((recs, tm))
+    Ok(Played {
+        records: recs,
+        timings: tm,
+        retired,
+    })
 }
 
 /// The attacker, defender and judge workers of `loaded`, restored from `restore` where given.
@@ -1455,6 +1616,9 @@ struct CommitPipeline {
     round: u32,
     checkpoint: bool,
     records: Vec<Record>,
+    /// States the round replaced: freed on the blocking thread (freeing a model's state returns its pages to
+    /// the system, which takes a while).
+    retired: Vec<Arc<Vec<u8>>>,
     states: Vec<(String, Arc<Vec<u8>>)>,
 }
 
@@ -1474,9 +1638,11 @@ impl CommitPipeline {
             round,
             checkpoint,
             records,
+            retired,
             states,
         } = self;
         let (lines, records, metrics) = tokio::task::spawn_blocking(move || {
+            drop(retired);
             let mut lines = Vec::with_capacity(records.len() + 1);
             for r in &records {
                 lines.push(json(r)?);
@@ -1734,7 +1900,8 @@ async fn run_with(
         // Commits are pipelined: round r's records are serialized, its metrics computed and its commit
         // written (states, records, marker, fsync) in the background while round r+1 plays; round r+1's
         // commit waits for round r's, so the log stays in order and a crash loses at most uncommitted rounds.
-        // Progress, metrics.jsonl and timings.jsonl follow each commit.
+        // Progress, metrics.jsonl and timings.jsonl follow each commit, while the next round's attacker
+        // generates (or after the last round).
         let mut pending: Option<(
             tokio::task::JoinHandle<Result<Committed, RunError>>,
             Timings,
@@ -1758,16 +1925,26 @@ async fn run_with(
         for round in start_round..=sc.game.rounds {
             cx.waits.take_ms();
             cx.compute.take_ms();
-            let (recs, mut tm) = play_round(&cx, round, &mut states).await?;
+            // The previous round's commit is awaited and reported while this round's attacker generates.
+            let prev = pending.take();
+            let side = async {
+                match prev {
+                    Some((h, prev)) => finish(joined(h.await)?, prev),
+                    None => Ok(()),
+                }
+            };
+            let Played {
+                records: recs,
+                timings: mut tm,
+                retired,
+            } = play_round(&cx, round, &mut states, side).await?;
             let t = Instant::now();
-            if let Some((h, prev)) = pending.take() {
-                finish(joined(h.await)?, prev)?;
-            }
             let job = CommitPipeline {
                 run: run.clone(),
                 round,
                 checkpoint: sc.checkpoints.keeps(round, sc.game.rounds),
                 records: recs,
+                retired,
                 states: states
                     .iter()
                     .map(|(s, b)| (s.as_str().to_string(), Arc::clone(b)))
@@ -1830,7 +2007,6 @@ async fn run_with(
         mean.faithfulness_ms += t.faithfulness_ms / n;
         mean.defender_ms += t.defender_ms / n;
         mean.judge_ms += t.judge_ms / n;
-        mean.labels_ms += t.labels_ms / n;
         mean.learn_ms += t.learn_ms / n;
         mean.eval_ms += t.eval_ms / n;
         mean.commit_ms += t.commit_ms / n;

@@ -59,6 +59,9 @@ pub enum Work {
     /// Replace the implementation's state with these saved bytes (`Policy::load` / `Judge::load`); on success
     /// they become the worker's restore point. One built model serves many checkpoints this way.
     Load(Arc<Vec<u8>>),
+    /// Requests that read (generate, judge) run back to back as one call: one hand-off instead of several.
+    /// Answered by [`Output::Batch`], in order.
+    Batch(Vec<Work>),
 }
 
 impl Work {
@@ -73,6 +76,7 @@ impl Work {
             Work::Commit(_) => "commit",
             Work::Save => "save",
             Work::Load(_) => "load",
+            Work::Batch(_) => "batch",
         }
     }
 }
@@ -107,6 +111,7 @@ pub enum Output {
     },
     Committed,
     Loaded,
+    Batch(Vec<Output>),
 }
 
 /// How to build a worker's implementation (on its own thread).
@@ -243,6 +248,26 @@ fn execute(imp: &mut Imp, work: &Work) -> Result<Output, RoleError> {
             verdicts: check_len("score", j.score(r)?, r.len())?,
             version: j.version(),
         }),
+        (imp, Work::Batch(works)) => {
+            let mut outs = Vec::with_capacity(works.len());
+            for w in works {
+                if !matches!(
+                    w,
+                    Work::Generate(_)
+                        | Work::Faithful(_)
+                        | Work::Compare(_)
+                        | Work::Score(_)
+                        | Work::Complied(_)
+                ) {
+                    return Err(RoleError::Unsupported(format!(
+                        "`{}` in a batch (batches only generate and judge)",
+                        w.name()
+                    )));
+                }
+                outs.push(execute(&mut *imp, w)?);
+            }
+            Ok(Output::Batch(outs))
+        }
         (Imp::Replay(log), Work::Commit(job)) => {
             log.commit(job)?;
             Ok(Output::Committed)
@@ -261,10 +286,10 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// A request on its way to a compute thread.
+/// A request on its way to a compute thread (shared with the supervisor's in-flight copy: not cloned).
 pub struct Job {
     id: u64,
-    work: Work,
+    work: Arc<Work>,
 }
 
 /// When a compute thread worked on one request (measured on the thread, around the implementation's call).
@@ -314,7 +339,7 @@ fn compute_thread(
                 }
             };
             // Ends when the supervisor drops its sender (the worker was replaced or the game is over).
-            for job in jobs.iter() {
+            for Job { id, work } in jobs.iter() {
                 let n = faults.counter.fetch_add(1, Ordering::SeqCst) + 1;
                 let f = &faults.fault;
                 if f.delay_ms > 0 {
@@ -330,7 +355,7 @@ fn compute_thread(
                             "injected fault: {name} fails request {n}"
                         )));
                     }
-                    execute(&mut imp, &job.work)
+                    execute(&mut imp, &work)
                 }))
                 .unwrap_or_else(|p| Err(RoleError::Panic(panic_message(p.as_ref()))));
                 let busy = Busy {
@@ -341,7 +366,7 @@ fn compute_thread(
                     Ok(res) => {
                         let _ = out.supervisor.cast(GameMsg::Done {
                             slot: out.slot,
-                            id: job.id,
+                            id,
                             out: res,
                             busy,
                         });
@@ -458,7 +483,7 @@ pub struct GameArgs {
 
 struct InFlight {
     id: u64,
-    work: Work,
+    work: Arc<Work>,
     reply: RpcReplyPort<Result<(Output, Busy), String>>,
     attempts: u32,
 }
@@ -477,6 +502,8 @@ pub struct GameState {
     slots: BTreeMap<Slot, SlotState>,
     max_restarts: u32,
     next_id: u64,
+    /// Answered requests, freed after the next request is dispatched (off the hand-off's critical path).
+    spent: Vec<Arc<Work>>,
 }
 
 /// The supervisor actor.
@@ -533,6 +560,7 @@ impl Actor for Game {
             slots,
             max_restarts: args.max_restarts,
             next_id: 0,
+            spent: Vec::new(),
         })
     }
 
@@ -561,10 +589,11 @@ impl Actor for Game {
                     )));
                     return Ok(());
                 };
+                let work = Arc::new(work);
                 if jobs
                     .send(Job {
                         id,
-                        work: work.clone(),
+                        work: Arc::clone(&work),
                     })
                     .is_err()
                 {
@@ -579,6 +608,7 @@ impl Actor for Game {
                     reply,
                     attempts: 0,
                 });
+                st.spent.clear();
             }
             GameMsg::Done {
                 slot,
@@ -593,12 +623,13 @@ impl Actor for Game {
                         s.spec.restore = Arc::clone(state);
                     }
                     if let (Output::Loaded, Some(f)) = (&out, &s.in_flight)
-                        && let Work::Load(state) = &f.work
+                        && let Work::Load(state) = &*f.work
                     {
                         s.spec.restore = Arc::clone(state);
                     }
                     if let Some(f) = s.in_flight.take() {
                         let _ = f.reply.send(Ok((out, busy)));
+                        st.spent.push(f.work);
                     }
                 }
             }
@@ -668,7 +699,7 @@ impl Actor for Game {
                 if let Some(f) = &in_flight {
                     let _ = jobs.send(Job {
                         id: f.id,
-                        work: f.work.clone(),
+                        work: Arc::clone(&f.work),
                     });
                 }
                 s.actor = Some(actor);
