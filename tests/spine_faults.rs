@@ -224,7 +224,11 @@ fn batches_answer_in_order_survive_a_crash_and_refuse_state_changes() {
         assert_eq!(outs.len(), 2);
         assert_eq!(labels(&outs[0]), vec![Some(true)]);
         assert_eq!(labels(&outs[1]), vec![Some(false), Some(true)]);
-        assert_eq!(game.restarts().await["judge"], 1, "the crash was not restarted");
+        assert_eq!(
+            game.restarts().await["judge"],
+            1,
+            "the crash was not restarted"
+        );
 
         let err = game
             .call(Slot::Judge, Work::Batch(vec![Work::Save]))

@@ -4,10 +4,14 @@
 //!
 //! Per round: draw seeds → A rewrites per seed → faithfulness verdicts (unparseable or unfaithful: attacker
 //! reward = error reward, no defender rollouts) → D responses per faithful rewrite → defender rewards from pairs
-//! among the D responses (judged against the rewrite) → attacker rewards from pairs among the valid rewrites of a
-//! seed, each represented by the defender's best response (`optimistic`) or its first one (judged against the
-//! seed) → compliance labels → learner batches (sides frozen by the schedule do not learn) → held-out evaluation
-//! when due → commit (states, records, metrics) → metrics.
+//! among the D responses (judged against the rewrite), with the responses' compliance labels in the same judge
+//! call → attacker rewards from pairs among the valid rewrites of a seed, each represented by the defender's best
+//! response (`optimistic`) or its first one (judged against the seed) → learner batches (sides frozen by the
+//! schedule do not learn) → held-out evaluation when due → commit (states, records, metrics) → metrics.
+//!
+//! The engine's own work stays off the critical path where the data allows: each phase's requests are built
+//! (all but the texts still to come) while the phase before it computes, the round's records while the learners
+//! run, and the previous round's commit is reported while the next attacker generates.
 
 use crate::payoff;
 use crate::record::{
@@ -892,8 +896,8 @@ async fn play_round(
         }
     };
 
-    // Judge: attacker rewards. While it judges: the labels go to the responses and the defender's learner
-    // batch is built.
+    // Judge: attacker rewards. While it judges: the labels go to the responses and the learner batches are
+    // built (the attacker's rewards filled in after).
     let awork = match &mut attacker {
         AttackerJudged::Pairs(reqs, idx) => {
             for (r, &(si, i, j)) in reqs.iter_mut().zip(idx.iter()) {
@@ -909,7 +913,7 @@ async fn play_round(
             (!reqs.is_empty()).then(|| Work::Score(std::mem::take(reqs)))
         }
     };
-    let (aout, d_groups) = overlap(
+    let (aout, (d_groups, mut a_groups)) = overlap(
         async {
             match awork {
                 Some(w) => cx.call(Slot::Judge, w).await.map(Some),
@@ -921,7 +925,7 @@ async fn play_round(
                 resps[k][i].complied = vd.value;
                 resps[k][i].complied_raw = vd.raw;
             }
-            dreqs
+            let d_groups = dreqs
                 .iter()
                 .enumerate()
                 .map(|(k, req)| Group {
@@ -931,7 +935,20 @@ async fn play_round(
                     outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
                     rewards: resps[k].iter().map(|r| r.reward).collect(),
                 })
-                .collect::<Vec<Group>>()
+                .collect::<Vec<Group>>();
+            // The attacker's batch but for its rewards (filled in below).
+            let a_groups = seeds
+                .iter()
+                .enumerate()
+                .map(|(si, s)| Group {
+                    key: skeys[si].clone(),
+                    seed: s.clone(),
+                    input: s.prompt.to_string(),
+                    outputs: rws[si].iter().map(|r| r.text.clone()).collect(),
+                    rewards: Vec::new(),
+                })
+                .collect::<Vec<Group>>();
+            (d_groups, a_groups)
         },
     )
     .await;
@@ -993,17 +1010,9 @@ async fn play_round(
     let t = Instant::now();
     let mut learn_recs = Vec::new();
     let mut retired = Vec::new();
-    let a_groups: Vec<Group> = seeds
-        .iter()
-        .enumerate()
-        .map(|(si, s)| Group {
-            key: skeys[si].clone(),
-            seed: s.clone(),
-            input: s.prompt.to_string(),
-            outputs: rws[si].iter().map(|r| r.text.clone()).collect(),
-            rewards: rws[si].iter().map(|r| r.reward).collect(),
-        })
-        .collect();
+    for (group, row) in a_groups.iter_mut().zip(&rws) {
+        group.rewards = row.iter().map(|r| r.reward).collect();
+    }
     let a_learns = cx.loaded.learns(Side::Attacker, round);
     let d_learns = cx.loaded.learns(Side::Defender, round);
     // The round's records are built while the learners run.
