@@ -11,7 +11,7 @@
 //!
 //! The engine's own work stays off the critical path where the data allows: each phase's requests are built
 //! (all but the texts still to come) while the phase before it computes, the round's records while the learners
-//! run, and the previous round's commit is reported while the next attacker generates.
+//! run, and the previous round's commit is reported while the next round plays.
 
 use crate::payoff;
 use crate::record::{
@@ -623,16 +623,16 @@ struct Played {
     records: Vec<Record>,
     timings: Timings,
     retired: Vec<Arc<Vec<u8>>>,
+    /// When the round's play ended (its commit follows).
+    end: Instant,
 }
 
-/// Play one round. `side` (the previous round's bookkeeping) runs while the attacker generates. The engine's
-/// own work overlaps the roles' compute wherever the data allows: each phase's requests are built, but for
-/// the texts still to come, while the phase before it computes.
+/// Play one round. The engine's own work overlaps the roles' compute wherever the data allows: each phase's
+/// requests are built, but for the texts still to come, while the phase before it computes.
 async fn play_round(
     cx: &Ctx<'_>,
     round: u32,
     states: &mut BTreeMap<Slot, Arc<Vec<u8>>>,
-    side: impl Future<Output = Result<(), RunError>>,
 ) -> Result<Played, RunError> {
     let sc = &cx.loaded.scenario;
     let g = &sc.game;
@@ -649,8 +649,8 @@ async fn play_round(
     let skeys: Vec<String> = seeds.iter().map(|s| format!("r{round}/{}", s.id)).collect();
     let rseed = |key: &str| derive(seed, round.into(), key);
 
-    // Attacker. While it generates: the previous round's bookkeeping, and a faithfulness and a defender
-    // request for every rewrite (texts filled in when the rewrites come).
+    // Attacker. While it generates: a faithfulness and a defender request for every rewrite (texts filled in
+    // when the rewrites come).
     let t = Instant::now();
     let areqs: Vec<GenRequest> = seeds
         .iter()
@@ -664,7 +664,7 @@ async fn play_round(
             n: a_n,
         })
         .collect();
-    let (agens, (slots, side)) = overlap(cx.generate(Slot::Attacker, areqs), async {
+    let (agens, slots) = overlap(cx.generate(Slot::Attacker, areqs), async {
         let slots: Vec<Vec<(FaithRequest, GenRequest)>> = seeds
             .iter()
             .zip(&skeys)
@@ -691,10 +691,9 @@ async fn play_round(
                     .collect()
             })
             .collect();
-        (slots, side.await)
+        slots
     })
     .await;
-    side?;
     let (agens, a_ver) = agens?;
     tm.attacker_ms = ms(t);
     let mut rws: Vec<Vec<Rw>> = agens
@@ -1141,6 +1140,7 @@ async fn play_round(
         records: recs,
         timings: tm,
         retired,
+        end: Instant::now(),
     })
 }
 
@@ -1909,8 +1909,8 @@ async fn run_with(
         // Commits are pipelined: round r's records are serialized, its metrics computed and its commit
         // written (states, records, marker, fsync) in the background while round r+1 plays; round r+1's
         // commit waits for round r's, so the log stays in order and a crash loses at most uncommitted rounds.
-        // Progress, metrics.jsonl and timings.jsonl follow each commit, while the next round's attacker
-        // generates (or after the last round).
+        // Progress, metrics.jsonl and timings.jsonl follow each commit, while the next round plays (or after
+        // the last round).
         let mut pending: Option<(
             tokio::task::JoinHandle<Result<Committed, RunError>>,
             Timings,
@@ -1934,7 +1934,8 @@ async fn run_with(
         for round in start_round..=sc.game.rounds {
             cx.waits.take_ms();
             cx.compute.take_ms();
-            // The previous round's commit is awaited and reported while this round's attacker generates.
+            // The previous round's commit is awaited and reported while this round plays (it has the whole
+            // round to finish; round r+1 is committed only after round r).
             let prev = pending.take();
             let side = async {
                 match prev {
@@ -1942,12 +1943,14 @@ async fn run_with(
                     None => Ok(()),
                 }
             };
+            let (played, side) = tokio::join!(play_round(&cx, round, &mut states), side);
             let Played {
                 records: recs,
                 timings: mut tm,
                 retired,
-            } = play_round(&cx, round, &mut states, side).await?;
-            let t = Instant::now();
+                end,
+            } = played?;
+            side?;
             let job = CommitPipeline {
                 run: run.clone(),
                 round,
@@ -1960,7 +1963,8 @@ async fn run_with(
                     .collect(),
             };
             let handle = tokio::spawn(job.run(game.clone()));
-            tm.commit_ms = ms(t);
+            // From the end of play: includes any wait for the previous commit.
+            tm.commit_ms = ms(end);
             tm.total_ms += tm.commit_ms;
             tm.roles_ms = cx.waits.take_ms();
             tm.compute_ms = cx.compute.take_ms();
