@@ -27,7 +27,7 @@ use crate::roles::{
 };
 use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
 use crate::supervise::{
-    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Work, WorkerSpec,
+    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Ticket, Work, WorkerSpec,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -184,12 +184,22 @@ impl Compute {
         }
     }
 
-    /// The length of the union of the intervals plus the added time (ms); resets.
-    fn take_ms(&self) -> f64 {
+    /// The length of the union of the intervals within `[from, to]` (ms) — those answered and those still
+    /// running (their starts in `running`) — plus the added time; resets. An interval that crosses `from` (a
+    /// request queued behind another, started in the round before) counts only from there.
+    fn take_ms(&self, from: Instant, to: Instant, running: &[Instant]) -> f64 {
         let Ok(mut g) = self.0.lock() else {
             return 0.0;
         };
-        let (mut v, extra) = (std::mem::take(&mut g.0), std::mem::take(&mut g.1));
+        let (done, extra) = (std::mem::take(&mut g.0), std::mem::take(&mut g.1));
+        let mut v: Vec<Busy> = done
+            .into_iter()
+            .chain(running.iter().map(|&start| Busy { start, end: to }))
+            .filter_map(|b| {
+                let (start, end) = (b.start.max(from), b.end.min(to));
+                (start < end).then_some(Busy { start, end })
+            })
+            .collect();
         v.sort_by_key(|b| b.start);
         let mut total = 0.0;
         let mut cur: Option<Busy> = None;
@@ -239,11 +249,18 @@ impl RoleWaits {
         }
     }
 
-    fn take_ms(&self) -> f64 {
-        self.0
-            .lock()
-            .map(|mut g| std::mem::take(&mut g.2))
-            .unwrap_or(0.0)
+    /// The time counted since the last take, up to `now` (a call still in flight counts up to `now` and goes
+    /// on from there); resets.
+    fn take_ms(&self, now: Instant) -> f64 {
+        let Ok(mut g) = self.0.lock() else {
+            return 0.0;
+        };
+        if g.0 > 0
+            && let Some(t) = g.1.replace(now)
+        {
+            g.2 += now.saturating_duration_since(t).as_secs_f64() * 1000.0;
+        }
+        std::mem::take(&mut g.2)
     }
 }
 
@@ -288,17 +305,40 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// A role request sent and not yet answered ([`Ctx::submit`]).
+struct Pending(Ticket);
+
 impl Ctx<'_> {
     async fn call(&self, slot: Slot, work: Work) -> Result<Output, RunError> {
         if slot == Slot::Replay {
             return self.game.call(slot, work).await.map_err(RunError);
         }
+        let p = self.submit(slot, work)?;
+        self.answer(p).await
+    }
+
+    /// Send a request to a role now (it queues behind the role's earlier requests); [`Self::answer`] takes the
+    /// answer. Counts as in flight from now.
+    fn submit(&self, slot: Slot, work: Work) -> Result<Pending, RunError> {
+        let t = self.game.submit(slot, work).map_err(RunError)?;
         self.waits.enter();
-        let out = self.game.call_timed(slot, work).await.map_err(RunError);
+        Ok(Pending(t))
+    }
+
+    async fn answer(&self, p: Pending) -> Result<Output, RunError> {
+        let out = p.0.answer().await.map_err(RunError);
         self.waits.leave();
         let (out, busy) = out?;
         self.compute.push(busy);
         Ok(out)
+    }
+
+    /// What the role threads are computing now: the starts of their current requests.
+    fn running(&self) -> Vec<Instant> {
+        [Slot::Attacker, Slot::Defender, Slot::Judge]
+            .into_iter()
+            .filter_map(|s| self.game.board.running(s))
+            .collect()
     }
 
     async fn generate(
@@ -309,10 +349,7 @@ impl Ctx<'_> {
         if reqs.is_empty() {
             return Ok((Vec::new(), 0));
         }
-        match self.call(slot, Work::Generate(reqs)).await? {
-            Output::Generated { gens, version } => Ok((gens, version)),
-            _ => Err(rerr("internal: unexpected reply to generate")),
-        }
+        gens_of(self.call(slot, Work::Generate(reqs)).await?)
     }
 
     async fn bools(&self, work: Work, n: usize) -> Result<(Vec<Verdict<bool>>, u64), RunError> {
@@ -396,6 +433,13 @@ impl Ctx<'_> {
             } => Ok((report, version, state)),
             _ => Err(rerr("internal: unexpected reply to learn")),
         }
+    }
+}
+
+fn gens_of(out: Output) -> Result<(Vec<Vec<Generation>>, u64), RunError> {
+    match out {
+        Output::Generated { gens, version } => Ok((gens, version)),
+        _ => Err(rerr("internal: unexpected reply to generate")),
     }
 }
 
@@ -625,6 +669,28 @@ struct Played {
     retired: Vec<Arc<Vec<u8>>>,
     /// When the round's play ended (its commit follows).
     end: Instant,
+    /// The next round's attacker requests, queued behind its update.
+    next: Option<Pending>,
+}
+
+/// The seeds of `round`, their keys, and the attacker's requests.
+fn attacker_requests(cx: &Ctx<'_>, round: u32) -> (Vec<Seed>, Vec<String>, Vec<GenRequest>) {
+    let g = &cx.loaded.scenario.game;
+    let seeds = draw(&cx.loaded.train, g.seed, round, g.seeds_per_round);
+    let skeys: Vec<String> = seeds.iter().map(|s| format!("r{round}/{}", s.id)).collect();
+    let areqs = seeds
+        .iter()
+        .zip(&skeys)
+        .map(|(s, key)| GenRequest {
+            rng_seed: derive(g.seed, round.into(), key),
+            key: key.clone(),
+            role: Role::Attacker,
+            seed: s.clone(),
+            input: s.prompt.to_string(),
+            n: g.attacks_per_seed,
+        })
+        .collect();
+    (seeds, skeys, areqs)
 }
 
 /// Play one round. The engine's own work overlaps the roles' compute wherever the data allows: each phase's
@@ -633,6 +699,7 @@ async fn play_round(
     cx: &Ctx<'_>,
     round: u32,
     states: &mut BTreeMap<Slot, Arc<Vec<u8>>>,
+    queued: Option<Pending>,
 ) -> Result<Played, RunError> {
     let sc = &cx.loaded.scenario;
     let g = &sc.game;
@@ -645,26 +712,19 @@ async fn play_round(
         ..Default::default()
     };
     let t_round = Instant::now();
-    let seeds = draw(&cx.loaded.train, seed, round, g.seeds_per_round);
-    let skeys: Vec<String> = seeds.iter().map(|s| format!("r{round}/{}", s.id)).collect();
+    let (seeds, skeys, areqs) = attacker_requests(cx, round);
     let rseed = |key: &str| derive(seed, round.into(), key);
 
-    // Attacker. While it generates: a faithfulness and a defender request for every rewrite (texts filled in
-    // when the rewrites come).
+    // Attacker (its requests may have been queued behind its update in the round before). While it generates: a
+    // faithfulness and a defender request for every rewrite (texts filled in when the rewrites come).
     let t = Instant::now();
-    let areqs: Vec<GenRequest> = seeds
-        .iter()
-        .zip(&skeys)
-        .map(|(s, key)| GenRequest {
-            rng_seed: rseed(key),
-            key: key.clone(),
-            role: Role::Attacker,
-            seed: s.clone(),
-            input: s.prompt.to_string(),
-            n: a_n,
-        })
-        .collect();
-    let (agens, slots) = overlap(cx.generate(Slot::Attacker, areqs), async {
+    let agen = async {
+        match queued {
+            Some(p) => gens_of(cx.answer(p).await?),
+            None => cx.generate(Slot::Attacker, areqs).await,
+        }
+    };
+    let (agens, slots) = overlap(agen, async {
         let slots: Vec<Vec<(FaithRequest, GenRequest)>> = seeds
             .iter()
             .zip(&skeys)
@@ -1033,7 +1093,20 @@ async fn play_round(
             }
         )
     };
-    let ((a_res, d_res), mut recs) = overlap(learners, async {
+    // The next round's attacker requests queue behind its update (its thread goes on to them at once), unless an
+    // evaluation (which reads the updated players) comes between.
+    let every = sc.eval.every;
+    let eval_due = (round == g.rounds || (every > 0 && round.is_multiple_of(every)))
+        && !cx.loaded.eval.is_empty();
+    let ((a_res, d_res), (mut recs, next)) = overlap(learners, async {
+        let next = if round < g.rounds && !eval_due {
+            let (_, _, areqs) = attacker_requests(cx, round + 1);
+            (!areqs.is_empty())
+                .then(|| cx.submit(Slot::Attacker, Work::Generate(areqs)).ok())
+                .flatten()
+        } else {
+            None
+        };
         // Records, in a fixed order.
         let mut recs = Vec::new();
         for (si, s) in seeds.iter().enumerate() {
@@ -1102,7 +1175,7 @@ async fn play_round(
                 parsed: pj.parsed,
             })
         }));
-        recs
+        (recs, next)
     })
     .await;
     for (slot, role, res) in [
@@ -1124,9 +1197,7 @@ async fn play_round(
 
     // Held-out evaluation.
     let t = Instant::now();
-    let every = sc.eval.every;
-    let due = round == g.rounds || (every > 0 && round.is_multiple_of(every));
-    let eval_recs = if due && !cx.loaded.eval.is_empty() {
+    let eval_recs = if eval_due {
         eval_phase(cx, round, states).await?
     } else {
         Vec::new()
@@ -1141,6 +1212,7 @@ async fn play_round(
         timings: tm,
         retired,
         end: Instant::now(),
+        next,
     })
 }
 
@@ -1931,9 +2003,13 @@ async fn run_with(
             timings.push(tm);
             Ok(())
         };
+        let mut queued: Option<Pending> = None;
         for round in start_round..=sc.game.rounds {
-            cx.waits.take_ms();
-            cx.compute.take_ms();
+            // The round's window: role time and compute are counted within it (a request queued in the round
+            // before counts from here).
+            let window = Instant::now();
+            cx.waits.take_ms(window);
+            cx.compute.take_ms(window, window, &[]);
             // The previous round's commit is awaited and reported while this round plays (it has the whole
             // round to finish; round r+1 is committed only after round r).
             let prev = pending.take();
@@ -1943,13 +2019,16 @@ async fn run_with(
                     None => Ok(()),
                 }
             };
-            let (played, side) = tokio::join!(play_round(&cx, round, &mut states), side);
+            let (played, side) =
+                tokio::join!(play_round(&cx, round, &mut states, queued.take()), side);
             let Played {
                 records: recs,
                 timings: mut tm,
                 retired,
                 end,
+                next,
             } = played?;
+            queued = next;
             side?;
             let job = CommitPipeline {
                 run: run.clone(),
@@ -1965,9 +2044,10 @@ async fn run_with(
             let handle = tokio::spawn(job.run(game.clone()));
             // From the end of play: includes any wait for the previous commit.
             tm.commit_ms = ms(end);
-            tm.total_ms += tm.commit_ms;
-            tm.roles_ms = cx.waits.take_ms();
-            tm.compute_ms = cx.compute.take_ms();
+            let now = Instant::now();
+            tm.total_ms = now.saturating_duration_since(window).as_secs_f64() * 1000.0;
+            tm.roles_ms = cx.waits.take_ms(now);
+            tm.compute_ms = cx.compute.take_ms(window, now, &cx.running());
             pending = Some((handle, tm));
             if sc.faults.round_delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
@@ -2046,4 +2126,41 @@ async fn run_with(
         restarts,
         first_round: start_round,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Compute intervals count only inside a round's window: one answered that started in the round before
+    /// (queued behind another request) counts from the window's start; one still running counts up to its end.
+    #[test]
+    fn compute_is_clipped_to_the_round_window() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let c = Compute::default();
+        c.push(Busy {
+            start: at(0),
+            end: at(10),
+        });
+        c.push(Busy {
+            start: at(8),
+            end: at(12),
+        });
+        c.add(1.0);
+        let got = c.take_ms(at(5), at(20), &[at(15)]);
+        // [5, 12] ∪ [15, 20] = 12 ms, plus 1 ms added.
+        assert!((got - 13.0).abs() < 1e-6, "{got}");
+        assert_eq!(c.take_ms(at(20), at(30), &[]), 0.0, "not reset");
+
+        // Role time still in flight at the end of a round counts up to there, and from there in the next.
+        let w = RoleWaits::default();
+        w.enter();
+        let first = w.take_ms(Instant::now());
+        std::thread::sleep(Duration::from_millis(3));
+        w.leave();
+        let second = w.take_ms(Instant::now());
+        assert!(first < 3.0 && second >= 3.0, "{first} {second}");
+    }
 }

@@ -2,9 +2,10 @@
 //! Judge and Replay. Each worker owns an OS thread that builds and runs its implementation (a `Policy`, a `Judge`
 //! or the replay log), so compute never blocks the async runtime: the supervisor puts a request on the thread's
 //! crossbeam channel and the thread casts the result straight back to the supervisor (two hops, with the compute
-//! interval measured on the thread). A panic (caught on the compute thread) or an error fails the worker actor;
-//! the supervisor respawns it in `handle_supervisor_evt`, restores its last committed state and re-sends the
-//! in-flight request, so the round completes as if nothing happened.
+//! interval measured on the thread). A role answers its requests in the order they were sent, so a request can
+//! queue behind the one being computed (`GameHandle::submit`). A panic (caught on the compute thread) or an error
+//! fails the worker actor; the supervisor respawns it in `handle_supervisor_evt`, restores its last committed
+//! state and re-sends the requests in flight, so the round completes as if nothing happened.
 
 use crate::registry::{BuildContext, Registry};
 use crate::replay::{CommitJob, ReplayLog};
@@ -14,7 +15,7 @@ use crate::roles::{
 };
 use crate::scenario::RoleFault;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -312,6 +313,52 @@ struct Outbox {
     slot: Slot,
     supervisor: ActorRef<GameMsg>,
     worker: ActorRef<WorkerMsg>,
+    board: Arc<BusyBoard>,
+}
+
+/// When each role's compute thread started the request it is working on now, so that the game loop can count
+/// compute that crosses a round boundary (a request queued behind another) in the round where it happens.
+#[derive(Debug)]
+pub struct BusyBoard {
+    epoch: Instant,
+    /// Per slot: nanoseconds since `epoch` + 1 at the current request's start; 0 when idle.
+    since: [AtomicU64; 4],
+}
+
+impl BusyBoard {
+    fn new() -> Self {
+        BusyBoard {
+            epoch: Instant::now(),
+            since: Default::default(),
+        }
+    }
+
+    fn index(slot: Slot) -> usize {
+        match slot {
+            Slot::Attacker => 0,
+            Slot::Defender => 1,
+            Slot::Judge => 2,
+            Slot::Replay => 3,
+        }
+    }
+
+    fn start(&self, slot: Slot, at: Instant) {
+        let ns = at.saturating_duration_since(self.epoch).as_nanos();
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX - 1);
+        self.since[Self::index(slot)].store(ns + 1, Ordering::Release);
+    }
+
+    fn stop(&self, slot: Slot) {
+        self.since[Self::index(slot)].store(0, Ordering::Release);
+    }
+
+    /// The start of the request `slot`'s thread is computing now, if any.
+    pub fn running(&self, slot: Slot) -> Option<Instant> {
+        match self.since[Self::index(slot)].load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(self.epoch + std::time::Duration::from_nanos(ns - 1)),
+        }
+    }
 }
 
 fn compute_thread(
@@ -346,6 +393,7 @@ fn compute_thread(
                     std::thread::sleep(std::time::Duration::from_millis(f.delay_ms));
                 }
                 let start = Instant::now();
+                out.board.start(out.slot, start);
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     if f.panic_on_request.contains(&n) {
                         panic!("injected fault: {name} panics on request {n}");
@@ -362,6 +410,7 @@ fn compute_thread(
                     start,
                     end: Instant::now(),
                 };
+                out.board.stop(out.slot);
                 match result {
                     Ok(res) => {
                         let _ = out.supervisor.cast(GameMsg::Done {
@@ -403,6 +452,7 @@ pub struct WorkerArgs {
     faults: FaultPlan,
     jobs: crossbeam_channel::Receiver<Job>,
     supervisor: ActorRef<GameMsg>,
+    board: Arc<BusyBoard>,
 }
 
 impl Actor for Worker {
@@ -426,6 +476,7 @@ impl Actor for Worker {
                 slot: a.slot,
                 supervisor: a.supervisor,
                 worker: me,
+                board: a.board,
             },
         )?;
         match ready_rx.await {
@@ -493,7 +544,9 @@ struct SlotState {
     actor: Option<ActorRef<WorkerMsg>>,
     /// The worker's compute thread's queue.
     jobs: Option<crossbeam_channel::Sender<Job>>,
-    in_flight: Option<InFlight>,
+    /// Requests sent and not yet answered, oldest first: the compute thread takes them in this order (a role's
+    /// mailbox), so the game can queue a role's next request behind the current one.
+    in_flight: VecDeque<InFlight>,
     restarts: u64,
 }
 
@@ -504,6 +557,7 @@ pub struct GameState {
     next_id: u64,
     /// Answered requests, freed after the next request is dispatched (off the hand-off's critical path).
     spent: Vec<Arc<Work>>,
+    board: Arc<BusyBoard>,
 }
 
 /// The supervisor actor.
@@ -513,6 +567,7 @@ async fn spawn_worker(
     me: &ActorRef<GameMsg>,
     slot: Slot,
     spec: &SlotSpec,
+    board: &Arc<BusyBoard>,
 ) -> Result<(ActorRef<WorkerMsg>, crossbeam_channel::Sender<Job>), String> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let args = WorkerArgs {
@@ -522,6 +577,7 @@ async fn spawn_worker(
         faults: spec.faults.clone(),
         jobs: rx,
         supervisor: me.clone(),
+        board: Arc::clone(board),
     };
     Actor::spawn_linked(None, Worker, args, me.get_cell())
         .await
@@ -535,23 +591,23 @@ async fn spawn_worker(
 impl Actor for Game {
     type Msg = GameMsg;
     type State = GameState;
-    type Arguments = GameArgs;
+    type Arguments = (GameArgs, Arc<BusyBoard>);
 
     async fn pre_start(
         &self,
         me: ActorRef<GameMsg>,
-        args: GameArgs,
+        (args, board): (GameArgs, Arc<BusyBoard>),
     ) -> Result<GameState, ActorProcessingErr> {
         let mut slots = BTreeMap::new();
         for (slot, spec) in args.slots {
-            let (actor, jobs) = spawn_worker(&me, slot, &spec).await?;
+            let (actor, jobs) = spawn_worker(&me, slot, &spec, &board).await?;
             slots.insert(
                 slot,
                 SlotState {
                     spec,
                     actor: Some(actor),
                     jobs: Some(jobs),
-                    in_flight: None,
+                    in_flight: VecDeque::new(),
                     restarts: 0,
                 },
             );
@@ -561,6 +617,7 @@ impl Actor for Game {
             max_restarts: args.max_restarts,
             next_id: 0,
             spent: Vec::new(),
+            board,
         })
     }
 
@@ -578,10 +635,6 @@ impl Actor for Game {
                     let _ = reply.send(Err(format!("no {} actor", slot.as_str())));
                     return Ok(());
                 };
-                if s.in_flight.is_some() {
-                    let _ = reply.send(Err(format!("{} is busy", slot.as_str())));
-                    return Ok(());
-                }
                 let Some(jobs) = &s.jobs else {
                     let _ = reply.send(Err(format!(
                         "the {} actor could not be restarted",
@@ -602,7 +655,7 @@ impl Actor for Game {
                         "compute thread gone; waiting for the worker's restart"
                     );
                 }
-                s.in_flight = Some(InFlight {
+                s.in_flight.push_back(InFlight {
                     id,
                     work,
                     reply,
@@ -616,21 +669,20 @@ impl Actor for Game {
                 out,
                 busy,
             } => {
+                // Answers come in the order the requests were sent; an answer that is not the oldest
+                // outstanding request's is a stale one (a request re-sent after a restart, answered twice).
                 if let Some(s) = st.slots.get_mut(&slot)
-                    && s.in_flight.as_ref().is_some_and(|f| f.id == id)
+                    && s.in_flight.front().is_some_and(|f| f.id == id)
+                    && let Some(f) = s.in_flight.pop_front()
                 {
                     if let Output::Learned { state, .. } | Output::Saved { state } = &out {
                         s.spec.restore = Arc::clone(state);
                     }
-                    if let (Output::Loaded, Some(f)) = (&out, &s.in_flight)
-                        && let Work::Load(state) = &*f.work
-                    {
+                    if let (Output::Loaded, Work::Load(state)) = (&out, &*f.work) {
                         s.spec.restore = Arc::clone(state);
                     }
-                    if let Some(f) = s.in_flight.take() {
-                        let _ = f.reply.send(Ok((out, busy)));
-                        st.spent.push(f.work);
-                    }
+                    let _ = f.reply.send(Ok((out, busy)));
+                    st.spent.push(f.work);
                 }
             }
             GameMsg::Restarts(reply) => {
@@ -680,23 +732,31 @@ impl Actor for Game {
         s.restarts += 1;
         s.actor = None;
         s.jobs = None;
-        let mut in_flight = s.in_flight.take();
-        if let Some(f) = &mut in_flight {
+        // The oldest outstanding request is the one that failed; the ones queued behind it are re-sent with it,
+        // or fail with it when it has used up its restarts.
+        let mut in_flight = std::mem::take(&mut s.in_flight);
+        if let Some(f) = in_flight.front_mut() {
             f.attempts += 1;
-            if f.attempts > max
-                && let Some(f) = in_flight.take()
-            {
-                let _ = f.reply.send(Err(format!(
-                        "the {} failed {} times on the same `{}` request (game.max_restarts = {max}); last error: {reason}",
-                        slot.as_str(),
-                        f.attempts,
-                        f.work.name()
-                    )));
+            if f.attempts > max {
+                let (what, attempts) = (f.work.name(), f.attempts);
+                for (i, f) in in_flight.drain(..).enumerate() {
+                    let _ = f.reply.send(Err(if i == 0 {
+                        format!(
+                            "the {} failed {attempts} times on the same `{what}` request (game.max_restarts = {max}); last error: {reason}",
+                            slot.as_str(),
+                        )
+                    } else {
+                        format!(
+                            "the {} gave up on an earlier `{what}` request queued before this one",
+                            slot.as_str()
+                        )
+                    }));
+                }
             }
         }
-        match spawn_worker(&me, slot, &s.spec).await {
+        match spawn_worker(&me, slot, &s.spec, &st.board).await {
             Ok((actor, jobs)) => {
-                if let Some(f) = &in_flight {
+                for f in &in_flight {
                     let _ = jobs.send(Job {
                         id: f.id,
                         work: Arc::clone(&f.work),
@@ -707,7 +767,7 @@ impl Actor for Game {
                 s.in_flight = in_flight;
             }
             Err(e) => {
-                if let Some(f) = in_flight {
+                for f in in_flight {
                     let _ = f
                         .reply
                         .send(Err(format!("restarting the {} failed: {e}", slot.as_str())));
@@ -735,6 +795,20 @@ impl Actor for Game {
 #[derive(Clone)]
 pub struct GameHandle {
     pub actor: ActorRef<GameMsg>,
+    /// What the role threads are computing now.
+    pub board: Arc<BusyBoard>,
+}
+
+/// A request sent to a role and not yet answered ([`GameHandle::submit`]).
+pub struct Ticket(ractor::concurrency::OneshotReceiver<Result<(Output, Busy), String>>);
+
+impl Ticket {
+    /// The answer (after restarts if needed), with the interval the compute thread worked on it.
+    pub async fn answer(self) -> Result<(Output, Busy), String> {
+        self.0
+            .await
+            .map_err(|_| "the game supervisor dropped a request".to_string())?
+    }
 }
 
 impl GameHandle {
@@ -742,11 +816,14 @@ impl GameHandle {
     pub async fn start(
         args: GameArgs,
     ) -> Result<(GameHandle, tokio::task::JoinHandle<()>), String> {
-        let (actor, join) = Actor::spawn(None, Game, args).await.map_err(|e| match e {
-            ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-            other => other.to_string(),
-        })?;
-        Ok((GameHandle { actor }, join))
+        let board = Arc::new(BusyBoard::new());
+        let (actor, join) = Actor::spawn(None, Game, (args, Arc::clone(&board)))
+            .await
+            .map_err(|e| match e {
+                ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                other => other.to_string(),
+            })?;
+        Ok((GameHandle { actor, board }, join))
     }
 
     /// Run `work` on `slot` (restarting the worker as needed).
@@ -756,10 +833,21 @@ impl GameHandle {
 
     /// [`Self::call`], with the interval the compute thread worked on it (its last, successful attempt).
     pub async fn call_timed(&self, slot: Slot, work: Work) -> Result<(Output, Busy), String> {
-        match ractor::call!(self.actor, |reply| GameMsg::Call { slot, work, reply }) {
-            Ok(r) => r,
-            Err(e) => Err(format!("the game supervisor is gone: {e}")),
-        }
+        self.submit(slot, work)?.answer().await
+    }
+
+    /// Send `work` to `slot` now and take the answer later: a role answers its requests in the order they were
+    /// sent, so a request can wait in its queue behind the one being computed.
+    pub fn submit(&self, slot: Slot, work: Work) -> Result<Ticket, String> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        self.actor
+            .cast(GameMsg::Call {
+                slot,
+                work,
+                reply: tx.into(),
+            })
+            .map_err(|e| format!("the game supervisor is gone: {e}"))?;
+        Ok(Ticket(rx))
     }
 
     /// Restarts so far, per slot.
