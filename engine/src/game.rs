@@ -10,8 +10,10 @@
 //! schedule do not learn) → held-out evaluation when due → commit (states, records, metrics) → metrics.
 //!
 //! The engine's own work stays off the critical path where the data allows: each phase's requests are built
-//! (all but the texts still to come) while the phase before it computes, the round's records while the learners
-//! run, and the previous round's commit is reported while the next round plays.
+//! (all but the texts still to come) while the phase before it computes; the next round's attacker rollouts
+//! queue behind its update; the round's records are built and serialized on the commit's blocking thread
+//! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
+//! the next round plays.
 
 use crate::payoff;
 use crate::record::{
@@ -500,6 +502,115 @@ struct PendingJudgment {
     version: u64,
 }
 
+/// What a round played, turned into its records off the game thread: on the commit's blocking thread, with
+/// their serialization (building a round's ~1 000 records is milliseconds of CPU, which the game thread spent
+/// beside the learners before).
+struct RoundLog {
+    run: String,
+    round: u32,
+    mode: PayoffMode,
+    a_ver: u64,
+    d_ver: u64,
+    seeds: Vec<Seed>,
+    skeys: Vec<String>,
+    rws: Vec<Vec<Rw>>,
+    resps: Vec<Vec<Resp>>,
+    dreqs: Vec<GenRequest>,
+    judgments: Vec<PendingJudgment>,
+    /// Learn and evaluation records, after the play's.
+    tail: Vec<Record>,
+}
+
+impl RoundLog {
+    /// The round's records, in a fixed order: per seed, each rewrite followed by its responses; then the
+    /// judgments; then the tail.
+    fn records(self) -> Vec<Record> {
+        let RoundLog {
+            run,
+            round,
+            mode,
+            a_ver,
+            d_ver,
+            seeds,
+            skeys,
+            rws,
+            resps,
+            dreqs,
+            judgments,
+            tail,
+        } = self;
+        let mut recs = Vec::new();
+        for (si, s) in seeds.iter().enumerate() {
+            for (ai, rw) in rws[si].iter().enumerate() {
+                let akey = format!("{}/a{ai}", skeys[si]);
+                recs.push(Record::Rewrite(RewriteRec {
+                    run: run.clone(),
+                    round,
+                    seed_id: s.id.to_string(),
+                    set: s.set.to_string(),
+                    category: s.category,
+                    role: Role::Attacker,
+                    version: a_ver,
+                    key: akey.clone(),
+                    input: s.prompt.to_string(),
+                    output: rw.text.clone(),
+                    parsed: rw.parsed.clone(),
+                    faithful_raw: rw.faithful_raw.clone(),
+                    faithful: rw.faithful,
+                    valid: rw.valid,
+                    representative: rw.representative,
+                    reward: rw.reward,
+                }));
+                if let Some(k) = rw.d {
+                    for (i, r) in resps[k].iter().enumerate() {
+                        recs.push(Record::Response(ResponseRec {
+                            run: run.clone(),
+                            round,
+                            seed_id: s.id.to_string(),
+                            set: s.set.to_string(),
+                            category: s.category,
+                            role: Role::Defender,
+                            version: d_ver,
+                            key: format!("{akey}/d{i}"),
+                            attack_key: akey.clone(),
+                            input: dreqs[k].input.clone(),
+                            output: r.out.text.clone(),
+                            complied_raw: r.complied_raw.clone(),
+                            complied: r.complied,
+                            reward: r.reward,
+                        }));
+                    }
+                }
+            }
+        }
+        recs.extend(judgments.into_iter().map(|pj| {
+            let (seed_id, group) = match pj.side {
+                Side::Defender => (
+                    dreqs[pj.seed_at].seed.id.to_string(),
+                    dreqs[pj.seed_at].key.clone(),
+                ),
+                Side::Attacker => (seeds[pj.seed_at].id.to_string(), skeys[pj.seed_at].clone()),
+            };
+            Record::Judgment(JudgmentRec {
+                run: run.clone(),
+                round,
+                seed_id,
+                role: Role::Judge,
+                version: pj.version,
+                side: pj.side,
+                mode,
+                group,
+                i: pj.i,
+                j: pj.j,
+                raw: pj.raw,
+                parsed: pj.parsed,
+            })
+        }));
+        recs.extend(tail);
+        recs
+    }
+}
+
 /// Run `work` (the engine's own work) while `call` (role requests) is in flight: the call is polled once
 /// (which sends its requests), then this task yields so that the supervisor forwards them to the roles'
 /// threads (on a current-thread runtime it runs only when this task yields), then `work` runs beside the
@@ -664,7 +775,7 @@ fn judge_skeleton(
 
 /// What a round hands to its commit.
 struct Played {
-    records: Vec<Record>,
+    log: RoundLog,
     timings: Timings,
     retired: Vec<Arc<Vec<u8>>>,
     /// When the round's play ended (its commit follows).
@@ -881,7 +992,7 @@ async fn play_round(
         Some(o) => bools_of(o)?.0,
         None => Vec::new(),
     };
-    // Verdicts become judgment records while the learners run (`PendingJudgment`).
+    // Verdicts become judgment records with the commit (`PendingJudgment`, `RoundLog`).
     let mut judgments: Vec<PendingJudgment> = Vec::new();
     let jrec = |seed_at: usize,
                 side: Side,
@@ -1074,7 +1185,6 @@ async fn play_round(
     }
     let a_learns = cx.loaded.learns(Side::Attacker, round);
     let d_learns = cx.loaded.learns(Side::Defender, round);
-    // The round's records are built while the learners run.
     let learners = async {
         tokio::join!(
             async {
@@ -1098,84 +1208,17 @@ async fn play_round(
     let every = sc.eval.every;
     let eval_due = (round == g.rounds || (every > 0 && round.is_multiple_of(every)))
         && !cx.loaded.eval.is_empty();
-    let ((a_res, d_res), (mut recs, next)) = overlap(learners, async {
-        let next = if round < g.rounds && !eval_due {
-            let (_, _, areqs) = attacker_requests(cx, round + 1);
-            (!areqs.is_empty())
-                .then(|| cx.submit(Slot::Attacker, Work::Generate(areqs)).ok())
-                .flatten()
-        } else {
-            None
-        };
-        // Records, in a fixed order.
-        let mut recs = Vec::new();
-        for (si, s) in seeds.iter().enumerate() {
-            for (ai, rw) in rws[si].iter().enumerate() {
-                let akey = format!("{}/a{ai}", skeys[si]);
-                recs.push(Record::Rewrite(RewriteRec {
-                    run: run.clone(),
-                    round,
-                    seed_id: s.id.to_string(),
-                    set: s.set.to_string(),
-                    category: s.category,
-                    role: Role::Attacker,
-                    version: a_ver,
-                    key: akey.clone(),
-                    input: s.prompt.to_string(),
-                    output: rw.text.clone(),
-                    parsed: rw.parsed.clone(),
-                    faithful_raw: rw.faithful_raw.clone(),
-                    faithful: rw.faithful,
-                    valid: rw.valid,
-                    representative: rw.representative,
-                    reward: rw.reward,
-                }));
-                if let Some(k) = rw.d {
-                    for (i, r) in resps[k].iter().enumerate() {
-                        recs.push(Record::Response(ResponseRec {
-                            run: run.clone(),
-                            round,
-                            seed_id: s.id.to_string(),
-                            set: s.set.to_string(),
-                            category: s.category,
-                            role: Role::Defender,
-                            version: d_ver,
-                            key: format!("{akey}/d{i}"),
-                            attack_key: akey.clone(),
-                            input: dreqs[k].input.clone(),
-                            output: r.out.text.clone(),
-                            complied_raw: r.complied_raw.clone(),
-                            complied: r.complied,
-                            reward: r.reward,
-                        }));
-                    }
-                }
-            }
+    // (`overlap` sends the learners' requests first: the attacker's update comes before these in its queue.)
+    let ((a_res, d_res), next) = overlap(learners, async {
+        if round >= g.rounds || eval_due {
+            return None;
         }
-        recs.extend(judgments.into_iter().map(|pj| {
-            let (seed_id, group) = match pj.side {
-                Side::Defender => (
-                    dreqs[pj.seed_at].seed.id.to_string(),
-                    dreqs[pj.seed_at].key.clone(),
-                ),
-                Side::Attacker => (seeds[pj.seed_at].id.to_string(), skeys[pj.seed_at].clone()),
-            };
-            Record::Judgment(JudgmentRec {
-                run: run.clone(),
-                round,
-                seed_id,
-                role: Role::Judge,
-                version: pj.version,
-                side: pj.side,
-                mode: p.mode,
-                group,
-                i: pj.i,
-                j: pj.j,
-                raw: pj.raw,
-                parsed: pj.parsed,
-            })
-        }));
-        (recs, next)
+        let (_, _, areqs) = attacker_requests(cx, round + 1);
+        if areqs.is_empty() {
+            return None;
+        }
+        // A failed submit leaves the request to the next round (which reports the error).
+        cx.submit(Slot::Attacker, Work::Generate(areqs)).ok()
     })
     .await;
     for (slot, role, res) in [
@@ -1204,11 +1247,24 @@ async fn play_round(
     };
     tm.eval_ms = ms(t);
 
-    recs.extend(learn_recs);
-    recs.extend(eval_recs.into_iter().map(Record::Eval));
+    let mut tail = learn_recs;
+    tail.extend(eval_recs.into_iter().map(Record::Eval));
     tm.total_ms = ms(t_round);
     Ok(Played {
-        records: recs,
+        log: RoundLog {
+            run,
+            round,
+            mode: p.mode,
+            a_ver,
+            d_ver,
+            seeds,
+            skeys,
+            rws,
+            resps,
+            dreqs,
+            judgments,
+            tail,
+        },
         timings: tm,
         retired,
         end: Instant::now(),
@@ -1696,7 +1752,7 @@ struct CommitPipeline {
     run: String,
     round: u32,
     checkpoint: bool,
-    records: Vec<Record>,
+    log: RoundLog,
     /// States the round replaced: freed on the blocking thread (freeing a model's state returns its pages to
     /// the system, which takes a while).
     retired: Vec<Arc<Vec<u8>>>,
@@ -1718,12 +1774,13 @@ impl CommitPipeline {
             run,
             round,
             checkpoint,
-            records,
+            log,
             retired,
             states,
         } = self;
         let (lines, records, metrics) = tokio::task::spawn_blocking(move || {
             drop(retired);
+            let records = log.records();
             let mut lines = Vec::with_capacity(records.len() + 1);
             for r in &records {
                 lines.push(json(r)?);
@@ -2022,7 +2079,7 @@ async fn run_with(
             let (played, side) =
                 tokio::join!(play_round(&cx, round, &mut states, queued.take()), side);
             let Played {
-                records: recs,
+                log,
                 timings: mut tm,
                 retired,
                 end,
@@ -2034,7 +2091,7 @@ async fn run_with(
                 run: run.clone(),
                 round,
                 checkpoint: sc.checkpoints.keeps(round, sc.game.rounds),
-                records: recs,
+                log,
                 retired,
                 states: states
                     .iter()
