@@ -10,7 +10,8 @@
 //! schedule do not learn) → held-out evaluation when due → commit (states, records, metrics) → metrics.
 //!
 //! The engine's own work stays off the critical path where the data allows: each phase's requests are built
-//! (all but the texts still to come) while the phase before it computes; the next round's attacker rollouts
+//! (all but the texts still to come) while the phase before it computes; the defender's update starts as soon as
+//! its rewards are known (while the judge compares the attacker's rewrites); the next round's attacker rollouts
 //! queue behind its update; the round's records are built and serialized on the commit's blocking thread
 //! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
 //! the next round plays.
@@ -427,14 +428,18 @@ impl Ctx<'_> {
         slot: Slot,
         groups: Vec<Group>,
     ) -> Result<(crate::roles::LearnReport, u64, Arc<Vec<u8>>), RunError> {
-        match self.call(slot, Work::LearnSave(groups)).await? {
-            Output::Learned {
-                report,
-                version,
-                state,
-            } => Ok((report, version, state)),
-            _ => Err(rerr("internal: unexpected reply to learn")),
-        }
+        learned_of(self.call(slot, Work::LearnSave(groups)).await?)
+    }
+}
+
+fn learned_of(out: Output) -> Result<(crate::roles::LearnReport, u64, Arc<Vec<u8>>), RunError> {
+    match out {
+        Output::Learned {
+            report,
+            version,
+            state,
+        } => Ok((report, version, state)),
+        _ => Err(rerr("internal: unexpected reply to learn")),
     }
 }
 
@@ -1047,6 +1052,26 @@ async fn play_round(
         (_, None) => {}
     }
 
+    // The defender's update needs only its rewards: it starts now, while the judge compares the attacker's
+    // rewrites.
+    let d_learns = cx.loaded.learns(Side::Defender, round);
+    let d_learn = if d_learns {
+        let d_groups = dreqs
+            .iter()
+            .enumerate()
+            .map(|(k, req)| Group {
+                key: req.key.clone(),
+                seed: req.seed.clone(),
+                input: req.input.clone(),
+                outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
+                rewards: resps[k].iter().map(|r| r.reward).collect(),
+            })
+            .collect::<Vec<Group>>();
+        Some(cx.submit(Slot::Defender, Work::LearnSave(d_groups))?)
+    } else {
+        None
+    };
+
     // Representatives.
     for row in rws.iter_mut() {
         for rw in row.iter_mut() {
@@ -1066,8 +1091,8 @@ async fn play_round(
         }
     };
 
-    // Judge: attacker rewards. While it judges: the labels go to the responses and the learner batches are
-    // built (the attacker's rewards filled in after).
+    // Judge: attacker rewards. While it judges: the labels go to the responses and the attacker's learner batch
+    // is built (its rewards filled in after).
     let awork = match &mut attacker {
         AttackerJudged::Pairs(reqs, idx) => {
             for (r, &(si, i, j)) in reqs.iter_mut().zip(idx.iter()) {
@@ -1083,7 +1108,7 @@ async fn play_round(
             (!reqs.is_empty()).then(|| Work::Score(std::mem::take(reqs)))
         }
     };
-    let (aout, (d_groups, mut a_groups)) = overlap(
+    let (aout, mut a_groups) = overlap(
         async {
             match awork {
                 Some(w) => cx.call(Slot::Judge, w).await.map(Some),
@@ -1095,19 +1120,8 @@ async fn play_round(
                 resps[k][i].complied = vd.value;
                 resps[k][i].complied_raw = vd.raw;
             }
-            let d_groups = dreqs
-                .iter()
-                .enumerate()
-                .map(|(k, req)| Group {
-                    key: req.key.clone(),
-                    seed: req.seed.clone(),
-                    input: req.input.clone(),
-                    outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
-                    rewards: resps[k].iter().map(|r| r.reward).collect(),
-                })
-                .collect::<Vec<Group>>();
             // The attacker's batch but for its rewards (filled in below).
-            let a_groups = seeds
+            seeds
                 .iter()
                 .enumerate()
                 .map(|(si, s)| Group {
@@ -1117,8 +1131,7 @@ async fn play_round(
                     outputs: rws[si].iter().map(|r| r.text.clone()).collect(),
                     rewards: Vec::new(),
                 })
-                .collect::<Vec<Group>>();
-            (d_groups, a_groups)
+                .collect::<Vec<Group>>()
         },
     )
     .await;
@@ -1184,7 +1197,6 @@ async fn play_round(
         group.rewards = row.iter().map(|r| r.reward).collect();
     }
     let a_learns = cx.loaded.learns(Side::Attacker, round);
-    let d_learns = cx.loaded.learns(Side::Defender, round);
     let learners = async {
         tokio::join!(
             async {
@@ -1195,10 +1207,9 @@ async fn play_round(
                 }
             },
             async {
-                if d_learns {
-                    Some(cx.learn(Slot::Defender, d_groups).await).transpose()
-                } else {
-                    Ok(None)
+                match d_learn {
+                    Some(p) => learned_of(cx.answer(p).await?).map(Some),
+                    None => Ok(None),
                 }
             }
         )
