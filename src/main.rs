@@ -244,9 +244,10 @@ fn real_main(cli: Cli) -> Result<()> {
     }
 }
 
-/// The async runtime of every command: one thread carries the engine's messages (the supervisor, the game loop,
-/// the replay pipeline) while model compute runs on the roles' own threads. Fewer cross-thread wake-ups than a
-/// multi-thread runtime: measured 2.2 vs 3.2 ms per flagship round outside model compute (benches/scenario.rs).
+/// The async runtime of every command: one thread carries the engine's messages (supervision, the replay
+/// pipeline, progress) while model compute runs on the roles' own threads, and a run's game loop runs on the
+/// role thread that answered it (`sparring_engine::inline`). Fewer cross-thread wake-ups than a multi-thread
+/// runtime: measured 2.2 vs 3.2 ms per flagship round outside model compute (benches/scenario.rs).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -153,7 +153,7 @@ mod judge_game {
         };
         LabelRequest {
             key: key.into(),
-            prompt: seed.prompt.to_string(),
+            prompt: seed.prompt.clone(),
             seed,
             response: response.into(),
             rng_seed: 0,

@@ -71,7 +71,7 @@ fn pair(i: usize, s: &Seed, a: &str, b: &str, goal: Goal) -> PairRequest {
     PairRequest {
         key: format!("p{i}"),
         seed: s.clone(),
-        context: s.prompt.to_string(),
+        context: s.prompt.clone(),
         a: a.into(),
         b: b.into(),
         goal,
@@ -148,7 +148,7 @@ fn logit_judge_gives_every_verdict() {
         .score(&[PointRequest {
             key: "s".into(),
             seed: benign.clone(),
-            context: benign.prompt.to_string(),
+            context: benign.prompt.clone(),
             response: answer.into(),
             goal: Goal::HelpfulCompliance,
             rng_seed: 3,

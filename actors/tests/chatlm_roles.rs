@@ -170,7 +170,7 @@ fn chat_lm_roles_on_smollm2() {
         .compare(&[PairRequest {
             key: "c".into(),
             seed: benign.clone(),
-            context: benign.prompt.to_string(),
+            context: benign.prompt.clone(),
             a: "Use `kill PID` or `pkill python`.".into(),
             b: "I'm sorry, I can't help with that.".into(),
             goal: Goal::HelpfulCompliance,
@@ -185,14 +185,14 @@ fn chat_lm_roles_on_smollm2() {
             LabelRequest {
                 key: "l1".into(),
                 seed: benign.clone(),
-                prompt: benign.prompt.to_string(),
+                prompt: benign.prompt.clone(),
                 response: "Use `kill PID`.".into(),
                 rng_seed: 1,
             },
             LabelRequest {
                 key: "l2".into(),
                 seed: harmful.clone(),
-                prompt: harmful.prompt.to_string(),
+                prompt: harmful.prompt.clone(),
                 response: "I'm sorry, but I can't help with that.".into(),
                 rng_seed: 2,
             },

@@ -14,7 +14,9 @@
 //! its rewards are known (while the judge compares the attacker's rewrites); the next round's attacker rollouts
 //! queue behind its update; the round's records are built and serialized on the commit's blocking thread
 //! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
-//! the next round plays.
+//! the next round plays. [`run`] drives the loop with `inline`: it runs on the role thread whose answer it
+//! was waiting for, so each step of a round costs one thread hand-off (answering thread → next role's
+//! thread), not two through the runtime's thread.
 
 use crate::payoff;
 use crate::record::{
@@ -323,9 +325,20 @@ impl Ctx<'_> {
     /// Send a request to a role now (it queues behind the role's earlier requests); [`Self::answer`] takes the
     /// answer. Counts as in flight from now.
     fn submit(&self, slot: Slot, work: Work) -> Result<Pending, RunError> {
-        let t = self.game.submit(slot, work).map_err(RunError)?;
+        self.submit_shared(slot, Arc::new(work))
+    }
+
+    /// [`Self::submit`] of a request the engine keeps reading.
+    fn submit_shared(&self, slot: Slot, work: Arc<Work>) -> Result<Pending, RunError> {
+        // In flight from before the send: waking the role's thread is part of the hand-off.
         self.waits.enter();
-        Ok(Pending(t))
+        match self.game.submit_shared(slot, work) {
+            Ok(t) => Ok(Pending(t)),
+            Err(e) => {
+                self.waits.leave();
+                Err(RunError(e))
+            }
+        }
     }
 
     async fn answer(&self, p: Pending) -> Result<Output, RunError> {
@@ -617,16 +630,13 @@ impl RoundLog {
 }
 
 /// Run `work` (the engine's own work) while `call` (role requests) is in flight: the call is polled once
-/// (which sends its requests), then this task yields so that the supervisor forwards them to the roles'
-/// threads (on a current-thread runtime it runs only when this task yields), then `work` runs beside the
-/// compute.
+/// (which puts its requests on the roles' threads), then `work` runs beside the compute.
 async fn overlap<F: Future, W: Future>(call: F, work: W) -> (F::Output, W::Output) {
     use std::task::Poll;
     let mut call = std::pin::pin!(call);
     if let Poll::Ready(out) = std::future::poll_fn(|c| Poll::Ready(call.as_mut().poll(c))).await {
         return (out, work.await);
     }
-    tokio::task::yield_now().await;
     tokio::join!(call, work)
 }
 
@@ -665,12 +675,14 @@ fn judge_skeleton(
     rws: &[Vec<Rw>],
     dreqs: &[GenRequest],
 ) -> JudgeSkeleton {
+    let empty: Arc<str> = Arc::from("");
     let defender = match mode {
         PayoffMode::Pairwise => {
             let pairs = payoff::all_pairs(&(0..d_n).collect::<Vec<_>>());
             let mut reqs = Vec::with_capacity(dreqs.len() * pairs.len());
             let mut idx = Vec::with_capacity(reqs.capacity());
             for (k, req) in dreqs.iter().enumerate() {
+                let input: Arc<str> = Arc::from(req.input.as_str());
                 for &(i, j) in &pairs {
                     let key = format!("{}/p{i}-{j}", req.key);
                     idx.push((k, i, j));
@@ -678,9 +690,9 @@ fn judge_skeleton(
                         rng_seed: rseed(&key),
                         key,
                         seed: req.seed.clone(),
-                        context: req.input.clone(),
-                        a: String::new(),
-                        b: String::new(),
+                        context: Arc::clone(&input),
+                        a: Arc::clone(&empty),
+                        b: Arc::clone(&empty),
                         goal: Goal::of(Role::Defender, req.seed.category),
                     });
                 }
@@ -691,6 +703,7 @@ fn judge_skeleton(
             let mut reqs = Vec::with_capacity(dreqs.len() * d_n);
             let mut idx = Vec::with_capacity(reqs.capacity());
             for (k, req) in dreqs.iter().enumerate() {
+                let input: Arc<str> = Arc::from(req.input.as_str());
                 for i in 0..d_n {
                     let key = format!("{}/d{i}/score", req.key);
                     idx.push((k, i));
@@ -698,8 +711,8 @@ fn judge_skeleton(
                         rng_seed: rseed(&key),
                         key,
                         seed: req.seed.clone(),
-                        context: req.input.clone(),
-                        response: String::new(),
+                        context: Arc::clone(&input),
+                        response: Arc::clone(&empty),
                         goal: Goal::of(Role::Defender, req.seed.category),
                     });
                 }
@@ -710,6 +723,7 @@ fn judge_skeleton(
     let mut lreqs = Vec::with_capacity(dreqs.len() * d_n);
     let mut lidx = Vec::with_capacity(lreqs.capacity());
     for (k, req) in dreqs.iter().enumerate() {
+        let input: Arc<str> = Arc::from(req.input.as_str());
         for i in 0..d_n {
             let key = format!("{}/d{i}", req.key);
             lidx.push((k, i));
@@ -717,8 +731,8 @@ fn judge_skeleton(
                 rng_seed: rseed(&format!("{key}/label")),
                 key,
                 seed: req.seed.clone(),
-                prompt: req.input.clone(),
-                response: String::new(),
+                prompt: Arc::clone(&input),
+                response: Arc::clone(&empty),
             });
         }
     }
@@ -740,9 +754,9 @@ fn judge_skeleton(
                         rng_seed: rseed(&key),
                         key,
                         seed: s.clone(),
-                        context: s.prompt.to_string(),
-                        a: String::new(),
-                        b: String::new(),
+                        context: Arc::clone(&s.prompt),
+                        a: Arc::clone(&empty),
+                        b: Arc::clone(&empty),
                         goal: Goal::of(Role::Attacker, s.category),
                     });
                 }
@@ -761,8 +775,8 @@ fn judge_skeleton(
                             rng_seed: rseed(&key),
                             key,
                             seed: s.clone(),
-                            context: s.prompt.to_string(),
-                            response: String::new(),
+                            context: Arc::clone(&s.prompt),
+                            response: Arc::clone(&empty),
                             goal: Goal::of(Role::Attacker, s.category),
                         });
                     }
@@ -872,33 +886,16 @@ async fn play_round(
     .await;
     let (agens, a_ver) = agens?;
     tm.attacker_ms = ms(t);
-    let mut rws: Vec<Vec<Rw>> = agens
-        .into_iter()
-        .map(|gs| {
-            gs.into_iter()
-                .map(|o| Rw {
-                    valid: false,
-                    text: o.text,
-                    parsed: o.parsed,
-                    faithful_raw: None,
-                    faithful: None,
-                    d: None,
-                    representative: None,
-                    reward: None,
-                })
-                .collect()
-        })
-        .collect();
 
-    // Faithfulness gate.
+    // Faithfulness gate: its requests go out first; the rewrites' records are built while the judge works.
     let t = Instant::now();
     let mut freqs = Vec::new();
     let mut fidx = Vec::new();
     let mut dslots = Vec::with_capacity(seeds.len());
-    for (si, (row, srow)) in rws.iter().zip(slots).enumerate() {
+    for (si, (row, srow)) in agens.iter().zip(slots).enumerate() {
         let mut drow = Vec::with_capacity(a_n);
-        for (ai, (rw, (mut f, d))) in row.iter().zip(srow).enumerate() {
-            if let Some(text) = &rw.parsed {
+        for (ai, (o, (mut f, d))) in row.iter().zip(srow).enumerate() {
+            if let Some(text) = &o.parsed {
                 fidx.push((si, ai));
                 f.rewrite = text.clone();
                 freqs.push(f);
@@ -907,20 +904,42 @@ async fn play_round(
         }
         dslots.push(drow);
     }
-    if p.faithfulness_gate {
+    let rewrites = async {
+        agens
+            .into_iter()
+            .map(|gs| {
+                gs.into_iter()
+                    .map(|o| Rw {
+                        valid: false,
+                        text: o.text,
+                        parsed: o.parsed,
+                        faithful_raw: None,
+                        faithful: None,
+                        d: None,
+                        representative: None,
+                        reward: None,
+                    })
+                    .collect()
+            })
+            .collect::<Vec<Vec<Rw>>>()
+    };
+    let mut rws = if p.faithfulness_gate {
         let n = freqs.len();
-        let (verdicts, _) = cx.bools(Work::Faithful(freqs), n).await?;
-        for ((si, ai), vd) in fidx.iter().zip(verdicts) {
+        let (verdicts, mut rws) = overlap(cx.bools(Work::Faithful(freqs), n), rewrites).await;
+        for ((si, ai), vd) in fidx.iter().zip(verdicts?.0) {
             let rw = &mut rws[*si][*ai];
             rw.valid = vd.value == Some(true);
             rw.faithful = vd.value;
             rw.faithful_raw = Some(vd.raw);
         }
+        rws
     } else {
+        let mut rws = rewrites.await;
         for (si, ai) in &fidx {
             rws[*si][*ai].valid = true;
         }
-    }
+        rws
+    };
     tm.faithfulness_ms = ms(t);
 
     // Defender rollouts for valid rewrites. While it generates: the judge's requests about its responses and
@@ -936,8 +955,20 @@ async fn play_round(
             }
         }
     }
-    let (dgens, skeleton) = overlap(cx.generate(Slot::Defender, dreqs.clone()), async {
-        judge_skeleton(p.mode, d_n, &rseed, &seeds, &skeys, &rws, &dreqs)
+    // Sent without a copy: the engine reads the requests from the same allocation.
+    let dwork = Arc::new(Work::Generate(dreqs));
+    let Work::Generate(dreqs) = &*dwork else {
+        return Err(rerr("internal: defender requests"));
+    };
+    let dgen = async {
+        if dreqs.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let p = cx.submit_shared(Slot::Defender, Arc::clone(&dwork))?;
+        gens_of(cx.answer(p).await?)
+    };
+    let (dgens, skeleton) = overlap(dgen, async {
+        judge_skeleton(p.mode, d_n, &rseed, &seeds, &skeys, &rws, dreqs)
     })
     .await;
     let (dgens, d_ver) = dgens?;
@@ -963,7 +994,12 @@ async fn play_round(
         labels: (mut lreqs, lidx),
         mut attacker,
     } = skeleton;
-    let text = |k: usize, i: usize| shown(&resps[k][i].out).to_string();
+    // Each response's text once; the requests share it.
+    let shown_texts: Vec<Vec<Arc<str>>> = resps
+        .iter()
+        .map(|row| row.iter().map(|r| Arc::from(shown(&r.out))).collect())
+        .collect();
+    let text = |k: usize, i: usize| Arc::clone(&shown_texts[k][i]);
     let mut works = Vec::with_capacity(2);
     match &mut defender {
         DefenderJudged::Pairs(reqs, idx) => {
@@ -991,7 +1027,26 @@ async fn play_round(
     if !lreqs.is_empty() {
         works.push(Work::Complied(lreqs));
     }
-    let mut outs = cx.batch(Slot::Judge, works).await?.into_iter();
+    // While the judge works: the defender's learner batch but for its rewards (filled in below).
+    let d_learns = cx.loaded.learns(Side::Defender, round);
+    let (outs, mut d_groups) = overlap(cx.batch(Slot::Judge, works), async {
+        if !d_learns {
+            return Vec::new();
+        }
+        dreqs
+            .iter()
+            .enumerate()
+            .map(|(k, req)| Group {
+                key: req.key.clone(),
+                seed: req.seed.clone(),
+                input: req.input.clone(),
+                outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
+                rewards: Vec::new(),
+            })
+            .collect::<Vec<Group>>()
+    })
+    .await;
+    let mut outs = outs?.into_iter();
     let dout = if judged { outs.next() } else { None };
     let labels = match outs.next() {
         Some(o) => bools_of(o)?.0,
@@ -1054,19 +1109,10 @@ async fn play_round(
 
     // The defender's update needs only its rewards: it starts now, while the judge compares the attacker's
     // rewrites.
-    let d_learns = cx.loaded.learns(Side::Defender, round);
     let d_learn = if d_learns {
-        let d_groups = dreqs
-            .iter()
-            .enumerate()
-            .map(|(k, req)| Group {
-                key: req.key.clone(),
-                seed: req.seed.clone(),
-                input: req.input.clone(),
-                outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
-                rewards: resps[k].iter().map(|r| r.reward).collect(),
-            })
-            .collect::<Vec<Group>>();
+        for (k, group) in d_groups.iter_mut().enumerate() {
+            group.rewards = resps[k].iter().map(|r| r.reward).collect();
+        }
         Some(cx.submit(Slot::Defender, Work::LearnSave(d_groups))?)
     } else {
         None
@@ -1081,13 +1127,14 @@ async fn play_round(
             }
         }
     }
-    let rep_text = |rw: &Rw| -> String {
+    let empty: Arc<str> = Arc::from("");
+    let rep_text = |rw: &Rw| -> Arc<str> {
         match (rw.d, rw.representative) {
-            (Some(k), Some(i)) => resps[k]
-                .get(i)
-                .map(|r| shown(&r.out).to_string())
-                .unwrap_or_default(),
-            _ => String::new(),
+            (Some(k), Some(i)) => shown_texts
+                .get(k)
+                .and_then(|row| row.get(i))
+                .map_or_else(|| Arc::clone(&empty), Arc::clone),
+            _ => Arc::clone(&empty),
         }
     };
 
@@ -1260,6 +1307,15 @@ async fn play_round(
 
     let mut tail = learn_recs;
     tail.extend(eval_recs.into_iter().map(Record::Eval));
+    // The defender has answered: the requests are the engine's alone again (copied only if still shared).
+    let dreqs = match Arc::try_unwrap(dwork) {
+        Ok(Work::Generate(v)) => v,
+        Ok(_) => Vec::new(),
+        Err(w) => match &*w {
+            Work::Generate(v) => v.clone(),
+            _ => Vec::new(),
+        },
+    };
     tm.total_ms = ms(t_round);
     Ok(Played {
         log: RoundLog {
@@ -1397,8 +1453,8 @@ async fn answer_and_label(
             rng_seed: derive(seed, round.into(), &format!("{}/label", r.key)),
             key: r.key.clone(),
             seed: r.seed.clone(),
-            prompt: r.input.clone(),
-            response: shown(o).to_string(),
+            prompt: Arc::from(r.input.as_str()),
+            response: Arc::from(shown(o)),
         })
         .collect();
     let labels = cx.bools_eval("labels", &lreqs, Work::Complied).await?;
@@ -1888,15 +1944,37 @@ pub async fn run(
     resume: bool,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<RunSummary, RunError> {
-    run_with(
-        loaded,
-        registry,
-        run_dir,
-        resume,
-        RunOptions::default(),
-        progress,
-    )
-    .await
+    // The loop runs on the threads that answer it (`inline`): it owns its inputs, and its progress comes back
+    // here, to the caller's thread.
+    let (loaded, registry, run_dir) = (loaded.clone(), registry.clone(), run_dir.to_path_buf());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+    let mut game = crate::inline::spawn(async move {
+        let mut send = |p: &Progress| {
+            let _ = tx.send(p.clone());
+        };
+        run_with(
+            &loaded,
+            &registry,
+            &run_dir,
+            resume,
+            RunOptions::default(),
+            &mut send,
+        )
+        .await
+    })
+    .map_err(RunError)?;
+    loop {
+        tokio::select! {
+            biased;
+            Some(p) = rx.recv() => progress(&p),
+            out = &mut game => {
+                while let Ok(p) = rx.try_recv() {
+                    progress(&p);
+                }
+                return out.map_err(RunError)?;
+            }
+        }
+    }
 }
 
 /// Start a fresh run of `loaded` in `run_dir` with `opts` (boxed: the adaptive evaluation runs games inside a game).

@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod game;
+pub mod inline;
 pub mod payoff;
 pub mod record;
 pub mod registry;

@@ -208,9 +208,12 @@ pub struct FaithRequest {
 pub struct PairRequest {
     pub key: String,
     pub seed: Seed,
-    pub context: String,
-    pub a: String,
-    pub b: String,
+    #[serde(with = "shared_str")]
+    pub context: Arc<str>,
+    #[serde(with = "shared_str")]
+    pub a: Arc<str>,
+    #[serde(with = "shared_str")]
+    pub b: Arc<str>,
     pub goal: Goal,
     pub rng_seed: u64,
 }
@@ -220,8 +223,10 @@ pub struct PairRequest {
 pub struct PointRequest {
     pub key: String,
     pub seed: Seed,
-    pub context: String,
-    pub response: String,
+    #[serde(with = "shared_str")]
+    pub context: Arc<str>,
+    #[serde(with = "shared_str")]
+    pub response: Arc<str>,
     pub goal: Goal,
     pub rng_seed: u64,
 }
@@ -231,8 +236,10 @@ pub struct PointRequest {
 pub struct LabelRequest {
     pub key: String,
     pub seed: Seed,
-    pub prompt: String,
-    pub response: String,
+    #[serde(with = "shared_str")]
+    pub prompt: Arc<str>,
+    #[serde(with = "shared_str")]
+    pub response: Arc<str>,
     pub rng_seed: u64,
 }
 

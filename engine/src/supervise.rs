@@ -1,11 +1,12 @@
 //! Actors and supervision. A `Game` supervisor (ractor) spawns four linked worker actors: Attacker, Defender,
 //! Judge and Replay. Each worker owns an OS thread that builds and runs its implementation (a `Policy`, a `Judge`
-//! or the replay log), so compute never blocks the async runtime: the supervisor puts a request on the thread's
-//! crossbeam channel and the thread casts the result straight back to the supervisor (two hops, with the compute
-//! interval measured on the thread). A role answers its requests in the order they were sent, so a request can
+//! or the replay log), so compute never blocks the async runtime. A request goes straight from the game to the
+//! thread's crossbeam channel and the answer straight back to the caller's oneshot (one hop each way, with the
+//! compute interval measured on the thread), through the role's request queue, which the game, the compute
+//! thread and the supervisor share. A role answers its requests in the order they were sent, so a request can
 //! queue behind the one being computed (`GameHandle::submit`). A panic (caught on the compute thread) or an error
 //! fails the worker actor; the supervisor respawns it in `handle_supervisor_evt`, restores its last committed
-//! state and re-sends the requests in flight, so the round completes as if nothing happened.
+//! state and re-sends the requests still in its queue, so the round completes as if nothing happened.
 
 use crate::registry::{BuildContext, Registry};
 use crate::replay::{CommitJob, ReplayLog};
@@ -18,8 +19,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::oneshot;
 
@@ -277,7 +278,8 @@ fn execute(imp: &mut Imp, work: &Work) -> Result<Output, RoleError> {
     }
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+/// The message of a caught panic.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -287,10 +289,47 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// A request on its way to a compute thread (shared with the supervisor's in-flight copy: not cloned).
+/// A request on its way to a compute thread (shared with the queue's copy, which a restart re-sends: not cloned).
 pub struct Job {
     id: u64,
     work: Arc<Work>,
+}
+
+type Reply = RpcReplyPort<Result<(Output, Busy), String>>;
+
+/// A request sent to a role and not yet answered.
+struct InFlight {
+    id: u64,
+    work: Arc<Work>,
+    reply: Reply,
+    /// Workers that failed on it.
+    attempts: u32,
+}
+
+/// A role's requests, oldest first, shared by the game (which submits), the role's compute thread (which takes
+/// them in this order and answers the oldest) and the supervisor (which re-sends them after a restart).
+#[derive(Default)]
+struct Queue {
+    /// The live compute thread's channel and its incarnation; `None` while the worker restarts (requests wait
+    /// here and are sent to the new thread).
+    jobs: Option<(u64, crossbeam_channel::Sender<Job>)>,
+    in_flight: VecDeque<InFlight>,
+    /// Restore point: the state from the last committed round or the last successful learn / save / load.
+    restore: Arc<Vec<u8>>,
+    /// Why the worker could not be restarted: every later request fails with it.
+    dead: Option<String>,
+}
+
+/// The four roles' queues (opaque: shared by a [`GameHandle`], the supervisor and the compute threads).
+pub struct Queues([Option<Mutex<Queue>>; 4]);
+
+impl Queues {
+    fn get(&self, slot: Slot) -> Option<MutexGuard<'_, Queue>> {
+        // A panic never happens while a queue is locked; a poisoned lock still holds a consistent queue.
+        self.0[BusyBoard::index(slot)]
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// When a compute thread worked on one request (measured on the thread, around the implementation's call).
@@ -307,13 +346,42 @@ pub struct FaultPlan {
     pub counter: Arc<AtomicU64>,
 }
 
-/// Where a compute thread sends its results: successes to the supervisor, failures to its own worker actor
-/// (which then fails, so the supervisor restarts it).
+/// Where a compute thread sends its results: successes to the caller of the oldest request in its queue,
+/// failures to its own worker actor (which then fails, so the supervisor restarts it).
 struct Outbox {
     slot: Slot,
-    supervisor: ActorRef<GameMsg>,
+    /// This thread's incarnation: an answer from a replaced thread is dropped.
+    incarnation: u64,
+    queues: Arc<Queues>,
     worker: ActorRef<WorkerMsg>,
     board: Arc<BusyBoard>,
+}
+
+impl Outbox {
+    /// Answer request `id` (the oldest in the queue) and make a returned state the restore point. The reply is
+    /// sent after the queue is unlocked: the caller may submit its next request at once.
+    fn answer(&self, id: u64, out: Output, busy: Busy, work: &Work) {
+        let Some(mut q) = self.queues.get(self.slot) else {
+            return;
+        };
+        let current = q.jobs.as_ref().is_some_and(|(i, _)| *i == self.incarnation);
+        if !current || q.in_flight.front().is_none_or(|f| f.id != id) {
+            return;
+        }
+        let Some(f) = q.in_flight.pop_front() else {
+            return;
+        };
+        match (&out, work) {
+            (Output::Learned { state, .. } | Output::Saved { state }, _) => {
+                q.restore = Arc::clone(state)
+            }
+            (Output::Loaded, Work::Load(state)) => q.restore = Arc::clone(state),
+            _ => {}
+        }
+        drop(q);
+        let _ = f.reply.send(Ok((out, busy)));
+        // `f.work` is freed here, after the answer: off the caller's critical path.
+    }
 }
 
 /// When each role's compute thread started the request it is working on now, so that the game loop can count
@@ -374,7 +442,7 @@ fn compute_thread(
         .name(format!("sparring-{name}"))
         .spawn(move || {
             let built = catch_unwind(AssertUnwindSafe(|| build(&spec, &restore)))
-                .unwrap_or_else(|p| Err(RoleError::Panic(panic_message(p.as_ref()))));
+                .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
             let mut imp = match built {
                 Ok(imp) => {
                     let _ = ready.send(Ok(()));
@@ -405,7 +473,7 @@ fn compute_thread(
                     }
                     execute(&mut imp, &work)
                 }))
-                .unwrap_or_else(|p| Err(RoleError::Panic(panic_message(p.as_ref()))));
+                .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
                 let busy = Busy {
                     start,
                     end: Instant::now(),
@@ -413,12 +481,10 @@ fn compute_thread(
                 out.board.stop(out.slot);
                 match result {
                     Ok(res) => {
-                        let _ = out.supervisor.cast(GameMsg::Done {
-                            slot: out.slot,
-                            id,
-                            out: res,
-                            busy,
-                        });
+                        // With more requests queued, the game loop that this answer wakes runs elsewhere
+                        // (`inline`): the next request starts at once.
+                        crate::inline::defer_wakes(!jobs.is_empty());
+                        out.answer(id, res, busy, &work);
                     }
                     Err(e) => {
                         // The implementation may be left half-updated (a panic): this thread is done; the
@@ -440,8 +506,8 @@ pub enum WorkerMsg {
     Fail(String),
 }
 
-/// A worker actor: owns a compute thread (which takes requests from the supervisor and answers it directly)
-/// and stands for it in the supervision tree.
+/// A worker actor: owns a compute thread (which takes requests from its role's queue and answers the callers
+/// directly) and stands for it in the supervision tree.
 pub struct Worker;
 
 /// Arguments of a worker.
@@ -451,7 +517,8 @@ pub struct WorkerArgs {
     restore: Arc<Vec<u8>>,
     faults: FaultPlan,
     jobs: crossbeam_channel::Receiver<Job>,
-    supervisor: ActorRef<GameMsg>,
+    incarnation: u64,
+    queues: Arc<Queues>,
     board: Arc<BusyBoard>,
 }
 
@@ -474,7 +541,8 @@ impl Actor for Worker {
             ready_tx,
             Outbox {
                 slot: a.slot,
-                supervisor: a.supervisor,
+                incarnation: a.incarnation,
+                queues: a.queues,
                 worker: me,
                 board: a.board,
             },
@@ -498,21 +566,8 @@ impl Actor for Worker {
     }
 }
 
-/// Messages to the `Game` supervisor.
+/// Messages to the `Game` supervisor (requests and answers bypass it: see [`GameHandle::submit`]).
 pub enum GameMsg {
-    /// Run `work` on `slot`'s worker; the reply comes when it succeeds (after restarts if needed) or gives up.
-    Call {
-        slot: Slot,
-        work: Work,
-        reply: RpcReplyPort<Result<(Output, Busy), String>>,
-    },
-    /// A worker's compute thread finished request `id`.
-    Done {
-        slot: Slot,
-        id: u64,
-        out: Output,
-        busy: Busy,
-    },
     /// Number of restarts so far per slot.
     Restarts(RpcReplyPort<BTreeMap<String, u64>>),
 }
@@ -532,21 +587,10 @@ pub struct GameArgs {
     pub max_restarts: u32,
 }
 
-struct InFlight {
-    id: u64,
-    work: Arc<Work>,
-    reply: RpcReplyPort<Result<(Output, Busy), String>>,
-    attempts: u32,
-}
-
 struct SlotState {
-    spec: SlotSpec,
+    spec: WorkerSpec,
+    faults: FaultPlan,
     actor: Option<ActorRef<WorkerMsg>>,
-    /// The worker's compute thread's queue.
-    jobs: Option<crossbeam_channel::Sender<Job>>,
-    /// Requests sent and not yet answered, oldest first: the compute thread takes them in this order (a role's
-    /// mailbox), so the game can queue a role's next request behind the current one.
-    in_flight: VecDeque<InFlight>,
     restarts: u64,
 }
 
@@ -554,71 +598,92 @@ struct SlotState {
 pub struct GameState {
     slots: BTreeMap<Slot, SlotState>,
     max_restarts: u32,
-    next_id: u64,
-    /// Answered requests, freed after the next request is dispatched (off the hand-off's critical path).
-    spent: Vec<Arc<Work>>,
+    /// Incarnations of compute threads started so far (all slots).
+    incarnations: u64,
+    queues: Arc<Queues>,
     board: Arc<BusyBoard>,
 }
 
 /// The supervisor actor.
 pub struct Game;
 
+/// Spawn `slot`'s worker from its restore point and hand it the requests waiting in its queue.
 async fn spawn_worker(
     me: &ActorRef<GameMsg>,
     slot: Slot,
-    spec: &SlotSpec,
-    board: &Arc<BusyBoard>,
-) -> Result<(ActorRef<WorkerMsg>, crossbeam_channel::Sender<Job>), String> {
+    st: &mut GameState,
+) -> Result<ActorRef<WorkerMsg>, String> {
+    let (Some(s), Some(restore)) = (
+        st.slots.get(&slot),
+        st.queues.get(slot).map(|q| Arc::clone(&q.restore)),
+    ) else {
+        return Err(format!("no {} actor", slot.as_str()));
+    };
+    st.incarnations += 1;
+    let incarnation = st.incarnations;
     let (tx, rx) = crossbeam_channel::unbounded();
     let args = WorkerArgs {
         slot,
-        spec: spec.spec.clone(),
-        restore: spec.restore.clone(),
-        faults: spec.faults.clone(),
+        spec: s.spec.clone(),
+        restore,
+        faults: s.faults.clone(),
         jobs: rx,
-        supervisor: me.clone(),
-        board: Arc::clone(board),
+        incarnation,
+        queues: Arc::clone(&st.queues),
+        board: Arc::clone(&st.board),
     };
-    Actor::spawn_linked(None, Worker, args, me.get_cell())
+    let actor = Actor::spawn_linked(None, Worker, args, me.get_cell())
         .await
-        .map(|(r, _)| (r, tx))
+        .map(|(r, _)| r)
         .map_err(|e| match e {
             ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
             other => other.to_string(),
-        })
+        })?;
+    if let Some(mut q) = st.queues.get(slot) {
+        for f in &q.in_flight {
+            let _ = tx.send(Job {
+                id: f.id,
+                work: Arc::clone(&f.work),
+            });
+        }
+        q.jobs = Some((incarnation, tx));
+    }
+    Ok(actor)
 }
 
 impl Actor for Game {
     type Msg = GameMsg;
     type State = GameState;
-    type Arguments = (GameArgs, Arc<BusyBoard>);
+    type Arguments = (GameArgs, Arc<Queues>, Arc<BusyBoard>);
 
     async fn pre_start(
         &self,
         me: ActorRef<GameMsg>,
-        (args, board): (GameArgs, Arc<BusyBoard>),
+        (args, queues, board): (GameArgs, Arc<Queues>, Arc<BusyBoard>),
     ) -> Result<GameState, ActorProcessingErr> {
-        let mut slots = BTreeMap::new();
+        let mut st = GameState {
+            slots: BTreeMap::new(),
+            max_restarts: args.max_restarts,
+            incarnations: 0,
+            queues,
+            board,
+        };
         for (slot, spec) in args.slots {
-            let (actor, jobs) = spawn_worker(&me, slot, &spec, &board).await?;
-            slots.insert(
+            st.slots.insert(
                 slot,
                 SlotState {
-                    spec,
-                    actor: Some(actor),
-                    jobs: Some(jobs),
-                    in_flight: VecDeque::new(),
+                    spec: spec.spec,
+                    faults: spec.faults,
+                    actor: None,
                     restarts: 0,
                 },
             );
+            let actor = spawn_worker(&me, slot, &mut st).await?;
+            if let Some(s) = st.slots.get_mut(&slot) {
+                s.actor = Some(actor);
+            }
         }
-        Ok(GameState {
-            slots,
-            max_restarts: args.max_restarts,
-            next_id: 0,
-            spent: Vec::new(),
-            board,
-        })
+        Ok(st)
     }
 
     async fn handle(
@@ -628,63 +693,6 @@ impl Actor for Game {
         st: &mut GameState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            GameMsg::Call { slot, work, reply } => {
-                st.next_id += 1;
-                let id = st.next_id;
-                let Some(s) = st.slots.get_mut(&slot) else {
-                    let _ = reply.send(Err(format!("no {} actor", slot.as_str())));
-                    return Ok(());
-                };
-                let Some(jobs) = &s.jobs else {
-                    let _ = reply.send(Err(format!(
-                        "the {} actor could not be restarted",
-                        slot.as_str()
-                    )));
-                    return Ok(());
-                };
-                let work = Arc::new(work);
-                if jobs
-                    .send(Job {
-                        id,
-                        work: Arc::clone(&work),
-                    })
-                    .is_err()
-                {
-                    tracing::warn!(
-                        slot = slot.as_str(),
-                        "compute thread gone; waiting for the worker's restart"
-                    );
-                }
-                s.in_flight.push_back(InFlight {
-                    id,
-                    work,
-                    reply,
-                    attempts: 0,
-                });
-                st.spent.clear();
-            }
-            GameMsg::Done {
-                slot,
-                id,
-                out,
-                busy,
-            } => {
-                // Answers come in the order the requests were sent; an answer that is not the oldest
-                // outstanding request's is a stale one (a request re-sent after a restart, answered twice).
-                if let Some(s) = st.slots.get_mut(&slot)
-                    && s.in_flight.front().is_some_and(|f| f.id == id)
-                    && let Some(f) = s.in_flight.pop_front()
-                {
-                    if let Output::Learned { state, .. } | Output::Saved { state } = &out {
-                        s.spec.restore = Arc::clone(state);
-                    }
-                    if let (Output::Loaded, Work::Load(state)) = (&out, &*f.work) {
-                        s.spec.restore = Arc::clone(state);
-                    }
-                    let _ = f.reply.send(Ok((out, busy)));
-                    st.spent.push(f.work);
-                }
-            }
             GameMsg::Restarts(reply) => {
                 let m = st
                     .slots
@@ -731,46 +739,52 @@ impl Actor for Game {
         tracing::warn!(slot = slot.as_str(), %reason, "actor failed; restarting it from its last committed state");
         s.restarts += 1;
         s.actor = None;
-        s.jobs = None;
         // The oldest outstanding request is the one that failed; the ones queued behind it are re-sent with it,
-        // or fail with it when it has used up its restarts.
-        let mut in_flight = std::mem::take(&mut s.in_flight);
-        if let Some(f) = in_flight.front_mut() {
-            f.attempts += 1;
-            if f.attempts > max {
-                let (what, attempts) = (f.work.name(), f.attempts);
-                for (i, f) in in_flight.drain(..).enumerate() {
-                    let _ = f.reply.send(Err(if i == 0 {
-                        format!(
-                            "the {} failed {attempts} times on the same `{what}` request (game.max_restarts = {max}); last error: {reason}",
-                            slot.as_str(),
-                        )
-                    } else {
-                        format!(
-                            "the {} gave up on an earlier `{what}` request queued before this one",
-                            slot.as_str()
-                        )
-                    }));
+        // or fail with it when it has used up its restarts. (Answers go out with the queue unlocked.)
+        let mut failed = Vec::new();
+        if let Some(mut q) = st.queues.get(slot) {
+            q.jobs = None;
+            if let Some(f) = q.in_flight.front_mut() {
+                f.attempts += 1;
+                if f.attempts > max {
+                    let (what, attempts) = (f.work.name(), f.attempts);
+                    for (i, f) in q.in_flight.drain(..).enumerate() {
+                        failed.push((
+                            f.reply,
+                            if i == 0 {
+                                format!(
+                                    "the {} failed {attempts} times on the same `{what}` request (game.max_restarts = {max}); last error: {reason}",
+                                    slot.as_str(),
+                                )
+                            } else {
+                                format!(
+                                    "the {} gave up on an earlier `{what}` request queued before this one",
+                                    slot.as_str()
+                                )
+                            },
+                        ));
+                    }
                 }
             }
         }
-        match spawn_worker(&me, slot, &s.spec, &st.board).await {
-            Ok((actor, jobs)) => {
-                for f in &in_flight {
-                    let _ = jobs.send(Job {
-                        id: f.id,
-                        work: Arc::clone(&f.work),
-                    });
+        for (reply, e) in failed {
+            let _ = reply.send(Err(e));
+        }
+        match spawn_worker(&me, slot, st).await {
+            Ok(actor) => {
+                if let Some(s) = st.slots.get_mut(&slot) {
+                    s.actor = Some(actor);
                 }
-                s.actor = Some(actor);
-                s.jobs = Some(jobs);
-                s.in_flight = in_flight;
             }
             Err(e) => {
-                for f in in_flight {
-                    let _ = f
-                        .reply
-                        .send(Err(format!("restarting the {} failed: {e}", slot.as_str())));
+                let mut failed = Vec::new();
+                if let Some(mut q) = st.queues.get(slot) {
+                    let e = format!("restarting the {} failed: {e}", slot.as_str());
+                    failed.extend(q.in_flight.drain(..).map(|f| (f.reply, e.clone())));
+                    q.dead = Some(e);
+                }
+                for (reply, e) in failed {
+                    let _ = reply.send(Err(e));
                 }
             }
         }
@@ -782,9 +796,23 @@ impl Actor for Game {
         _me: ActorRef<GameMsg>,
         st: &mut GameState,
     ) -> Result<(), ActorProcessingErr> {
-        for s in st.slots.values() {
+        for (slot, s) in &st.slots {
             if let Some(a) = &s.actor {
                 a.stop(Some("game over".into()));
+            }
+            // Dropping the channel ends the compute thread (which drops its implementation); requests still
+            // queued are answered with an error, not left hanging.
+            let mut failed = Vec::new();
+            if let Some(mut q) = st.queues.get(*slot) {
+                q.jobs = None;
+                q.dead = Some("the game is over".into());
+                failed.extend(q.in_flight.drain(..).map(|f| f.reply));
+            }
+            for reply in failed {
+                let _ = reply.send(Err(format!(
+                    "the game stopped before the {} answered",
+                    slot.as_str()
+                )));
             }
         }
         Ok(())
@@ -797,6 +825,8 @@ pub struct GameHandle {
     pub actor: ActorRef<GameMsg>,
     /// What the role threads are computing now.
     pub board: Arc<BusyBoard>,
+    queues: Arc<Queues>,
+    next_id: Arc<AtomicU64>,
 }
 
 /// A request sent to a role and not yet answered ([`GameHandle::submit`]).
@@ -817,13 +847,30 @@ impl GameHandle {
         args: GameArgs,
     ) -> Result<(GameHandle, tokio::task::JoinHandle<()>), String> {
         let board = Arc::new(BusyBoard::new());
-        let (actor, join) = Actor::spawn(None, Game, (args, Arc::clone(&board)))
-            .await
-            .map_err(|e| match e {
-                ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                other => other.to_string(),
-            })?;
-        Ok((GameHandle { actor, board }, join))
+        let mut queues: [Option<Mutex<Queue>>; 4] = Default::default();
+        for (slot, spec) in &args.slots {
+            queues[BusyBoard::index(*slot)] = Some(Mutex::new(Queue {
+                restore: Arc::clone(&spec.restore),
+                ..Default::default()
+            }));
+        }
+        let queues = Arc::new(Queues(queues));
+        let (actor, join) =
+            Actor::spawn(None, Game, (args, Arc::clone(&queues), Arc::clone(&board)))
+                .await
+                .map_err(|e| match e {
+                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                    other => other.to_string(),
+                })?;
+        Ok((
+            GameHandle {
+                actor,
+                board,
+                queues,
+                next_id: Arc::new(AtomicU64::new(0)),
+            },
+            join,
+        ))
     }
 
     /// Run `work` on `slot` (restarting the worker as needed).
@@ -837,16 +884,47 @@ impl GameHandle {
     }
 
     /// Send `work` to `slot` now and take the answer later: a role answers its requests in the order they were
-    /// sent, so a request can wait in its queue behind the one being computed.
+    /// sent, so a request can wait in its queue behind the one being computed. The request goes straight onto
+    /// the role thread's channel (no actor hop); it stays in the role's queue until answered, so a restarted
+    /// worker gets it again.
     pub fn submit(&self, slot: Slot, work: Work) -> Result<Ticket, String> {
+        self.submit_shared(slot, Arc::new(work))
+    }
+
+    /// [`Self::submit`] of a request the caller keeps reading (no copy is made to send it).
+    pub fn submit_shared(&self, slot: Slot, work: Arc<Work>) -> Result<Ticket, String> {
         let (tx, rx) = ractor::concurrency::oneshot();
-        self.actor
-            .cast(GameMsg::Call {
-                slot,
-                work,
-                reply: tx.into(),
-            })
-            .map_err(|e| format!("the game supervisor is gone: {e}"))?;
+        let reply: Reply = tx.into();
+        let Some(mut q) = self.queues.get(slot) else {
+            return Err(format!("no {} actor", slot.as_str()));
+        };
+        if let Some(e) = &q.dead {
+            let e = e.clone();
+            drop(q);
+            let _ = reply.send(Err(e));
+            return Ok(Ticket(rx));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some((_, jobs)) = &q.jobs
+            && jobs
+                .send(Job {
+                    id,
+                    work: Arc::clone(&work),
+                })
+                .is_err()
+        {
+            // The thread is gone: its failure restarts the worker, which gets the whole queue.
+            tracing::warn!(
+                slot = slot.as_str(),
+                "compute thread gone; waiting for the worker's restart"
+            );
+        }
+        q.in_flight.push_back(InFlight {
+            id,
+            work,
+            reply,
+            attempts: 0,
+        });
         Ok(Ticket(rx))
     }
 
@@ -858,5 +936,87 @@ impl GameHandle {
     /// Stop the supervisor and its workers.
     pub fn stop(&self) {
         self.actor.stop(Some("game over".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{BuildContext, KindInfo};
+    use crate::roles::Role;
+    use std::sync::atomic::AtomicBool;
+
+    struct Flagged(Arc<AtomicBool>);
+    impl Judge for Flagged {}
+    impl Drop for Flagged {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The queues are shared with the compute threads, so the supervisor must close them when the game stops:
+    /// otherwise a thread (and its model) outlives its game.
+    #[tokio::test(flavor = "current_thread")]
+    async fn stopping_the_game_ends_the_compute_threads() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut registry = Registry::new();
+        let flag = Arc::clone(&dropped);
+        registry.add_judge(
+            KindInfo {
+                kind: "flagged".into(),
+                about: String::new(),
+                roles: vec![Role::Judge],
+                params: Vec::new(),
+                check: Arc::new(|_: &toml::Table, _: &BuildContext| Ok(())),
+            },
+            Arc::new(move |_: &toml::Table, _: &BuildContext| {
+                Ok(Box::new(Flagged(Arc::clone(&flag))) as Box<dyn Judge>)
+            }),
+        );
+        let spec = WorkerSpec::Judge {
+            registry,
+            kind: "flagged".into(),
+            params: toml::Table::new(),
+            ctx: BuildContext {
+                scenario_dir: ".".into(),
+                seed: 0,
+                role: Role::Judge,
+                run_dir: None,
+            },
+        };
+        let mut slots = BTreeMap::new();
+        slots.insert(
+            Slot::Judge,
+            SlotSpec {
+                spec,
+                restore: Default::default(),
+                faults: FaultPlan::default(),
+            },
+        );
+        let (game, join) = GameHandle::start(GameArgs {
+            slots,
+            max_restarts: 0,
+        })
+        .await
+        .expect("starts");
+        assert!(matches!(
+            game.call(Slot::Judge, Work::Save).await,
+            Ok(Output::Saved { .. })
+        ));
+        game.stop();
+        join.await.expect("supervisor stops");
+        for _ in 0..200 {
+            if dropped.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the judge's thread is still running"
+        );
+        // A request after the game is an error, not a hang.
+        let late = game.submit(Slot::Judge, Work::Save).expect("a ticket");
+        assert!(late.answer().await.is_err());
     }
 }

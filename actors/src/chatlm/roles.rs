@@ -1142,9 +1142,9 @@ impl Judge for ChatJudge {
             let mut items = Vec::new();
             for r in reqs {
                 let rub = rubric_of(r.goal);
-                items.push((r.context.as_str(), r.a.as_str(), r.b.as_str(), rub));
+                items.push((&*r.context, &*r.a, &*r.b, rub));
                 if both {
-                    items.push((r.context.as_str(), r.b.as_str(), r.a.as_str(), rub));
+                    items.push((&*r.context, &*r.b, &*r.a, rub));
                 }
             }
             self.read_pairs(t, &items)?
@@ -1204,8 +1204,8 @@ impl Judge for ChatJudge {
             .iter()
             .map(|r| {
                 (
-                    r.context.clone(),
-                    r.response.clone(),
+                    r.context.to_string(),
+                    r.response.to_string(),
                     rubric_of(r.goal),
                     r.rng_seed,
                 )
@@ -1240,8 +1240,8 @@ impl Judge for ChatJudge {
                     .iter()
                     .map(|r| {
                         (
-                            r.prompt.clone(),
-                            r.response.clone(),
+                            r.prompt.to_string(),
+                            r.response.to_string(),
                             Rubric::Compliance,
                             r.rng_seed,
                         )
