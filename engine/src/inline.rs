@@ -218,6 +218,31 @@ mod tests {
         assert!(out.is_err_and(|e| e.contains("boom")));
     }
 
+    /// Wakes racing with polls: two threads answer at once (one of them handing its wake to the runtime), many
+    /// times over. A lost wake hangs the loop; the timeout turns that into a failure.
+    #[tokio::test(flavor = "current_thread")]
+    async fn racing_wakes_are_never_lost() {
+        let run = spawn(async {
+            for i in 0..3000u32 {
+                let (tx1, rx1) = tokio::sync::oneshot::channel();
+                let (tx2, rx2) = tokio::sync::oneshot::channel();
+                let defer = i % 3 == 0;
+                std::thread::spawn(move || {
+                    defer_wakes(defer);
+                    let _ = tx1.send(i);
+                });
+                std::thread::spawn(move || {
+                    let _ = tx2.send(i);
+                });
+                let (a, b) = tokio::join!(rx1, rx2);
+                assert_eq!((a.ok(), b.ok()), (Some(i), Some(i)));
+            }
+        })
+        .expect("in a runtime");
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), run).await;
+        assert_eq!(out, Ok(Ok(())), "a wake was lost");
+    }
+
     #[test]
     fn outside_a_runtime_is_an_error() {
         assert!(spawn(async {}).is_err());
