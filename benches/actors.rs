@@ -7,9 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use sparring_engine::Role;
 use sparring_engine::registry::BuildContext;
-use sparring_engine::supervise::{
-    FaultPlan, GameArgs, GameHandle, Slot, SlotSpec, Work, WorkerSpec,
-};
+use sparring_engine::supervise::{GameArgs, GameHandle, Slot, SlotSpec, Work, WorkerSpec};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -81,29 +79,16 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    // (1) engine path: game loop → Game supervisor → judge worker → compute thread → back.
+    // (1) engine path: a task → the judge's queue → its compute thread → back (no supervisor hop).
     let game = rt.block_on(async {
         let mut slots = BTreeMap::new();
-        let ctx = BuildContext {
-            scenario_dir: ".".into(),
-            seed: 0,
-            role: Role::Judge,
-            run_dir: None,
-        };
         let spec = WorkerSpec::Judge {
             registry: sparring_actors::registry(),
             kind: "refusal-prefix".into(),
             params: toml::Table::new(),
-            ctx,
+            ctx: BuildContext::detached(Role::Judge),
         };
-        slots.insert(
-            Slot::Judge,
-            SlotSpec {
-                spec,
-                restore: Default::default(),
-                faults: FaultPlan::default(),
-            },
-        );
+        slots.insert(Slot::Judge, SlotSpec::fresh(spec));
         GameHandle::start(GameArgs {
             slots,
             max_restarts: 3,

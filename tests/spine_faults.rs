@@ -176,12 +176,7 @@ mod judge_game {
             registry: sparring_actors::registry(),
             kind: "refusal-prefix".into(),
             params: toml::Table::new(),
-            ctx: BuildContext {
-                scenario_dir: ".".into(),
-                seed: 0,
-                role: Role::Judge,
-                run_dir: None,
-            },
+            ctx: BuildContext::detached(Role::Judge),
         };
         let faults = FaultPlan {
             fault: RoleFault {
@@ -194,9 +189,8 @@ mod judge_game {
         slots.insert(
             Slot::Judge,
             SlotSpec {
-                spec,
-                restore: Default::default(),
                 faults,
+                ..SlotSpec::fresh(spec)
             },
         );
         GameHandle::start(GameArgs {

@@ -22,6 +22,17 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
+    /// A context outside any scenario (tests, benches, embedding): paths resolve against the working directory,
+    /// seed 0, no run directory.
+    pub fn detached(role: Role) -> Self {
+        BuildContext {
+            scenario_dir: ".".into(),
+            seed: 0,
+            role,
+            run_dir: None,
+        }
+    }
+
     /// Resolve a path parameter against the scenario directory.
     pub fn resolve(&self, p: impl AsRef<Path>) -> PathBuf {
         let p = p.as_ref();

@@ -581,6 +581,17 @@ pub struct SlotSpec {
     pub faults: FaultPlan,
 }
 
+impl SlotSpec {
+    /// A worker built fresh (no restore point) with no injected faults.
+    pub fn fresh(spec: WorkerSpec) -> Self {
+        SlotSpec {
+            spec,
+            restore: Default::default(),
+            faults: FaultPlan::default(),
+        }
+    }
+}
+
 /// Arguments of the supervisor.
 pub struct GameArgs {
     pub slots: BTreeMap<Slot, SlotSpec>,
@@ -977,22 +988,10 @@ mod tests {
             registry,
             kind: "flagged".into(),
             params: toml::Table::new(),
-            ctx: BuildContext {
-                scenario_dir: ".".into(),
-                seed: 0,
-                role: Role::Judge,
-                run_dir: None,
-            },
+            ctx: BuildContext::detached(Role::Judge),
         };
         let mut slots = BTreeMap::new();
-        slots.insert(
-            Slot::Judge,
-            SlotSpec {
-                spec,
-                restore: Default::default(),
-                faults: FaultPlan::default(),
-            },
-        );
+        slots.insert(Slot::Judge, SlotSpec::fresh(spec));
         let (game, join) = GameHandle::start(GameArgs {
             slots,
             max_restarts: 0,
