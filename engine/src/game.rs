@@ -676,13 +676,15 @@ fn judge_skeleton(
     dreqs: &[GenRequest],
 ) -> JudgeSkeleton {
     let empty: Arc<str> = Arc::from("");
+    // Each rewrite once; its judge requests share it.
+    let inputs: Vec<Arc<str>> = dreqs.iter().map(|r| Arc::from(r.input.as_str())).collect();
     let defender = match mode {
         PayoffMode::Pairwise => {
             let pairs = payoff::all_pairs(&(0..d_n).collect::<Vec<_>>());
             let mut reqs = Vec::with_capacity(dreqs.len() * pairs.len());
             let mut idx = Vec::with_capacity(reqs.capacity());
             for (k, req) in dreqs.iter().enumerate() {
-                let input: Arc<str> = Arc::from(req.input.as_str());
+                let input = &inputs[k];
                 for &(i, j) in &pairs {
                     let key = format!("{}/p{i}-{j}", req.key);
                     idx.push((k, i, j));
@@ -690,7 +692,7 @@ fn judge_skeleton(
                         rng_seed: rseed(&key),
                         key,
                         seed: req.seed.clone(),
-                        context: Arc::clone(&input),
+                        context: Arc::clone(input),
                         a: Arc::clone(&empty),
                         b: Arc::clone(&empty),
                         goal: Goal::of(Role::Defender, req.seed.category),
@@ -703,7 +705,7 @@ fn judge_skeleton(
             let mut reqs = Vec::with_capacity(dreqs.len() * d_n);
             let mut idx = Vec::with_capacity(reqs.capacity());
             for (k, req) in dreqs.iter().enumerate() {
-                let input: Arc<str> = Arc::from(req.input.as_str());
+                let input = &inputs[k];
                 for i in 0..d_n {
                     let key = format!("{}/d{i}/score", req.key);
                     idx.push((k, i));
@@ -711,7 +713,7 @@ fn judge_skeleton(
                         rng_seed: rseed(&key),
                         key,
                         seed: req.seed.clone(),
-                        context: Arc::clone(&input),
+                        context: Arc::clone(input),
                         response: Arc::clone(&empty),
                         goal: Goal::of(Role::Defender, req.seed.category),
                     });
@@ -723,7 +725,7 @@ fn judge_skeleton(
     let mut lreqs = Vec::with_capacity(dreqs.len() * d_n);
     let mut lidx = Vec::with_capacity(lreqs.capacity());
     for (k, req) in dreqs.iter().enumerate() {
-        let input: Arc<str> = Arc::from(req.input.as_str());
+        let input = &inputs[k];
         for i in 0..d_n {
             let key = format!("{}/d{i}", req.key);
             lidx.push((k, i));
@@ -731,7 +733,7 @@ fn judge_skeleton(
                 rng_seed: rseed(&format!("{key}/label")),
                 key,
                 seed: req.seed.clone(),
-                prompt: Arc::clone(&input),
+                prompt: Arc::clone(input),
                 response: Arc::clone(&empty),
             });
         }

@@ -330,6 +330,20 @@ impl Queues {
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// Close `slot` for good: its thread's channel is dropped (the thread ends), the requests still queued are
+    /// answered with `queued` (after the queue is unlocked) and every later one fails with `dead`.
+    fn close(&self, slot: Slot, dead: String, queued: &str) {
+        let mut failed = Vec::new();
+        if let Some(mut q) = self.get(slot) {
+            q.jobs = None;
+            q.dead = Some(dead);
+            failed.extend(q.in_flight.drain(..).map(|f| f.reply));
+        }
+        for reply in failed {
+            let _ = reply.send(Err(queued.to_string()));
+        }
+    }
 }
 
 /// When a compute thread worked on one request (measured on the thread, around the implementation's call).
@@ -788,15 +802,8 @@ impl Actor for Game {
                 }
             }
             Err(e) => {
-                let mut failed = Vec::new();
-                if let Some(mut q) = st.queues.get(slot) {
-                    let e = format!("restarting the {} failed: {e}", slot.as_str());
-                    failed.extend(q.in_flight.drain(..).map(|f| (f.reply, e.clone())));
-                    q.dead = Some(e);
-                }
-                for (reply, e) in failed {
-                    let _ = reply.send(Err(e));
-                }
+                let e = format!("restarting the {} failed: {e}", slot.as_str());
+                st.queues.close(slot, e.clone(), &e);
             }
         }
         Ok(())
@@ -813,18 +820,11 @@ impl Actor for Game {
             }
             // Dropping the channel ends the compute thread (which drops its implementation); requests still
             // queued are answered with an error, not left hanging.
-            let mut failed = Vec::new();
-            if let Some(mut q) = st.queues.get(*slot) {
-                q.jobs = None;
-                q.dead = Some("the game is over".into());
-                failed.extend(q.in_flight.drain(..).map(|f| f.reply));
-            }
-            for reply in failed {
-                let _ = reply.send(Err(format!(
-                    "the game stopped before the {} answered",
-                    slot.as_str()
-                )));
-            }
+            st.queues.close(
+                *slot,
+                "the game is over".into(),
+                &format!("the game stopped before the {} answered", slot.as_str()),
+            );
         }
         Ok(())
     }
