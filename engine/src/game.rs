@@ -25,7 +25,7 @@ use crate::record::{
 };
 use crate::registry::Registry;
 use crate::replay::{self, CommitJob};
-use crate::rng::{SplitMix64, derive};
+use crate::rng::{SplitMix64, derive, derive_suffixed};
 use crate::roles::{
     FaithRequest, GenRequest, Generation, Goal, Group, LabelRequest, PairRequest, PointRequest,
     Role, Seed, Verdict,
@@ -669,12 +669,13 @@ struct JudgeSkeleton {
 fn judge_skeleton(
     mode: PayoffMode,
     d_n: usize,
-    rseed: &impl Fn(&str) -> u64,
+    (seed, round): (u64, u32),
     seeds: &[Seed],
     skeys: &[String],
     rws: &[Vec<Rw>],
     dreqs: &[GenRequest],
 ) -> JudgeSkeleton {
+    let rseed = |key: &str| derive(seed, round.into(), key);
     let empty: Arc<str> = Arc::from("");
     // Each rewrite once; its judge requests share it.
     let inputs: Vec<Arc<str>> = dreqs.iter().map(|r| Arc::from(r.input.as_str())).collect();
@@ -730,7 +731,7 @@ fn judge_skeleton(
             let key = format!("{}/d{i}", req.key);
             lidx.push((k, i));
             lreqs.push(LabelRequest {
-                rng_seed: rseed(&format!("{key}/label")),
+                rng_seed: derive_suffixed(seed, round.into(), &key, "/label"),
                 key,
                 seed: req.seed.clone(),
                 prompt: Arc::clone(input),
@@ -802,7 +803,14 @@ struct Played {
     /// When the round's play ended (its commit follows).
     end: Instant,
     /// The next round's attacker requests, queued behind its update.
-    next: Option<Pending>,
+    next: Option<Next>,
+}
+
+/// The next round's attacker requests (queued behind the attacker's update), with their seeds and keys.
+struct Next {
+    pending: Pending,
+    seeds: Vec<Seed>,
+    skeys: Vec<String>,
 }
 
 /// The seeds of `round`, their keys, and the attacker's requests.
@@ -831,7 +839,7 @@ async fn play_round(
     cx: &Ctx<'_>,
     round: u32,
     states: &mut BTreeMap<Slot, Arc<Vec<u8>>>,
-    queued: Option<Pending>,
+    queued: Option<Next>,
 ) -> Result<Played, RunError> {
     let sc = &cx.loaded.scenario;
     let g = &sc.game;
@@ -844,7 +852,14 @@ async fn play_round(
         ..Default::default()
     };
     let t_round = Instant::now();
-    let (seeds, skeys, areqs) = attacker_requests(cx, round);
+    // Requests queued in the round before come with their seeds; otherwise they are made here.
+    let (seeds, skeys, queued) = match queued {
+        Some(n) => (n.seeds, n.skeys, Ok(n.pending)),
+        None => {
+            let (seeds, skeys, areqs) = attacker_requests(cx, round);
+            (seeds, skeys, Err(areqs))
+        }
+    };
     let rseed = |key: &str| derive(seed, round.into(), key);
 
     // Attacker (its requests may have been queued behind its update in the round before). While it generates: a
@@ -852,8 +867,8 @@ async fn play_round(
     let t = Instant::now();
     let agen = async {
         match queued {
-            Some(p) => gens_of(cx.answer(p).await?),
-            None => cx.generate(Slot::Attacker, areqs).await,
+            Ok(p) => gens_of(cx.answer(p).await?),
+            Err(areqs) => cx.generate(Slot::Attacker, areqs).await,
         }
     };
     let (agens, slots) = overlap(agen, async {
@@ -865,7 +880,7 @@ async fn play_round(
                     .map(|ai| {
                         let key = format!("{skey}/a{ai}");
                         let f = FaithRequest {
-                            rng_seed: rseed(&format!("{key}/faithful")),
+                            rng_seed: derive_suffixed(seed, round.into(), &key, "/faithful"),
                             key: key.clone(),
                             seed: s.clone(),
                             rewrite: String::new(),
@@ -970,7 +985,7 @@ async fn play_round(
         gens_of(cx.answer(p).await?)
     };
     let (dgens, skeleton) = overlap(dgen, async {
-        judge_skeleton(p.mode, d_n, &rseed, &seeds, &skeys, &rws, dreqs)
+        judge_skeleton(p.mode, d_n, (seed, round), &seeds, &skeys, &rws, dreqs)
     })
     .await;
     let (dgens, d_ver) = dgens?;
@@ -1071,15 +1086,16 @@ async fn play_round(
         parsed,
         version,
     };
+    // The rewards first: the defender's update waits on them; its judgment records are made after it is sent.
+    let mut d_pairs = None;
+    let mut d_points = None;
     match (defender, dout) {
         (DefenderJudged::Pairs(_, idx), Some(out)) => {
             let (verdicts, v) = pairs_of(out)?;
             let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
                 vec![Vec::new(); dreqs.len()];
-            for ((k, i, j), vd) in idx.into_iter().zip(verdicts) {
+            for (&(k, i, j), vd) in idx.iter().zip(&verdicts) {
                 per[k].push((i, j, vd.value));
-                let parsed = vd.value.map(|(a, b)| vec![a, b]);
-                judgments.push(jrec(k, Side::Defender, i, Some(j), vd.raw, parsed, v));
             }
             for (k, judged) in per.iter().enumerate() {
                 for (r, rw) in payoff::pairwise_rewards(resps[k].len(), judged)
@@ -1089,22 +1105,15 @@ async fn play_round(
                     rw.reward = payoff::weighted(r, p.defender_weight);
                 }
             }
+            d_pairs = Some((idx, verdicts, v));
         }
         (DefenderJudged::Points(_, idx), Some(out)) => {
             let (verdicts, v) = scores_of(out)?;
-            for ((k, i), vd) in idx.into_iter().zip(verdicts) {
+            for (&(k, i), vd) in idx.iter().zip(&verdicts) {
                 let val = vd.value.filter(|x| x.is_finite());
                 resps[k][i].reward = payoff::weighted(val, p.defender_weight);
-                judgments.push(jrec(
-                    k,
-                    Side::Defender,
-                    i,
-                    None,
-                    vd.raw,
-                    val.map(|x| vec![x]),
-                    v,
-                ));
             }
+            d_points = Some((idx, verdicts, v));
         }
         (_, None) => {}
     }
@@ -1119,6 +1128,26 @@ async fn play_round(
     } else {
         None
     };
+    if let Some((idx, verdicts, v)) = d_pairs {
+        for ((k, i, j), vd) in idx.into_iter().zip(verdicts) {
+            let parsed = vd.value.map(|(a, b)| vec![a, b]);
+            judgments.push(jrec(k, Side::Defender, i, Some(j), vd.raw, parsed, v));
+        }
+    }
+    if let Some((idx, verdicts, v)) = d_points {
+        for ((k, i), vd) in idx.into_iter().zip(verdicts) {
+            let val = vd.value.filter(|x| x.is_finite());
+            judgments.push(jrec(
+                k,
+                Side::Defender,
+                i,
+                None,
+                vd.raw,
+                val.map(|x| vec![x]),
+                v,
+            ));
+        }
+    }
 
     // Representatives.
     for row in rws.iter_mut() {
@@ -1273,12 +1302,17 @@ async fn play_round(
         if round >= g.rounds || eval_due {
             return None;
         }
-        let (_, _, areqs) = attacker_requests(cx, round + 1);
+        let (seeds, skeys, areqs) = attacker_requests(cx, round + 1);
         if areqs.is_empty() {
             return None;
         }
         // A failed submit leaves the request to the next round (which reports the error).
-        cx.submit(Slot::Attacker, Work::Generate(areqs)).ok()
+        let pending = cx.submit(Slot::Attacker, Work::Generate(areqs)).ok()?;
+        Some(Next {
+            pending,
+            seeds,
+            skeys,
+        })
     })
     .await;
     for (slot, role, res) in [
@@ -1452,7 +1486,7 @@ async fn answer_and_label(
         .iter()
         .zip(&outs)
         .map(|(r, o)| LabelRequest {
-            rng_seed: derive(seed, round.into(), &format!("{}/label", r.key)),
+            rng_seed: derive_suffixed(seed, round.into(), &r.key, "/label"),
             key: r.key.clone(),
             seed: r.seed.clone(),
             prompt: Arc::from(r.input.as_str()),
@@ -1549,7 +1583,7 @@ async fn attack_phase(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Attack
             if let Some(text) = &a.parsed {
                 idx.push(i);
                 freqs.push(FaithRequest {
-                    rng_seed: derive(seed, round.into(), &format!("{}/faithful", r.key)),
+                    rng_seed: derive_suffixed(seed, round.into(), &r.key, "/faithful"),
                     key: r.key.clone(),
                     seed: r.seed.clone(),
                     rewrite: text.clone(),
@@ -1585,7 +1619,7 @@ async fn defend_phase(
         if valid[i] {
             didx.push(i);
             dreqs.push(GenRequest {
-                rng_seed: derive(seed, round.into(), &format!("{}/d", r.key)),
+                rng_seed: derive_suffixed(seed, round.into(), &r.key, "/d"),
                 key: r.key.clone(),
                 role: Role::Defender,
                 seed: r.seed.clone(),
@@ -2149,7 +2183,7 @@ async fn run_with(
             timings.push(tm);
             Ok(())
         };
-        let mut queued: Option<Pending> = None;
+        let mut queued: Option<Next> = None;
         for round in start_round..=sc.game.rounds {
             // The round's window: role time and compute are counted within it (a request queued in the round
             // before counts from here).

@@ -3,7 +3,11 @@
 
 /// FNV-1a 64-bit hash of a string (stable across platforms and versions).
 pub fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a_more(0xcbf2_9ce4_8422_2325, s)
+}
+
+/// FNV-1a continued: `fnv1a_more(fnv1a(a), b) == fnv1a(a + b)`.
+pub fn fnv1a_more(mut h: u64, s: &str) -> u64 {
     for b in s.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -22,6 +26,11 @@ pub fn mix(mut z: u64) -> u64 {
 /// The seed for the request `key` of `round` in a game seeded with `seed`.
 pub fn derive(seed: u64, round: u64, key: &str) -> u64 {
     mix(mix(seed ^ mix(round)) ^ fnv1a(key))
+}
+
+/// [`derive`] for the key `key + suffix`, without building it.
+pub fn derive_suffixed(seed: u64, round: u64, key: &str, suffix: &str) -> u64 {
+    mix(mix(seed ^ mix(round)) ^ fnv1a_more(fnv1a(key), suffix))
 }
 
 /// A splitmix64 random stream.
@@ -74,6 +83,17 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suffixed_key_derives_as_the_whole_key() {
+        for (k, sfx) in [("r2/s1/a0", "/label"), ("", "/x"), ("r1", "")] {
+            assert_eq!(
+                derive_suffixed(7, 3, k, sfx),
+                derive(7, 3, &format!("{k}{sfx}"))
+            );
+        }
+        assert_ne!(derive_suffixed(7, 3, "a", "/b"), derive(7, 3, "a"));
+    }
 
     #[test]
     fn derive_depends_on_all_inputs() {
