@@ -107,8 +107,10 @@ impl Policy for Answers {
 }
 
 /// Judge: every parsed rewrite is faithful; compare scores = answer index (higher wins), except that the pair
-/// (ans0, ans2) is unparseable; attacker-side answers with FLIP win.
-struct Scripted;
+/// (ans0, ans2) is unparseable (or, with `nan`, parses to a NaN score); attacker-side answers with FLIP win.
+struct Scripted {
+    nan: bool,
+}
 fn idx(s: &str) -> f64 {
     s.trim_start_matches("ans")
         .split(' ')
@@ -133,7 +135,11 @@ impl Judge for Scripted {
                 }
                 _ => {
                     if idx(&r.a) == 0.0 && idx(&r.b) == 2.0 {
-                        Verdict::new("garbage", None)
+                        if self.nan {
+                            Verdict::new("A: NaN, B: 2", Some((f64::NAN, 2.0)))
+                        } else {
+                            Verdict::new("garbage", None)
+                        }
                     } else {
                         Verdict::new("def", Some((idx(&r.a), idx(&r.b))))
                     }
@@ -149,7 +155,7 @@ impl Judge for Scripted {
     }
 }
 
-fn registry() -> Registry {
+fn registry(nan: bool) -> Registry {
     let mut r = Registry::new();
     let info = |kind: &str, role: Role| KindInfo {
         kind: kind.into(),
@@ -168,17 +174,32 @@ fn registry() -> Registry {
     );
     r.add_judge(
         info("scripted", Role::Judge),
-        Arc::new(|_, _| Ok(Box::new(Scripted))),
+        Arc::new(move |_, _| Ok(Box::new(Scripted { nan }))),
     );
     r
 }
 
 #[test]
 fn a_round_gets_the_hand_computed_rewards() {
-    let Some(sh) = shared_or_skip("a_round_gets_the_hand_computed_rewards") else {
+    hand_computed_round("a_round_gets_the_hand_computed_rewards", false);
+}
+
+/// A judge's NaN score is a missing verdict: same rewards, and the round's records (which hold no NaN: JSON has
+/// none) are written and read back instead of failing the commit.
+#[test]
+fn a_nan_judge_score_counts_as_missing() {
+    hand_computed_round("a_nan_judge_score_counts_as_missing", true);
+}
+
+fn hand_computed_round(test: &str, nan: bool) {
+    let Some(sh) = shared_or_skip(test) else {
         return;
     };
-    let dir = tmpdir("payoff-round");
+    let dir = tmpdir(if nan {
+        "payoff-round-nan"
+    } else {
+        "payoff-round"
+    });
     let text = scenario(&sh, 1, "")
         .replace("responses_per_attack = 2", "responses_per_attack = 3")
         .replace("seeds_per_round = 6", "seeds_per_round = 1")
@@ -195,7 +216,7 @@ fn a_round_gets_the_hand_computed_rewards() {
     let text = text.split("[[data.unused]]").next().unwrap().to_string()
         + "[attacker]\nkind = \"echo\"\n[defender]\nkind = \"answers\"\n[judge]\nkind = \"scripted\"\n";
     let f = write_scenario(&dir, &text);
-    let reg = registry();
+    let reg = registry(nan);
     let loaded = scenario::load(&f, &[], &reg).unwrap();
     let out = dir.join("run");
     let rt = tokio::runtime::Runtime::new().unwrap();

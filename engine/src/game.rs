@@ -1881,7 +1881,15 @@ impl CommitPipeline {
         } = self;
         let (lines, records, metrics) = tokio::task::spawn_blocking(move || {
             drop(retired);
-            let records = log.records();
+            let mut records = log.records();
+            let changed = records.iter_mut().map(Record::keep_finite).filter(|c| *c).count();
+            if changed > 0 {
+                tracing::warn!(
+                    round,
+                    records = changed,
+                    "non-finite numbers (NaN or infinity) in the round's records are logged as missing"
+                );
+            }
             let mut lines = Vec::with_capacity(records.len() + 1);
             for r in &records {
                 lines.push(json(r)?);

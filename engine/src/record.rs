@@ -175,6 +175,42 @@ pub enum Record {
 }
 
 impl Record {
+    /// JSON has no NaN or infinity (serde_json writes `null`, which does not read back as a number): a
+    /// non-finite reward, judge score, loss or learner metric becomes missing (`None`, or left out of the
+    /// metrics), which is how rewards and metrics already treat it. The judge's raw text stays. Returns whether
+    /// anything changed.
+    pub fn keep_finite(&mut self) -> bool {
+        fn opt(v: &mut Option<f64>) -> bool {
+            let bad = v.is_some_and(|x| !x.is_finite());
+            if bad {
+                *v = None;
+            }
+            bad
+        }
+        match self {
+            Record::Rewrite(r) => opt(&mut r.reward),
+            Record::Response(r) => opt(&mut r.reward),
+            Record::Judgment(j) => {
+                let bad = j
+                    .parsed
+                    .as_ref()
+                    .is_some_and(|p| p.iter().any(|x| !x.is_finite()));
+                if bad {
+                    j.parsed = None;
+                }
+                bad
+            }
+            Record::Learn(l) => {
+                let n = l.report.metrics.len();
+                l.report.metrics.retain(|_, v| v.is_finite());
+                opt(&mut l.report.loss) | (n != l.report.metrics.len())
+            }
+            Record::Eval(_) | Record::Commit(_) => false,
+        }
+    }
+}
+
+impl Record {
     pub fn round(&self) -> u32 {
         match self {
             Record::Rewrite(r) => r.round,
@@ -359,4 +395,70 @@ pub fn metrics(records: &[Record]) -> Metrics {
         m.insert("eval/round".into(), f64::from(round));
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_round_trip(r: &Record) -> Result<Record, String> {
+        let line = serde_json::to_string(r).map_err(|e| e.to_string())?;
+        serde_json::from_str(&line).map_err(|e| format!("{line}: {e}"))
+    }
+
+    /// JSON has no NaN or infinity: a diverged learner's NaN loss, or a judge's NaN score, must not make the
+    /// round's records unreadable (the commit reads every record back).
+    #[test]
+    fn non_finite_numbers_become_missing_and_read_back_as_written() {
+        let mut learn = Record::Learn(LearnRec {
+            run: "r".into(),
+            round: 1,
+            role: Role::Defender,
+            version: 2,
+            report: LearnReport {
+                steps: 1,
+                loss: Some(f64::NAN),
+                metrics: [("kl".to_string(), f64::INFINITY), ("lr".to_string(), 1e-3)]
+                    .into_iter()
+                    .collect(),
+                tokens: 10,
+            },
+        });
+        let mut judged = Record::Judgment(JudgmentRec {
+            run: "r".into(),
+            round: 1,
+            seed_id: "s".into(),
+            role: Role::Judge,
+            version: 0,
+            side: Side::Defender,
+            mode: PayoffMode::Pairwise,
+            group: "g".into(),
+            i: 0,
+            j: Some(1),
+            raw: "A: nan, B: 0.3".into(),
+            parsed: Some(vec![f64::NAN, 0.3]),
+        });
+        assert!(
+            line_round_trip(&learn).is_err(),
+            "NaN in a map does not read back"
+        );
+        assert!(learn.keep_finite() && judged.keep_finite());
+        assert!(!learn.keep_finite(), "nothing left to change");
+        for r in [&learn, &judged] {
+            assert_eq!(line_round_trip(r).as_ref(), Ok(r));
+        }
+        let Record::Learn(l) = &learn else {
+            unreachable!()
+        };
+        assert_eq!(l.report.loss, None);
+        assert_eq!(l.report.metrics.get("lr"), Some(&1e-3));
+        assert!(!l.report.metrics.contains_key("kl"));
+        let Record::Judgment(j) = &judged else {
+            unreachable!()
+        };
+        assert_eq!(
+            (j.parsed.as_ref(), j.raw.as_str()),
+            (None, "A: nan, B: 0.3")
+        );
+    }
 }
