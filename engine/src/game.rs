@@ -1108,10 +1108,10 @@ async fn play_round(
             d_pairs = Some((idx, verdicts, v));
         }
         (DefenderJudged::Points(_, idx), Some(out)) => {
-            let (verdicts, v) = scores_of(out)?;
-            for (&(k, i), vd) in idx.iter().zip(&verdicts) {
-                let val = vd.value.filter(|x| x.is_finite());
-                resps[k][i].reward = payoff::weighted(val, p.defender_weight);
+            let (mut verdicts, v) = scores_of(out)?;
+            for (&(k, i), vd) in idx.iter().zip(&mut verdicts) {
+                vd.value = vd.value.filter(|x| x.is_finite());
+                resps[k][i].reward = payoff::weighted(vd.value, p.defender_weight);
             }
             d_points = Some((idx, verdicts, v));
         }
@@ -1136,16 +1136,8 @@ async fn play_round(
     }
     if let Some((idx, verdicts, v)) = d_points {
         for ((k, i), vd) in idx.into_iter().zip(verdicts) {
-            let val = vd.value.filter(|x| x.is_finite());
-            judgments.push(jrec(
-                k,
-                Side::Defender,
-                i,
-                None,
-                vd.raw,
-                val.map(|x| vec![x]),
-                v,
-            ));
+            let parsed = vd.value.map(|x| vec![x]);
+            judgments.push(jrec(k, Side::Defender, i, None, vd.raw, parsed, v));
         }
     }
 

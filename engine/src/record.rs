@@ -208,9 +208,7 @@ impl Record {
             Record::Eval(_) | Record::Commit(_) => false,
         }
     }
-}
 
-impl Record {
     pub fn round(&self) -> u32 {
         match self {
             Record::Rewrite(r) => r.round,

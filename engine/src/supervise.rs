@@ -632,6 +632,14 @@ pub struct GameState {
 /// The supervisor actor.
 pub struct Game;
 
+/// Why an actor did not start: a failed start-up's own error (it names the role and its cause), else ractor's.
+fn spawn_error(e: ractor::SpawnErr) -> String {
+    match e {
+        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Spawn `slot`'s worker from its restore point and hand it the requests waiting in its queue.
 async fn spawn_worker(
     me: &ActorRef<GameMsg>,
@@ -660,10 +668,7 @@ async fn spawn_worker(
     let actor = Actor::spawn_linked(None, Worker, args, me.get_cell())
         .await
         .map(|(r, _)| r)
-        .map_err(|e| match e {
-            ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-            other => other.to_string(),
-        })?;
+        .map_err(spawn_error)?;
     if let Some(mut q) = st.queues.get(slot) {
         for f in &q.in_flight {
             let _ = tx.send(Job {
@@ -869,10 +874,7 @@ impl GameHandle {
         let (actor, join) =
             Actor::spawn(None, Game, (args, Arc::clone(&queues), Arc::clone(&board)))
                 .await
-                .map_err(|e| match e {
-                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
-                    other => other.to_string(),
-                })?;
+                .map_err(spawn_error)?;
         Ok((
             GameHandle {
                 actor,
