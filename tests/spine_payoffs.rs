@@ -22,7 +22,7 @@ fn rewards_are_means_over_pairs_missing_excluded() {
     // 3 members: 0 beats 1, 0 ties 2, verdict (1,2) missing.
     let r = pairwise_rewards(
         3,
-        &[
+        [
             (0, 1, Some((9.0, 1.0))),
             (0, 2, Some((4.0, 4.0))),
             (1, 2, None),
@@ -30,7 +30,7 @@ fn rewards_are_means_over_pairs_missing_excluded() {
     );
     assert_eq!(r, vec![Some(0.75), Some(0.0), Some(0.5)]);
     // A member without any valid pair has no reward (not zero).
-    let r = pairwise_rewards(3, &[(0, 1, Some((1.0, 2.0))), (0, 2, None), (1, 2, None)]);
+    let r = pairwise_rewards(3, [(0, 1, Some((1.0, 2.0))), (0, 2, None), (1, 2, None)]);
     assert_eq!(r, vec![Some(0.0), Some(1.0), None]);
     // Four members, all pairs: 1 wins all, 3 loses all, 0 and 2 tie each other.
     let j = vec![

@@ -21,11 +21,11 @@
 use crate::payoff;
 use crate::record::{
     CommitRec, EvalMode, EvalRec, JudgmentRec, LearnRec, Metrics, Record, ResponseRec, RewriteRec,
-    metrics,
+    Tally, metrics,
 };
 use crate::registry::Registry;
 use crate::replay::{self, CommitJob};
-use crate::rng::{SplitMix64, derive, derive_suffixed};
+use crate::rng::{KeyPrefix, RoundKeys, SplitMix64, derive, derive_suffixed};
 use crate::roles::{
     FaithRequest, GenRequest, Generation, Goal, Group, LabelRequest, PairRequest, PointRequest,
     Role, Seed, Verdict,
@@ -155,6 +155,10 @@ struct Ctx<'a> {
     compute: Compute,
     /// Told after each chunk of an evaluation phase.
     on_eval: Option<&'a (dyn Fn(&EvalStep) + Sync)>,
+    /// In a run: the requests sent since the last round's end, freed with the round's commit on its blocking
+    /// thread. Otherwise the role thread that answered a request frees it, right when the next role may be
+    /// waiting for that thread's CPU (a judge batch is hundreds of keys and shared texts).
+    spent: Option<std::sync::Mutex<Vec<Arc<Work>>>>,
 }
 
 /// Progress of an evaluation phase: `done` of `total` requests answered.
@@ -306,6 +310,7 @@ impl<'a> Ctx<'a> {
             waits: RoleWaits::default(),
             compute: Compute::default(),
             on_eval,
+            spent: None,
         }
     }
 }
@@ -325,7 +330,18 @@ impl Ctx<'_> {
     /// Send a request to a role now (it queues behind the role's earlier requests); [`Self::answer`] takes the
     /// answer. Counts as in flight from now.
     fn submit(&self, slot: Slot, work: Work) -> Result<Pending, RunError> {
-        self.submit_shared(slot, Arc::new(work))
+        let work = Arc::new(work);
+        if let Some(spent) = &self.spent {
+            lock(spent).push(Arc::clone(&work));
+        }
+        self.submit_shared(slot, work)
+    }
+
+    /// The requests sent since the last call (see `spent`).
+    fn take_spent(&self) -> Vec<Arc<Work>> {
+        self.spent
+            .as_ref()
+            .map_or_else(Vec::new, |s| std::mem::take(&mut *lock(s)))
     }
 
     /// [`Self::submit`] of a request the engine keeps reading.
@@ -668,35 +684,47 @@ struct JudgeSkeleton {
 
 fn judge_skeleton(
     mode: PayoffMode,
-    d_n: usize,
-    (seed, round): (u64, u32),
+    (a_n, d_n): (usize, usize),
+    keys: RoundKeys,
     seeds: &[Seed],
     skeys: &[String],
     rws: &[Vec<Rw>],
     dreqs: &[GenRequest],
 ) -> JudgeSkeleton {
-    let rseed = |key: &str| derive(seed, round.into(), key);
+    // Keys are a request's key plus a suffix from these tables (built once; no formatting per request).
+    // (Roles answer `a_n` rewrites and `d_n` responses, checked by the worker; the widest row bounds the table.)
+    let n = rws.iter().map(Vec::len).fold(a_n.max(d_n), usize::max);
+    let pair_sfx: Vec<Vec<String>> = (0..n)
+        .map(|i| (0..n).map(|j| format!("/p{i}-{j}")).collect())
+        .collect();
+    let sfx = |f: fn(usize) -> String| -> Vec<String> { (0..n).map(f).collect() };
+    let (d_sfx, d_label_sfx) = (sfx(|i| format!("/d{i}")), sfx(|i| format!("/d{i}/label")));
+    let (d_score_sfx, a_score_sfx) = (
+        sfx(|i| format!("/d{i}/score")),
+        sfx(|i| format!("/a{i}/score")),
+    );
     let empty: Arc<str> = Arc::from("");
     // Each rewrite once; its judge requests share it.
     let inputs: Vec<Arc<str>> = dreqs.iter().map(|r| Arc::from(r.input.as_str())).collect();
+    let dkeys: Vec<KeyPrefix<'_>> = dreqs.iter().map(|r| keys.prefix(&r.key)).collect();
     let defender = match mode {
         PayoffMode::Pairwise => {
             let pairs = payoff::all_pairs(&(0..d_n).collect::<Vec<_>>());
             let mut reqs = Vec::with_capacity(dreqs.len() * pairs.len());
             let mut idx = Vec::with_capacity(reqs.capacity());
             for (k, req) in dreqs.iter().enumerate() {
-                let input = &inputs[k];
+                let goal = Goal::of(Role::Defender, req.seed.category);
                 for &(i, j) in &pairs {
-                    let key = format!("{}/p{i}-{j}", req.key);
+                    let (key, rng_seed) = dkeys[k].with(&pair_sfx[i][j]);
                     idx.push((k, i, j));
                     reqs.push(PairRequest {
-                        rng_seed: rseed(&key),
+                        rng_seed,
                         key,
                         seed: req.seed.clone(),
-                        context: Arc::clone(input),
+                        context: Arc::clone(&inputs[k]),
                         a: Arc::clone(&empty),
                         b: Arc::clone(&empty),
-                        goal: Goal::of(Role::Defender, req.seed.category),
+                        goal,
                     });
                 }
             }
@@ -706,17 +734,17 @@ fn judge_skeleton(
             let mut reqs = Vec::with_capacity(dreqs.len() * d_n);
             let mut idx = Vec::with_capacity(reqs.capacity());
             for (k, req) in dreqs.iter().enumerate() {
-                let input = &inputs[k];
-                for i in 0..d_n {
-                    let key = format!("{}/d{i}/score", req.key);
+                let goal = Goal::of(Role::Defender, req.seed.category);
+                for (i, sfx) in d_score_sfx.iter().enumerate().take(d_n) {
+                    let (key, rng_seed) = dkeys[k].with(sfx);
                     idx.push((k, i));
                     reqs.push(PointRequest {
-                        rng_seed: rseed(&key),
+                        rng_seed,
                         key,
                         seed: req.seed.clone(),
-                        context: Arc::clone(input),
+                        context: Arc::clone(&inputs[k]),
                         response: Arc::clone(&empty),
-                        goal: Goal::of(Role::Defender, req.seed.category),
+                        goal,
                     });
                 }
             }
@@ -726,15 +754,13 @@ fn judge_skeleton(
     let mut lreqs = Vec::with_capacity(dreqs.len() * d_n);
     let mut lidx = Vec::with_capacity(lreqs.capacity());
     for (k, req) in dreqs.iter().enumerate() {
-        let input = &inputs[k];
         for i in 0..d_n {
-            let key = format!("{}/d{i}", req.key);
             lidx.push((k, i));
             lreqs.push(LabelRequest {
-                rng_seed: derive_suffixed(seed, round.into(), &key, "/label"),
-                key,
+                rng_seed: dkeys[k].seed_with(&d_label_sfx[i]),
+                key: dkeys[k].key_with(&d_sfx[i]),
                 seed: req.seed.clone(),
-                prompt: Arc::clone(input),
+                prompt: Arc::clone(&inputs[k]),
                 response: Arc::clone(&empty),
             });
         }
@@ -744,6 +770,8 @@ fn judge_skeleton(
             let mut reqs = Vec::new();
             let mut idx = Vec::new();
             for (si, (s, skey)) in seeds.iter().zip(skeys).enumerate() {
+                let prefix = keys.prefix(skey);
+                let goal = Goal::of(Role::Attacker, s.category);
                 let members: Vec<usize> = rws[si]
                     .iter()
                     .enumerate()
@@ -751,16 +779,16 @@ fn judge_skeleton(
                     .map(|(i, _)| i)
                     .collect();
                 for (i, j) in payoff::all_pairs(&members) {
-                    let key = format!("{skey}/p{i}-{j}");
+                    let (key, rng_seed) = prefix.with(&pair_sfx[i][j]);
                     idx.push((si, i, j));
                     reqs.push(PairRequest {
-                        rng_seed: rseed(&key),
+                        rng_seed,
                         key,
                         seed: s.clone(),
                         context: Arc::clone(&s.prompt),
                         a: Arc::clone(&empty),
                         b: Arc::clone(&empty),
-                        goal: Goal::of(Role::Attacker, s.category),
+                        goal,
                     });
                 }
             }
@@ -770,17 +798,19 @@ fn judge_skeleton(
             let mut reqs = Vec::new();
             let mut idx = Vec::new();
             for (si, (s, skey)) in seeds.iter().zip(skeys).enumerate() {
+                let prefix = keys.prefix(skey);
+                let goal = Goal::of(Role::Attacker, s.category);
                 for (ai, rw) in rws[si].iter().enumerate() {
                     if rw.valid {
-                        let key = format!("{skey}/a{ai}/score");
+                        let (key, rng_seed) = prefix.with(&a_score_sfx[ai]);
                         idx.push((si, ai));
                         reqs.push(PointRequest {
-                            rng_seed: rseed(&key),
+                            rng_seed,
                             key,
                             seed: s.clone(),
                             context: Arc::clone(&s.prompt),
                             response: Arc::clone(&empty),
-                            goal: Goal::of(Role::Attacker, s.category),
+                            goal,
                         });
                     }
                 }
@@ -860,7 +890,6 @@ async fn play_round(
             (seeds, skeys, Err(areqs))
         }
     };
-    let rseed = |key: &str| derive(seed, round.into(), key);
 
     // Attacker (its requests may have been queued behind its update in the round before). While it generates: a
     // faithfulness and a defender request for every rewrite (texts filled in when the rewrites come).
@@ -872,21 +901,27 @@ async fn play_round(
         }
     };
     let (agens, slots) = overlap(agen, async {
+        let keys = RoundKeys::new(seed, round.into());
+        let a_sfx: Vec<(String, String)> = (0..a_n)
+            .map(|ai| (format!("/a{ai}"), format!("/a{ai}/faithful")))
+            .collect();
         let slots: Vec<Vec<(FaithRequest, GenRequest)>> = seeds
             .iter()
             .zip(&skeys)
             .map(|(s, skey)| {
-                (0..a_n)
-                    .map(|ai| {
-                        let key = format!("{skey}/a{ai}");
+                let prefix = keys.prefix(skey);
+                a_sfx
+                    .iter()
+                    .map(|(a_sfx, f_sfx)| {
+                        let (key, rng_seed) = prefix.with(a_sfx);
                         let f = FaithRequest {
-                            rng_seed: derive_suffixed(seed, round.into(), &key, "/faithful"),
+                            rng_seed: prefix.seed_with(f_sfx),
                             key: key.clone(),
                             seed: s.clone(),
                             rewrite: String::new(),
                         };
                         let d = GenRequest {
-                            rng_seed: rseed(&key),
+                            rng_seed,
                             key,
                             role: Role::Defender,
                             seed: s.clone(),
@@ -985,7 +1020,15 @@ async fn play_round(
         gens_of(cx.answer(p).await?)
     };
     let (dgens, skeleton) = overlap(dgen, async {
-        judge_skeleton(p.mode, d_n, (seed, round), &seeds, &skeys, &rws, dreqs)
+        judge_skeleton(
+            p.mode,
+            (a_n, d_n),
+            RoundKeys::new(seed, round.into()),
+            &seeds,
+            &skeys,
+            &rws,
+            dreqs,
+        )
     })
     .await;
     let (dgens, d_ver) = dgens?;
@@ -1092,18 +1135,21 @@ async fn play_round(
     match (defender, dout) {
         (DefenderJudged::Pairs(_, idx), Some(out)) => {
             let (verdicts, v) = pairs_of(out)?;
-            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
-                vec![Vec::new(); dreqs.len()];
-            for (&(k, i, j), vd) in idx.iter().zip(&verdicts) {
-                per[k].push((i, j, vd.value));
-            }
-            for (k, judged) in per.iter().enumerate() {
-                for (r, rw) in payoff::pairwise_rewards(resps[k].len(), judged)
+            // `judge_skeleton` lists the pairs request by request: each request's pairs are one stretch.
+            let mut at = 0;
+            for (k, row) in resps.iter_mut().enumerate() {
+                let len = idx[at..].iter().take_while(|e| e.0 == k).count();
+                let judged = idx[at..at + len]
+                    .iter()
+                    .zip(verdicts.get(at..).unwrap_or_default())
+                    .map(|(&(_, i, j), vd)| (i, j, vd.value));
+                for (r, rw) in payoff::pairwise_rewards(row.len(), judged)
                     .into_iter()
-                    .zip(resps[k].iter_mut())
+                    .zip(row.iter_mut())
                 {
                     rw.reward = payoff::weighted(r, p.defender_weight);
                 }
+                at += len;
             }
             d_pairs = Some((idx, verdicts, v));
         }
@@ -1849,15 +1895,17 @@ struct CommitPipeline {
     /// States the round replaced: freed on the blocking thread (freeing a model's state returns its pages to
     /// the system, which takes a while).
     retired: Vec<Arc<Vec<u8>>>,
+    /// The round's requests to the roles, freed there too.
+    spent: Vec<Arc<Work>>,
     states: Vec<(String, Arc<Vec<u8>>)>,
+    /// The run's summary so far: the round's records are folded in, then freed on the blocking thread.
+    tally: Arc<std::sync::Mutex<Tally>>,
 }
 
 /// A committed round.
 struct Committed {
     round: u32,
     metrics: Metrics,
-    /// The round's records as read back from the log, the commit marker last.
-    records: Vec<Record>,
 }
 
 impl CommitPipeline {
@@ -1869,10 +1917,12 @@ impl CommitPipeline {
             checkpoint,
             log,
             retired,
+            spent,
             states,
+            tally,
         } = self;
-        let (lines, records, metrics) = tokio::task::spawn_blocking(move || {
-            drop(retired);
+        let (lines, metrics) = tokio::task::spawn_blocking(move || {
+            drop((retired, spent));
             let mut records = log.records();
             let changed = records.iter_mut().map(Record::keep_finite).filter(|c| *c).count();
             if changed > 0 {
@@ -1904,8 +1954,11 @@ impl CommitPipeline {
                 metrics: m.clone(),
             });
             lines.push(json(&commit)?);
-            recs.push(commit);
-            Ok::<_, RunError>((lines, recs, m))
+            let mut t = lock(&tally);
+            for r in &recs {
+                t.add(r);
+            }
+            Ok::<_, RunError>((lines, m))
         })
         .await
         .map_err(|e| rerr(format!("internal: serializing round {round}: {e}")))??;
@@ -1916,15 +1969,16 @@ impl CommitPipeline {
             states,
         };
         match game.call(Slot::Replay, Work::Commit(Arc::new(job))).await {
-            Ok(Output::Committed) => Ok(Committed {
-                round,
-                metrics,
-                records,
-            }),
+            Ok(Output::Committed) => Ok(Committed { round, metrics }),
             Ok(_) => Err(rerr("internal: unexpected reply to commit")),
             Err(e) => Err(RunError(e)),
         }
     }
+}
+
+/// A mutex's guard, also after a panic elsewhere (the tally is plain data, valid after any completed `add`).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn joined<T>(r: Result<Result<T, RunError>, tokio::task::JoinError>) -> Result<T, RunError> {
@@ -2155,8 +2209,18 @@ async fn run_with(
             waits: RoleWaits::default(),
             compute: Compute::default(),
             on_eval: None,
+            spent: Some(Default::default()),
         };
-        let mut all: Vec<Record> = committed.records.clone();
+        // The run's summary is folded commit by commit (the records are not kept): by each round's commit
+        // pipeline, which runs only after the round before it is committed, so records fold in log order.
+        let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+        let mut per_round: Vec<(u32, Metrics)> = Vec::new();
+        for r in &committed.records {
+            match r {
+                Record::Commit(c) => per_round.push((c.round, c.metrics.clone())),
+                other => lock(&tally).add(other),
+            }
+        }
         let mut timings = Vec::new();
         // Commits are pipelined: round r's records are serialized, its metrics computed and its commit
         // written (states, records, marker, fsync) in the background while round r+1 plays; round r+1's
@@ -2173,7 +2237,7 @@ async fn run_with(
                 &json(&serde_json::json!({"round": c.round, "metrics": c.metrics}))?,
             )?;
             append_line(&run_dir.join("timings.jsonl"), &json(&tm)?)?;
-            all.extend(c.records);
+            per_round.push((c.round, c.metrics.clone()));
             progress(&Progress {
                 round: c.round,
                 rounds: sc.game.rounds,
@@ -2216,6 +2280,8 @@ async fn run_with(
                 checkpoint: sc.checkpoints.keeps(round, sc.game.rounds),
                 log,
                 retired,
+                spent: cx.take_spent(),
+                tally: Arc::clone(&tally),
                 states: states
                     .iter()
                     .map(|(s, b)| (s.as_str().to_string(), Arc::clone(b)))
@@ -2241,32 +2307,23 @@ async fn run_with(
             prev.total_ms += ms(t);
             finish(c, prev)?;
         }
-        Ok::<_, RunError>((all, timings))
+        let tally = std::mem::take(&mut *lock(&tally));
+        Ok::<_, RunError>((tally, per_round, timings))
     }
     .await;
     let restarts = game.restarts().await;
     game.stop();
     let _ = join.await;
-    let (all, timings) = result?;
+    let (tally, per_round, timings) = result?;
 
     // Per-round metrics from the commit markers (rewritten whole: consistent after a resume).
-    let mut per_round = Vec::new();
-    let mut body = Vec::new();
     let mut text = String::new();
-    for r in &all {
-        match r {
-            Record::Commit(c) => {
-                text.push_str(&json(
-                    &serde_json::json!({"round": c.round, "metrics": c.metrics}),
-                )?);
-                text.push('\n');
-                per_round.push((c.round, c.metrics.clone()));
-            }
-            other => body.push(other.clone()),
-        }
+    for (round, m) in &per_round {
+        text.push_str(&json(&serde_json::json!({"round": round, "metrics": m}))?);
+        text.push('\n');
     }
     write_atomic(&run_dir.join("metrics.jsonl"), text.as_bytes())?;
-    let summary = roundtrip(&metrics(&body))?;
+    let summary = roundtrip(&tally.metrics())?;
     write_atomic(
         &run_dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)
@@ -2287,16 +2344,8 @@ async fn run_with(
         mean.roles_ms += t.roles_ms / n;
         mean.compute_ms += t.compute_ms / n;
     }
-    let last = sc.game.rounds;
-    let final_eval = all
-        .iter()
-        .filter_map(|r| match r {
-            Record::Eval(e) if e.round == last => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
     Ok(RunSummary {
-        final_eval,
+        final_eval: tally.eval_of(sc.game.rounds).to_vec(),
         run_id: run,
         run_dir: run_dir.to_path_buf(),
         rounds: sc.game.rounds,

@@ -8,6 +8,8 @@
 //! The attacker's unparseable or unfaithful rewrites get the scenario's `error_reward` (−1 by default) and take no
 //! part in comparisons. Weights multiply judge-derived rewards, never the error reward.
 
+use std::borrow::Borrow;
+
 /// Per-pair scores of (A, B): 1/0, 0.5/0.5 or 0/1. `None` when a score is not finite.
 pub fn pair_score(sa: f64, sb: f64) -> Option<(f64, f64)> {
     if !sa.is_finite() || !sb.is_finite() {
@@ -35,13 +37,14 @@ pub fn all_pairs(members: &[usize]) -> Vec<(usize, usize)> {
 
 /// Mean per-pair score of each of `n` members from judged pairs `(i, j, scores of i and j)`; `None` scores are
 /// missing verdicts and are excluded.
-pub fn pairwise_rewards(
+pub fn pairwise_rewards<P: Borrow<(usize, usize, Option<(f64, f64)>)>>(
     n: usize,
-    judged: &[(usize, usize, Option<(f64, f64)>)],
+    judged: impl IntoIterator<Item = P>,
 ) -> Vec<Option<f64>> {
     let mut sum = vec![0.0f64; n];
     let mut cnt = vec![0usize; n];
-    for &(i, j, s) in judged {
+    for p in judged {
+        let &(i, j, s) = p.borrow();
         let Some((sa, sb)) = s else { continue };
         let Some((pa, pb)) = pair_score(sa, sb) else {
             continue;

@@ -25,12 +25,70 @@ pub fn mix(mut z: u64) -> u64 {
 
 /// The seed for the request `key` of `round` in a game seeded with `seed`.
 pub fn derive(seed: u64, round: u64, key: &str) -> u64 {
-    mix(mix(seed ^ mix(round)) ^ fnv1a(key))
+    RoundKeys::new(seed, round).derive(key)
 }
 
 /// [`derive`] for the key `key + suffix`, without building it.
 pub fn derive_suffixed(seed: u64, round: u64, key: &str, suffix: &str) -> u64 {
-    mix(mix(seed ^ mix(round)) ^ fnv1a_more(fnv1a(key), suffix))
+    RoundKeys::new(seed, round).prefix(key).seed_with(suffix)
+}
+
+/// Many request keys of one round that share prefixes (`r3/s1/a0` → `r3/s1/a0/p0-1`, `…/d2`): each key is
+/// concatenated, not formatted, and its seed continues the prefix's hash instead of rehashing it.
+/// `RoundKeys::new(seed, round).prefix(k).with(sfx)` is `(k + sfx, derive(seed, round, k + sfx))`.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundKeys {
+    base: u64,
+}
+
+impl RoundKeys {
+    pub fn new(seed: u64, round: u64) -> Self {
+        RoundKeys {
+            base: mix(seed ^ mix(round)),
+        }
+    }
+
+    /// [`derive`] of `key` in this round.
+    pub fn derive(&self, key: &str) -> u64 {
+        mix(self.base ^ fnv1a(key))
+    }
+
+    /// `key`, hashed once, to extend with suffixes.
+    pub fn prefix<'a>(&self, key: &'a str) -> KeyPrefix<'a> {
+        KeyPrefix {
+            key,
+            hash: fnv1a(key),
+            base: self.base,
+        }
+    }
+}
+
+/// A key prefix of a [`RoundKeys`], hashed.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPrefix<'a> {
+    key: &'a str,
+    hash: u64,
+    base: u64,
+}
+
+impl KeyPrefix<'_> {
+    /// The key `prefix + suffix` and its seed.
+    pub fn with(&self, suffix: &str) -> (String, u64) {
+        (self.key_with(suffix), self.seed_with(suffix))
+    }
+
+    /// The key `prefix + suffix`.
+    pub fn key_with(&self, suffix: &str) -> String {
+        let mut key = String::with_capacity(self.key.len() + suffix.len());
+        key.push_str(self.key);
+        key.push_str(suffix);
+        key
+    }
+
+    /// The seed of the key `prefix + suffix`, without building it.
+    pub fn seed_with(&self, suffix: &str) -> u64 {
+        mix(self.base ^ fnv1a_more(self.hash, suffix))
+    }
 }
 
 /// A splitmix64 random stream.
@@ -93,6 +151,20 @@ mod tests {
             );
         }
         assert_ne!(derive_suffixed(7, 3, "a", "/b"), derive(7, 3, "a"));
+    }
+
+    #[test]
+    fn round_keys_build_and_derive_as_whole_keys() {
+        let keys = RoundKeys::new(7, 3);
+        for (k, sfx) in [("r3/s1/a0", "/p0-1"), ("", "/x"), ("r3", "")] {
+            let (key, seed) = keys.prefix(k).with(sfx);
+            assert_eq!(key, format!("{k}{sfx}"));
+            assert_eq!(seed, derive(7, 3, &key));
+            assert_eq!(keys.prefix(k).seed_with(sfx), seed);
+            assert_eq!(keys.prefix(k).key_with(sfx), key);
+            assert_eq!(keys.derive(&key), seed);
+        }
+        assert_ne!(RoundKeys::new(7, 4).derive("a"), keys.derive("a"));
     }
 
     #[test]
