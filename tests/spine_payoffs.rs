@@ -191,16 +191,9 @@ fn a_nan_judge_score_counts_as_missing() {
     hand_computed_round("a_nan_judge_score_counts_as_missing", true);
 }
 
-fn hand_computed_round(test: &str, nan: bool) {
-    let Some(sh) = shared_or_skip(test) else {
-        return;
-    };
-    let dir = tmpdir(if nan {
-        "payoff-round-nan"
-    } else {
-        "payoff-round"
-    });
-    let text = scenario(&sh, 1, "")
+/// One seed, three rewrites and three answers each, with the test's own kinds (`echo`, `answers`, `scripted`).
+fn one_seed_scenario(sh: &std::path::Path) -> String {
+    let text = scenario(sh, 1, "")
         .replace("responses_per_attack = 2", "responses_per_attack = 3")
         .replace("seeds_per_round = 6", "seeds_per_round = 1")
         .replace(
@@ -213,9 +206,62 @@ fn hand_computed_round(test: &str, nan: bool) {
         )
         .replace("kind = \"refusal-prefix\"", "kind = \"scripted\"")
         .replace("[[data.eval]]", "[[data.unused]]");
-    let text = text.split("[[data.unused]]").next().unwrap().to_string()
-        + "[attacker]\nkind = \"echo\"\n[defender]\nkind = \"answers\"\n[judge]\nkind = \"scripted\"\n";
-    let f = write_scenario(&dir, &text);
+    text.split("[[data.unused]]").next().unwrap().to_string()
+        + "[attacker]\nkind = \"echo\"\n[defender]\nkind = \"answers\"\n[judge]\nkind = \"scripted\"\n"
+}
+
+/// Roles start together: a role that cannot be built fails the start with its name, and with several failing, the
+/// first in slot order (attacker, defender, judge) is the one reported, whichever thread failed first.
+#[test]
+fn a_role_that_cannot_be_built_fails_the_start_with_its_name() {
+    let Some(sh) = shared_or_skip("a_role_that_cannot_be_built_fails_the_start_with_its_name")
+    else {
+        return;
+    };
+    let dir = tmpdir("payoff-build-fails");
+    let f = write_scenario(&dir, &one_seed_scenario(&sh));
+    let mut reg = registry(false);
+    let info = |kind: &str, role: Role| KindInfo {
+        kind: kind.into(),
+        about: "test".into(),
+        roles: vec![role],
+        params: vec![],
+        check: Arc::new(|_, _| Ok(())),
+    };
+    reg.add_policy(
+        info("answers", Role::Defender),
+        Arc::new(|_, _| Err(RoleError::failed("no weights in /nowhere/model.gguf"))),
+    );
+    reg.add_judge(
+        info("scripted", Role::Judge),
+        Arc::new(|_, _| panic!("the judge's build panics")),
+    );
+    let loaded = scenario::load(&f, &[], &reg).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for _ in 0..5 {
+        let out = dir.join("run");
+        let _ = std::fs::remove_dir_all(&out);
+        let Err(err) = rt.block_on(game::run(&loaded, &reg, &out, false, &mut |_| {})) else {
+            panic!("the start fails");
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("defender") && msg.contains("no weights in /nowhere/model.gguf"),
+            "{msg}"
+        );
+    }
+}
+
+fn hand_computed_round(test: &str, nan: bool) {
+    let Some(sh) = shared_or_skip(test) else {
+        return;
+    };
+    let dir = tmpdir(if nan {
+        "payoff-round-nan"
+    } else {
+        "payoff-round"
+    });
+    let f = write_scenario(&dir, &one_seed_scenario(&sh));
     let reg = registry(nan);
     let loaded = scenario::load(&f, &[], &reg).unwrap();
     let out = dir.join("run");

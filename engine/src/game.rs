@@ -2177,16 +2177,21 @@ async fn run_with(
 
     let result = async {
         let mut states: BTreeMap<Slot, Arc<Vec<u8>>> = BTreeMap::new();
-        // States to carry forward for sides that do not learn in a round.
+        // States to carry forward for sides that do not learn in a round (the roles save theirs together).
+        let mut saving = Vec::new();
         for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
-            let s = match restore.get(&slot) {
-                Some(b) if committed.last_round > 0 => Arc::new(b.clone()),
-                _ => match game.call(slot, Work::Save).await.map_err(RunError)? {
-                    Output::Saved { state } => state,
-                    _ => return Err(rerr("internal: unexpected reply to save")),
-                },
+            match restore.get(&slot) {
+                Some(b) if committed.last_round > 0 => {
+                    states.insert(slot, Arc::new(b.clone()));
+                }
+                _ => saving.push((slot, game.submit(slot, Work::Save).map_err(RunError)?)),
+            }
+        }
+        for (slot, ticket) in saving {
+            match ticket.answer().await.map_err(RunError)? {
+                (Output::Saved { state }, _) => states.insert(slot, state),
+                _ => return Err(rerr("internal: unexpected reply to save")),
             };
-            states.insert(slot, s);
         }
         if committed.last_round == 0 {
             for (slot, b) in &states {

@@ -646,6 +646,21 @@ async fn spawn_worker(
     slot: Slot,
     st: &mut GameState,
 ) -> Result<ActorRef<WorkerMsg>, String> {
+    let (args, tx) = worker_args(slot, st)?;
+    let incarnation = args.incarnation;
+    let actor = Actor::spawn_linked(None, Worker, args, me.get_cell())
+        .await
+        .map(|(r, _)| r)
+        .map_err(spawn_error)?;
+    open_queue(slot, st, incarnation, tx);
+    Ok(actor)
+}
+
+/// A new incarnation of `slot`'s worker: its arguments and the sending end of its thread's channel.
+fn worker_args(
+    slot: Slot,
+    st: &mut GameState,
+) -> Result<(WorkerArgs, crossbeam_channel::Sender<Job>), String> {
     let (Some(s), Some(restore)) = (
         st.slots.get(&slot),
         st.queues.get(slot).map(|q| Arc::clone(&q.restore)),
@@ -653,7 +668,6 @@ async fn spawn_worker(
         return Err(format!("no {} actor", slot.as_str()));
     };
     st.incarnations += 1;
-    let incarnation = st.incarnations;
     let (tx, rx) = crossbeam_channel::unbounded();
     let args = WorkerArgs {
         slot,
@@ -661,14 +675,15 @@ async fn spawn_worker(
         restore,
         faults: s.faults.clone(),
         jobs: rx,
-        incarnation,
+        incarnation: st.incarnations,
         queues: Arc::clone(&st.queues),
         board: Arc::clone(&st.board),
     };
-    let actor = Actor::spawn_linked(None, Worker, args, me.get_cell())
-        .await
-        .map(|(r, _)| r)
-        .map_err(spawn_error)?;
+    Ok((args, tx))
+}
+
+/// Hand `slot`'s queue to its started worker: the requests still in flight go to its thread first.
+fn open_queue(slot: Slot, st: &GameState, incarnation: u64, tx: crossbeam_channel::Sender<Job>) {
     if let Some(mut q) = st.queues.get(slot) {
         for f in &q.in_flight {
             let _ = tx.send(Job {
@@ -678,7 +693,6 @@ async fn spawn_worker(
         }
         q.jobs = Some((incarnation, tx));
     }
-    Ok(actor)
 }
 
 impl Actor for Game {
@@ -708,10 +722,43 @@ impl Actor for Game {
                     restarts: 0,
                 },
             );
-            let actor = spawn_worker(&me, slot, &mut st).await?;
-            if let Some(s) = st.slots.get_mut(&slot) {
-                s.actor = Some(actor);
+        }
+        // The workers start together: each builds its model on its own thread (two policies build in the time
+        // of one on two cores), and the game starts when all are ready.
+        let mut starting = tokio::task::JoinSet::new();
+        let mut senders = BTreeMap::new();
+        let slots: Vec<Slot> = st.slots.keys().copied().collect();
+        for slot in slots {
+            let (args, tx) = worker_args(slot, &mut st)?;
+            senders.insert(slot, (args.incarnation, tx));
+            let cell = me.get_cell();
+            starting.spawn(async move {
+                let r = Actor::spawn_linked(None, Worker, args, cell).await;
+                (slot, r.map(|(r, _)| r).map_err(spawn_error))
+            });
+        }
+        let mut failed = None;
+        while let Some(joined) = starting.join_next().await {
+            let (slot, actor) = joined.map_err(|e| format!("starting a worker: {e}"))?;
+            match actor {
+                Ok(actor) => {
+                    if let Some((incarnation, tx)) = senders.remove(&slot) {
+                        open_queue(slot, &st, incarnation, tx);
+                    }
+                    if let Some(s) = st.slots.get_mut(&slot) {
+                        s.actor = Some(actor);
+                    }
+                }
+                // The first failure in slot order is the one reported, as when they started one by one.
+                Err(e) => {
+                    if failed.as_ref().is_none_or(|(s, _)| slot < *s) {
+                        failed = Some((slot, e));
+                    }
+                }
             }
+        }
+        if let Some((_, e)) = failed {
+            return Err(e.into());
         }
         Ok(st)
     }
