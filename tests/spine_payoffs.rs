@@ -155,15 +155,19 @@ impl Judge for Scripted {
     }
 }
 
-fn registry(nan: bool) -> Registry {
-    let mut r = Registry::new();
-    let info = |kind: &str, role: Role| KindInfo {
+/// A test kind for `role`, without parameters.
+fn info(kind: &str, role: Role) -> KindInfo {
+    KindInfo {
         kind: kind.into(),
         about: "test".into(),
         roles: vec![role],
         params: vec![],
         check: Arc::new(|_, _| Ok(())),
-    };
+    }
+}
+
+fn registry(nan: bool) -> Registry {
+    let mut r = Registry::new();
     r.add_policy(
         info("echo", Role::Attacker),
         Arc::new(|_, _| Ok(Box::new(Echo))),
@@ -221,13 +225,6 @@ fn a_role_that_cannot_be_built_fails_the_start_with_its_name() {
     let dir = tmpdir("payoff-build-fails");
     let f = write_scenario(&dir, &one_seed_scenario(&sh));
     let mut reg = registry(false);
-    let info = |kind: &str, role: Role| KindInfo {
-        kind: kind.into(),
-        about: "test".into(),
-        roles: vec![role],
-        params: vec![],
-        check: Arc::new(|_, _| Ok(())),
-    };
     reg.add_policy(
         info("answers", Role::Defender),
         Arc::new(|_, _| Err(RoleError::failed("no weights in /nowhere/model.gguf"))),
