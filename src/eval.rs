@@ -183,7 +183,7 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
     let mut round = None;
     let work = match &run_dir {
         Some(dir) => {
-            let last = replay::read_committed(&dir.join(replay::LOG))
+            let last = replay::fold_committed(&dir.join(replay::LOG), drop)
                 .map_err(|e| anyhow!("{e}"))?
                 .last_round;
             let r = a.round.unwrap_or(last);

@@ -2095,6 +2095,11 @@ async fn run_with(
 ) -> Result<RunSummary, RunError> {
     let sc = &loaded.scenario;
     let log_path = run_dir.join(replay::LOG);
+    // The run's summary is folded record by record (a run keeps none of its records): on resume from the
+    // committed log, then by each round's commit pipeline, which runs only after the round before it is
+    // committed, so records fold in log order.
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let mut per_round: Vec<(u32, Metrics)> = Vec::new();
     let (run, committed) = if resume {
         let info: RunInfo = std::fs::read_to_string(run_dir.join("run.json"))
             .map_err(|e| rerr(format!("{}: {e}", run_dir.join("run.json").display())))
@@ -2102,7 +2107,11 @@ async fn run_with(
                 serde_json::from_str(&t)
                     .map_err(|e| rerr(format!("{}: {e}", run_dir.join("run.json").display())))
             })?;
-        let committed = replay::read_committed(&log_path).map_err(RunError)?;
+        let committed = replay::fold_committed(&log_path, |r| match r {
+            Record::Commit(c) => per_round.push((c.round, c.metrics)),
+            other => lock(&tally).add(&other),
+        })
+        .map_err(RunError)?;
         (info.run_id, committed)
     } else {
         if log_path.exists() {
@@ -2216,16 +2225,6 @@ async fn run_with(
             on_eval: None,
             spent: Some(Default::default()),
         };
-        // The run's summary is folded commit by commit (the records are not kept): by each round's commit
-        // pipeline, which runs only after the round before it is committed, so records fold in log order.
-        let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
-        let mut per_round: Vec<(u32, Metrics)> = Vec::new();
-        for r in &committed.records {
-            match r {
-                Record::Commit(c) => per_round.push((c.round, c.metrics.clone())),
-                other => lock(&tally).add(other),
-            }
-        }
         let mut timings = Vec::new();
         // Commits are pipelined: round r's records are serialized, its metrics computed and its commit
         // written (states, records, marker, fsync) in the background while round r+1 plays; round r+1's
@@ -2312,14 +2311,14 @@ async fn run_with(
             prev.total_ms += ms(t);
             finish(c, prev)?;
         }
-        let tally = std::mem::take(&mut *lock(&tally));
-        Ok::<_, RunError>((tally, per_round, timings))
+        Ok::<_, RunError>(timings)
     }
     .await;
     let restarts = game.restarts().await;
     game.stop();
     let _ = join.await;
-    let (tally, per_round, timings) = result?;
+    let timings = result?;
+    let tally = std::mem::take(&mut *lock(&tally));
 
     // Per-round metrics from the commit markers (rewritten whole: consistent after a resume).
     let mut text = String::new();

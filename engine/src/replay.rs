@@ -19,7 +19,7 @@ use crate::roles::RoleError;
 use crate::scenario::{PayoffCfg, PayoffMode, Scenario, Side};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub const LOG: &str = "episodes.jsonl";
@@ -57,39 +57,54 @@ pub struct Committed {
 /// Read the committed records of a log (a missing file is an empty log). A record that does not parse before
 /// the last commit marker is an error naming the line; anything after the last marker is ignored.
 pub fn read_committed(path: &Path) -> Result<Committed, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let mut records = Vec::new();
+    let mut out = fold_committed(path, |r| records.push(r))?;
+    out.records = records;
+    Ok(out)
+}
+
+/// [`read_committed`] without keeping the log: `each` gets the committed records in log order. The file is read
+/// line by line and a round's records wait only for its commit marker, so memory is one round's, whatever the
+/// log's length. The result's `records` is empty.
+pub fn fold_committed(path: &Path, mut each: impl FnMut(Record)) -> Result<Committed, String> {
+    let file = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Committed::default()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
+    let mut reader = BufReader::new(file);
+    let read = |r: &mut BufReader<File>, line: &mut Vec<u8>| {
+        line.clear();
+        r.read_until(b'\n', line)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
     let mut out = Committed::default();
     let mut pending = Vec::new();
-    let mut pos = 0usize;
-    let mut line_no = 0usize;
-    while pos < bytes.len() {
-        let Some(nl) = bytes[pos..].iter().position(|b| *b == b'\n') else {
-            break;
-        };
-        let line = &bytes[pos..pos + nl];
+    let mut line = Vec::new();
+    let (mut pos, mut line_no) = (0u64, 0usize);
+    // A last line without its newline is a torn write: ignored, like everything after the last marker.
+    while read(&mut reader, &mut line)? > 0 && line.last() == Some(&b'\n') {
         line_no += 1;
-        let end = pos + nl + 1;
-        match serde_json::from_slice::<Record>(line) {
+        let end = pos + line.len() as u64;
+        match serde_json::from_slice::<Record>(&line[..line.len() - 1]) {
             Ok(rec) => {
                 let is_commit = matches!(rec, Record::Commit(_));
                 let round = rec.round();
                 pending.push(rec);
                 if is_commit {
-                    out.records.append(&mut pending);
-                    out.len = end as u64;
+                    pending.drain(..).for_each(&mut each);
+                    out.len = end;
                     out.last_round = round;
                 }
             }
             Err(e) => {
                 // Garbage is tolerated only in the uncommitted tail.
-                let rest = &bytes[end..];
                 let needle = b"\"type\":\"commit\"";
-                if rest.windows(needle.len()).any(|w| w == needle) {
-                    return Err(format!("{}:{line_no}: bad record: {e}", path.display()));
+                let mut rest = Vec::new();
+                while read(&mut reader, &mut rest)? > 0 {
+                    if rest.windows(needle.len()).any(|w| w == needle) {
+                        return Err(format!("{}:{line_no}: bad record: {e}", path.display()));
+                    }
                 }
                 break;
             }
@@ -118,7 +133,7 @@ impl ReplayLog {
     /// Open (or create) the log of `run_dir`, truncating anything after the last commit marker.
     pub fn open(run_dir: &Path, fsync: bool) -> Result<Self, RoleError> {
         let path = run_dir.join(LOG);
-        let committed = read_committed(&path).map_err(RoleError::Failed)?;
+        let committed = fold_committed(&path, drop).map_err(RoleError::Failed)?;
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -382,4 +397,68 @@ fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) 
         }
     }
     bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{LearnRec, Metrics};
+    use crate::roles::{LearnReport, Role};
+
+    fn line(r: &Record) -> String {
+        serde_json::to_string(r).unwrap() + "\n"
+    }
+
+    fn learn(round: u32) -> Record {
+        Record::Learn(LearnRec {
+            run: "r".into(),
+            round,
+            role: Role::Attacker,
+            version: u64::from(round),
+            report: LearnReport::default(),
+        })
+    }
+
+    fn commit(round: u32) -> Record {
+        Record::Commit(CommitRec {
+            run: "r".into(),
+            round,
+            records: 1,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// The committed prefix is read record by record: an uncommitted round, a garbage line after the last marker
+    /// and a torn last line are left out; garbage before a marker is an error naming its line.
+    #[test]
+    fn the_committed_prefix_folds_in_order_and_the_tail_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("sparring-fold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(LOG);
+        let committed = [learn(1), commit(1), learn(2), commit(2)];
+        let head: String = committed.iter().map(line).collect();
+        let tail = line(&learn(3)) + "{not json\n" + &line(&learn(3))[..20];
+        std::fs::write(&path, head.clone() + &tail).unwrap();
+        let mut seen = Vec::new();
+        let c = fold_committed(&path, |r| seen.push(r)).unwrap();
+        assert_eq!(seen, committed);
+        assert!(c.records.is_empty());
+        assert_eq!((c.len, c.last_round), (head.len() as u64, 2));
+        let all = read_committed(&path).unwrap();
+        assert_eq!(all.records, committed);
+        assert_eq!(all.len, c.len);
+
+        // Garbage in a committed round.
+        let bad = line(&learn(1)) + "{not json\n" + &line(&commit(1));
+        std::fs::write(&path, bad).unwrap();
+        let e = fold_committed(&path, drop).unwrap_err();
+        assert!(e.contains("episodes.jsonl:2: bad record"), "{e}");
+        assert_eq!(
+            fold_committed(&dir.join("missing.jsonl"), drop)
+                .unwrap()
+                .last_round,
+            0
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
