@@ -14,7 +14,7 @@
 //! `recompute` rebuilds every reward from the logged judge verdicts and every metric from the records alone.
 
 use crate::payoff;
-use crate::record::{CommitRec, Metrics, Record, metrics};
+use crate::record::{CommitRec, Metrics, Record, Tally, metrics};
 use crate::roles::RoleError;
 use crate::scenario::{PayoffCfg, PayoffMode, Scenario, Side};
 use std::collections::BTreeMap;
@@ -250,22 +250,26 @@ pub fn recompute(run_dir: &Path) -> Result<Recomputed, String> {
         std::fs::read_to_string(&scen_path).map_err(|e| format!("{}: {e}", scen_path.display()))?;
     let scenario: Scenario =
         toml::from_str(&text).map_err(|e| format!("{}: {}", scen_path.display(), e.message()))?;
-    let committed = read_committed(&run_dir.join(LOG))?;
-    let mut by_round: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-    for r in committed.records {
-        by_round.entry(r.round()).or_default().push(r);
-    }
     let mut out = Recomputed {
         rounds: Vec::new(),
         summary: Metrics::new(),
         mismatches: Vec::new(),
         last_round: 0,
     };
-    let mut all = Vec::new();
-    for (round, recs) in by_round {
-        let (body, commits): (Vec<Record>, Vec<Record>) = recs
-            .into_iter()
-            .partition(|r| !matches!(r, Record::Commit(_)));
+    // Round by round as the log is read (a round's records, then its marker): memory is one round's.
+    let mut tally = Tally::default();
+    let mut body: Vec<Record> = Vec::new();
+    fold_committed(&run_dir.join(LOG), |r| {
+        let Record::Commit(CommitRec {
+            round,
+            metrics: live,
+            records,
+            ..
+        }) = r
+        else {
+            body.push(r);
+            return;
+        };
         out.mismatches.extend(check_rewards(
             &body,
             &scenario.payoffs,
@@ -273,33 +277,22 @@ pub fn recompute(run_dir: &Path) -> Result<Recomputed, String> {
             round,
         ));
         let m = roundtrip(&metrics(&body));
-        match commits.first() {
-            Some(Record::Commit(CommitRec {
-                metrics: live,
-                records,
-                ..
-            })) => {
-                if *live != m {
-                    out.mismatches.push(format!(
-                        "round {round}: logged metrics differ from the recomputed ones"
-                    ));
-                }
-                if *records != body.len() {
-                    out.mismatches.push(format!(
-                        "round {round}: marker says {records} records, found {}",
-                        body.len()
-                    ));
-                }
-            }
-            _ => out
-                .mismatches
-                .push(format!("round {round}: no commit marker")),
+        if live != m {
+            out.mismatches.push(format!(
+                "round {round}: logged metrics differ from the recomputed ones"
+            ));
+        }
+        if records != body.len() {
+            out.mismatches.push(format!(
+                "round {round}: marker says {records} records, found {}",
+                body.len()
+            ));
         }
         out.rounds.push((round, m));
         out.last_round = round;
-        all.extend(body);
-    }
-    out.summary = roundtrip(&metrics(&all));
+        body.drain(..).for_each(|r| tally.add(&r));
+    })?;
+    out.summary = roundtrip(&tally.metrics());
     Ok(out)
 }
 
