@@ -162,7 +162,7 @@ fn main() {
     }
     // Round times on a shared VM vary from one repetition to the next: the median is the figure to compare.
     if plain_overheads.len() > 1 {
-        let mut v = plain_overheads.clone();
+        let v = &mut plain_overheads;
         v.sort_by(f64::total_cmp);
         let n = v.len();
         let median = if n % 2 == 1 {

@@ -32,7 +32,7 @@ use crate::roles::{
 };
 use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
 use crate::supervise::{
-    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Ticket, Work, WorkerSpec,
+    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Ticket, Work, WorkerSpec, lock,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -900,8 +900,8 @@ async fn play_round(
             Err(areqs) => cx.generate(Slot::Attacker, areqs).await,
         }
     };
+    let keys = RoundKeys::new(seed, round.into());
     let (agens, slots) = overlap(agen, async {
-        let keys = RoundKeys::new(seed, round.into());
         let a_sfx: Vec<(String, String)> = (0..a_n)
             .map(|ai| (format!("/a{ai}"), format!("/a{ai}/faithful")))
             .collect();
@@ -1020,15 +1020,7 @@ async fn play_round(
         gens_of(cx.answer(p).await?)
     };
     let (dgens, skeleton) = overlap(dgen, async {
-        judge_skeleton(
-            p.mode,
-            (a_n, d_n),
-            RoundKeys::new(seed, round.into()),
-            &seeds,
-            &skeys,
-            &rws,
-            dreqs,
-        )
+        judge_skeleton(p.mode, (a_n, d_n), keys, &seeds, &skeys, &rws, dreqs)
     })
     .await;
     let (dgens, d_ver) = dgens?;
@@ -1976,11 +1968,6 @@ impl CommitPipeline {
     }
 }
 
-/// A mutex's guard, also after a panic elsewhere (the tally is plain data, valid after any completed `add`).
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn joined<T>(r: Result<Result<T, RunError>, tokio::task::JoinError>) -> Result<T, RunError> {
     r.map_err(|e| rerr(format!("internal: commit task: {e}")))?
 }
@@ -1996,6 +1983,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| rerr(format!("{}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| rerr(format!("{}: {e}", path.display())))
+}
+
+/// A round's line of `metrics.jsonl`.
+fn metrics_line(round: u32, m: &Metrics) -> Result<String, RunError> {
+    json(&serde_json::json!({"round": round, "metrics": m}))
 }
 
 /// A line-per-round file of the run directory (`metrics.jsonl`, `timings.jsonl`), opened once for appending: a
@@ -2266,9 +2258,7 @@ async fn run_with(
         let mut metrics_file = Appender::new(run_dir.join("metrics.jsonl"));
         let mut timings_file = Appender::new(run_dir.join("timings.jsonl"));
         let mut finish = |c: Committed, tm: Timings| -> Result<(), RunError> {
-            metrics_file.append(&json(
-                &serde_json::json!({"round": c.round, "metrics": c.metrics}),
-            )?)?;
+            metrics_file.append(&metrics_line(c.round, &c.metrics)?)?;
             timings_file.append(&json(&tm)?)?;
             per_round.push((c.round, c.metrics.clone()));
             progress(&Progress {
@@ -2352,7 +2342,7 @@ async fn run_with(
     // Per-round metrics from the commit markers (rewritten whole: consistent after a resume).
     let mut text = String::new();
     for (round, m) in &per_round {
-        text.push_str(&json(&serde_json::json!({"round": round, "metrics": m}))?);
+        text.push_str(&metrics_line(*round, m)?);
         text.push('\n');
     }
     write_atomic(&run_dir.join("metrics.jsonl"), text.as_bytes())?;

@@ -10,6 +10,7 @@
 //! no wake is lost. A panic in the loop is caught and reported as its output, never unwinding into a role's
 //! thread.
 
+use crate::supervise::lock;
 use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -68,7 +69,7 @@ impl<T: Send + 'static> Task<T> {
         let waker = Waker::from(Arc::clone(self));
         let mut cx = Context::from_waker(&waker);
         loop {
-            let mut slot = self.fut.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = lock(&self.fut);
             let Some(fut) = slot.as_mut() else {
                 self.state.store(DONE, Ordering::Release);
                 return;
@@ -87,7 +88,7 @@ impl<T: Send + 'static> Task<T> {
                 drop(slot);
                 // Dropping the loop may drop requests' answers: outside the lock, before the result goes out.
                 drop(catch_unwind(AssertUnwindSafe(move || drop(fut))));
-                if let Some(tx) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                if let Some(tx) = lock(&self.done).take() {
                     let _ = tx.send(out);
                 }
                 return;

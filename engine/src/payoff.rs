@@ -83,14 +83,3 @@ pub fn representative(rewards: &[Option<f64>], optimistic: bool) -> usize {
 pub fn weighted(r: Option<f64>, w: f64) -> Option<f64> {
     r.map(|x| x * w)
 }
-
-/// Mean of the present values, `None` if there are none.
-pub fn mean(xs: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
-    let mut s = 0.0;
-    let mut n = 0usize;
-    for x in xs.into_iter().flatten() {
-        s += x;
-        n += 1;
-    }
-    (n > 0).then(|| s / n as f64)
-}

@@ -285,7 +285,7 @@ pub struct Tally {
     eval: Option<(u32, Vec<EvalRec>)>,
 }
 
-/// A mean of present values, summed in order (as [`crate::payoff::mean`]).
+/// A mean of the present values (`None` if there are none), summed in order.
 #[derive(Debug, Default, Clone, Copy)]
 struct Mean {
     sum: f64,

@@ -326,9 +326,7 @@ pub struct Queues([Option<Mutex<Queue>>; 4]);
 impl Queues {
     fn get(&self, slot: Slot) -> Option<MutexGuard<'_, Queue>> {
         // A panic never happens while a queue is locked; a poisoned lock still holds a consistent queue.
-        self.0[BusyBoard::index(slot)]
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+        self.0[BusyBoard::index(slot)].as_ref().map(|m| lock(m))
     }
 
     /// Close `slot` for good: its thread's channel is dropped (the thread ends), the requests still queued are
@@ -344,6 +342,12 @@ impl Queues {
             let _ = reply.send(Err(queued.to_string()));
         }
     }
+}
+
+/// A mutex's guard, also after a panic in another holder: what the engine guards with a mutex (queues, the game
+/// loop's slot, a run's tally) stays valid between its operations.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// When a compute thread worked on one request (measured on the thread, around the implementation's call).
@@ -726,25 +730,28 @@ impl Actor for Game {
         // The workers start together: each builds its model on its own thread (two policies build in the time
         // of one on two cores), and the game starts when all are ready.
         let mut starting = tokio::task::JoinSet::new();
-        let mut senders = BTreeMap::new();
         let slots: Vec<Slot> = st.slots.keys().copied().collect();
         for slot in slots {
             let (args, tx) = worker_args(slot, &mut st)?;
-            senders.insert(slot, (args.incarnation, tx));
+            let incarnation = args.incarnation;
             let cell = me.get_cell();
             starting.spawn(async move {
                 let r = Actor::spawn_linked(None, Worker, args, cell).await;
-                (slot, r.map(|(r, _)| r).map_err(spawn_error))
+                (
+                    slot,
+                    incarnation,
+                    tx,
+                    r.map(|(r, _)| r).map_err(spawn_error),
+                )
             });
         }
         let mut failed = None;
         while let Some(joined) = starting.join_next().await {
-            let (slot, actor) = joined.map_err(|e| format!("starting a worker: {e}"))?;
+            let (slot, incarnation, tx, actor) =
+                joined.map_err(|e| format!("starting a worker: {e}"))?;
             match actor {
                 Ok(actor) => {
-                    if let Some((incarnation, tx)) = senders.remove(&slot) {
-                        open_queue(slot, &st, incarnation, tx);
-                    }
+                    open_queue(slot, &st, incarnation, tx);
                     if let Some(s) = st.slots.get_mut(&slot) {
                         s.actor = Some(actor);
                     }
