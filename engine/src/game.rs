@@ -14,7 +14,9 @@
 //! its rewards are known (while the judge compares the attacker's rewrites); the next round's attacker rollouts
 //! queue behind its update; the round's records are built and serialized on the commit's blocking thread
 //! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
-//! the next round plays. [`run`] drives the loop with `inline`: it runs on the role thread whose answer it
+//! the next round plays. The adaptive evaluation's best-response game runs on its own game loop and role
+//! threads beside the round's other evaluations; its last commit finishes beside the game, and the round's
+//! commit waits for it. [`run`] drives the loop with `inline`: it runs on the role thread whose answer it
 //! was waiting for, so each step of a round costs one thread hand-off (answering thread → next role's
 //! thread), not two through the runtime's thread.
 
@@ -75,14 +77,15 @@ pub struct Timings {
     pub commit_ms: f64,
     pub total_ms: f64,
     /// Wall time with at least one attacker, defender or judge request in flight (model compute, judging,
-    /// learning, saving states, and the hand-off to the role's thread), plus the role time of adaptive
-    /// evaluation sub-runs; `total_ms - roles_ms` is the engine's own work (scheduling, payoffs, records, the
-    /// replay log, and the sub-runs' engine time).
+    /// learning, saving states, and the hand-off to the role's thread), the requests of adaptive evaluation
+    /// sub-runs included; `total_ms - roles_ms` is the engine's own work (scheduling, payoffs, records, the
+    /// replay log, and the sub-runs' start-up and engine time, where no request of either game is in flight).
     #[serde(default)]
     pub roles_ms: f64,
     /// Wall time during which at least one attacker, defender or judge compute thread was working on a request
-    /// (measured on the threads), plus that of adaptive evaluation sub-runs; `total_ms - compute_ms` is the time
-    /// spent outside model compute and judging: the engine's own work and its messaging (request hand-offs).
+    /// (measured on the threads), those of adaptive evaluation sub-runs included (overlaps count once);
+    /// `total_ms - compute_ms` is the time spent outside model compute and judging: the engine's own work and
+    /// its messaging (request hand-offs).
     #[serde(default)]
     pub compute_ms: f64,
 }
@@ -149,16 +152,17 @@ struct Ctx<'a> {
     run_dir: &'a Path,
     /// The initial players (checkpoint `r0`), for the best-response attacker of the adaptive evaluation.
     initial: &'a BTreeMap<Slot, Vec<u8>>,
-    /// Wall time spent waiting on role calls.
-    waits: RoleWaits,
-    /// Compute intervals of the role threads.
-    compute: Compute,
+    /// Role time and compute intervals of the game's requests.
+    meters: Arc<Meters>,
     /// Told after each chunk of an evaluation phase.
     on_eval: Option<&'a (dyn Fn(&EvalStep) + Sync)>,
     /// In a run: the requests sent since the last round's end, freed with the round's commit on its blocking
     /// thread. Otherwise the role thread that answered a request frees it, right when the next role may be
     /// waiting for that thread's CPU (a judge batch is hundreds of keys and shared texts).
     spent: Option<std::sync::Mutex<Vec<Arc<Work>>>>,
+    /// Adaptive evaluation sub-runs whose final evaluation is in but whose last commit may still be running:
+    /// the round's commit waits for them (a committed round's sub-runs are complete on disk).
+    tails: std::sync::Mutex<Vec<SubRunDone>>,
 }
 
 /// Progress of an evaluation phase: `done` of `total` requests answered.
@@ -175,32 +179,21 @@ pub struct EvalStep {
 #[derive(Default)]
 struct RoleWaits(std::sync::Mutex<(usize, Option<Instant>, f64)>);
 
-/// Compute intervals of the role threads (possibly overlapping: the two learners), and compute time known from
-/// elsewhere (sub-runs).
+/// Compute intervals of the role threads (possibly overlapping: the two learners, or a sub-run's roles beside
+/// the game's own).
 #[derive(Default)]
-struct Compute(std::sync::Mutex<(Vec<Busy>, f64)>);
+struct Compute(std::sync::Mutex<Vec<Busy>>);
 
 impl Compute {
     fn push(&self, b: Busy) {
-        if let Ok(mut g) = self.0.lock() {
-            g.0.push(b);
-        }
-    }
-
-    fn add(&self, ms: f64) {
-        if let Ok(mut g) = self.0.lock() {
-            g.1 += ms;
-        }
+        lock(&self.0).push(b);
     }
 
     /// The length of the union of the intervals within `[from, to]` (ms) — those answered and those still
-    /// running (their starts in `running`) — plus the added time; resets. An interval that crosses `from` (a
-    /// request queued behind another, started in the round before) counts only from there.
+    /// running (their starts in `running`); resets. An interval that crosses `from` (a request queued behind
+    /// another, started in the round before) counts only from there.
     fn take_ms(&self, from: Instant, to: Instant, running: &[Instant]) -> f64 {
-        let Ok(mut g) = self.0.lock() else {
-            return 0.0;
-        };
-        let (done, extra) = (std::mem::take(&mut g.0), std::mem::take(&mut g.1));
+        let done = std::mem::take(&mut *lock(&self.0));
         let mut v: Vec<Busy> = done
             .into_iter()
             .chain(running.iter().map(|&start| Busy { start, end: to }))
@@ -226,7 +219,47 @@ impl Compute {
         if let Some(c) = cur {
             total += (c.end - c.start).as_secs_f64() * 1000.0;
         }
-        total + extra
+        total
+    }
+}
+
+/// A game's role time and compute intervals. A sub-run's (the adaptive evaluation's game) count in its parent's
+/// too, as they happen: the sub-run plays beside the parent's other evaluations, and time when either has a
+/// request in flight or a thread computing counts once.
+#[derive(Default)]
+struct Meters {
+    waits: RoleWaits,
+    compute: Compute,
+    parent: Option<Arc<Meters>>,
+}
+
+impl Meters {
+    fn within(parent: Option<Arc<Meters>>) -> Arc<Self> {
+        Arc::new(Meters {
+            parent,
+            ..Default::default()
+        })
+    }
+
+    fn enter(&self) {
+        self.waits.enter();
+        if let Some(p) = &self.parent {
+            p.enter();
+        }
+    }
+
+    fn leave(&self) {
+        self.waits.leave();
+        if let Some(p) = &self.parent {
+            p.leave();
+        }
+    }
+
+    fn push(&self, b: Busy) {
+        self.compute.push(b);
+        if let Some(p) = &self.parent {
+            p.push(b);
+        }
     }
 }
 
@@ -248,13 +281,6 @@ impl RoleWaits {
             {
                 g.2 += ms(t);
             }
-        }
-    }
-
-    /// Add time known to be role work done elsewhere (a sub-run's roles).
-    fn add(&self, ms: f64) {
-        if let Ok(mut g) = self.0.lock() {
-            g.2 += ms;
         }
     }
 
@@ -307,10 +333,10 @@ impl<'a> Ctx<'a> {
             registry,
             run_dir: work_dir,
             initial: &NO_INITIAL,
-            waits: RoleWaits::default(),
-            compute: Compute::default(),
+            meters: Meters::within(None),
             on_eval,
             spent: None,
+            tails: Default::default(),
         }
     }
 }
@@ -347,11 +373,11 @@ impl Ctx<'_> {
     /// [`Self::submit`] of a request the engine keeps reading.
     fn submit_shared(&self, slot: Slot, work: Arc<Work>) -> Result<Pending, RunError> {
         // In flight from before the send: waking the role's thread is part of the hand-off.
-        self.waits.enter();
+        self.meters.enter();
         match self.game.submit_shared(slot, work) {
             Ok(t) => Ok(Pending(t)),
             Err(e) => {
-                self.waits.leave();
+                self.meters.leave();
                 Err(RunError(e))
             }
         }
@@ -359,9 +385,9 @@ impl Ctx<'_> {
 
     async fn answer(&self, p: Pending) -> Result<Output, RunError> {
         let out = p.0.answer().await.map_err(RunError);
-        self.waits.leave();
+        self.meters.leave();
         let (out, busy) = out?;
-        self.compute.push(busy);
+        self.meters.push(busy);
         Ok(out)
     }
 
@@ -556,6 +582,17 @@ struct RoundLog {
 }
 
 impl RoundLog {
+    /// The round's evaluation records.
+    fn evals(&self) -> Vec<EvalRec> {
+        self.tail
+            .iter()
+            .filter_map(|r| match r {
+                Record::Eval(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The round's records, in a fixed order: per seed, each rewrite followed by its responses; then the
     /// judgments; then the tail.
     fn records(self) -> Vec<Record> {
@@ -1493,12 +1530,43 @@ async fn eval_phase(
     round: u32,
     states: &BTreeMap<Slot, Arc<Vec<u8>>>,
 ) -> Result<Vec<EvalRec>, RunError> {
+    let modes = &cx.loaded.scenario.eval.modes;
+    // The adaptive evaluation plays a game of its own, on role threads of its own: it runs beside the others,
+    // whose compute covers its start-up. Records keep the order of `modes`; of two failures, the first mode's
+    // is reported.
+    let adaptive = async {
+        match modes.contains(&EvalMode::Adaptive) {
+            true => eval_adaptive(cx, round, states).await,
+            false => Ok(Vec::new()),
+        }
+    };
+    let others = async {
+        let mut done = Vec::new();
+        for mode in modes {
+            let recs = match mode {
+                EvalMode::Plain => eval_plain(cx, round).await,
+                EvalMode::Attacker => eval_attacked(cx, round, EvalMode::Attacker).await,
+                EvalMode::Adaptive => continue,
+            };
+            let failed = recs.is_err();
+            done.push(recs);
+            if failed {
+                break;
+            }
+        }
+        done
+    };
+    // The others first: their first requests go out before the sub-run's start-up.
+    let (others, mut adaptive) = tokio::join!(others, adaptive);
+    let mut others = others.into_iter();
     let mut out = Vec::new();
-    for mode in &cx.loaded.scenario.eval.modes {
+    for mode in modes {
         match mode {
-            EvalMode::Plain => out.extend(eval_plain(cx, round).await?),
-            EvalMode::Attacker => out.extend(eval_attacked(cx, round, EvalMode::Attacker).await?),
-            EvalMode::Adaptive => out.extend(eval_adaptive(cx, round, states).await?),
+            EvalMode::Adaptive => out.extend(std::mem::replace(&mut adaptive, Ok(Vec::new()))?),
+            _ => match others.next() {
+                Some(recs) => out.extend(recs?),
+                None => break,
+            },
         }
     }
     Ok(out)
@@ -1791,49 +1859,99 @@ pub async fn best_response(
     rounds: u32,
     init: BTreeMap<Slot, Vec<u8>>,
 ) -> Result<Vec<EvalRec>, RunError> {
-    Ok(best_response_timed(loaded, registry, dir, rounds, init)
-        .await?
-        .0)
+    let mut sub = SubRun::start(loaded, registry, dir, rounds, init, None)?;
+    let recs = sub.final_eval().await?;
+    sub_run_done(sub.done).await?;
+    Ok(recs)
 }
 
-/// [`best_response`], the wall time of the sub-run that was not the engine's own and its compute time (ms).
-async fn best_response_timed(
-    loaded: &Loaded,
-    registry: &Registry,
-    dir: &Path,
+/// A finished (or finishing) sub-run.
+type SubRunDone = crate::inline::Inline<Result<RunSummary, RunError>>;
+
+/// What a run tells the game it plays in (an adaptive evaluation's sub-run).
+struct SubRunLink {
+    /// The parent game's meters: the sub-run's role time and compute count there too.
+    parent: Option<Arc<Meters>>,
+    /// The last round's evaluation records, sent when that round has played (before its commit).
+    final_eval: tokio::sync::oneshot::Sender<Vec<EvalRec>>,
+}
+
+/// A best-response sub-run ([`best_response`]) playing on a game loop of its own.
+struct SubRun {
     rounds: u32,
-    init: BTreeMap<Slot, Vec<u8>>,
-) -> Result<(Vec<EvalRec>, f64, f64), RunError> {
-    let tag = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "best-response".into());
-    let sub = best_response_scenario(loaded, rounds, &tag);
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| rerr(format!("{}: {e}", dir.display())))?;
+    final_eval: tokio::sync::oneshot::Receiver<Vec<EvalRec>>,
+    done: SubRunDone,
+}
+
+impl SubRun {
+    fn start(
+        loaded: &Loaded,
+        registry: &Registry,
+        dir: &Path,
+        rounds: u32,
+        init: BTreeMap<Slot, Vec<u8>>,
+        parent: Option<Arc<Meters>>,
+    ) -> Result<SubRun, RunError> {
+        let tag = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "best-response".into());
+        let sub = best_response_scenario(loaded, rounds, &tag);
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| rerr(format!("{}: {e}", dir.display())))?;
+        }
+        let (tx, final_eval) = tokio::sync::oneshot::channel();
+        let link = SubRunLink {
+            parent,
+            final_eval: tx,
+        };
+        let (registry, dir) = (registry.clone(), dir.to_path_buf());
+        let done = crate::inline::spawn(async move {
+            run_with(
+                &sub,
+                &registry,
+                &dir,
+                false,
+                RunOptions { init },
+                Some(link),
+                &mut |_: &Progress| {},
+            )
+            .await
+        })
+        .map_err(RunError)?;
+        Ok(SubRun {
+            rounds,
+            final_eval,
+            done,
+        })
     }
-    let t = Instant::now();
-    let (mut engine_ms, mut compute_ms) = (0.0, 0.0);
-    let summary = run_boxed(
-        &sub,
-        registry,
-        dir,
-        RunOptions { init },
-        &mut |p: &Progress| {
-            engine_ms += p.timings.total_ms - p.timings.roles_ms;
-            compute_ms += p.timings.compute_ms;
-        },
-    )
-    .await?;
-    let role_ms = ms(t) - engine_ms;
-    // The sub-run's last-round evaluation, as committed (not re-read from its log: a 4.5 MB parse per evaluation
-    // in the flagship).
-    let recs = summary
-        .final_eval
-        .into_iter()
-        .filter(|e| e.round == rounds && e.mode == EvalMode::Attacker)
-        .collect();
-    Ok((recs, role_ms, compute_ms))
+
+    /// The sub-run's final evaluation through its attacker, as soon as its last round has played; the
+    /// sub-run's error if it ended without one.
+    async fn final_eval(&mut self) -> Result<Vec<EvalRec>, RunError> {
+        match (&mut self.final_eval).await {
+            Ok(recs) => Ok(recs
+                .into_iter()
+                .filter(|e| e.round == self.rounds && e.mode == EvalMode::Attacker)
+                .collect()),
+            Err(_) => {
+                sub_run_done(&mut self.done).await?;
+                Err(rerr(
+                    "internal: a best-response run ended without its final evaluation",
+                ))
+            }
+        }
+    }
+}
+
+/// Wait for a sub-run to finish; its error, or its panic as an error.
+async fn sub_run_done(
+    done: impl Future<Output = Result<Result<RunSummary, RunError>, String>>,
+) -> Result<(), RunError> {
+    match done.await {
+        Ok(r) => r.map(|_| ()),
+        Err(panic) => Err(rerr(format!("best-response run: {panic}"))),
+    }
 }
 
 /// The adaptive evaluation of `round`: a best-response attacker from checkpoint `r0` against the current
@@ -1858,10 +1976,17 @@ async fn eval_adaptive(
     }
     let dir = cx.run_dir.join("adaptive").join(format!("r{round}"));
     let rounds = cx.loaded.scenario.eval.adaptive.rounds;
-    let (recs, sub, sub_compute) =
-        best_response_timed(cx.loaded, cx.registry, &dir, rounds, init).await?;
-    cx.waits.add(sub);
-    cx.compute.add(sub_compute);
+    let mut sub = SubRun::start(
+        cx.loaded,
+        cx.registry,
+        &dir,
+        rounds,
+        init,
+        Some(Arc::clone(&cx.meters)),
+    )?;
+    let recs = sub.final_eval().await?;
+    // The sub-run's last commit and summary finish beside the game; the round's commit waits for them.
+    lock(&cx.tails).push(sub.done);
     Ok(recs
         .into_iter()
         .map(|mut e| {
@@ -1889,6 +2014,8 @@ struct CommitPipeline {
     retired: Vec<Arc<Vec<u8>>>,
     /// The round's requests to the roles, freed there too.
     spent: Vec<Arc<Work>>,
+    /// The round's adaptive evaluation sub-runs: committed only once they are complete.
+    sub_runs: Vec<SubRunDone>,
     states: Vec<(String, Arc<Vec<u8>>)>,
     /// The run's summary so far: the round's records are folded in, then freed on the blocking thread.
     tally: Arc<std::sync::Mutex<Tally>>,
@@ -1910,6 +2037,7 @@ impl CommitPipeline {
             log,
             retired,
             spent,
+            sub_runs,
             states,
             tally,
         } = self;
@@ -1954,6 +2082,9 @@ impl CommitPipeline {
         })
         .await
         .map_err(|e| rerr(format!("internal: serializing round {round}: {e}")))??;
+        for done in sub_runs {
+            sub_run_done(done).await?;
+        }
         let job = CommitJob {
             round,
             checkpoint,
@@ -2066,6 +2197,7 @@ pub async fn run(
             &run_dir,
             resume,
             RunOptions::default(),
+            None,
             &mut send,
         )
         .await
@@ -2094,7 +2226,9 @@ pub fn run_boxed<'a>(
     progress: &'a mut (dyn FnMut(&Progress) + Send),
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunSummary, RunError>> + Send + 'a>>
 {
-    Box::pin(run_with(loaded, registry, run_dir, false, opts, progress))
+    Box::pin(run_with(
+        loaded, registry, run_dir, false, opts, None, progress,
+    ))
 }
 
 /// Path of a kept checkpoint of a role.
@@ -2111,8 +2245,13 @@ async fn run_with(
     run_dir: &Path,
     resume: bool,
     opts: RunOptions,
+    sub_run: Option<SubRunLink>,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<RunSummary, RunError> {
+    let (parent, mut final_eval) = match sub_run {
+        Some(l) => (l.parent, Some(l.final_eval)),
+        None => (None, None),
+    };
     let sc = &loaded.scenario;
     let log_path = run_dir.join(replay::LOG);
     // The run's summary is folded record by record (a run keeps none of its records): on resume from the
@@ -2240,10 +2379,10 @@ async fn run_with(
             registry,
             run_dir,
             initial: &*initial_ref,
-            waits: RoleWaits::default(),
-            compute: Compute::default(),
+            meters: Meters::within(parent),
             on_eval: None,
             spent: Some(Default::default()),
+            tails: Default::default(),
         };
         let mut timings = Vec::new();
         // Commits are pipelined: round r's records are serialized, its metrics computed and its commit
@@ -2275,8 +2414,8 @@ async fn run_with(
             // The round's window: role time and compute are counted within it (a request queued in the round
             // before counts from here).
             let window = Instant::now();
-            cx.waits.take_ms(window);
-            cx.compute.take_ms(window, window, &[]);
+            cx.meters.waits.take_ms(window);
+            cx.meters.compute.take_ms(window, window, &[]);
             // The previous round's commit is awaited and reported while this round plays (it has the whole
             // round to finish; round r+1 is committed only after round r).
             let prev = pending.take();
@@ -2297,6 +2436,11 @@ async fn run_with(
             } = played?;
             queued = next;
             side?;
+            if round == sc.game.rounds
+                && let Some(tx) = final_eval.take()
+            {
+                let _ = tx.send(log.evals());
+            }
             let job = CommitPipeline {
                 run: run.clone(),
                 round,
@@ -2304,6 +2448,7 @@ async fn run_with(
                 log,
                 retired,
                 spent: cx.take_spent(),
+                sub_runs: std::mem::take(&mut *lock(&cx.tails)),
                 tally: Arc::clone(&tally),
                 states: states
                     .iter()
@@ -2315,8 +2460,8 @@ async fn run_with(
             tm.commit_ms = ms(end);
             let now = Instant::now();
             tm.total_ms = now.saturating_duration_since(window).as_secs_f64() * 1000.0;
-            tm.roles_ms = cx.waits.take_ms(now);
-            tm.compute_ms = cx.compute.take_ms(window, now, &cx.running());
+            tm.roles_ms = cx.meters.waits.take_ms(now);
+            tm.compute_ms = cx.meters.compute.take_ms(window, now, &cx.running());
             pending = Some((handle, tm));
             if sc.faults.round_delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
@@ -2400,10 +2545,9 @@ mod tests {
             start: at(8),
             end: at(12),
         });
-        c.add(1.0);
         let got = c.take_ms(at(5), at(20), &[at(15)]);
-        // [5, 12] ∪ [15, 20] = 12 ms, plus 1 ms added.
-        assert!((got - 13.0).abs() < 1e-6, "{got}");
+        // [5, 12] ∪ [15, 20] = 12 ms.
+        assert!((got - 12.0).abs() < 1e-6, "{got}");
         assert_eq!(c.take_ms(at(20), at(30), &[]), 0.0, "not reset");
 
         // Role time still in flight at the end of a round counts up to there, and from there in the next.
@@ -2414,5 +2558,45 @@ mod tests {
         w.leave();
         let second = w.take_ms(Instant::now());
         assert!(first < 3.0 && second >= 3.0, "{first} {second}");
+    }
+
+    /// A sub-run's requests and compute count in its parent's meters as they happen, overlaps with the
+    /// parent's own once; the sub-run's meters see only its own.
+    #[test]
+    fn a_sub_runs_time_counts_once_in_its_parents_meters() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let parent = Meters::within(None);
+        let sub = Meters::within(Some(Arc::clone(&parent)));
+        parent.push(Busy {
+            start: at(0),
+            end: at(10),
+        });
+        sub.push(Busy {
+            start: at(5),
+            end: at(15),
+        });
+        sub.push(Busy {
+            start: at(20),
+            end: at(25),
+        });
+        // Parent: [0, 15] ∪ [20, 25]; sub-run: [5, 15] ∪ [20, 25].
+        let p = parent.compute.take_ms(at(0), at(30), &[]);
+        assert!((p - 20.0).abs() < 1e-6, "{p}");
+        let c = sub.compute.take_ms(at(0), at(30), &[]);
+        assert!((c - 15.0).abs() < 1e-6, "{c}");
+
+        // A request of either in flight counts as role time, up to the last one's end.
+        parent.waits.take_ms(Instant::now());
+        parent.enter();
+        sub.enter();
+        std::thread::sleep(Duration::from_millis(2));
+        parent.leave();
+        std::thread::sleep(Duration::from_millis(2));
+        sub.leave();
+        std::thread::sleep(Duration::from_millis(40));
+        let both = parent.waits.take_ms(Instant::now());
+        assert!((4.0..40.0).contains(&both), "{both}");
+        assert_eq!(parent.waits.0.lock().unwrap().0, 0, "all left");
     }
 }
