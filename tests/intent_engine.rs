@@ -383,3 +383,63 @@ fn copies_of_one_response_are_never_split_by_judge_noise() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Each round's adaptive evaluation plays on beside the rounds after it: the rounds still commit in order,
+/// each with its adaptive records and its sub-run complete on disk, and the run is the same from one run to
+/// the next whatever the interleaving.
+#[test]
+fn adaptive_evaluations_play_beside_later_rounds_and_commit_in_order() {
+    let sets = short(&[
+        "game.rounds=5",
+        "eval.every=2",
+        "eval.adaptive.rounds=4",
+        "eval.modes=[\"adaptive\"]",
+    ]);
+    let dirs = [tmp("beside-a"), tmp("beside-b")];
+    let summaries: Vec<_> = dirs
+        .iter()
+        .map(|d| run("intent-advgame-dpo", &sets, d))
+        .collect();
+    let committed = replay::read_committed(&dirs[0].join(replay::LOG)).unwrap();
+    let marks: Vec<u32> = committed
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Commit(c) => Some(c.round),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(marks, [1, 2, 3, 4, 5]);
+    // Evaluated: every 2 rounds and the last.
+    for r in [2, 4, 5u32] {
+        let adaptive = committed
+            .records
+            .iter()
+            .filter(
+                |x| matches!(x, Record::Eval(e) if e.round == r && e.mode == EvalMode::Adaptive),
+            )
+            .count();
+        assert!(adaptive > 0, "round {r}: no adaptive records");
+        let sub =
+            replay::read_committed(&dirs[0].join(format!("adaptive/r{r}/episodes.jsonl"))).unwrap();
+        assert_eq!(sub.last_round, 4, "round {r}'s sub-run");
+    }
+    // The sub-runs' compute was counted beside the rounds.
+    let timings = std::fs::read_to_string(dirs[0].join("timings.jsonl")).unwrap();
+    let beside: f64 = timings
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<game::Timings>(l)
+                .unwrap()
+                .adaptive_ms
+        })
+        .sum();
+    assert!(beside > 0.0, "{timings}");
+    // The same run both times: its log, and each round's metrics.
+    let log = |d: &Path| std::fs::read(d.join(replay::LOG)).unwrap();
+    assert!(log(&dirs[0]) == log(&dirs[1]), "the two runs' logs differ");
+    assert_eq!(summaries[0].per_round, summaries[1].per_round);
+    for d in &dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

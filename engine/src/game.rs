@@ -88,6 +88,10 @@ pub struct Timings {
     /// its messaging (request hand-offs).
     #[serde(default)]
     pub compute_ms: f64,
+    /// Of `compute_ms`, the compute of adaptive evaluation sub-runs playing beside the round (a round's
+    /// adaptive evaluation plays on while the rounds after it play, and the round commits when it ends).
+    #[serde(default)]
+    pub adaptive_ms: f64,
 }
 
 /// What a finished run reports.
@@ -160,9 +164,8 @@ struct Ctx<'a> {
     /// thread. Otherwise the role thread that answered a request frees it, right when the next role may be
     /// waiting for that thread's CPU (a judge batch is hundreds of keys and shared texts).
     spent: Option<std::sync::Mutex<Vec<Arc<Work>>>>,
-    /// Adaptive evaluation sub-runs whose final evaluation is in but whose last commit may still be running:
-    /// the round's commit waits for them (a committed round's sub-runs are complete on disk).
-    tails: std::sync::Mutex<Vec<SubRunDone>>,
+    /// One adaptive evaluation sub-run plays at a time: the next waits for the one before to finish.
+    sub_run_slot: Arc<tokio::sync::Semaphore>,
 }
 
 /// Progress of an evaluation phase: `done` of `total` requests answered.
@@ -230,6 +233,8 @@ impl Compute {
 struct Meters {
     waits: RoleWaits,
     compute: Compute,
+    /// The sub-runs' compute intervals alone.
+    beside: Compute,
     parent: Option<Arc<Meters>>,
 }
 
@@ -258,9 +263,21 @@ impl Meters {
     fn push(&self, b: Busy) {
         self.compute.push(b);
         if let Some(p) = &self.parent {
-            p.push(b);
+            p.push_beside(b);
         }
     }
+
+    fn push_beside(&self, b: Busy) {
+        self.beside.push(b);
+        self.push(b);
+    }
+}
+
+/// The game a sub-run plays in.
+struct Parent {
+    meters: Arc<Meters>,
+    /// The parent's sub-run slot, given back when the sub-run's last round has played.
+    slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl RoleWaits {
@@ -336,7 +353,7 @@ impl<'a> Ctx<'a> {
             meters: Meters::within(None),
             on_eval,
             spent: None,
-            tails: Default::default(),
+            sub_run_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }
@@ -579,20 +596,11 @@ struct RoundLog {
     judgments: Vec<PendingJudgment>,
     /// Learn and evaluation records, after the play's.
     tail: Vec<Record>,
+    /// An adaptive evaluation still playing, whose records go into `tail`.
+    deferred: Option<Deferred>,
 }
 
 impl RoundLog {
-    /// The round's evaluation records.
-    fn evals(&self) -> Vec<EvalRec> {
-        self.tail
-            .iter()
-            .filter_map(|r| match r {
-                Record::Eval(e) => Some(e.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// The round's records, in a fixed order: per seed, each rewrite followed by its responses; then the
     /// judgments; then the tail.
     fn records(self) -> Vec<Record> {
@@ -609,6 +617,7 @@ impl RoundLog {
             dreqs,
             judgments,
             tail,
+            deferred: _,
         } = self;
         let mut recs = Vec::new();
         for (si, s) in seeds.iter().enumerate() {
@@ -1401,14 +1410,18 @@ async fn play_round(
 
     // Held-out evaluation.
     let t = Instant::now();
-    let eval_recs = if eval_due {
+    let (eval_recs, deferred) = if eval_due {
         eval_phase(cx, round, states).await?
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     tm.eval_ms = ms(t);
 
     let mut tail = learn_recs;
+    let deferred = deferred.map(|d| Deferred {
+        at: tail.len() + d.at,
+        ..d
+    });
     tail.extend(eval_recs.into_iter().map(Record::Eval));
     // The defender has answered: the requests are the engine's alone again (copied only if still shared).
     let dreqs = match Arc::try_unwrap(dwork) {
@@ -1434,6 +1447,7 @@ async fn play_round(
             dreqs,
             judgments,
             tail,
+            deferred,
         },
         timings: tm,
         retired,
@@ -1529,15 +1543,15 @@ async fn eval_phase(
     cx: &Ctx<'_>,
     round: u32,
     states: &BTreeMap<Slot, Arc<Vec<u8>>>,
-) -> Result<Vec<EvalRec>, RunError> {
+) -> Result<(Vec<EvalRec>, Option<Deferred>), RunError> {
     let modes = &cx.loaded.scenario.eval.modes;
-    // The adaptive evaluation plays a game of its own, on role threads of its own: it runs beside the others,
-    // whose compute covers its start-up. Records keep the order of `modes`; of two failures, the first mode's
-    // is reported.
+    // The adaptive evaluation plays a game of its own, on role threads of its own: it starts beside the other
+    // evaluations (whose compute covers its start-up) and plays on beside the game; the round's commit takes
+    // its records. Records keep the order of `modes`; of two failures, the first mode's is reported.
     let adaptive = async {
         match modes.contains(&EvalMode::Adaptive) {
-            true => eval_adaptive(cx, round, states).await,
-            false => Ok(Vec::new()),
+            true => start_adaptive(cx, round, states).await.map(Some),
+            false => Ok(None),
         }
     };
     let others = async {
@@ -1560,16 +1574,20 @@ async fn eval_phase(
     let (others, mut adaptive) = tokio::join!(others, adaptive);
     let mut others = others.into_iter();
     let mut out = Vec::new();
+    let mut deferred = None;
     for mode in modes {
         match mode {
-            EvalMode::Adaptive => out.extend(std::mem::replace(&mut adaptive, Ok(Vec::new()))?),
+            EvalMode::Adaptive => {
+                deferred = std::mem::replace(&mut adaptive, Ok(None))?
+                    .map(|d| Deferred { at: out.len(), ..d });
+            }
             _ => match others.next() {
                 Some(recs) => out.extend(recs?),
                 None => break,
             },
         }
     }
-    Ok(out)
+    Ok((out, deferred))
 }
 
 /// One defender answer per request, and the judge's compliance label for each; with the defender's version.
@@ -1859,38 +1877,27 @@ pub async fn best_response(
     rounds: u32,
     init: BTreeMap<Slot, Vec<u8>>,
 ) -> Result<Vec<EvalRec>, RunError> {
-    let mut sub = SubRun::start(loaded, registry, dir, rounds, init, None)?;
-    let recs = sub.final_eval().await?;
-    sub_run_done(sub.done).await?;
-    Ok(recs)
-}
-
-/// A finished (or finishing) sub-run.
-type SubRunDone = crate::inline::Inline<Result<RunSummary, RunError>>;
-
-/// What a run tells the game it plays in (an adaptive evaluation's sub-run).
-struct SubRunLink {
-    /// The parent game's meters: the sub-run's role time and compute count there too.
-    parent: Option<Arc<Meters>>,
-    /// The last round's evaluation records, sent when that round has played (before its commit).
-    final_eval: tokio::sync::oneshot::Sender<Vec<EvalRec>>,
+    SubRun::start(loaded, registry, dir, rounds, init, None)?
+        .finish()
+        .await
 }
 
 /// A best-response sub-run ([`best_response`]) playing on a game loop of its own.
 struct SubRun {
     rounds: u32,
-    final_eval: tokio::sync::oneshot::Receiver<Vec<EvalRec>>,
-    done: SubRunDone,
+    done: crate::inline::Inline<Result<RunSummary, RunError>>,
 }
 
 impl SubRun {
+    /// Start the sub-run in `dir`; with `parent`, its role time and compute count in the parent game's meters
+    /// too, and it holds the parent's sub-run slot until it ends.
     fn start(
         loaded: &Loaded,
         registry: &Registry,
         dir: &Path,
         rounds: u32,
         init: BTreeMap<Slot, Vec<u8>>,
-        parent: Option<Arc<Meters>>,
+        parent: Option<Parent>,
     ) -> Result<SubRun, RunError> {
         let tag = dir
             .file_name()
@@ -1900,11 +1907,6 @@ impl SubRun {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| rerr(format!("{}: {e}", dir.display())))?;
         }
-        let (tx, final_eval) = tokio::sync::oneshot::channel();
-        let link = SubRunLink {
-            parent,
-            final_eval: tx,
-        };
         let (registry, dir) = (registry.clone(), dir.to_path_buf());
         let done = crate::inline::spawn(async move {
             run_with(
@@ -1913,54 +1915,38 @@ impl SubRun {
                 &dir,
                 false,
                 RunOptions { init },
-                Some(link),
+                parent,
                 &mut |_: &Progress| {},
             )
             .await
         })
         .map_err(RunError)?;
-        Ok(SubRun {
-            rounds,
-            final_eval,
-            done,
-        })
+        Ok(SubRun { rounds, done })
     }
 
-    /// The sub-run's final evaluation through its attacker, as soon as its last round has played; the
-    /// sub-run's error if it ended without one.
-    async fn final_eval(&mut self) -> Result<Vec<EvalRec>, RunError> {
-        match (&mut self.final_eval).await {
-            Ok(recs) => Ok(recs
-                .into_iter()
-                .filter(|e| e.round == self.rounds && e.mode == EvalMode::Attacker)
-                .collect()),
-            Err(_) => {
-                sub_run_done(&mut self.done).await?;
-                Err(rerr(
-                    "internal: a best-response run ended without its final evaluation",
-                ))
-            }
-        }
-    }
-}
-
-/// Wait for a sub-run to finish; its error, or its panic as an error.
-async fn sub_run_done(
-    done: impl Future<Output = Result<Result<RunSummary, RunError>, String>>,
-) -> Result<(), RunError> {
-    match done.await {
-        Ok(r) => r.map(|_| ()),
-        Err(panic) => Err(rerr(format!("best-response run: {panic}"))),
+    /// Wait for the sub-run to end; its last round's evaluation through its attacker (records of mode
+    /// `attacker`, rounds numbered within the sub-run).
+    async fn finish(self) -> Result<Vec<EvalRec>, RunError> {
+        let summary = match self.done.await {
+            Ok(r) => r?,
+            Err(panic) => return Err(rerr(format!("best-response run: {panic}"))),
+        };
+        Ok(summary
+            .final_eval
+            .into_iter()
+            .filter(|e| e.round == self.rounds && e.mode == EvalMode::Attacker)
+            .collect())
     }
 }
 
 /// The adaptive evaluation of `round`: a best-response attacker from checkpoint `r0` against the current
-/// defender, its sub-run kept in `<run dir>/adaptive/r<round>/`.
-async fn eval_adaptive(
+/// defender, its sub-run kept in `<run dir>/adaptive/r<round>/`. Started here (once the sub-run before it has
+/// finished), it plays beside the game: the round's commit takes its records.
+async fn start_adaptive(
     cx: &Ctx<'_>,
     round: u32,
     states: &BTreeMap<Slot, Arc<Vec<u8>>>,
-) -> Result<Vec<EvalRec>, RunError> {
+) -> Result<Deferred, RunError> {
     let attacker = cx.initial.get(&Slot::Attacker).cloned().ok_or_else(|| {
         rerr(format!(
             "adaptive evaluation: no initial attacker state (checkpoints/r0/attacker.bin) in {}",
@@ -1974,33 +1960,87 @@ async fn eval_adaptive(
             init.insert(slot, s.to_vec());
         }
     }
+    let permit = Arc::clone(&cx.sub_run_slot)
+        .acquire_owned()
+        .await
+        .map_err(|e| rerr(format!("internal: adaptive evaluation: {e}")))?;
     let dir = cx.run_dir.join("adaptive").join(format!("r{round}"));
-    let rounds = cx.loaded.scenario.eval.adaptive.rounds;
-    let mut sub = SubRun::start(
+    let sub = SubRun::start(
         cx.loaded,
         cx.registry,
         &dir,
-        rounds,
+        cx.loaded.scenario.eval.adaptive.rounds,
         init,
-        Some(Arc::clone(&cx.meters)),
+        Some(Parent {
+            meters: Arc::clone(&cx.meters),
+            slot: permit,
+        }),
     )?;
-    let recs = sub.final_eval().await?;
-    // The sub-run's last commit and summary finish beside the game; the round's commit waits for them.
-    lock(&cx.tails).push(sub.done);
-    Ok(recs
-        .into_iter()
-        .map(|mut e| {
-            e.key = e.key.replacen(
-                &format!("eval/r{rounds}/attacker/"),
-                &format!("eval/r{round}/adaptive/"),
-                1,
-            );
-            e.run = cx.run.clone();
-            e.round = round;
-            e.mode = EvalMode::Adaptive;
-            e
-        })
-        .collect())
+    Ok(Deferred {
+        at: 0,
+        sub,
+        run: cx.run.clone(),
+        round,
+    })
+}
+
+/// An adaptive evaluation still playing: its records go among the round's at `at` (an index into the round's
+/// tail of learn and evaluation records).
+struct Deferred {
+    at: usize,
+    sub: SubRun,
+    run: String,
+    round: u32,
+}
+
+impl Deferred {
+    /// The adaptive evaluation's records, once the sub-run is complete on disk.
+    async fn records(self) -> Result<Vec<EvalRec>, RunError> {
+        let rounds = self.sub.rounds;
+        let recs = self.sub.finish().await?;
+        let round = self.round;
+        let (from, to) = (
+            format!("eval/r{rounds}/attacker/"),
+            format!("eval/r{round}/adaptive/"),
+        );
+        Ok(recs
+            .into_iter()
+            .map(|mut e| {
+                e.key = e.key.replacen(&from, &to, 1);
+                e.run = self.run.clone();
+                e.round = round;
+                e.mode = EvalMode::Adaptive;
+                e
+            })
+            .collect())
+    }
+}
+
+/// Rounds played but not yet committed, and the bytes of the states they replaced (a round's commit holds the
+/// states it writes until then).
+#[derive(Default)]
+struct Behind {
+    bytes: usize,
+}
+
+impl Behind {
+    /// At most this many rounds wait for their commit…
+    const ROUNDS: usize = 32;
+    /// …and, beyond the newest, they hold at most this many bytes of states.
+    const BYTES: usize = 256 << 20;
+
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes;
+    }
+
+    fn done(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+
+    /// With `waiting` rounds (the newest included) not yet committed, must the game wait for the oldest?
+    fn over(&self, waiting: usize) -> bool {
+        waiting > Self::ROUNDS || (waiting > 1 && self.bytes > Self::BYTES)
+    }
 }
 
 /// A round's records on their way to the log.
@@ -2014,9 +2054,12 @@ struct CommitPipeline {
     retired: Vec<Arc<Vec<u8>>>,
     /// The round's requests to the roles, freed there too.
     spent: Vec<Arc<Work>>,
-    /// The round's adaptive evaluation sub-runs: committed only once they are complete.
-    sub_runs: Vec<SubRunDone>,
     states: Vec<(String, Arc<Vec<u8>>)>,
+    /// Told when the round before is committed (none for the first round of this process): a round's records
+    /// are folded and committed only after those of the round before.
+    after: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Tells the round after.
+    committed: tokio::sync::oneshot::Sender<()>,
     /// The run's summary so far: the round's records are folded in, then freed on the blocking thread.
     tally: Arc<std::sync::Mutex<Tally>>,
 }
@@ -2028,43 +2071,52 @@ struct Committed {
 }
 
 impl CommitPipeline {
-    /// Serialize (on a blocking thread), compute the metrics, commit through the replay actor.
+    /// Serialize the round's records (on a blocking thread) while the rounds before it commit and its adaptive
+    /// evaluation plays; once that evaluation has ended (its sub-run complete on disk) and the round before is
+    /// committed, add the evaluation's records, compute the metrics, fold the records into the run's summary
+    /// (in log order), and commit through the replay actor.
     async fn run(self, game: GameHandle) -> Result<Committed, RunError> {
         let CommitPipeline {
             run,
             round,
             checkpoint,
-            log,
+            mut log,
             retired,
             spent,
-            sub_runs,
             states,
             tally,
+            after,
+            committed,
         } = self;
-        let (lines, metrics) = tokio::task::spawn_blocking(move || {
+        // The round's records as they will be read back from the log, while the rounds before it commit and
+        // its adaptive evaluation plays.
+        let deferred = log.deferred.take();
+        let tail = log.tail.len();
+        let (mut lines, mut recs) = tokio::task::spawn_blocking(move || {
             drop((retired, spent));
-            let mut records = log.records();
-            let changed = records.iter_mut().map(Record::keep_finite).filter(|c| *c).count();
-            if changed > 0 {
-                tracing::warn!(
-                    round,
-                    records = changed,
-                    "non-finite numbers (NaN or infinity) in the round's records are logged as missing"
-                );
-            }
-            let mut lines = Vec::with_capacity(records.len() + 1);
-            for r in &records {
-                lines.push(json(r)?);
-            }
-            // Metrics are computed from the records as they will be read back from the log, so that
-            // `sparring replay` reproduces them exactly (JSON float parsing is deterministic but not always
-            // exact).
-            let mut recs = Vec::with_capacity(lines.len() + 1);
-            for l in &lines {
-                recs.push(
-                    serde_json::from_str::<Record>(l)
-                        .map_err(|e| rerr(format!("internal: record round trip: {e}")))?,
-                );
+            serialized(round, log.records())
+        })
+        .await
+        .map_err(|e| rerr(format!("internal: serializing round {round}: {e}")))??;
+        // The adaptive evaluation's records go among the round's evaluation records (the end of the round's
+        // records is its tail).
+        let adaptive = match deferred {
+            Some(d) => Some((lines.len() - tail + d.at.min(tail), d.records().await?)),
+            None => None,
+        };
+        if let Some(after) = after
+            && after.await.is_err()
+        {
+            return Err(rerr(format!(
+                "round {round} not committed: the round before it was not"
+            )));
+        }
+        // The round's metrics, and its records folded into the run's summary, in log order.
+        let (lines, metrics) = tokio::task::spawn_blocking(move || {
+            if let Some((at, evals)) = adaptive {
+                let (l, r) = serialized(round, evals.into_iter().map(Record::Eval).collect())?;
+                lines.splice(at..at, l);
+                recs.splice(at..at, r);
             }
             let m = roundtrip(&metrics(&recs))?;
             let commit = Record::Commit(CommitRec {
@@ -2081,10 +2133,7 @@ impl CommitPipeline {
             Ok::<_, RunError>((lines, m))
         })
         .await
-        .map_err(|e| rerr(format!("internal: serializing round {round}: {e}")))??;
-        for done in sub_runs {
-            sub_run_done(done).await?;
-        }
+        .map_err(|e| rerr(format!("internal: folding round {round}: {e}")))??;
         let job = CommitJob {
             round,
             checkpoint,
@@ -2092,11 +2141,47 @@ impl CommitPipeline {
             states,
         };
         match game.call(Slot::Replay, Work::Commit(Arc::new(job))).await {
-            Ok(Output::Committed) => Ok(Committed { round, metrics }),
+            Ok(Output::Committed) => {
+                let _ = committed.send(());
+                Ok(Committed { round, metrics })
+            }
             Ok(_) => Err(rerr("internal: unexpected reply to commit")),
             Err(e) => Err(RunError(e)),
         }
     }
+}
+
+/// A round's records as log lines, and as they will be read back from the log: metrics are computed from
+/// those, so that `sparring replay` reproduces them exactly (JSON float parsing is deterministic but not
+/// always exact). Non-finite numbers are logged as missing.
+fn serialized(
+    round: u32,
+    mut records: Vec<Record>,
+) -> Result<(Vec<String>, Vec<Record>), RunError> {
+    let changed = records
+        .iter_mut()
+        .map(Record::keep_finite)
+        .filter(|c| *c)
+        .count();
+    if changed > 0 {
+        tracing::warn!(
+            round,
+            records = changed,
+            "non-finite numbers (NaN or infinity) in the round's records are logged as missing"
+        );
+    }
+    let mut lines = Vec::with_capacity(records.len() + 1);
+    for r in &records {
+        lines.push(json(r)?);
+    }
+    let mut recs = Vec::with_capacity(lines.len());
+    for l in &lines {
+        recs.push(
+            serde_json::from_str::<Record>(l)
+                .map_err(|e| rerr(format!("internal: record round trip: {e}")))?,
+        );
+    }
+    Ok((lines, recs))
 }
 
 fn joined<T>(r: Result<Result<T, RunError>, tokio::task::JoinError>) -> Result<T, RunError> {
@@ -2245,13 +2330,10 @@ async fn run_with(
     run_dir: &Path,
     resume: bool,
     opts: RunOptions,
-    sub_run: Option<SubRunLink>,
+    parent: Option<Parent>,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<RunSummary, RunError> {
-    let (parent, mut final_eval) = match sub_run {
-        Some(l) => (l.parent, Some(l.final_eval)),
-        None => (None, None),
-    };
+    let (parent, mut slot) = parent.map(|p| (p.meters, p.slot)).unzip();
     let sc = &loaded.scenario;
     let log_path = run_dir.join(replay::LOG);
     // The run's summary is folded record by record (a run keeps none of its records): on resume from the
@@ -2382,18 +2464,22 @@ async fn run_with(
             meters: Meters::within(parent),
             on_eval: None,
             spent: Some(Default::default()),
-            tails: Default::default(),
+            sub_run_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let mut timings = Vec::new();
         // Commits are pipelined: round r's records are serialized, its metrics computed and its commit
-        // written (states, records, marker, fsync) in the background while round r+1 plays; round r+1's
-        // commit waits for round r's, so the log stays in order and a crash loses at most uncommitted rounds.
-        // Progress, metrics.jsonl and timings.jsonl follow each commit, while the next round plays (or after
-        // the last round).
-        let mut pending: Option<(
+        // written (states, records, marker, fsync) in the background while the next rounds play; each round's
+        // commit waits for the one before, so the log stays in order and a crash loses at most uncommitted
+        // rounds. A round with an adaptive evaluation commits when its sub-run ends, while later rounds play;
+        // the states those rounds hold are bounded (`Behind`). Progress, metrics.jsonl and timings.jsonl
+        // follow each commit, in order, while the next round plays (or after the last round).
+        let mut pending: std::collections::VecDeque<(
             tokio::task::JoinHandle<Result<Committed, RunError>>,
             Timings,
-        )> = None;
+            usize,
+        )> = Default::default();
+        let mut behind = Behind::default();
+        let mut last_commit: Option<tokio::sync::oneshot::Receiver<()>> = None;
         let mut metrics_file = Appender::new(run_dir.join("metrics.jsonl"));
         let mut timings_file = Appender::new(run_dir.join("timings.jsonl"));
         let mut finish = |c: Committed, tm: Timings| -> Result<(), RunError> {
@@ -2416,17 +2502,29 @@ async fn run_with(
             let window = Instant::now();
             cx.meters.waits.take_ms(window);
             cx.meters.compute.take_ms(window, window, &[]);
-            // The previous round's commit is awaited and reported while this round plays (it has the whole
-            // round to finish; round r+1 is committed only after round r).
-            let prev = pending.take();
-            let side = async {
-                match prev {
-                    Some((h, prev)) => finish(joined(h.await)?, prev),
-                    None => Ok(()),
+            cx.meters.beside.take_ms(window, window, &[]);
+            // Earlier rounds' commits are reported as they complete, while this round plays.
+            let played = {
+                let play = play_round(&cx, round, &mut states, queued.take());
+                tokio::pin!(play);
+                loop {
+                    tokio::select! {
+                        biased;
+                        played = &mut play => break played,
+                        c = async {
+                            match pending.front_mut() {
+                                Some((h, _, _)) => h.await,
+                                None => std::future::pending().await,
+                            }
+                        }, if !pending.is_empty() => {
+                            if let Some((_, tm, bytes)) = pending.pop_front() {
+                                behind.done(bytes);
+                                finish(joined(c)?, tm)?;
+                            }
+                        }
+                    }
                 }
             };
-            let (played, side) =
-                tokio::join!(play_round(&cx, round, &mut states, queued.take()), side);
             let Played {
                 log,
                 timings: mut tm,
@@ -2435,12 +2533,8 @@ async fn run_with(
                 next,
             } = played?;
             queued = next;
-            side?;
-            if round == sc.game.rounds
-                && let Some(tx) = final_eval.take()
-            {
-                let _ = tx.send(log.evals());
-            }
+            let bytes = retired.iter().map(|s| s.len()).sum::<usize>();
+            let (committed, next_after) = tokio::sync::oneshot::channel();
             let job = CommitPipeline {
                 run: run.clone(),
                 round,
@@ -2448,32 +2542,53 @@ async fn run_with(
                 log,
                 retired,
                 spent: cx.take_spent(),
-                sub_runs: std::mem::take(&mut *lock(&cx.tails)),
                 tally: Arc::clone(&tally),
+                after: last_commit.replace(next_after),
+                committed,
                 states: states
                     .iter()
                     .map(|(s, b)| (s.as_str().to_string(), Arc::clone(b)))
                     .collect(),
             };
             let handle = tokio::spawn(job.run(game.clone()));
-            // From the end of play: includes any wait for the previous commit.
+            // Rounds behind their commit hold states: past the bound, wait for the oldest.
+            while behind.over(pending.len() + 1) {
+                let Some((h, tm, bytes)) = pending.pop_front() else {
+                    break;
+                };
+                behind.done(bytes);
+                finish(joined(h.await)?, tm)?;
+            }
+            // From the end of play: includes any wait for earlier commits.
             tm.commit_ms = ms(end);
             let now = Instant::now();
             tm.total_ms = now.saturating_duration_since(window).as_secs_f64() * 1000.0;
             tm.roles_ms = cx.meters.waits.take_ms(now);
             tm.compute_ms = cx.meters.compute.take_ms(window, now, &cx.running());
-            pending = Some((handle, tm));
+            tm.adaptive_ms = cx.meters.beside.take_ms(window, now, &[]);
+            behind.add(bytes);
+            pending.push_back((handle, tm, bytes));
             if sc.faults.round_delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
                     .await;
             }
         }
-        if let Some((h, mut prev)) = pending.take() {
-            let t = Instant::now();
+        // A sub-run's last round has played: the next sub-run of its parent may start.
+        drop(slot.take());
+        // The run ends when its last round is committed: the wait counts in that round's window (with the
+        // compute of an adaptive evaluation still playing).
+        let t = Instant::now();
+        while let Some((h, mut tm, _)) = pending.pop_front() {
             let c = joined(h.await)?;
-            prev.commit_ms += ms(t);
-            prev.total_ms += ms(t);
-            finish(c, prev)?;
+            if pending.is_empty() {
+                let now = Instant::now();
+                tm.commit_ms += ms(t);
+                tm.total_ms += ms(t);
+                tm.roles_ms += cx.meters.waits.take_ms(now);
+                tm.compute_ms += cx.meters.compute.take_ms(t, now, &[]);
+                tm.adaptive_ms += cx.meters.beside.take_ms(t, now, &[]);
+            }
+            finish(c, tm)?;
         }
         Ok::<_, RunError>(timings)
     }
@@ -2511,6 +2626,7 @@ async fn run_with(
         mean.total_ms += t.total_ms / n;
         mean.roles_ms += t.roles_ms / n;
         mean.compute_ms += t.compute_ms / n;
+        mean.adaptive_ms += t.adaptive_ms / n;
     }
     Ok(RunSummary {
         final_eval: tally.eval_of(sc.game.rounds).to_vec(),
@@ -2561,13 +2677,14 @@ mod tests {
     }
 
     /// A sub-run's requests and compute count in its parent's meters as they happen, overlaps with the
-    /// parent's own once; the sub-run's meters see only its own.
+    /// parent's own once, and apart as compute beside the parent; the sub-run's meters see only its own.
     #[test]
     fn a_sub_runs_time_counts_once_in_its_parents_meters() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let parent = Meters::within(None);
         let sub = Meters::within(Some(Arc::clone(&parent)));
+        let subsub = Meters::within(Some(Arc::clone(&sub)));
         parent.push(Busy {
             start: at(0),
             end: at(10),
@@ -2580,11 +2697,23 @@ mod tests {
             start: at(20),
             end: at(25),
         });
-        // Parent: [0, 15] ∪ [20, 25]; sub-run: [5, 15] ∪ [20, 25].
-        let p = parent.compute.take_ms(at(0), at(30), &[]);
-        assert!((p - 20.0).abs() < 1e-6, "{p}");
-        let c = sub.compute.take_ms(at(0), at(30), &[]);
-        assert!((c - 15.0).abs() < 1e-6, "{c}");
+        // A sub-run's own sub-run counts in both.
+        subsub.push(Busy {
+            start: at(40),
+            end: at(45),
+        });
+        // Parent: [0, 15] ∪ [20, 25] ∪ [40, 45], of which beside it [5, 15] ∪ [20, 25] ∪ [40, 45]; sub-run:
+        // [5, 15] ∪ [20, 25] ∪ [40, 45], of which beside it [40, 45].
+        let took = |c: &Compute| c.take_ms(at(0), at(50), &[]);
+        for (got, want) in [
+            (took(&parent.compute), 25.0),
+            (took(&parent.beside), 20.0),
+            (took(&sub.compute), 20.0),
+            (took(&sub.beside), 5.0),
+            (took(&subsub.beside), 0.0),
+        ] {
+            assert!((got - want).abs() < 1e-6, "{got} != {want}");
+        }
 
         // A request of either in flight counts as role time, up to the last one's end.
         parent.waits.take_ms(Instant::now());
@@ -2598,5 +2727,19 @@ mod tests {
         let both = parent.waits.take_ms(Instant::now());
         assert!((4.0..40.0).contains(&both), "{both}");
         assert_eq!(parent.waits.0.lock().unwrap().0, 0, "all left");
+    }
+
+    /// Rounds wait for their commit up to a count, and beyond the newest up to a size of held states.
+    #[test]
+    fn rounds_behind_their_commit_are_bounded() {
+        let mut b = Behind::default();
+        assert!(!b.over(1));
+        assert!(!b.over(Behind::ROUNDS));
+        assert!(b.over(Behind::ROUNDS + 1), "too many rounds");
+        b.add(Behind::BYTES + 1);
+        assert!(!b.over(1), "the newest round alone never waits");
+        assert!(b.over(2), "too many bytes");
+        b.done(Behind::BYTES + 1);
+        assert!(!b.over(2));
     }
 }
