@@ -15,8 +15,8 @@
 //! queue behind its update; the round's records are built and serialized on the commit's blocking thread
 //! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
 //! the next round plays. The adaptive evaluation's best-response game runs on its own game loop and role
-//! threads beside the round's other evaluations; its last commit finishes beside the game, and the round's
-//! commit waits for it. [`run`] drives the loop with `inline`: it runs on the role thread whose answer it
+//! threads, beside the round's other evaluations and then beside the rounds after it; the round commits when
+//! that game has ended, and the rounds after it commit after it, in order. [`run`] drives the loop with `inline`: it runs on the role thread whose answer it
 //! was waiting for, so each step of a round costs one thread hand-off (answering thread → next role's
 //! thread), not two through the runtime's thread.
 
