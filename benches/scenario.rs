@@ -103,14 +103,11 @@ fn main() {
         let compute = sum(|t| t.compute_ms);
         // Rounds without evaluation and with no adaptive evaluation playing beside them (whose compute would
         // cover the round's hand-offs).
-        let plain: Vec<&Timings> = rounds
+        let (plain, beside): (Vec<&Timings>, Vec<&Timings>) = rounds
             .iter()
-            .filter(|t| t.eval_ms < 0.02 * t.total_ms && t.adaptive_ms == 0.0)
-            .collect();
-        let beside = rounds
-            .iter()
-            .filter(|t| t.eval_ms < 0.02 * t.total_ms && t.adaptive_ms > 0.0)
-            .count();
+            .filter(|t| t.eval_ms < 0.02 * t.total_ms)
+            .partition(|t| t.adaptive_ms == 0.0);
+        let beside = beside.len();
         let (pt, pr, pc) = plain.iter().fold((0.0, 0.0, 0.0), |(a, b, c), t| {
             (a + t.total_ms, b + t.roles_ms, c + t.compute_ms)
         });

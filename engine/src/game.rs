@@ -16,9 +16,9 @@
 //! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
 //! the next round plays. The adaptive evaluation's best-response game runs on its own game loop and role
 //! threads, beside the round's other evaluations and then beside the rounds after it; the round commits when
-//! that game has ended, and the rounds after it commit after it, in order. [`run`] drives the loop with `inline`: it runs on the role thread whose answer it
-//! was waiting for, so each step of a round costs one thread hand-off (answering thread → next role's
-//! thread), not two through the runtime's thread.
+//! that game has ended, and the rounds after it commit after it, in order. [`run`] drives the loop with
+//! `inline`: it runs on the role thread whose answer it was waiting for, so each step of a round costs one
+//! thread hand-off (answering thread → next role's thread), not two through the runtime's thread.
 
 use crate::payoff;
 use crate::record::{
@@ -596,8 +596,8 @@ struct RoundLog {
     judgments: Vec<PendingJudgment>,
     /// Learn and evaluation records, after the play's.
     tail: Vec<Record>,
-    /// An adaptive evaluation still playing, whose records go into `tail`.
-    deferred: Option<Deferred>,
+    /// An adaptive evaluation still playing, whose records go into `tail` at this index.
+    deferred: Option<(usize, Deferred)>,
 }
 
 impl RoundLog {
@@ -1418,10 +1418,7 @@ async fn play_round(
     tm.eval_ms = ms(t);
 
     let mut tail = learn_recs;
-    let deferred = deferred.map(|d| Deferred {
-        at: tail.len() + d.at,
-        ..d
-    });
+    let deferred = deferred.map(|(at, d)| (tail.len() + at, d));
     tail.extend(eval_recs.into_iter().map(Record::Eval));
     // The defender has answered: the requests are the engine's alone again (copied only if still shared).
     let dreqs = match Arc::try_unwrap(dwork) {
@@ -1543,11 +1540,12 @@ async fn eval_phase(
     cx: &Ctx<'_>,
     round: u32,
     states: &BTreeMap<Slot, Arc<Vec<u8>>>,
-) -> Result<(Vec<EvalRec>, Option<Deferred>), RunError> {
+) -> Result<(Vec<EvalRec>, Option<(usize, Deferred)>), RunError> {
     let modes = &cx.loaded.scenario.eval.modes;
     // The adaptive evaluation plays a game of its own, on role threads of its own: it starts beside the other
     // evaluations (whose compute covers its start-up) and plays on beside the game; the round's commit takes
-    // its records. Records keep the order of `modes`; of two failures, the first mode's is reported.
+    // its records, at their index among the others. Records keep the order of `modes`; of two failures, the
+    // first mode's is reported.
     let adaptive = async {
         match modes.contains(&EvalMode::Adaptive) {
             true => start_adaptive(cx, round, states).await.map(Some),
@@ -1578,8 +1576,7 @@ async fn eval_phase(
     for mode in modes {
         match mode {
             EvalMode::Adaptive => {
-                deferred = std::mem::replace(&mut adaptive, Ok(None))?
-                    .map(|d| Deferred { at: out.len(), ..d });
+                deferred = std::mem::replace(&mut adaptive, Ok(None))?.map(|d| (out.len(), d));
             }
             _ => match others.next() {
                 Some(recs) => out.extend(recs?),
@@ -1890,7 +1887,7 @@ struct SubRun {
 
 impl SubRun {
     /// Start the sub-run in `dir`; with `parent`, its role time and compute count in the parent game's meters
-    /// too, and it holds the parent's sub-run slot until it ends.
+    /// too, and it holds the parent's sub-run slot until its last round has played.
     fn start(
         loaded: &Loaded,
         registry: &Registry,
@@ -1977,17 +1974,14 @@ async fn start_adaptive(
         }),
     )?;
     Ok(Deferred {
-        at: 0,
         sub,
         run: cx.run.clone(),
         round,
     })
 }
 
-/// An adaptive evaluation still playing: its records go among the round's at `at` (an index into the round's
-/// tail of learn and evaluation records).
+/// An adaptive evaluation still playing.
 struct Deferred {
-    at: usize,
     sub: SubRun,
     run: String,
     round: u32,
@@ -2016,12 +2010,8 @@ impl Deferred {
     }
 }
 
-/// Rounds played but not yet committed, and the bytes of the states they replaced (a round's commit holds the
-/// states it writes until then).
-#[derive(Default)]
-struct Behind {
-    bytes: usize,
-}
+/// Rounds played but not yet committed hold the states they write until their commit.
+struct Behind;
 
 impl Behind {
     /// At most this many rounds wait for their commit…
@@ -2029,17 +2019,10 @@ impl Behind {
     /// …and, beyond the newest, they hold at most this many bytes of states.
     const BYTES: usize = 256 << 20;
 
-    fn add(&mut self, bytes: usize) {
-        self.bytes += bytes;
-    }
-
-    fn done(&mut self, bytes: usize) {
-        self.bytes = self.bytes.saturating_sub(bytes);
-    }
-
-    /// With `waiting` rounds (the newest included) not yet committed, must the game wait for the oldest?
-    fn over(&self, waiting: usize) -> bool {
-        waiting > Self::ROUNDS || (waiting > 1 && self.bytes > Self::BYTES)
+    /// With `waiting` rounds (the newest included) not yet committed, the older ones holding `bytes` of
+    /// states, must the game wait for the oldest?
+    fn over(waiting: usize, bytes: usize) -> bool {
+        waiting > Self::ROUNDS || (waiting > 1 && bytes > Self::BYTES)
     }
 }
 
@@ -2101,7 +2084,7 @@ impl CommitPipeline {
         // The adaptive evaluation's records go among the round's evaluation records (the end of the round's
         // records is its tail).
         let adaptive = match deferred {
-            Some(d) => Some((lines.len() - tail + d.at.min(tail), d.records().await?)),
+            Some((at, d)) => Some((lines.len() - tail + at.min(tail), d.records().await?)),
             None => None,
         };
         if let Some(after) = after
@@ -2302,7 +2285,7 @@ pub async fn run(
     }
 }
 
-/// Start a fresh run of `loaded` in `run_dir` with `opts` (boxed: the adaptive evaluation runs games inside a game).
+/// Start a fresh run of `loaded` in `run_dir` with `opts` (e.g. roles starting from given states), boxed.
 pub fn run_boxed<'a>(
     loaded: &'a Loaded,
     registry: &'a Registry,
@@ -2337,7 +2320,7 @@ async fn run_with(
     let sc = &loaded.scenario;
     let log_path = run_dir.join(replay::LOG);
     // The run's summary is folded record by record (a run keeps none of its records): on resume from the
-    // committed log, then by each round's commit pipeline, which runs only after the round before it is
+    // committed log, then by each round's commit pipeline, which folds only once the round before it is
     // committed, so records fold in log order.
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
     let mut per_round: Vec<(u32, Metrics)> = Vec::new();
@@ -2478,7 +2461,6 @@ async fn run_with(
             Timings,
             usize,
         )> = Default::default();
-        let mut behind = Behind::default();
         let mut last_commit: Option<tokio::sync::oneshot::Receiver<()>> = None;
         let mut metrics_file = Appender::new(run_dir.join("metrics.jsonl"));
         let mut timings_file = Appender::new(run_dir.join("timings.jsonl"));
@@ -2517,8 +2499,7 @@ async fn run_with(
                                 None => std::future::pending().await,
                             }
                         }, if !pending.is_empty() => {
-                            if let Some((_, tm, bytes)) = pending.pop_front() {
-                                behind.done(bytes);
+                            if let Some((_, tm, _)) = pending.pop_front() {
                                 finish(joined(c)?, tm)?;
                             }
                         }
@@ -2552,11 +2533,10 @@ async fn run_with(
             };
             let handle = tokio::spawn(job.run(game.clone()));
             // Rounds behind their commit hold states: past the bound, wait for the oldest.
-            while behind.over(pending.len() + 1) {
-                let Some((h, tm, bytes)) = pending.pop_front() else {
+            while Behind::over(pending.len() + 1, pending.iter().map(|p| p.2).sum()) {
+                let Some((h, tm, _)) = pending.pop_front() else {
                     break;
                 };
-                behind.done(bytes);
                 finish(joined(h.await)?, tm)?;
             }
             // From the end of play: includes any wait for earlier commits.
@@ -2566,7 +2546,6 @@ async fn run_with(
             tm.roles_ms = cx.meters.waits.take_ms(now);
             tm.compute_ms = cx.meters.compute.take_ms(window, now, &cx.running());
             tm.adaptive_ms = cx.meters.beside.take_ms(window, now, &[]);
-            behind.add(bytes);
             pending.push_back((handle, tm, bytes));
             if sc.faults.round_delay_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms))
@@ -2732,14 +2711,14 @@ mod tests {
     /// Rounds wait for their commit up to a count, and beyond the newest up to a size of held states.
     #[test]
     fn rounds_behind_their_commit_are_bounded() {
-        let mut b = Behind::default();
-        assert!(!b.over(1));
-        assert!(!b.over(Behind::ROUNDS));
-        assert!(b.over(Behind::ROUNDS + 1), "too many rounds");
-        b.add(Behind::BYTES + 1);
-        assert!(!b.over(1), "the newest round alone never waits");
-        assert!(b.over(2), "too many bytes");
-        b.done(Behind::BYTES + 1);
-        assert!(!b.over(2));
+        assert!(!Behind::over(1, 0));
+        assert!(!Behind::over(Behind::ROUNDS, 0));
+        assert!(Behind::over(Behind::ROUNDS + 1, 0), "too many rounds");
+        assert!(
+            !Behind::over(1, Behind::BYTES + 1),
+            "the newest round alone never waits"
+        );
+        assert!(Behind::over(2, Behind::BYTES + 1), "too many bytes");
+        assert!(!Behind::over(2, 0));
     }
 }
