@@ -395,10 +395,26 @@ fn adaptive_evaluations_play_beside_later_rounds_and_commit_in_order() {
         "eval.adaptive.rounds=4",
         "eval.modes=[\"adaptive\"]",
     ]);
-    let dirs = [tmp("beside-a"), tmp("beside-b")];
-    let summaries: Vec<_> = dirs
+    // Twice as scheduled by default (beside later rounds, two sub-runs at once), once with the round waiting
+    // for its sub-run, once with one sub-run at a time: the same game each time.
+    let with = |extra: &str| {
+        let mut v = sets.clone();
+        if !extra.is_empty() {
+            v.push(extra.to_string());
+        }
+        v
+    };
+    let runs = [
+        ("beside-a", with("")),
+        ("beside-b", with("")),
+        ("beside-waits", with("eval.adaptive.beside=false")),
+        ("beside-one", with("eval.adaptive.concurrent=1")),
+    ];
+    let dirs: Vec<PathBuf> = runs.iter().map(|(n, _)| tmp(n)).collect();
+    let summaries: Vec<_> = runs
         .iter()
-        .map(|d| run("intent-advgame-dpo", &sets, d))
+        .zip(&dirs)
+        .map(|((_, s), d)| run("intent-advgame-dpo", s, d))
         .collect();
     let committed = replay::read_committed(&dirs[0].join(replay::LOG)).unwrap();
     let marks: Vec<u32> = committed
@@ -424,21 +440,35 @@ fn adaptive_evaluations_play_beside_later_rounds_and_commit_in_order() {
             replay::read_committed(&dirs[0].join(format!("adaptive/r{r}/episodes.jsonl"))).unwrap();
         assert_eq!(sub.last_round, 4, "round {r}'s sub-run");
     }
-    // The sub-runs' compute was counted beside the rounds.
-    let timings = std::fs::read_to_string(dirs[0].join("timings.jsonl")).unwrap();
-    let beside: f64 = timings
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<game::Timings>(l)
-                .unwrap()
-                .adaptive_ms
-        })
-        .sum();
-    assert!(beside > 0.0, "{timings}");
-    // The same run both times: its log, and each round's metrics.
+    // The sub-runs' compute was counted beside the rounds; when the round waits for its sub-run, only beside
+    // its own evaluations.
+    let beside = |d: &Path| -> Vec<f64> {
+        std::fs::read_to_string(d.join("timings.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<game::Timings>(l)
+                    .unwrap()
+                    .adaptive_ms
+            })
+            .collect()
+    };
+    assert!(beside(&dirs[0]).iter().sum::<f64>() > 0.0);
+    let waits = beside(&dirs[2]);
+    assert!(
+        waits[1] > 0.0 && waits[3] > 0.0 && waits[0] == 0.0 && waits[2] == 0.0,
+        "{waits:?}"
+    );
+    // The same run each time: its log, and each round's metrics.
     let log = |d: &Path| std::fs::read(d.join(replay::LOG)).unwrap();
-    assert!(log(&dirs[0]) == log(&dirs[1]), "the two runs' logs differ");
-    assert_eq!(summaries[0].per_round, summaries[1].per_round);
+    for (i, d) in dirs.iter().enumerate().skip(1) {
+        assert!(log(&dirs[0]) == log(d), "{}'s log differs", runs[i].0);
+        assert_eq!(
+            summaries[0].per_round, summaries[i].per_round,
+            "{}",
+            runs[i].0
+        );
+    }
     for d in &dirs {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -187,6 +187,44 @@ fn override_errors_name_the_override() {
         e.contains("--set game.seeds_per_round=0: `game.seeds_per_round`: must be at least 1"),
         "{e}"
     );
+    let e = errors(&f, &["eval.adaptive.concurrent=0"]);
+    assert!(
+        e.contains("`eval.adaptive.concurrent`: must be at least 1"),
+        "{e}"
+    );
+}
+
+/// Keys that only schedule the adaptive evaluation leave the run id (and so every record) as it is; a key of
+/// the game changes it.
+#[test]
+fn scheduling_keys_keep_the_run_id() {
+    let Some(sh) = shared_or_skip("run-id") else {
+        return;
+    };
+    let dir = tmpdir("run-id");
+    let f = write_scenario(&dir, &scenario(&sh, 2, ""));
+    let reg = sparring_actors::registry();
+    let id = |sets: &[&str]| {
+        let o: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        sparring_engine::scenario::load(&f, &o, &reg)
+            .unwrap()
+            .run_id
+    };
+    let plain = id(&[]);
+    assert_eq!(id(&["eval.adaptive.beside=false"]), plain);
+    assert_eq!(
+        id(&["eval.adaptive.concurrent=3", "eval.adaptive.beside=true"]),
+        plain
+    );
+    assert_ne!(id(&["eval.adaptive.rounds=3"]), plain);
+    assert_ne!(
+        id(&["eval.adaptive.rounds=3", "eval.adaptive.concurrent=1"]),
+        plain
+    );
+    assert_eq!(
+        id(&["eval.adaptive.rounds=3", "eval.adaptive.concurrent=1"]),
+        id(&["eval.adaptive.rounds=3"])
+    );
 }
 
 #[test]

@@ -164,7 +164,8 @@ struct Ctx<'a> {
     /// thread. Otherwise the role thread that answered a request frees it, right when the next role may be
     /// waiting for that thread's CPU (a judge batch is hundreds of keys and shared texts).
     spent: Option<std::sync::Mutex<Vec<Arc<Work>>>>,
-    /// One adaptive evaluation sub-run plays at a time: the next waits for the one before to finish.
+    /// At most `eval.adaptive.concurrent` adaptive evaluation sub-runs play at once: a later one waits for a
+    /// slot.
     sub_run_slot: Arc<tokio::sync::Semaphore>,
 }
 
@@ -1543,9 +1544,9 @@ async fn eval_phase(
 ) -> Result<(Vec<EvalRec>, Option<(usize, Deferred)>), RunError> {
     let modes = &cx.loaded.scenario.eval.modes;
     // The adaptive evaluation plays a game of its own, on role threads of its own: it starts beside the other
-    // evaluations (whose compute covers its start-up) and plays on beside the game; the round's commit takes
-    // its records, at their index among the others. Records keep the order of `modes`; of two failures, the
-    // first mode's is reported.
+    // evaluations (whose compute covers its start-up) and plays on beside the game (`eval.adaptive.beside`; the
+    // round's commit takes its records, at their index among the others) or the round waits for it here.
+    // Records keep the order of `modes`; of two failures, the first mode's is reported.
     let adaptive = async {
         match modes.contains(&EvalMode::Adaptive) {
             true => start_adaptive(cx, round, states).await.map(Some),
@@ -1575,9 +1576,13 @@ async fn eval_phase(
     let mut deferred = None;
     for mode in modes {
         match mode {
-            EvalMode::Adaptive => {
-                deferred = std::mem::replace(&mut adaptive, Ok(None))?.map(|d| (out.len(), d));
-            }
+            EvalMode::Adaptive => match std::mem::replace(&mut adaptive, Ok(None))? {
+                Some(d) if cx.loaded.scenario.eval.adaptive.beside => {
+                    deferred = Some((out.len(), d))
+                }
+                Some(d) => out.extend(d.records().await?),
+                None => {}
+            },
             _ => match others.next() {
                 Some(recs) => out.extend(recs?),
                 None => break,
@@ -1937,8 +1942,8 @@ impl SubRun {
 }
 
 /// The adaptive evaluation of `round`: a best-response attacker from checkpoint `r0` against the current
-/// defender, its sub-run kept in `<run dir>/adaptive/r<round>/`. Started here (once the sub-run before it has
-/// finished), it plays beside the game: the round's commit takes its records.
+/// defender, its sub-run kept in `<run dir>/adaptive/r<round>/`. Started here (once one of the
+/// `eval.adaptive.concurrent` sub-run slots is free), it plays beside the game.
 async fn start_adaptive(
     cx: &Ctx<'_>,
     round: u32,
@@ -2447,7 +2452,9 @@ async fn run_with(
             meters: Meters::within(parent),
             on_eval: None,
             spent: Some(Default::default()),
-            sub_run_slot: Arc::new(tokio::sync::Semaphore::new(1)),
+            sub_run_slot: Arc::new(tokio::sync::Semaphore::new(
+                sc.eval.adaptive.concurrent.max(1) as usize,
+            )),
         };
         let mut timings = Vec::new();
         // Commits are pipelined: round r's records are serialized, its metrics computed and its commit

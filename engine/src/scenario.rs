@@ -254,6 +254,15 @@ pub struct AdaptiveCfg {
     /// Seeds per round (default: `game.seeds_per_round`).
     #[serde(default)]
     pub seeds_per_round: Option<usize>,
+    /// Let the best-response run play on beside the rounds after its own (default): the round commits, with
+    /// its adaptive records, once that run has ended. `false`: the round waits for it, so no game computes
+    /// beside the main one after the round's evaluations (less memory, a longer run). The records are the same.
+    #[serde(default = "yes")]
+    pub beside: bool,
+    /// At most this many best-response runs play at once (each on role threads of its own; default 2); a later
+    /// one waits for a slot. The records are the same.
+    #[serde(default = "two")]
+    pub concurrent: u32,
 }
 
 impl Default for AdaptiveCfg {
@@ -261,12 +270,18 @@ impl Default for AdaptiveCfg {
         AdaptiveCfg {
             rounds: ten(),
             seeds_per_round: None,
+            beside: yes(),
+            concurrent: two(),
         }
     }
 }
 
 fn ten() -> u32 {
     10
+}
+
+fn two() -> u32 {
+    2
 }
 
 /// `[checkpoints]`: kept copies of every role's state (weights, optimizer, EMA, RNG, as the role saves them) in
@@ -380,9 +395,10 @@ pub struct Loaded {
     pub base_dir: PathBuf,
     /// The resolved scenario (overrides applied, `base_dir` set), as TOML text.
     pub resolved: String,
-    /// Run id: the game name and a hash of the resolved scenario without its test-only `[faults]` and its
-    /// `base_dir` (so a run with injected faults, or from a moved checkout, is comparable record for record with
-    /// the same run without them).
+    /// Run id: the game name and a hash of the resolved scenario without its test-only `[faults]`, its
+    /// `base_dir` and the keys that only schedule the adaptive evaluation (`eval.adaptive.beside`, `.concurrent`),
+    /// so a run with injected faults, from a moved checkout or scheduled otherwise is comparable record for record
+    /// with the same run without them.
     pub run_id: String,
     /// Seeds the game draws from, in file order.
     pub train: Vec<Seed>,
@@ -782,6 +798,12 @@ pub fn load_str(
     if scenario.eval.adaptive.seeds_per_round == Some(0) {
         errs.push(loc.at(Some("eval.adaptive.seeds_per_round"), "must be at least 1"));
     }
+    if scenario.eval.adaptive.concurrent == 0 {
+        errs.push(loc.at(
+            Some("eval.adaptive.concurrent"),
+            "must be at least 1 (best-response runs playing at once)",
+        ));
+    }
     for (key, names) in [
         ("eval.sets", &scenario.eval.sets),
         ("eval.attack_sets", &scenario.eval.attack_sets),
@@ -843,6 +865,18 @@ pub fn load_str(
     let mut identity = resolved_table;
     identity.remove("faults");
     identity.remove("base_dir");
+    if let Some(toml::Value::Table(eval)) = identity.get_mut("eval") {
+        if let Some(toml::Value::Table(adaptive)) = eval.get_mut("adaptive") {
+            adaptive.remove("beside");
+            adaptive.remove("concurrent");
+            if adaptive.is_empty() {
+                eval.remove("adaptive");
+            }
+        }
+        if eval.is_empty() {
+            identity.remove("eval");
+        }
+    }
     let identity =
         toml::to_string(&identity).map_err(|e| one_err("resolve".into(), None, e.to_string()))?;
     let run_id = format!(
