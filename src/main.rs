@@ -203,9 +203,14 @@ fn real_main(cli: Cli) -> Result<()> {
         } => {
             let (loaded, run_dir, resuming) = match (&resume, &file) {
                 (Some(dir), _) => {
-                    if let Some(bad) = set.iter().find(|s| !s.trim_start().starts_with("faults.")) {
+                    if let Some(bad) = set.iter().find(|s| !scenario::resumable_override(s)) {
                         bail!(
-                            "--set {bad}: a resumed run keeps its scenario (only `faults.*` may change)"
+                            "--set {bad}: a resumed run keeps its scenario (only `faults.*` and {} may change)",
+                            scenario::SCHEDULING_KEYS
+                                .iter()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         );
                     }
                     if file.is_some() {

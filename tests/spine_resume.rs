@@ -151,3 +151,105 @@ fn resume_refuses_scenario_changes_and_fresh_run_refuses_existing_dir() {
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("keeps its scenario"));
 }
+
+/// SIGKILL while a round waits for its adaptive evaluation (the best-response run a few rounds in, the rounds
+/// after it playing beside it, none of them committed), resume with another schedule (one sub-run at a time,
+/// rounds waiting for theirs): the same run as an uninterrupted one, sub-runs included.
+#[test]
+fn sigkill_while_rounds_wait_for_an_adaptive_evaluation_then_resume() {
+    let bin = env!("CARGO_BIN_EXE_sparring");
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join("intent-advgame-dpo.toml");
+    let dir = tmpdir("resume-adaptive");
+    let sets = [
+        "game.rounds=4",
+        "game.seeds_per_round=8",
+        "attacker.warm_start.steps=60",
+        "defender.warm_start.steps=60",
+        "eval.every=2",
+        "eval.modes=[\"adaptive\"]",
+        "eval.adaptive.rounds=16",
+    ];
+    let start = |out: &std::path::Path| {
+        let mut c = Command::new(bin);
+        c.args(["run", "-q", "--out"]).arg(out).arg(&scenario);
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        c
+    };
+    let killed = dir.join("killed");
+    let mut child = start(&killed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (log, sub) = (
+        killed.join("episodes.jsonl"),
+        killed.join("adaptive/r2/episodes.jsonl"),
+    );
+    // Round 2's best-response run is a few rounds in; round 2 waits for it.
+    let t0 = Instant::now();
+    while commits(&sub) < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "round 2's adaptive evaluation did not play 3 rounds in 120 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0);
+    child.wait().unwrap();
+    let (done, sub_done) = (commits(&log), commits(&sub));
+    assert_eq!(done, 1, "killed with {done} rounds committed");
+    assert!(sub_done < 16, "killed after the sub-run ended");
+
+    let st = Command::new(bin)
+        .args([
+            "run",
+            "-q",
+            "--set",
+            "eval.adaptive.concurrent=1",
+            "--set",
+            "eval.adaptive.beside=false",
+            "--resume",
+        ])
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(String::from_utf8_lossy(&st.stdout).contains("resumed at round 2"));
+
+    let straight = dir.join("straight");
+    let st = start(&straight).output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for file in [
+        "episodes.jsonl",
+        "metrics.jsonl",
+        "summary.json",
+        "adaptive/r2/episodes.jsonl",
+        "adaptive/r4/episodes.jsonl",
+        "adaptive/r4/summary.json",
+    ] {
+        assert_eq!(
+            read(&killed.join(file)),
+            read(&straight.join(file)),
+            "{file} differs after resume"
+        );
+    }
+    assert_eq!(commits(&log), 4);
+}

@@ -365,6 +365,37 @@ impl fmt::Display for Located {
     }
 }
 
+/// Keys that change how the engine schedules a run, not the game it plays (no record depends on them): they
+/// are left out of the run id, and a resumed run may change them (as it may `faults.*`).
+pub const SCHEDULING_KEYS: &[&str] = &["eval.adaptive.beside", "eval.adaptive.concurrent"];
+
+/// May a `--set KEY=VALUE` override apply to a resumed run?
+pub fn resumable_override(set: &str) -> bool {
+    let key = set.split('=').next().unwrap_or("").trim();
+    key.starts_with("faults.") || SCHEDULING_KEYS.contains(&key)
+}
+
+/// Remove the dotted `key` from `table`, and the tables it leaves empty.
+fn remove_key(table: &mut toml::map::Map<String, toml::Value>, key: &str) {
+    let (head, rest) = match key.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (key, None),
+    };
+    match rest {
+        None => {
+            table.remove(head);
+        }
+        Some(rest) => {
+            if let Some(toml::Value::Table(t)) = table.get_mut(head) {
+                remove_key(t, rest);
+                if t.is_empty() {
+                    table.remove(head);
+                }
+            }
+        }
+    }
+}
+
 /// All validation errors of a scenario.
 #[derive(Debug, Clone)]
 pub struct ScenarioError {
@@ -865,17 +896,8 @@ pub fn load_str(
     let mut identity = resolved_table;
     identity.remove("faults");
     identity.remove("base_dir");
-    if let Some(toml::Value::Table(eval)) = identity.get_mut("eval") {
-        if let Some(toml::Value::Table(adaptive)) = eval.get_mut("adaptive") {
-            adaptive.remove("beside");
-            adaptive.remove("concurrent");
-            if adaptive.is_empty() {
-                eval.remove("adaptive");
-            }
-        }
-        if eval.is_empty() {
-            identity.remove("eval");
-        }
+    for key in SCHEDULING_KEYS {
+        remove_key(&mut identity, key);
     }
     let identity =
         toml::to_string(&identity).map_err(|e| one_err("resolve".into(), None, e.to_string()))?;
