@@ -37,7 +37,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    // The CLI's runtime (current-thread) unless SCENARIO_RT=multi.
+    // As the CLI: batch scheduling (before any thread starts) and its runtime (current-thread) unless
+    // SCENARIO_RT=multi; SCENARIO_SCHED=normal keeps the default policy, for comparison.
+    if !std::env::var("SCENARIO_SCHED").is_ok_and(|v| v == "normal")
+        && let Err(e) = sparring_engine::supervise::batch_scheduling()
+    {
+        eprintln!("scenario bench: {e}");
+    }
     let multi = std::env::var("SCENARIO_RT").is_ok_and(|v| v == "multi");
     let mut builder = if multi {
         tokio::runtime::Builder::new_multi_thread()

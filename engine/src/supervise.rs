@@ -447,6 +447,26 @@ impl BusyBoard {
     }
 }
 
+/// Put the calling thread, and every thread it starts from now on (role compute threads, the async runtime's
+/// and its blocking pool's), under Linux's `SCHED_BATCH` policy; a no-op elsewhere. Call it first thing in a
+/// program that plays games, as `sparring` does. A game is a throughput workload: under the default policy a
+/// woken thread may preempt the one running on its CPU, so the runtime thread that takes a deferred game-loop
+/// poll, or a commit's blocking thread, cut into a model's compute at each round's boundary (where the kernel
+/// places the woken thread on the CPU of the compute thread that woke it). Batch threads finish their time
+/// slice instead (figures in `benches/README.md`). No privileges are needed; the nice value is unchanged.
+pub fn batch_scheduling() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a valid, initialized parameter.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if rc != 0 {
+            return Err(format!("SCHED_BATCH: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
 fn compute_thread(
     spec: WorkerSpec,
     restore: Arc<Vec<u8>>,
@@ -1012,6 +1032,23 @@ mod tests {
     use crate::registry::{BuildContext, KindInfo};
     use crate::roles::Role;
     use std::sync::atomic::AtomicBool;
+
+    /// The calling thread and the threads it starts afterwards run under SCHED_BATCH; others keep theirs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn batch_scheduling_is_inherited_by_later_threads() {
+        // SAFETY: sched_getscheduler(2) on the calling thread.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        let (mine, child) = std::thread::spawn(move || {
+            batch_scheduling().unwrap();
+            (policy(), std::thread::spawn(policy).join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!((mine, child), (libc::SCHED_BATCH, libc::SCHED_BATCH));
+        assert_eq!(policy(), before, "the test thread's own policy changed");
+    }
 
     struct Flagged(Arc<AtomicBool>);
     impl Judge for Flagged {}
