@@ -16,6 +16,44 @@ fn commits(log: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Wait (polling every 2 ms, at most `limit`) until `ready` holds while `child` still runs, then SIGKILL it.
+fn kill_when(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+    ready: impl Fn() -> bool,
+) {
+    let t0 = Instant::now();
+    while !ready() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it was killed ({what})"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0);
+    child.wait().unwrap();
+}
+
+/// `sparring run -q --resume DIR` with `--set` overrides; asserts success and returns its stdout.
+fn resume(dir: &std::path::Path, sets: &[&str]) -> String {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sparring"));
+    c.args(["run", "-q"]);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    let st = c.arg("--resume").arg(dir).output().unwrap();
+    assert!(
+        st.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    String::from_utf8_lossy(&st.stdout).into_owned()
+}
+
 #[test]
 fn sigkill_then_resume_equals_uninterrupted_run() {
     let Some(sh) = shared_or_skip("sigkill_then_resume") else {
@@ -38,22 +76,12 @@ fn sigkill_then_resume_equals_uninterrupted_run() {
         .spawn()
         .unwrap();
     let log = killed.join("episodes.jsonl");
-    let t0 = Instant::now();
-    while commits(&log) < 3 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "run did not commit 3 rounds in 60 s"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: plain kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-    assert_eq!(rc, 0);
-    child.wait().unwrap();
+    kill_when(
+        &mut child,
+        Duration::from_secs(60),
+        "3 rounds committed",
+        || commits(&log) >= 3,
+    );
     let done = commits(&log);
     assert!(
         done >= 3 && done < rounds as usize,
@@ -67,18 +95,10 @@ fn sigkill_then_resume_equals_uninterrupted_run() {
     text.push_str(&first[..first.len() / 2]);
     std::fs::write(&log, text).unwrap();
 
-    let st = Command::new(bin)
-        .args(["run", "-q", "--set", "faults.round_delay_ms=0", "--resume"])
-        .arg(&killed)
-        .output()
-        .unwrap();
+    let out = resume(&killed, &["faults.round_delay_ms=0"]);
     assert!(
-        st.status.success(),
-        "resume failed: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&st.stdout).contains(&format!("resumed at round {}", done + 1))
+        out.contains(&format!("resumed at round {}", done + 1)),
+        "{out}"
     );
 
     let plain = dir.join("plain-src");
@@ -190,45 +210,21 @@ fn sigkill_while_rounds_wait_for_an_adaptive_evaluation_then_resume() {
         killed.join("adaptive/r2/episodes.jsonl"),
     );
     // Round 2's best-response run is a few rounds in; round 2 waits for it.
-    let t0 = Instant::now();
-    while commits(&sub) < 3 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "round 2's adaptive evaluation did not play 3 rounds in 120 s"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run ended before it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    // SAFETY: plain kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-    assert_eq!(rc, 0);
-    child.wait().unwrap();
+    kill_when(
+        &mut child,
+        Duration::from_secs(120),
+        "3 rounds of round 2's adaptive evaluation",
+        || commits(&sub) >= 3,
+    );
     let (done, sub_done) = (commits(&log), commits(&sub));
     assert_eq!(done, 1, "killed with {done} rounds committed");
     assert!(sub_done < 16, "killed after the sub-run ended");
 
-    let st = Command::new(bin)
-        .args([
-            "run",
-            "-q",
-            "--set",
-            "eval.adaptive.concurrent=1",
-            "--set",
-            "eval.adaptive.beside=false",
-            "--resume",
-        ])
-        .arg(&killed)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "resume failed: {}",
-        String::from_utf8_lossy(&st.stderr)
+    let out = resume(
+        &killed,
+        &["eval.adaptive.concurrent=1", "eval.adaptive.beside=false"],
     );
-    assert!(String::from_utf8_lossy(&st.stdout).contains("resumed at round 2"));
+    assert!(out.contains("resumed at round 2"), "{out}");
 
     let straight = dir.join("straight");
     let st = start(&straight).output().unwrap();
