@@ -4,7 +4,8 @@
 //! Reports tokens/s of a step, counting the policy's tokens (chosen + rejected sequences of
 //! prompt + response; the step also runs the reference forward and the backward).
 //! Run: `cargo bench --bench train`. Env: `TRAIN_PAIRS=4` `TRAIN_PROMPT=40` `TRAIN_RESPONSE=24`
-//! `TRAIN_REPS=3` `TRAIN_TARGETS=q,v` `TRAIN_RANK=8`. The intent-game model's generation and
+//! `TRAIN_REPS=3` `TRAIN_TARGETS=q,v` `TRAIN_RANK=8`; `TRAIN_FULL=1` trains every weight instead
+//! (full fine-tuning, the recipe of `../shared/peers/torch_dpo_step.py`). The intent-game model's generation and
 //! DPO/GRPO steps are in `benches/lm.rs`. Without `--bench` (`cargo test --benches`) a smoke
 //! pass runs one small step on a 2-layer model.
 
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use sparring_actors::chatlm::{LoraConfig, LoraLlama};
 use sparring_actors::llama::{Device, LlamaConfig, LlamaModel, RopeLayout};
-use sparring_actors::lm::{Learner, LearnerConfig, PreferenceGroup};
+use sparring_actors::lm::{CausalLm, Learner, LearnerConfig, PreferenceGroup};
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -24,6 +25,31 @@ fn env_usize(key: &str, default: usize) -> usize {
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     eprintln!("train bench: {what}: {e}");
     std::process::exit(1);
+}
+
+/// One warm-up step (allocations, autotune caches), then the best of `reps` steps (s) and the last loss.
+fn best_step<M: CausalLm>(
+    learner: &mut Learner<M>,
+    groups: &[PreferenceGroup],
+    reps: usize,
+) -> (f64, f32) {
+    let mut best = f64::INFINITY;
+    let mut last_loss = f32::NAN;
+    for rep in 0..=reps {
+        let t0 = Instant::now();
+        let report = learner
+            .preference_step(groups)
+            .unwrap_or_else(|e| fail("step", e));
+        let dt = t0.elapsed().as_secs_f64();
+        match report {
+            Some(r) => last_loss = r.loss,
+            None => fail("step", "no usable pair"),
+        }
+        if rep > 0 || reps == 0 {
+            best = best.min(dt);
+        }
+    }
+    (best, last_loss)
 }
 
 fn main() {
@@ -48,10 +74,8 @@ fn main() {
         targets: targets.clone(),
         ..Default::default()
     };
+    let full = std::env::var("TRAIN_FULL").is_ok_and(|v| v == "1");
     let model = LlamaModel::random(&cfg, 0, &device).unwrap_or_else(|e| fail("model", e));
-    let lora = LoraLlama::new(model, lora_cfg, 1).unwrap_or_else(|e| fail("lora", e));
-    let mut learner =
-        Learner::new(lora, LearnerConfig::default(), 2).unwrap_or_else(|e| fail("learner", e));
     let vocab = cfg.vocab_size as u32;
     let tok = |i: usize, salt: usize| ((i * 7919 + salt * 104_729 + 11) as u32) % vocab;
     let groups: Vec<PreferenceGroup> = (0..pairs)
@@ -68,30 +92,30 @@ fn main() {
         })
         .collect();
     let tokens = 2 * pairs * (prompt_len + response_len);
+    let how = if full {
+        "full fine-tuning".to_string()
+    } else {
+        format!(
+            "LoRA r{} on {}",
+            env_usize("TRAIN_RANK", 8),
+            targets.join(",")
+        )
+    };
     println!(
-        "train: SmolLM2-135M shapes ({} layers), flex backend, DPO + LoRA r{} on {}, \
+        "train: SmolLM2-135M shapes ({} layers), flex backend, DPO + {how}, \
          {pairs} pairs of {prompt_len}+{response_len} tokens ({tokens} policy tokens/step)",
         cfg.num_layers,
-        env_usize("TRAIN_RANK", 8),
-        targets.join(",")
     );
-    // One warm-up step (allocations, autotune caches), then the best of `reps`.
-    let mut best = f64::INFINITY;
-    let mut last_loss = f32::NAN;
-    for rep in 0..=reps {
-        let t0 = Instant::now();
-        let report = learner
-            .preference_step(&groups)
-            .unwrap_or_else(|e| fail("step", e));
-        let dt = t0.elapsed().as_secs_f64();
-        match report {
-            Some(r) => last_loss = r.loss,
-            None => fail("step", "no usable pair"),
-        }
-        if rep > 0 || reps == 0 {
-            best = best.min(dt);
-        }
-    }
+    let (best, last_loss) = if full {
+        let mut learner =
+            Learner::new(model, LearnerConfig::default(), 2).unwrap_or_else(|e| fail("learner", e));
+        best_step(&mut learner, &groups, reps)
+    } else {
+        let lora = LoraLlama::new(model, lora_cfg, 1).unwrap_or_else(|e| fail("lora", e));
+        let mut learner =
+            Learner::new(lora, LearnerConfig::default(), 2).unwrap_or_else(|e| fail("learner", e));
+        best_step(&mut learner, &groups, reps)
+    };
     if !last_loss.is_finite() {
         fail("step", format!("non-finite loss {last_loss}"));
     }
