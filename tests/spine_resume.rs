@@ -217,14 +217,19 @@ fn sigkill_while_rounds_wait_for_an_adaptive_evaluation_then_resume() {
         || commits(&sub) >= 3,
     );
     let (done, sub_done) = (commits(&log), commits(&sub));
-    assert_eq!(done, 1, "killed with {done} rounds committed");
+    // Round 2 waits for its sub-run; round 1's commit has almost surely landed by now (on a loaded machine it
+    // may not have: the resume then starts at round 1, which is as good a test).
+    assert!(done <= 1, "killed with {done} rounds committed");
     assert!(sub_done < 16, "killed after the sub-run ended");
 
     let out = resume(
         &killed,
         &["eval.adaptive.concurrent=1", "eval.adaptive.beside=false"],
     );
-    assert!(out.contains("resumed at round 2"), "{out}");
+    assert!(
+        out.contains(&format!("resumed at round {}", done + 1)),
+        "{out}"
+    );
 
     let straight = dir.join("straight");
     let st = start(&straight).output().unwrap();
