@@ -371,8 +371,8 @@ pub const SCHEDULING_KEYS: &[&str] = &["eval.adaptive.beside", "eval.adaptive.co
 
 /// May a `--set KEY=VALUE` override apply to a resumed run?
 pub fn resumable_override(set: &str) -> bool {
-    let key = set.split('=').next().unwrap_or("").trim();
-    key.starts_with("faults.") || SCHEDULING_KEYS.contains(&key)
+    parse_override(set)
+        .is_ok_and(|(key, _)| key.starts_with("faults.") || SCHEDULING_KEYS.contains(&key.as_str()))
 }
 
 /// Remove the dotted `key` from `table`, and the tables it leaves empty.
