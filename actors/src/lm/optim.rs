@@ -1,6 +1,19 @@
 //! AdamW with a cosine learning-rate schedule (optional linear warmup, decay to a floor) and
 //! gradient clipping by global norm. Its state is plain tensors in parameter order, so
-//! checkpoints store and restore it exactly.
+//! checkpoints store and restore it exactly. This module owns the update rule (bias-corrected
+//! moments, weight decay decoupled from the gradient and applied to rank ≥ 2 parameters only),
+//! the schedule [`lr_at`], the clipping and the reported pre-clip gradient norm; the learner
+//! owns when to step and how the state is checkpointed. Tests: `actors/tests/lm_optim.rs`.
+//!
+//! Why not `burn::optim` (0.22): its `GradientClipping::Norm` clips each parameter's gradient
+//! by that parameter's own norm (the `ModuleOptimizer` clips per parameter), not by the global
+//! norm over all parameters that the training recipes use, and it reports no gradient norm; its
+//! `CosineAnnealingLrScheduler` keeps following the cosine past `num_iters` (the lr climbs back
+//! up) instead of holding a floor, and has no warmup of its own; its `AdamW` decays every
+//! parameter unless each is put in a group by hand; and its state is an `OptimizerRecord` keyed
+//! by `ParamId`, while our checkpoints keep the moments as named flat tensors in parameter
+//! order (`optim/m/{i}`, `optim/v/{i}`) that restore into a freshly built model. The update
+//! itself is the same as burn's (and PyTorch's) AdamW.
 
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
