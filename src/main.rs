@@ -60,12 +60,13 @@ enum Cmd {
     },
     /// List the role kinds a scenario can use, with their parameters.
     List,
-    /// Convert a GGUF model (Llama family) to the Hugging Face layout: config.json, model.safetensors (F32),
-    /// tokenizer.json, tokenizer_config.json with the chat template.
+    /// Convert a Llama-family model between the two layouts: a GGUF file to the Hugging Face layout (config.json,
+    /// model.safetensors (F32), tokenizer.json, tokenizer_config.json with the chat template), or a Hugging Face
+    /// directory (Llama, Mistral, Qwen2) to one GGUF file (F32).
     Convert {
-        /// The GGUF file.
-        gguf: PathBuf,
-        /// The output directory (created).
+        /// The GGUF file, or the Hugging Face directory.
+        input: PathBuf,
+        /// The output: a directory (created) for a GGUF input, a `.gguf` file for a directory.
         #[arg(long)]
         out: PathBuf,
     },
@@ -129,17 +130,25 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> Result<()> {
     let registry = sparring_actors::registry();
     match cli.cmd {
-        Cmd::Convert { gguf, out } => {
+        Cmd::Convert { input, out } => {
             let spin = ProgressBar::new_spinner();
             spin.set_style(
                 ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            spin.set_message(format!("converting {} → {}", gguf.display(), out.display()));
+            spin.set_message(format!(
+                "converting {} → {}",
+                input.display(),
+                out.display()
+            ));
             spin.enable_steady_tick(std::time::Duration::from_millis(200));
-            let res = sparring_actors::formats::hf::convert_gguf_to_hf(&gguf, &out);
+            let res = if input.is_dir() {
+                sparring_actors::formats::convert_hf_to_gguf(&input, &out)
+            } else {
+                sparring_actors::formats::convert_gguf_to_hf(&input, &out)
+            };
             spin.finish_and_clear();
-            res.map_err(|e| anyhow!("convert {}: {e}", gguf.display()))?;
+            res.map_err(|e| anyhow!("convert {}: {e}", input.display()))?;
             println!("wrote {}", out.display());
             Ok(())
         }

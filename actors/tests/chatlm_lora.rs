@@ -19,6 +19,7 @@ fn tiny(layout: RopeLayout) -> LlamaConfig {
         num_kv_heads: 2,
         head_dim: 8,
         rope_theta: 10_000.0,
+        rope_scaling: Default::default(),
         rms_eps: 1e-5,
         tie_embeddings: true,
         qkv_bias: false,

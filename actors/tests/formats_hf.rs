@@ -271,7 +271,7 @@ fn bad_hf_dirs_are_errors_naming_the_file() {
     .unwrap();
     let e = HfCheckpoint::open(&dir).unwrap_err().to_string();
     assert!(
-        e.contains("config.json") && e.contains("missing field"),
+        e.contains("config.json") && e.contains("`num_attention_heads` is missing"),
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -374,13 +374,15 @@ fn llama31_and_qwen25_style_configs_parse() {
         "intermediate_size":14336,"num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":8,
         "rms_norm_eps":1e-05,"rope_theta":500000.0,"max_position_embeddings":131072,"tie_word_embeddings":false,
         "bos_token_id":128000,"eos_token_id":[128001,128008,128009],"hidden_act":"silu","torch_dtype":"bfloat16",
-        "rope_scaling":{"factor":8.0,"rope_type":"llama3"},"attention_bias":false,"mlp_bias":false}"#,
+        "rope_scaling":{"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192,
+        "rope_type":"llama3"},"attention_bias":false,"mlp_bias":false}"#,
     )
     .unwrap();
     let c = LlamaConfig::from_file(&p).unwrap();
     assert_eq!(c.eos_token_id, vec![128001, 128008, 128009]);
     assert_eq!((c.n_kv_heads(), c.head_dim()), (8, 128));
     assert!(!c.has_qkv_bias());
+    assert_eq!(c.rope_scaling.as_ref().unwrap()["rope_type"], "llama3");
     std::fs::write(
         &p,
         r#"{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","vocab_size":151936,"hidden_size":896,

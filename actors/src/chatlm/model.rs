@@ -8,45 +8,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use super::prompts::ChatMessage;
-use crate::formats::{self, ChatTemplate, GgufFile, HfCheckpoint, TextTokenizer};
+use crate::formats::{ChatTemplate, GgufFile, HfCheckpoint, TextTokenizer};
 use crate::llama::generate::generate_loop;
-use crate::llama::{
-    GenerateOptions, HostCache, HostLlama, KvCache, LlamaConfig, LlamaModel, LogitsMode,
-    MetadataLookup, TensorLookup, WeightNaming,
-};
-
-/// GGUF metadata seen through the llama module's lookup trait.
-struct GgufMeta<'a>(&'a GgufFile);
-
-impl MetadataLookup for GgufMeta<'_> {
-    fn meta_u64(&self, key: &str) -> Option<u64> {
-        self.0
-            .meta(key)?
-            .as_int()
-            .and_then(|v| u64::try_from(v).ok())
-    }
-    fn meta_f64(&self, key: &str) -> Option<f64> {
-        self.0.meta(key)?.as_f64()
-    }
-    fn meta_str(&self, key: &str) -> Option<String> {
-        self.0.meta(key)?.as_str().map(str::to_string)
-    }
-    fn meta_array_len(&self, key: &str) -> Option<usize> {
-        self.0.meta(key)?.as_array().map(<[_]>::len)
-    }
-}
-
-/// Any `formats::TensorSource` (GGUF raw names, HF checkpoint) seen through the llama loader's trait.
-struct Source<'a>(&'a dyn formats::TensorSource);
-
-impl TensorLookup for Source<'_> {
-    fn tensor_f32(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, String> {
-        if !self.0.contains(name) {
-            return Ok(None);
-        }
-        self.0.get_f32(name).map(Some).map_err(|e| e.to_string())
-    }
-}
+use crate::llama::{GenerateOptions, HostCache, HostLlama, KvCache, LlamaModel, LogitsMode};
 
 /// Sampling settings of one generation call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +41,9 @@ pub struct Sample {
     pub tokens: Vec<u32>,
     /// True when the sample ended on `max_new_tokens` rather than a stop token.
     pub truncated: bool,
+    /// Each token's log-prob under the distribution it was drawn from (temperature, top-p, the
+    /// generating network; 0 for greedy and for an end token forced by a stop string).
+    pub logprobs: Vec<f32>,
 }
 
 /// A chat LM ready to generate.
@@ -114,24 +81,16 @@ fn fail(path: &Path, e: impl std::fmt::Display) -> String {
 
 impl ChatModel {
     /// Loads a GGUF file (`*.gguf`) or a Hugging Face directory (`config.json`, `model.safetensors`[`.index.json`],
-    /// `tokenizer.json`, chat template in `tokenizer_config.json`) onto `device`.
+    /// `tokenizer.json`, chat template in `chat_template.jinja` or `tokenizer_config.json`) onto `device`, through
+    /// the library's loaders (`LlamaModel::from_hf_checkpoint` / `from_gguf`: one configuration reader).
     pub fn load(path: &Path, device: &Device) -> Result<Self, String> {
         let (model, tokenizer) = if path.is_dir() {
             let ck = HfCheckpoint::open(path).map_err(|e| fail(path, e))?;
-            let cfg_path = path.join("config.json");
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| fail(&cfg_path, e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| fail(&cfg_path, e))?;
-            let cfg = LlamaConfig::from_hf_config(&json).map_err(|e| fail(&cfg_path, e))?;
-            let model =
-                LlamaModel::from_tensors(&cfg, &Source(&ck), WeightNaming::HuggingFace, device)
-                    .map_err(|e| fail(path, e))?;
+            let model = LlamaModel::from_hf_checkpoint(&ck, device).map_err(|e| e.to_string())?;
             (model, ck.tokenizer().map_err(|e| fail(path, e))?)
         } else {
             let g = GgufFile::open(path).map_err(|e| fail(path, e))?;
-            let cfg = LlamaConfig::from_gguf_metadata(&GgufMeta(&g)).map_err(|e| fail(path, e))?;
-            let model = LlamaModel::from_tensors(&cfg, &Source(&g), WeightNaming::Gguf, device)
-                .map_err(|e| fail(path, e))?;
+            let model = LlamaModel::from_gguf(&g, device).map_err(|e| e.to_string())?;
             (
                 model,
                 TextTokenizer::from_gguf(&g).map_err(|e| fail(path, e))?,
@@ -258,7 +217,7 @@ impl ChatModel {
             top_p: sampling.top_p,
             stop_tokens: self.stop_tokens.clone(),
             seed: 0,
-            logprobs: false,
+            logprobs: true,
         };
         let end = self.stop_tokens.first().copied();
         for chunk in rows.chunks(self.max_batch.max(1)) {
@@ -347,6 +306,7 @@ impl ChatModel {
                     text,
                     tokens: g.tokens,
                     truncated,
+                    logprobs: g.logprobs,
                 });
             }
         }

@@ -555,7 +555,8 @@ impl GgufFile {
         })
     }
 
-    fn context(&self) -> String {
+    /// The file's path for messages (`gguf` when parsed from memory).
+    pub fn context(&self) -> String {
         match &self.path {
             Some(p) => p.display().to_string(),
             None => "gguf".into(),
@@ -703,12 +704,12 @@ impl Default for GgufWriter {
     }
 }
 
-fn put_string(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
+pub(crate) fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
     match v {
         MetaValue::U8(x) => out.push(*x),
         MetaValue::I8(x) => out.push(*x as u8),

@@ -1,28 +1,32 @@
 //! The Hugging Face checkpoint layout: `config.json` + `model.safetensors` (or shards listed in
-//! `model.safetensors.index.json`) + `tokenizer.json` + `tokenizer_config.json` (chat template), a llama-family
-//! [`LlamaConfig`] read from either `config.json` or GGUF metadata, and [`convert_gguf_to_hf`].
+//! `model.safetensors.index.json`) + `tokenizer.json` + `tokenizer_config.json` (+ `chat_template.jinja`), and
+//! [`LlamaConfig`], the `config.json` of a llama-family model under HF key names.
 //!
-//! Conversion writes F32 weights under HF names. llama.cpp's converter permuted the rows of Q and K (per head,
-//! HF row `s*head_dim/2 + i` became row `2i + s`) so that GGUF models use RoPE on adjacent pairs; the converter
-//! un-permutes them (see [`super::gguf::unpermute_qk`]), so the written checkpoint is a standard HF one for
-//! rotate-half RoPE, exactly what `transformers` would load. Only `general.architecture = llama` files are
-//! un-permuted (llama.cpp does not permute e.g. `qwen2`).
+//! [`LlamaConfig`] is never parsed on its own: the architecture comes from the one reader,
+//! [`crate::llama::LlamaConfig::from_hf_config`] (or [`crate::llama::LlamaConfig::from_gguf`]), and this struct is
+//! written from it, so every path sees the same configuration (Qwen2's biases, RoPE scaling, ...). Conversions
+//! between GGUF and this layout are in [`super::convert`] (re-exported here).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::gguf::{GgufFile, GgufHfView};
-use super::safetensors::{SafetensorsFile, write_f32_streaming};
+pub use super::convert::{
+    ConvertOptions, convert_gguf_to_hf, convert_gguf_to_hf_with, convert_hf_to_gguf,
+};
+use super::gguf::GgufFile;
+use super::safetensors::SafetensorsFile;
 use super::tokenizer::TextTokenizer;
 use super::{FormatError, Result, TensorSource};
+use crate::llama::LlamaConfig as ModelConfig;
+use crate::llama::LlamaError;
 
-/// Hyper-parameters of a llama-family model (Llama, SmolLM2, Qwen2), with HF `config.json` key names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Hyper-parameters of a llama-family model (Llama, SmolLM2, Qwen2), with HF `config.json` key names: what
+/// [`convert_gguf_to_hf`] writes, derived from a [`ModelConfig`] (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LlamaConfig {
     /// `LlamaForCausalLM`, `Qwen2ForCausalLM`, ...
-    #[serde(default)]
     pub architectures: Vec<String>,
     /// `llama`, `qwen2`, ...
     pub model_type: String,
@@ -31,37 +35,44 @@ pub struct LlamaConfig {
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
-    #[serde(default)]
     pub num_key_value_heads: Option<usize>,
     /// Per-head dimension when it is not `hidden_size / num_attention_heads`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub head_dim: Option<usize>,
-    #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
     pub rope_theta: f64,
-    #[serde(default = "default_ctx")]
+    /// `{"rope_type": "llama3" | "linear", ...}` when RoPE is scaled (the Hub's form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<serde_json::Value>,
     pub max_position_embeddings: usize,
-    #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Q/K/V projections have biases (Qwen2).
-    #[serde(default)]
     pub attention_bias: bool,
-    #[serde(default)]
     pub bos_token_id: Option<u32>,
     /// End-of-sequence ids: `config.json` has one id or a list (Llama 3.1); written back as a number when single.
-    #[serde(
-        default,
-        deserialize_with = "one_or_many",
-        serialize_with = "ser_one_or_many"
-    )]
+    #[serde(serialize_with = "ser_one_or_many")]
     pub eos_token_id: Vec<u32>,
-    #[serde(default)]
     pub pad_token_id: Option<u32>,
-    #[serde(default = "default_act")]
     pub hidden_act: String,
-    #[serde(default = "default_dtype")]
     pub torch_dtype: String,
+}
+
+/// The keys of `config.json` that are not the architecture (which [`ModelConfig::from_hf_config`] reads).
+#[derive(Deserialize)]
+struct Names {
+    #[serde(default)]
+    architectures: Vec<String>,
+    #[serde(default)]
+    bos_token_id: Option<u32>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    eos_token_id: Vec<u32>,
+    #[serde(default)]
+    pad_token_id: Option<u32>,
+    #[serde(default)]
+    torch_dtype: Option<String>,
+    /// transformers ≥ 5 writes `dtype`.
+    #[serde(default)]
+    dtype: Option<String>,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<u32>, D::Error> {
@@ -87,20 +98,20 @@ fn ser_one_or_many<S: serde::Serializer>(v: &[u32], s: S) -> std::result::Result
     }
 }
 
-fn default_eps() -> f64 {
-    1e-6
+/// A configuration error of `file` (named once).
+fn llama_error(file: &str, e: LlamaError) -> FormatError {
+    match e {
+        LlamaError::InFile { file, source } => FormatError::invalid(file, source.to_string()),
+        e => FormatError::invalid(file, e.to_string()),
+    }
 }
-fn default_theta() -> f64 {
-    10000.0
-}
-fn default_ctx() -> usize {
-    2048
-}
-fn default_act() -> String {
-    "silu".into()
-}
-fn default_dtype() -> String {
-    "float32".into()
+
+fn class_of(model_type: &str) -> &'static str {
+    match model_type {
+        "qwen2" => "Qwen2ForCausalLM",
+        "mistral" => "MistralForCausalLM",
+        _ => "LlamaForCausalLM",
+    }
 }
 
 impl LlamaConfig {
@@ -120,108 +131,110 @@ impl LlamaConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
-    /// Reads `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
+    /// The HF form of `model` (a `model_type` family), without token ids. `original_context` helps write GGUF
+    /// per-pair RoPE divisors as llama3 parameters.
+    pub fn describe(
+        model: &ModelConfig,
+        model_type: &str,
+        original_context: Option<usize>,
+    ) -> std::result::Result<Self, LlamaError> {
+        if model.qkv_bias && model_type != "qwen2" {
+            return Err(LlamaError::BadConfig(format!(
+                "q/k/v biases without an output bias have no `config.json` form for model_type `{model_type}`"
+            )));
+        }
+        let rope_scaling = model.rope_scaling.to_hf_json(
+            model.rope_theta as f64,
+            model.head_dim,
+            original_context,
+        )?;
+        Ok(LlamaConfig {
+            architectures: vec![class_of(model_type).into()],
+            model_type: model_type.into(),
+            vocab_size: model.vocab_size,
+            hidden_size: model.hidden_size,
+            intermediate_size: model.intermediate_size,
+            num_hidden_layers: model.num_layers,
+            num_attention_heads: model.num_heads,
+            num_key_value_heads: Some(model.num_kv_heads),
+            head_dim: Some(model.head_dim)
+                .filter(|&d| d.checked_mul(model.num_heads) != Some(model.hidden_size)),
+            rms_norm_eps: model.rms_eps,
+            rope_theta: model.rope_theta as f64,
+            rope_scaling,
+            max_position_embeddings: model.max_positions,
+            tie_word_embeddings: model.tie_embeddings,
+            attention_bias: model.qkv_bias,
+            bos_token_id: None,
+            eos_token_id: Vec::new(),
+            pad_token_id: None,
+            hidden_act: "silu".into(),
+            torch_dtype: "float32".into(),
+        })
+    }
+
+    /// A parsed `config.json`: the architecture through [`ModelConfig::from_hf_config`], returned too.
+    pub fn from_json(
+        json: &serde_json::Value,
+    ) -> std::result::Result<(Self, ModelConfig), LlamaError> {
+        let model = ModelConfig::from_hf_config(json)?;
+        let model_type = crate::llama::config::hf_model_type(json)?;
+        let mut cfg = Self::describe(&model, model_type, None)?;
+        let names = Names::deserialize(json)
+            .map_err(|e| LlamaError::BadConfig(format!("token ids or names: {e}")))?;
+        if !names.architectures.is_empty() {
+            cfg.architectures = names.architectures;
+        }
+        cfg.bos_token_id = names.bos_token_id;
+        cfg.eos_token_id = names.eos_token_id;
+        cfg.pad_token_id = names.pad_token_id;
+        if let Some(d) = names.torch_dtype.or(names.dtype) {
+            cfg.torch_dtype = d;
+        }
+        Ok((cfg, model))
+    }
+
+    /// Reads `config.json`; errors name the file and the key.
+    pub fn read(path: &Path) -> Result<(Self, ModelConfig)> {
+        let ctx = path.display().to_string();
         let raw = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
-        let cfg: LlamaConfig = serde_json::from_slice(&raw).map_err(|e| {
+        let json: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
             FormatError::invalid(
-                path.display().to_string(),
+                &ctx,
                 format!("line {} column {}: {e}", e.line(), e.column()),
             )
         })?;
-        cfg.validate()
-            .map_err(|e| e.with_context(path.display().to_string()))?;
-        Ok(cfg)
+        Self::from_json(&json).map_err(|e| llama_error(&ctx, e))
     }
 
-    fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(FormatError::invalid("config", m));
-        if self.num_attention_heads == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
-            return bad(
-                "hidden_size, num_attention_heads and num_hidden_layers must be positive".into(),
-            );
-        }
-        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
-        if self.n_kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.n_kv_heads()) {
-            return bad(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_attention_heads,
-                self.n_kv_heads()
-            ));
-        }
-        Ok(())
+    /// Reads `config.json` (see [`Self::read`]).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Self::read(path).map(|(c, _)| c)
     }
 
-    /// Reads the hyper-parameters from GGUF metadata (`{arch}.block_count`, ...). Tied embeddings when the file
-    /// has no `output.weight`.
+    /// The configuration of a GGUF file ([`ModelConfig::from_gguf`]) with its token ids, under HF names.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let ctx = g.context();
+        let fail = |e: LlamaError| llama_error(&ctx, e);
+        let model = ModelConfig::from_gguf(g).map_err(fail)?;
         let arch = g.architecture()?.to_string();
-        let k = |s: &str| format!("{arch}.{s}");
-        let opt_usize = |key: &str| -> Result<Option<usize>> {
-            if g.meta(key).is_some() {
-                g.meta_usize(key).map(Some)
-            } else {
-                Ok(None)
-            }
+        let orig_key = format!("{arch}.rope.scaling.original_context_length");
+        let orig = match g.meta(&orig_key) {
+            Some(_) => Some(g.meta_usize(&orig_key)?),
+            None => None,
         };
+        let mut cfg = Self::describe(&model, &arch, orig).map_err(fail)?;
         let opt_u32 = |key: &str| -> Result<Option<u32>> {
-            Ok(opt_usize(key)?.and_then(|v| u32::try_from(v).ok()))
-        };
-        let n_head = g.meta_usize(&k("attention.head_count"))?;
-        let hidden = g.meta_usize(&k("embedding_length"))?;
-        let vocab_size = match opt_usize(&k("vocab_size"))? {
-            Some(v) => v,
-            None => g.meta_array("tokenizer.ggml.tokens")?.len(),
-        };
-        let head_dim = opt_usize(&k("attention.key_length"))?
-            .filter(|&d| d.checked_mul(n_head) != Some(hidden));
-        let (model_type, class) = match arch.as_str() {
-            "llama" => ("llama", "LlamaForCausalLM"),
-            "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
-            "mistral" => ("mistral", "MistralForCausalLM"),
-            other => {
-                return Err(FormatError::invalid(
-                    g.path
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "gguf".into()),
-                    format!("architecture `{other}` is not supported (llama, qwen2, mistral)"),
-                ));
+            match g.meta(key) {
+                Some(_) => Ok(u32::try_from(g.meta_usize(key)?).ok()),
+                None => Ok(None),
             }
         };
-        let cfg = LlamaConfig {
-            architectures: vec![class.into()],
-            model_type: model_type.into(),
-            vocab_size,
-            hidden_size: hidden,
-            intermediate_size: g.meta_usize(&k("feed_forward_length"))?,
-            num_hidden_layers: g.meta_usize(&k("block_count"))?,
-            num_attention_heads: n_head,
-            num_key_value_heads: Some(opt_usize(&k("attention.head_count_kv"))?.unwrap_or(n_head)),
-            head_dim,
-            rms_norm_eps: g.meta_f64(&k("attention.layer_norm_rms_epsilon"))?,
-            rope_theta: if g.meta(&k("rope.freq_base")).is_some() {
-                g.meta_f64(&k("rope.freq_base"))?
-            } else {
-                default_theta()
-            },
-            max_position_embeddings: opt_usize(&k("context_length"))?.unwrap_or(default_ctx()),
-            tie_word_embeddings: g.tensor("output.weight").is_none(),
-            attention_bias: g.tensor("blk.0.attn_q.bias").is_some(),
-            bos_token_id: opt_u32("tokenizer.ggml.bos_token_id")?,
-            eos_token_id: opt_u32("tokenizer.ggml.eos_token_id")?
-                .into_iter()
-                .collect(),
-            pad_token_id: opt_u32("tokenizer.ggml.padding_token_id")?,
-            hidden_act: default_act(),
-            torch_dtype: default_dtype(),
-        };
-        cfg.validate()?;
+        cfg.bos_token_id = opt_u32("tokenizer.ggml.bos_token_id")?;
+        cfg.eos_token_id = opt_u32("tokenizer.ggml.eos_token_id")?
+            .into_iter()
+            .collect();
+        cfg.pad_token_id = opt_u32("tokenizer.ggml.padding_token_id")?;
         Ok(cfg)
     }
 }
@@ -230,8 +243,10 @@ impl LlamaConfig {
 pub struct HfCheckpoint {
     /// The directory.
     pub dir: PathBuf,
-    /// `config.json`.
+    /// `config.json` under HF names.
     pub config: LlamaConfig,
+    /// The architecture, read from `config.json` by [`ModelConfig::from_hf_config`].
+    pub model_config: ModelConfig,
     shards: Vec<SafetensorsFile>,
     /// Tensor name → shard index, in a stable (sorted) order.
     weight_map: BTreeMap<String, usize>,
@@ -252,7 +267,7 @@ impl HfCheckpoint {
     /// Opens `dir`: `config.json`, then `model.safetensors.index.json` (shards) or `model.safetensors`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let (config, model_config) = LlamaConfig::read(&dir.join("config.json"))?;
         let index_path = dir.join("model.safetensors.index.json");
         let mut shards = Vec::new();
         let mut weight_map = BTreeMap::new();
@@ -308,6 +323,7 @@ impl HfCheckpoint {
         Ok(HfCheckpoint {
             dir,
             config,
+            model_config,
             shards,
             weight_map,
         })
@@ -343,104 +359,4 @@ impl TensorSource for HfCheckpoint {
         })?;
         self.shards[si].tensor_f32(name)
     }
-}
-
-/// Options of [`convert_gguf_to_hf_with`].
-#[derive(Debug, Clone)]
-pub struct ConvertOptions {
-    /// Start a new shard when a shard would exceed this many bytes (then an index file is written).
-    pub max_shard_bytes: u64,
-}
-
-impl Default for ConvertOptions {
-    fn default() -> Self {
-        ConvertOptions {
-            max_shard_bytes: 5 << 30,
-        }
-    }
-}
-
-/// Converts a llama-family GGUF file into an HF directory (see the module doc) with default options.
-pub fn convert_gguf_to_hf(gguf_path: &Path, out_dir: &Path) -> Result<()> {
-    convert_gguf_to_hf_with(gguf_path, out_dir, &ConvertOptions::default())
-}
-
-/// Converts a GGUF file into `out_dir`: `config.json`, `generation_config.json`, `model.safetensors` (or
-/// `model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`), `tokenizer.json`, `tokenizer_config.json`.
-pub fn convert_gguf_to_hf_with(
-    gguf_path: &Path,
-    out_dir: &Path,
-    opts: &ConvertOptions,
-) -> Result<()> {
-    let g = GgufFile::open(gguf_path)?;
-    let config = LlamaConfig::from_gguf(&g)?;
-    let tok = TextTokenizer::from_gguf(&g)?;
-    let view = GgufHfView::new(&g)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| FormatError::io(out_dir, e))?;
-
-    let write_json = |name: &str, v: &serde_json::Value| -> Result<()> {
-        let p = out_dir.join(name);
-        let text = serde_json::to_string_pretty(v)
-            .map_err(|e| FormatError::invalid(name, e.to_string()))?;
-        std::fs::write(&p, text + "\n").map_err(|e| FormatError::io(&p, e))
-    };
-    let cfg_value = serde_json::to_value(&config)
-        .map_err(|e| FormatError::invalid("config.json", e.to_string()))?;
-    write_json("config.json", &cfg_value)?;
-    write_json(
-        "generation_config.json",
-        &serde_json::json!({
-            "bos_token_id": config.bos_token_id,
-            "eos_token_id": cfg_value.get("eos_token_id"),
-            "pad_token_id": config.pad_token_id,
-        }),
-    )?;
-    tok.save_hf(out_dir)?;
-
-    // Tensors in GGUF order, with HF names; group into shards by F32 size.
-    let mut shards: Vec<Vec<(String, Vec<usize>)>> = vec![Vec::new()];
-    let mut cur = 0u64;
-    for name in view.names() {
-        let shape = view
-            .shape(&name)
-            .ok_or_else(|| FormatError::invalid("convert", format!("tensor `{name}` vanished")))?;
-        let bytes = 4 * shape.iter().product::<usize>() as u64;
-        if cur > 0 && cur + bytes > opts.max_shard_bytes {
-            shards.push(Vec::new());
-            cur = 0;
-        }
-        cur += bytes;
-        if let Some(last) = shards.last_mut() {
-            last.push((name, shape));
-        }
-    }
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    let n = shards.len();
-    let mut weight_map = serde_json::Map::new();
-    let mut total = 0u64;
-    for (i, shard) in shards.iter().enumerate() {
-        let file = if n == 1 {
-            "model.safetensors".to_string()
-        } else {
-            format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
-        };
-        write_f32_streaming(&out_dir.join(&file), shard, &meta, |name| {
-            Ok(view.get_f32(name)?.1)
-        })?;
-        for (name, shape) in shard {
-            weight_map.insert(name.clone(), file.clone().into());
-            total += 4 * shape.iter().product::<usize>() as u64;
-        }
-    }
-    let index = out_dir.join("model.safetensors.index.json");
-    if n > 1 {
-        write_json(
-            "model.safetensors.index.json",
-            &serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map}),
-        )?;
-    } else if index.exists() {
-        std::fs::remove_file(&index).map_err(|e| FormatError::io(&index, e))?;
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Model file formats: GGUF (reader, writer, dequantization), safetensors and the Hugging Face checkpoint
-//! layout, tokenizers (from `tokenizer.json` or a GGUF vocabulary), chat templates, and the GGUF → HF
-//! converter. Everything read from disk is bounds-checked; errors name the file, key or byte offset.
+//! layout, tokenizers (from `tokenizer.json` or a GGUF vocabulary), chat templates, and the converters between
+//! GGUF and HF, both ways. Everything read from disk is bounds-checked; errors name the file, key or byte offset.
 //!
 //! Loading a llama-family model, format-agnostic (both give HF tensor names, HF row order, rotate-half RoPE):
 //!
@@ -25,6 +25,7 @@
 //! rotate-half RoPE, reproduces the transformers fixtures (`logits.jsonl`) to 2e-6 relative.
 
 pub mod chat;
+pub mod convert;
 pub mod error;
 pub mod gguf;
 pub mod hf;
@@ -33,9 +34,10 @@ pub mod safetensors;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
+pub use convert::{convert_gguf_to_hf, convert_hf_to_gguf};
 pub use error::{FormatError, Result, TensorSource};
 pub use gguf::{GgufFile, GgufHfView, GgufWriter, MetaType, MetaValue, TensorInfo};
-pub use hf::{HfCheckpoint, LlamaConfig, convert_gguf_to_hf};
+pub use hf::{HfCheckpoint, LlamaConfig};
 pub use quant::GgmlType;
 pub use safetensors::SafetensorsFile;
 pub use tokenizer::TextTokenizer;

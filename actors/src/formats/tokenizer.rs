@@ -1,6 +1,7 @@
 //! Text tokenizers on the `tokenizers` crate: loaded from a Hugging Face `tokenizer.json` (+ `tokenizer_config.json`
-//! for the special tokens and chat template), or built from a GGUF vocabulary (`tokenizer.ggml.*`: byte-level BPE
-//! with the pre-tokenizer named by `tokenizer.ggml.pre`, control tokens added as special tokens).
+//! for the special tokens and chat template, which `chat_template.jinja` beside it replaces, as in transformers ≥
+//! 4.50), or built from a GGUF vocabulary (`tokenizer.ggml.*`: byte-level BPE with the pre-tokenizer named by
+//! `tokenizer.ggml.pre`, control tokens added as special tokens), and written back as that GGUF metadata.
 
 use std::path::Path;
 
@@ -345,13 +346,181 @@ impl TextTokenizer {
         Ok(tok)
     }
 
-    /// Loads from a Hugging Face model directory (`tokenizer.json`, optional `tokenizer_config.json`).
+    /// Loads from a Hugging Face model directory (`tokenizer.json`, optional `tokenizer_config.json`); a
+    /// `chat_template.jinja` file there is the chat template (it replaces the config's, as in transformers).
     pub fn from_hf_dir(dir: &Path) -> Result<TextTokenizer> {
         let cfg = dir.join("tokenizer_config.json");
-        Self::from_hf_files(
+        let mut tok = Self::from_hf_files(
             &dir.join("tokenizer.json"),
             cfg.is_file().then_some(cfg.as_path()),
-        )
+        )?;
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            tok.chat_template =
+                Some(std::fs::read_to_string(&jinja).map_err(|e| FormatError::io(&jinja, e))?);
+        }
+        Ok(tok)
+    }
+
+    /// The `tokenizer.ggml.*` metadata (and `tokenizer.chat_template`) that [`Self::from_gguf`] reads back as
+    /// this tokenizer: byte-level BPE with a pre-tokenizer llama.cpp names (`smollm`, `gpt2`, `llama-bpe`,
+    /// `qwen2`), anything else an error. Ids up to `vocab_size` that the tokenizer lacks become unused
+    /// `[PADi]` tokens, as llama.cpp's converter writes them.
+    pub fn gguf_metadata(&self, vocab_size: usize) -> Result<Vec<(String, MetaValue)>> {
+        use super::gguf::MetaType;
+        let ctx = "tokenizer.json";
+        let bad = |m: String| FormatError::invalid(ctx, format!("cannot be written to GGUF: {m}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&self.to_json(false)?).map_err(|e| tok_err(ctx, e))?;
+        let model = &json["model"];
+        if model["type"] != "BPE" || json["decoder"]["type"] != "ByteLevel" {
+            return Err(bad(format!(
+                "only byte-level BPE is supported (model {}, decoder {})",
+                model["type"], json["decoder"]["type"]
+            )));
+        }
+        for key in ["normalizer"] {
+            if !json[key].is_null() {
+                return Err(bad(format!("`{key}` is not supported")));
+            }
+        }
+        if model["byte_fallback"] == true
+            || model["continuing_subword_prefix"]
+                .as_str()
+                .is_some_and(|p| !p.is_empty())
+            || model["end_of_word_suffix"]
+                .as_str()
+                .is_some_and(|p| !p.is_empty())
+        {
+            return Err(bad(
+                "`model.byte_fallback`, `continuing_subword_prefix` or `end_of_word_suffix` is set"
+                    .into(),
+            ));
+        }
+        let pre = ["smollm", "gpt2", "llama-bpe", "qwen2"]
+            .into_iter()
+            .find(|name| {
+                pre_tokenizer_for(name)
+                    .ok()
+                    .and_then(|p| serde_json::to_value(p).ok())
+                    .is_some_and(|v| v == json["pre_tokenizer"])
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "pre-tokenizer {} is none of llama.cpp's smollm, gpt2, llama-bpe, qwen2",
+                    json["pre_tokenizer"]
+                ))
+            })?;
+        let vocab = model["vocab"]
+            .as_object()
+            .ok_or_else(|| bad("`model.vocab` is not an object".into()))?;
+        let mut entries: Vec<(usize, String, i32)> = Vec::with_capacity(vocab.len());
+        for (t, id) in vocab {
+            let id = id
+                .as_u64()
+                .ok_or_else(|| bad(format!("`model.vocab.{t}` is not an id")))?;
+            entries.push((id as usize, t.clone(), token_type::NORMAL));
+        }
+        for (i, a) in json["added_tokens"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) else {
+                return Err(bad(format!("`added_tokens[{i}]` has no id or content")));
+            };
+            let ty = if a["special"] == true {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
+            entries.push((id as usize, content.to_string(), ty));
+        }
+        // Ids are dense: none beyond the model's vocabulary or the number of tokens.
+        let limit = vocab_size.max(entries.len());
+        if let Some((id, t, _)) = entries.iter().find(|e| e.0 >= limit) {
+            return Err(bad(format!(
+                "token `{t}` has id {id}, beyond the vocabulary ({limit})"
+            )));
+        }
+        let n = entries
+            .iter()
+            .map(|e| e.0 + 1)
+            .max()
+            .unwrap_or(0)
+            .max(vocab_size);
+        let mut tokens: Vec<Option<String>> = vec![None; n];
+        let mut types = vec![token_type::UNUSED; n];
+        for (id, t, ty) in entries {
+            tokens[id] = Some(t);
+            types[id] = ty;
+        }
+        let merges = model["merges"]
+            .as_array()
+            .ok_or_else(|| bad("`model.merges` is not a list".into()))?
+            .iter()
+            .enumerate()
+            .map(
+                |(i, m)| match (m.as_str(), m.as_array().map(Vec::as_slice)) {
+                    (Some(s), _) => Ok(s.to_string()),
+                    (_, Some([a, b])) => match (a.as_str(), b.as_str()) {
+                        (Some(a), Some(b)) => Ok(format!("{a} {b}")),
+                        _ => Err(bad(format!("`model.merges[{i}]` is not two strings"))),
+                    },
+                    _ => Err(bad(format!("`model.merges[{i}]` is not a merge"))),
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        let strings = |v: Vec<String>| MetaValue::Array {
+            elem: MetaType::String,
+            items: v.into_iter().map(MetaValue::String).collect(),
+        };
+        let mut out = vec![
+            (
+                "tokenizer.ggml.model".to_string(),
+                MetaValue::String("gpt2".into()),
+            ),
+            ("tokenizer.ggml.pre".into(), MetaValue::String(pre.into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                strings(
+                    tokens
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, t)| t.unwrap_or_else(|| format!("[PAD{i}]")))
+                        .collect(),
+                ),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                MetaValue::Array {
+                    elem: MetaType::I32,
+                    items: types.into_iter().map(MetaValue::I32).collect(),
+                },
+            ),
+            ("tokenizer.ggml.merges".into(), strings(merges)),
+        ];
+        for (key, t) in [
+            ("tokenizer.ggml.bos_token_id", &self.bos),
+            ("tokenizer.ggml.eos_token_id", &self.eos),
+            ("tokenizer.ggml.padding_token_id", &self.pad),
+        ] {
+            if let Some((_, id)) = t {
+                out.push((key.into(), MetaValue::U32(*id)));
+            }
+        }
+        out.push((
+            "tokenizer.ggml.add_bos_token".into(),
+            MetaValue::Bool(self.add_bos),
+        ));
+        if let Some(t) = &self.chat_template {
+            out.push((
+                "tokenizer.chat_template".into(),
+                MetaValue::String(t.clone()),
+            ));
+        }
+        Ok(out)
     }
 
     /// Token ids of `text`. `add_special_tokens` adds the post-processor's tokens (BOS when the model wants it);

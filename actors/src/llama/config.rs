@@ -1,9 +1,14 @@
 //! `LlamaConfig`: the architecture hyper-parameters of a Llama-family model, read from GGUF
-//! metadata (`<arch>.*` keys) or a Hugging Face `config.json`.
+//! metadata (`<arch>.*` keys, `rope_freqs.weight`) or a Hugging Face `config.json`. This is the one
+//! reader of `config.json` ([`LlamaConfig::from_hf_config`]): every load path (the `chat-lm` kind,
+//! `LlamaModel::load_hf_dir`, `HfCheckpoint`, `convert`) goes through it. What it cannot run
+//! (another `model_type`, an unknown `rope_type`, `attention_bias` / `mlp_bias` on Llama,
+//! sliding-window attention, an activation other than SiLU) is an error naming the key.
 
 use serde::{Deserialize, Serialize};
 
 use super::error::LlamaError;
+pub use super::rope::RopeScaling;
 
 /// How RoPE pairs the dimensions of a head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +40,9 @@ pub struct LlamaConfig {
     pub head_dim: usize,
     /// RoPE base frequency.
     pub rope_theta: f32,
+    /// RoPE frequency scaling (`llama3`, `linear`, or GGUF per-pair divisors); see [`Self::inv_freq`].
+    #[serde(default)]
+    pub rope_scaling: RopeScaling,
     /// RMSNorm epsilon.
     pub rms_eps: f64,
     /// The output head reuses the token embedding.
@@ -71,6 +79,7 @@ impl LlamaConfig {
             num_kv_heads: 3,
             head_dim: 64,
             rope_theta: 100_000.0,
+            rope_scaling: RopeScaling::None,
             rms_eps: 1e-5,
             tie_embeddings: true,
             qkv_bias: false,
@@ -114,6 +123,7 @@ impl LlamaConfig {
                 self.rope_theta
             )));
         }
+        self.rope_scaling.validate(self.head_dim)?;
         if !(self.rms_eps.is_finite() && self.rms_eps >= 0.0) {
             return Err(LlamaError::BadConfig(format!(
                 "rms_eps {} must be non-negative",
@@ -128,7 +138,9 @@ impl LlamaConfig {
     /// `vocab_size` falls back to the length of `tokenizer.ggml.tokens`; `tie_embeddings` is
     /// decided by the caller (a GGUF without `output.weight` is tied), here defaulting to `true`.
     /// Llama GGUF files get [`RopeLayout::Interleaved`], qwen2 files [`RopeLayout::RotateHalf`]
-    /// (llama.cpp's converter permutes Q/K only for the llama architecture).
+    /// (llama.cpp's converter permutes Q/K only for the llama architecture). RoPE scaling from
+    /// `<arch>.rope.scaling.type` (`none`, `linear` with `.factor`) or the older
+    /// `<arch>.rope.scale_linear`; the `rope_freqs.weight` tensor is read by [`Self::from_gguf`].
     pub fn from_gguf_metadata(meta: &dyn MetadataLookup) -> Result<Self, LlamaError> {
         let arch = meta
             .meta_str("general.architecture")
@@ -138,7 +150,7 @@ impl LlamaConfig {
             "qwen2" => (true, RopeLayout::RotateHalf),
             other => {
                 return Err(LlamaError::BadConfig(format!(
-                    "general.architecture `{other}` is not supported (llama, qwen2)"
+                    "general.architecture `{other}` is not supported (llama, mistral, qwen2)"
                 )));
             }
         };
@@ -168,6 +180,32 @@ impl LlamaConfig {
             None if num_heads > 0 => hidden_size / num_heads,
             None => 0,
         };
+        if let Some(d) = meta.meta_u64(&key("rope.dimension_count"))
+            && d != head_dim as u64
+        {
+            return Err(LlamaError::BadConfig(format!(
+                "`{}` = {d}: RoPE on part of a head (head_dim {head_dim}) is not supported",
+                key("rope.dimension_count")
+            )));
+        }
+        let rope_scaling = match meta.meta_str(&key("rope.scaling.type")).as_deref() {
+            None => match meta.meta_f64(&key("rope.scale_linear")) {
+                Some(f) if f != 1.0 => RopeScaling::Linear { factor: f },
+                _ => RopeScaling::None,
+            },
+            Some("none") => RopeScaling::None,
+            Some("linear") => RopeScaling::Linear {
+                factor: meta
+                    .meta_f64(&key("rope.scaling.factor"))
+                    .ok_or_else(|| missing(&key("rope.scaling.factor"), "float"))?,
+            },
+            Some(other) => {
+                return Err(LlamaError::BadConfig(format!(
+                    "`{}` = \"{other}\" is not supported (none, linear; llama3 scaling is the rope_freqs.weight tensor)",
+                    key("rope.scaling.type")
+                )));
+            }
+        };
         let cfg = Self {
             vocab_size,
             hidden_size,
@@ -177,6 +215,7 @@ impl LlamaConfig {
             num_kv_heads,
             head_dim,
             rope_theta: meta.meta_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32,
+            rope_scaling,
             rms_eps: meta
                 .meta_f64(&key("attention.layer_norm_rms_epsilon"))
                 .ok_or_else(|| missing(&key("attention.layer_norm_rms_epsilon"), "float"))?,
@@ -192,63 +231,192 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
-    /// Reads a Hugging Face `config.json` (already parsed). Always [`RopeLayout::RotateHalf`].
+    /// The configuration of a GGUF file: [`Self::from_gguf_metadata`], then what its tensors say: tied
+    /// exactly when `output.weight` is absent, q/k/v biases when `blk.0.attn_q.bias` is present (qwen2
+    /// always; llama.cpp's llama has them optionally), and llama.cpp's per-pair RoPE divisors
+    /// `rope_freqs.weight` (how it stores Llama 3.1 scaling), combined with a linear factor if both are
+    /// given. Errors name the file.
+    pub fn from_gguf(g: &crate::formats::GgufFile) -> Result<Self, LlamaError> {
+        let file = g.context();
+        let at = |e: LlamaError| e.in_file(&file);
+        let mut cfg = Self::from_gguf_metadata(g).map_err(at)?;
+        cfg.tie_embeddings = g.tensor("output.weight").is_none();
+        cfg.qkv_bias = cfg.qkv_bias || g.tensor("blk.0.attn_q.bias").is_some();
+        if g.tensor("blk.0.attn_output.bias").is_some() {
+            return Err(at(LlamaError::BadConfig(
+                "tensor `blk.0.attn_output.bias`: an output-projection bias is not supported"
+                    .into(),
+            )));
+        }
+        if g.tensor("rope_freqs.weight").is_some() {
+            let (_, d) = g.tensor_f32("rope_freqs.weight").map_err(|e| {
+                at(LlamaError::Source {
+                    name: "rope_freqs.weight".into(),
+                    message: e.to_string(),
+                })
+            })?;
+            let k = match &cfg.rope_scaling {
+                RopeScaling::Linear { factor } => *factor as f32,
+                _ => 1.0,
+            };
+            cfg.rope_scaling = RopeScaling::Divisors(d.into_iter().map(|v| v * k).collect());
+            cfg.validate().map_err(at)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Reads a Hugging Face `config.json` (already parsed): the one reader of that file. Both forms of
+    /// the RoPE settings ([`RopeScaling::from_hf_config`]); `model_type` `llama`, `mistral` or `qwen2`
+    /// (or, without it, the first of `architectures`); Qwen2 always has q/k/v biases (transformers
+    /// hard-codes them; its config has no `attention_bias`). Always [`RopeLayout::RotateHalf`].
+    /// Errors name the key.
     pub fn from_hf_config(json: &serde_json::Value) -> Result<Self, LlamaError> {
-        let get_u = |k: &str| -> Option<usize> {
-            json.get(k)
-                .and_then(|v| v.as_u64())
-                .and_then(|v| usize::try_from(v).ok())
+        if !json.is_object() {
+            return Err(LlamaError::BadConfig("not a JSON object".into()));
+        }
+        let family = hf_model_type(json)?;
+        let get_u = |k: &str| -> Result<Option<usize>, LlamaError> {
+            match json.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .map(Some)
+                    .ok_or_else(|| missing(k, "unsigned integer")),
+            }
         };
-        let req_u = |k: &str| get_u(k).ok_or_else(|| missing(k, "unsigned integer"));
-        let get_f = |k: &str| json.get(k).and_then(|v| v.as_f64());
-        let model_type = json
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("llama");
-        let is_qwen2 = model_type == "qwen2";
+        let req_u = |k: &str| get_u(k)?.ok_or_else(|| missing(k, "unsigned integer"));
+        let get_f = |k: &str| -> Result<Option<f64>, LlamaError> {
+            match json.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| missing(k, "number")),
+            }
+        };
+        let get_b = |k: &str| -> Result<Option<bool>, LlamaError> {
+            match json.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v.as_bool().map(Some).ok_or_else(|| missing(k, "boolean")),
+            }
+        };
+        let unsupported = |what: String| Err(LlamaError::BadConfig(what));
+        if let Some(act) = json.get("hidden_act").and_then(|v| v.as_str())
+            && act != "silu"
+        {
+            return unsupported(format!("`hidden_act` = \"{act}\" is not supported (silu)"));
+        }
+        let qkv_bias = match family {
+            "qwen2" => true,
+            _ => {
+                if get_b("attention_bias")? == Some(true) {
+                    return unsupported(format!(
+                        "`attention_bias` = true (biases on q, k, v and o of {family}) is not supported"
+                    ));
+                }
+                false
+            }
+        };
+        if get_b("mlp_bias")? == Some(true) {
+            return unsupported("`mlp_bias` = true is not supported".into());
+        }
+        let max_positions = get_u("max_position_embeddings")?.unwrap_or(match family {
+            "qwen2" => 32768,
+            "mistral" => 131072,
+            _ => 2048,
+        });
+        let window = get_u("sliding_window")?;
+        let windowed = match family {
+            "qwen2" => get_b("use_sliding_window")?.unwrap_or(false),
+            "mistral" => window.is_some_and(|w| w < max_positions),
+            _ => false,
+        };
+        if windowed {
+            return unsupported(format!(
+                "sliding-window attention (`sliding_window` = {}) is not supported",
+                window.map_or("null".to_string(), |w| w.to_string())
+            ));
+        }
         let hidden_size = req_u("hidden_size")?;
         let num_heads = req_u("num_attention_heads")?;
-        let head_dim = match get_u("head_dim") {
+        let head_dim = match get_u("head_dim")? {
             Some(h) => h,
-            None if num_heads > 0 => hidden_size / num_heads,
-            None => 0,
+            None if num_heads > 0 && hidden_size.is_multiple_of(num_heads) => {
+                hidden_size / num_heads
+            }
+            None => {
+                return unsupported(format!(
+                    "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads} (and no head_dim)"
+                ));
+            }
         };
+        let (rope_theta, rope_scaling) = RopeScaling::from_hf_config(json)?;
         let cfg = Self {
             vocab_size: req_u("vocab_size")?,
             hidden_size,
             intermediate_size: req_u("intermediate_size")?,
             num_layers: req_u("num_hidden_layers")?,
             num_heads,
-            num_kv_heads: get_u("num_key_value_heads").unwrap_or(num_heads),
+            num_kv_heads: get_u("num_key_value_heads")?.unwrap_or(num_heads),
             head_dim,
-            rope_theta: get_f("rope_theta").unwrap_or(10_000.0) as f32,
-            rms_eps: get_f("rms_norm_eps").unwrap_or(1e-6),
-            tie_embeddings: json
-                .get("tie_word_embeddings")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false),
-            qkv_bias: json
-                .get("attention_bias")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(is_qwen2),
-            max_positions: get_u("max_position_embeddings").unwrap_or(4096),
+            rope_theta: rope_theta as f32,
+            rope_scaling,
+            rms_eps: get_f("rms_norm_eps")?.unwrap_or(1e-6),
+            tie_embeddings: get_b("tie_word_embeddings")?.unwrap_or(false),
+            qkv_bias,
+            max_positions,
             rope_layout: RopeLayout::RotateHalf,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// From the formats module's HF-style config (config.json fields); rotate-half RoPE.
-    pub fn from_hf(hf: &crate::formats::LlamaConfig) -> Result<Self, LlamaError> {
-        let json = serde_json::to_value(hf)
-            .map_err(|e| LlamaError::BadConfig(format!("config.json: {e}")))?;
-        Self::from_hf_config(&json)
+    /// The RoPE inverse frequencies (`head_dim / 2`), scaling applied: the one table every forward path
+    /// (the Burn model, the host decode path) rotates by.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        self.rope_scaling
+            .inv_freq(self.rope_theta as f64, self.head_dim)
     }
 
     /// Number of query heads sharing one key/value head.
     pub fn group_size(&self) -> usize {
         self.num_heads / self.num_kv_heads.max(1)
     }
+}
+
+/// The family of a `config.json`: `model_type` (`llama`, `mistral`, `qwen2`), or without it the first of
+/// `architectures` (`LlamaForCausalLM`, ...). Errors name the key.
+pub fn hf_model_type(json: &serde_json::Value) -> Result<&'static str, LlamaError> {
+    const KNOWN: [(&str, &str); 3] = [
+        ("llama", "LlamaForCausalLM"),
+        ("mistral", "MistralForCausalLM"),
+        ("qwen2", "Qwen2ForCausalLM"),
+    ];
+    if let Some(v) = json.get("model_type").filter(|v| !v.is_null()) {
+        let t = v.as_str().ok_or_else(|| missing("model_type", "string"))?;
+        return KNOWN
+            .iter()
+            .find(|(m, _)| *m == t)
+            .map(|(m, _)| *m)
+            .ok_or_else(|| {
+                LlamaError::BadConfig(format!(
+                    "`model_type` = \"{t}\" is not supported (llama, mistral, qwen2)"
+                ))
+            });
+    }
+    let first = json
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .and_then(|a| a.first())
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| missing("model_type", "string"))?;
+    KNOWN
+        .iter()
+        .find(|(_, c)| *c == first)
+        .map(|(m, _)| *m)
+        .ok_or_else(|| {
+            LlamaError::BadConfig(format!(
+                "`architectures[0]` = \"{first}\" is not supported (and `model_type` is missing)"
+            ))
+        })
 }
 
 fn missing(key: &str, expected: &'static str) -> LlamaError {
@@ -325,5 +493,104 @@ mod tests {
         let mut bad = j.clone();
         bad["num_key_value_heads"] = serde_json::json!(3);
         assert!(LlamaConfig::from_hf_config(&bad).is_err());
+    }
+
+    /// What the model cannot run is an error naming the key, never a silently different model.
+    #[test]
+    fn hf_config_unsupported_features_are_named() {
+        let base = serde_json::json!({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+            "vocab_size": 100, "intermediate_size": 128, "num_hidden_layers": 2});
+        assert!(LlamaConfig::from_hf_config(&base).is_ok());
+        for (key, value, needle) in [
+            (
+                "model_type",
+                serde_json::json!("gemma"),
+                "`model_type` = \"gemma\"",
+            ),
+            (
+                "attention_bias",
+                serde_json::json!(true),
+                "`attention_bias` = true",
+            ),
+            ("mlp_bias", serde_json::json!(true), "`mlp_bias` = true"),
+            (
+                "hidden_act",
+                serde_json::json!("gelu"),
+                "`hidden_act` = \"gelu\"",
+            ),
+            (
+                "num_attention_heads",
+                serde_json::json!("4"),
+                "`num_attention_heads`",
+            ),
+        ] {
+            let mut j = base.clone();
+            j[key] = value;
+            let e = LlamaConfig::from_hf_config(&j).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let mut mistral = base.clone();
+        mistral["model_type"] = serde_json::json!("mistral");
+        mistral["sliding_window"] = serde_json::json!(16);
+        let e = LlamaConfig::from_hf_config(&mistral)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sliding_window"), "{e}");
+        // Without model_type, the architecture names the family.
+        let mut qwen = base.clone();
+        qwen.as_object_mut().unwrap().remove("model_type");
+        qwen["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
+        assert!(LlamaConfig::from_hf_config(&qwen).unwrap().qkv_bias);
+    }
+
+    #[test]
+    fn gguf_rope_scaling_keys() {
+        let meta = |extra: Vec<(&'static str, serde_json::Value)>| {
+            let mut m = HashMap::from([
+                ("general.architecture", serde_json::json!("llama")),
+                ("llama.embedding_length", serde_json::json!(64)),
+                ("llama.feed_forward_length", serde_json::json!(128)),
+                ("llama.block_count", serde_json::json!(1)),
+                ("llama.attention.head_count", serde_json::json!(4)),
+                ("llama.vocab_size", serde_json::json!(10)),
+                (
+                    "llama.attention.layer_norm_rms_epsilon",
+                    serde_json::json!(1e-5),
+                ),
+            ]);
+            m.extend(extra);
+            Meta(m)
+        };
+        let lin = LlamaConfig::from_gguf_metadata(&meta(vec![
+            ("llama.rope.scaling.type", serde_json::json!("linear")),
+            ("llama.rope.scaling.factor", serde_json::json!(4.0)),
+        ]))
+        .unwrap();
+        assert_eq!(lin.rope_scaling, RopeScaling::Linear { factor: 4.0 });
+        let old = LlamaConfig::from_gguf_metadata(&meta(vec![(
+            "llama.rope.scale_linear",
+            serde_json::json!(2.0),
+        )]))
+        .unwrap();
+        assert_eq!(old.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+        for (extra, needle) in [
+            (
+                vec![("llama.rope.scaling.type", serde_json::json!("yarn"))],
+                "`llama.rope.scaling.type` = \"yarn\"",
+            ),
+            (
+                vec![("llama.rope.scaling.type", serde_json::json!("linear"))],
+                "llama.rope.scaling.factor",
+            ),
+            (
+                vec![("llama.rope.dimension_count", serde_json::json!(8))],
+                "llama.rope.dimension_count",
+            ),
+        ] {
+            let e = LlamaConfig::from_gguf_metadata(&meta(extra))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 }

@@ -28,4 +28,24 @@ pub enum LlamaError {
     /// Reading a tensor back from the device failed.
     #[error("device readback: {0}")]
     Readback(String),
+    /// Any of the above, in the file (or directory) named first.
+    #[error("{file}: {source}")]
+    InFile {
+        file: String,
+        #[source]
+        source: Box<LlamaError>,
+    },
+}
+
+impl LlamaError {
+    /// This error as coming from `file` (unchanged when it already names one).
+    pub fn in_file(self, file: &str) -> Self {
+        match self {
+            e @ LlamaError::InFile { .. } => e,
+            e => LlamaError::InFile {
+                file: file.to_string(),
+                source: Box::new(e),
+            },
+        }
+    }
 }

@@ -18,7 +18,9 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// Base seed; row `r` samples from its own stream derived from `(seed, r)`.
     pub seed: u64,
-    /// Also return the model's (temperature-1) log-probability of every generated token.
+    /// Also return each generated token's log-probability under the distribution it was drawn from
+    /// (the tempered softmax renormalized over the top-p nucleus; 0 for greedy): the behaviour
+    /// policy an on-policy learner's importance weights compare against.
     pub logprobs: bool,
 }
 
@@ -49,7 +51,8 @@ pub enum StopReason {
 pub struct Generated {
     /// New tokens (prompt excluded; the stop token included when one ended the row).
     pub tokens: Vec<u32>,
-    /// Log-probability of each token under the model (temperature 1), when requested.
+    /// Log-probability of each token under the distribution sampled (see
+    /// [`GenerateOptions::logprobs`]), when requested.
     pub logprobs: Vec<f32>,
     /// Why the row ended.
     pub stop: StopReason,
@@ -176,9 +179,9 @@ pub fn generate_loop(
                 continue;
             }
             let row = &host[r * vocab..(r + 1) * vocab];
-            let tok = pick(row, opts, &mut rngs[r]);
+            let (tok, lp) = pick(row, opts, &mut rngs[r]);
             if opts.logprobs {
-                out[r].logprobs.push(row[tok] - logsumexp(row));
+                out[r].logprobs.push(lp);
             }
             out[r].tokens.push(tok as u32);
             next[r] = tok as u32;
@@ -221,9 +224,11 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
-fn pick(row: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> usize {
+/// The next token of one row and its log-prob under the distribution it was drawn from: greedy
+/// (argmax, log-prob 0), or the softmax of `row / temperature` renormalized over the top-p nucleus.
+fn pick(row: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> (usize, f32) {
     if opts.temperature == 0.0 {
-        return argmax(row);
+        return (argmax(row), 0.0);
     }
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let inv_t = 1.0 / opts.temperature as f64;
@@ -233,18 +238,21 @@ fn pick(row: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> usize {
         .collect();
     let z: f64 = probs.iter().sum();
     if !(z.is_finite() && z > 0.0) {
-        return argmax(row);
+        return (argmax(row), 0.0);
     }
+    // The sampled mass: all of it, or the nucleus.
+    let lp = |i: usize, mass: f64| (probs[i] / mass).ln() as f32;
     if opts.top_p >= 1.0 {
         let u = rng.next_f64() * z;
         let mut acc = 0.0;
         for (i, &p) in probs.iter().enumerate() {
             acc += p;
             if acc > u {
-                return i;
+                return (i, lp(i, z));
             }
         }
-        return argmax(row);
+        let i = argmax(row);
+        return (i, lp(i, z));
     }
     // Nucleus: sorting only candidates above a tiny threshold gives the same prefix as a full
     // sort whenever their mass reaches top_p (the skipped tail sorts last anyway).
@@ -270,10 +278,10 @@ fn pick(row: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> usize {
     for &i in &cand[..kept] {
         acc += probs[i];
         if acc > u {
-            return i;
+            return (i, lp(i, mass));
         }
     }
-    cand[0]
+    (cand[0], lp(cand[0], mass))
 }
 
 #[cfg(test)]
@@ -285,7 +293,7 @@ mod tests {
         let row = [0.0f32, 5.0, 1.0, 4.9];
         let mut rng = SplitMix64::new(1);
         let g = GenerateOptions::default();
-        assert_eq!(pick(&row, &g, &mut rng), 1);
+        assert_eq!(pick(&row, &g, &mut rng), (1, 0.0));
         // top_p tiny → only the argmax survives.
         let o = GenerateOptions {
             temperature: 1.0,
@@ -293,7 +301,7 @@ mod tests {
             ..Default::default()
         };
         for _ in 0..20 {
-            assert_eq!(pick(&row, &o, &mut rng), 1);
+            assert_eq!(pick(&row, &o, &mut rng).0, 1);
         }
         // top_p 0.9 keeps {1, 3}: never 0 or 2 (they hold ~1.3% of the mass).
         let o = GenerateOptions {
@@ -303,10 +311,35 @@ mod tests {
         };
         let mut seen = [0; 4];
         for _ in 0..200 {
-            seen[pick(&row, &o, &mut rng)] += 1;
+            seen[pick(&row, &o, &mut rng).0] += 1;
         }
         assert_eq!((seen[0], seen[2]), (0, 0));
         assert!(seen[1] > 50 && seen[3] > 50, "{seen:?}");
+    }
+
+    #[test]
+    fn sampled_log_probs_are_of_the_tempered_nucleus() {
+        // temperature 2: p ∝ e^{x/2}; top_p 0.8 keeps tokens 1, 3 (0.386 each) and 2 (0.142).
+        let row = [0.0f32, 3.0, 1.0, 3.0];
+        let w: Vec<f64> = row.iter().map(|x| (*x as f64 / 2.0).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let kept = (w[1] + w[3] + w[2]) / z;
+        for (top_p, mass) in [(0.8f32, kept), (1.0, 1.0)] {
+            let o = GenerateOptions {
+                temperature: 2.0,
+                top_p,
+                ..Default::default()
+            };
+            let mut rng = SplitMix64::new(5);
+            for _ in 0..200 {
+                let (t, lp) = pick(&row, &o, &mut rng);
+                let want = (w[t] / z / mass).ln();
+                assert!(
+                    (lp as f64 - want).abs() < 1e-5,
+                    "top_p {top_p}, token {t}: {lp} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -254,10 +254,7 @@ impl HostLlama {
                 wdown: out_major(&[b.mlp.down.val()])?,
             });
         }
-        let half = cfg.head_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f32 / cfg.head_dim as f32))
-            .collect();
+        let inv_freq = cfg.inv_freq();
         Ok(Self {
             norm: read1(model.norm.val())?,
             cfg,

@@ -264,8 +264,10 @@ impl LlamaModel {
         Ok(model)
     }
 
-    /// Builds the model from named f32 tensors (GGUF or HF names). `config.tie_embeddings` is
-    /// overridden by the source: the head is untied exactly when the head tensor is present.
+    /// Builds the model from named f32 tensors (GGUF or HF names). An untied `config` needs the
+    /// head tensor (an error naming it otherwise). A tied one ignores a head tensor under HF names
+    /// (as transformers does) but uses it under GGUF names (as llama.cpp does: `output.weight`
+    /// decides).
     pub fn from_tensors(
         config: &LlamaConfig,
         source: &dyn TensorLookup,
@@ -356,9 +358,14 @@ impl LlamaModel {
             });
         }
         let norm = vec1(naming.final_norm(), h)?;
+        let use_head = !c.tie_embeddings || naming == WeightNaming::Gguf;
         let head = match fetch(naming.head())? {
-            Some(_) => Some(lin(naming.head(), c.vocab_size, h)?),
-            None => None,
+            Some(_) if use_head => Some(lin(naming.head(), c.vocab_size, h)?),
+            // The configuration says untied: the head must be there.
+            None if !c.tie_embeddings => {
+                return Err(LlamaError::MissingTensor(naming.head().to_string()));
+            }
+            _ => None,
         };
         let mut config = c.clone();
         config.tie_embeddings = head.is_none();
@@ -372,13 +379,15 @@ impl LlamaModel {
     }
 
     /// Loads a GGUF file (llama, mistral or qwen2 architecture): configuration from its
-    /// metadata, weights dequantized to f32, RoPE layout from the architecture.
+    /// metadata and tensors ([`LlamaConfig::from_gguf`]: RoPE scaling and `rope_freqs.weight`
+    /// included), weights dequantized to f32, RoPE layout from the architecture.
     pub fn from_gguf(
         gguf: &crate::formats::gguf::GgufFile,
         device: &Device,
     ) -> Result<Self, LlamaError> {
-        let config = LlamaConfig::from_gguf_metadata(gguf)?;
+        let config = LlamaConfig::from_gguf(gguf)?;
         Self::from_tensors(&config, gguf, WeightNaming::Gguf, device)
+            .map_err(|e| e.in_file(&gguf.context()))
     }
 
     /// Opens and loads a GGUF file from disk (see [`from_gguf`](Self::from_gguf)).
@@ -390,13 +399,20 @@ impl LlamaModel {
         Self::from_gguf(&gguf, device)
     }
 
-    /// Loads a Hugging Face checkpoint directory (config.json + safetensors), rotate-half RoPE.
+    /// Loads a Hugging Face checkpoint directory (config.json + safetensors), rotate-half RoPE;
+    /// the configuration is the checkpoint's [`model_config`](crate::formats::HfCheckpoint::model_config),
+    /// read by [`LlamaConfig::from_hf_config`].
     pub fn from_hf_checkpoint(
         checkpoint: &crate::formats::HfCheckpoint,
         device: &Device,
     ) -> Result<Self, LlamaError> {
-        let config = LlamaConfig::from_hf(&checkpoint.config)?;
-        Self::from_tensors(&config, checkpoint, WeightNaming::HuggingFace, device)
+        Self::from_tensors(
+            &checkpoint.model_config,
+            checkpoint,
+            WeightNaming::HuggingFace,
+            device,
+        )
+        .map_err(|e| e.in_file(&checkpoint.dir.display().to_string()))
     }
 
     /// Opens and loads a Hugging Face checkpoint directory.
@@ -507,9 +523,7 @@ impl LlamaModel {
         let c = &self.config;
         let b = valid.len();
         let half = c.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32))
-            .collect();
+        let inv_freq = c.inv_freq();
         let mut cos = Vec::with_capacity(b * s * half);
         let mut sin = Vec::with_capacity(b * s * half);
         for r in 0..b {
