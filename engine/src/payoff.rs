@@ -61,11 +61,17 @@ pub fn pairwise_rewards<P: Borrow<(usize, usize, Option<(f64, f64)>)>>(
         .collect()
 }
 
-/// Index of the response representing a rewrite: with `optimistic`, the one with the highest defender reward
-/// (the defender's best response; first on ties; members without reward rank lowest); else the first one.
+/// Index of the response representing a rewrite in the attacker's comparisons, from the defender rewards of its
+/// responses (`None` or not finite: no verdict). With `optimistic`, the one with the highest reward (the
+/// defender's best response; first on ties; responses without a reward rank lowest). Else the first response
+/// with a reward (the official code's "first no-error response", a failed judgment being an error). With no
+/// response rewarded, either way, response 0.
 pub fn representative(rewards: &[Option<f64>], optimistic: bool) -> usize {
     if !optimistic {
-        return 0;
+        return rewards
+            .iter()
+            .position(|r| r.is_some_and(f64::is_finite))
+            .unwrap_or(0);
     }
     let mut best = 0;
     let mut best_r = f64::NEG_INFINITY;
@@ -82,4 +88,29 @@ pub fn representative(rewards: &[Option<f64>], optimistic: bool) -> usize {
 /// Apply a weight to an optional reward.
 pub fn weighted(r: Option<f64>, w: f64) -> Option<f64> {
     r.map(|x| x * w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_optimistic_representative_is_the_best_rewarded_response() {
+        assert_eq!(representative(&[Some(0.2), Some(0.9), Some(0.9)], true), 1);
+        assert_eq!(representative(&[None, Some(0.1)], true), 1);
+        assert_eq!(representative(&[Some(-0.5), None], true), 0);
+        assert_eq!(representative(&[None, None], true), 0);
+    }
+
+    #[test]
+    fn the_non_optimistic_representative_is_the_first_response_with_a_verdict() {
+        assert_eq!(representative(&[Some(0.2), Some(0.9)], false), 0);
+        // Response 0's verdicts all failed: the first response that has a reward stands for the rewrite.
+        assert_eq!(representative(&[None, Some(0.1), Some(0.9)], false), 1);
+        assert_eq!(representative(&[None, None, Some(0.0)], false), 2);
+        assert_eq!(representative(&[Some(f64::NAN), Some(0.3)], false), 1);
+        // None rewarded: response 0.
+        assert_eq!(representative(&[None, None], false), 0);
+        assert_eq!(representative(&[], false), 0);
+    }
 }

@@ -87,7 +87,8 @@ pub struct GameCfg {
     pub attacks_per_seed: usize,
     /// D: defender responses per faithful rewrite.
     pub responses_per_attack: usize,
-    /// Represent each rewrite by the defender's best response (true) or its first valid one (false).
+    /// Represent each rewrite by the defender's best response (true) or its first response with a verdict, i.e.
+    /// a reward (false); response 0 when none has one (`payoff::representative`).
     #[serde(default = "yes")]
     pub optimistic: bool,
     /// Restarts allowed for one in-flight request before the run fails.
