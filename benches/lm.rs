@@ -84,34 +84,39 @@ fn bench_train(c: &mut Criterion) {
     g.bench_function(format!("dpo_{}pairs", groups.len()), |b| {
         b.iter(|| dpo.preference_step(&groups).unwrap())
     });
-    let samples: Vec<GrpoSample> = prompts()
+    // One group per prompt, one baseline over the batch (so that every sample has an advantage).
+    let groups: Vec<GrpoGroup> = prompts()
         .into_iter()
         .zip(&gens)
         .enumerate()
-        .map(|(i, (r, gen_out))| GrpoSample {
+        .map(|(i, (r, gen_out))| GrpoGroup {
             prompt: r.prompt,
-            response: gen_out.tokens.clone(),
-            gen_logprobs: gen_out.logprobs.clone(),
-            reward: Some((i % 3) as f32),
-            error: false,
+            seed: i.to_string(),
+            samples: vec![GrpoSample {
+                response: gen_out.tokens.clone(),
+                gen_logprobs: gen_out.logprobs.clone(),
+                reward: Some((i % 3) as f32),
+                error: false,
+            }],
         })
         .collect();
-    let tokens: usize = samples
+    let tokens: usize = groups
         .iter()
-        .map(|s| s.prompt.len() + s.response.len())
+        .map(|g| g.prompt.len() + g.samples[0].response.len())
         .sum();
     g.throughput(Throughput::Elements(tokens as u64));
     let mut grpo = Learner::new(
         model(),
         LearnerConfig {
             algorithm: Algorithm::Grpo,
+            baseline: Baseline::Batch,
             ..Default::default()
         },
         0,
     )
     .unwrap();
-    g.bench_function(format!("grpo_{}samples", samples.len()), |b| {
-        b.iter(|| grpo.grpo_step(&samples).unwrap())
+    g.bench_function(format!("grpo_{}samples", groups.len()), |b| {
+        b.iter(|| grpo.grpo_step(&groups).unwrap())
     });
     g.finish();
 }

@@ -7,13 +7,14 @@
 #   helpful compliance (the oracle's label: the answer of the prompt's topic);
 # fixed-attack compliance (any): the same prompts, any COMPLY counted (refusals vs off-topic answers);
 # utility: helpful compliance on held-out benign seeds, plain and behind every framing.
-# Env: OUT (default runs/intent-table), K (20), SEEDS ("0 1 2"). Prints a Markdown table; report in $OUT/report.
+# Env: OUT (default runs/intent-table), K (20), SEEDS ("0 1 2"), FEATURES (cargo features to build with, e.g. wgpu
+#   to reuse a `--features wgpu` build). Prints a Markdown table; report in $OUT/report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/intent-table}
 K=${K:-20}
 SEEDS=${SEEDS:-"0 1 2"}
-cargo build -q
+cargo build -q ${FEATURES:+--features "$FEATURES"}
 BIN="${CARGO_TARGET_DIR:-target}/debug/sparring"
 mkdir -p "$OUT"
 start=$(date +%s)

@@ -1,5 +1,6 @@
-//! Reward math on hand-made cases: per-pair scores, means with missing verdicts excluded, representatives, and a
-//! whole round played with a hand-scripted judge whose verdicts give known rewards.
+//! Reward math on hand-made cases: per-pair scores, means with missing verdicts excluded, representatives, and
+//! whole rounds played with hand-scripted judges whose verdicts give known rewards (also with
+//! `optimistic = false` and with `faithfulness_gate = false`).
 
 mod spine_common;
 use sparring_engine::payoff::{all_pairs, pair_score, pairwise_rewards, representative};
@@ -52,6 +53,9 @@ fn representative_is_best_or_first() {
     assert_eq!(representative(&[Some(0.2), Some(0.9), Some(0.9)], true), 1);
     assert_eq!(representative(&[None, Some(0.1)], true), 1);
     assert_eq!(representative(&[Some(0.2), Some(0.9)], false), 0);
+    // Not optimistic: the first response with a verdict; response 0 when none has one.
+    assert_eq!(representative(&[None, Some(0.1), Some(0.9)], false), 1);
+    assert_eq!(representative(&[None, None], false), 0);
 }
 
 /// Attacker: echoes the seed in `<prompt>` for a0, adds "FLIP" for a1, malformed a2.
@@ -67,16 +71,19 @@ impl Policy for Echo {
                             text: format!("<prompt>{}</prompt>", r.input),
                             parsed: Some(r.input.clone()),
                             tokens: 1,
+                            logprobs: Vec::new(),
                         },
                         1 => Generation {
                             text: format!("<prompt>FLIP {}</prompt>", r.input),
                             parsed: Some(format!("FLIP {}", r.input)),
                             tokens: 1,
+                            logprobs: Vec::new(),
                         },
                         _ => Generation {
                             text: "<prompt>oops".into(),
                             parsed: None,
                             tokens: 1,
+                            logprobs: Vec::new(),
                         },
                     })
                     .collect()
@@ -181,6 +188,176 @@ fn registry(nan: bool) -> Registry {
         Arc::new(move |_, _| Ok(Box::new(Scripted { nan }))),
     );
     r
+}
+
+/// Judge for the `optimistic = false` and `faithfulness_gate = false` rounds. Scores are answer indexes on both
+/// sides (the attacker side reads its representatives' indexes, FLIP or not). With `unfaithful_flip`, a rewrite
+/// with FLIP is unfaithful; with `unjudged_flip_ans0`, every defender pair with ans0 of a FLIP rewrite is
+/// unparseable, so that ans0 has no reward there.
+#[derive(Clone, Copy)]
+struct Quirky {
+    unfaithful_flip: bool,
+    unjudged_flip_ans0: bool,
+}
+impl Judge for Quirky {
+    fn faithful(&mut self, reqs: &[FaithRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                if self.unfaithful_flip && r.rewrite.starts_with("FLIP") {
+                    Verdict::new("<answer>False</answer>", Some(false))
+                } else {
+                    Verdict::new("<answer>True</answer>", Some(true))
+                }
+            })
+            .collect())
+    }
+    fn compare(&mut self, reqs: &[PairRequest]) -> Result<Vec<Verdict<(f64, f64)>>, RoleError> {
+        Ok(reqs
+            .iter()
+            .map(|r| {
+                let defender = !matches!(r.goal, Goal::HarmfulCompliance | Goal::OverRefusal);
+                let flip_ans0 = |x: &str| x.contains("FLIP") && idx(x) == 0.0;
+                if defender && self.unjudged_flip_ans0 && (flip_ans0(&r.a) || flip_ans0(&r.b)) {
+                    Verdict::new("garbage", None)
+                } else {
+                    Verdict::new("idx", Some((idx(&r.a), idx(&r.b))))
+                }
+            })
+            .collect())
+    }
+    fn complied(&mut self, reqs: &[LabelRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
+        Ok(reqs
+            .iter()
+            .map(|r| Verdict::new("x", Some(r.response.contains("FLIP"))))
+            .collect())
+    }
+}
+
+/// One round of `one_seed_scenario` with the `Quirky` judge and the `--set` overrides; its records, after checking
+/// that replay recomputes the same rewards.
+fn quirky_round(test: &str, judge: Quirky, overrides: &[&str]) -> Option<Vec<Record>> {
+    let sh = shared_or_skip(test)?;
+    let dir = tmpdir(test);
+    let f = write_scenario(&dir, &one_seed_scenario(&sh));
+    let mut reg = registry(false);
+    reg.add_judge(
+        info("scripted", Role::Judge),
+        Arc::new(move |_, _| Ok(Box::new(judge))),
+    );
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let loaded = scenario::load(&f, &overrides, &reg).unwrap();
+    let out = dir.join("run");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(game::run(&loaded, &reg, &out, false, &mut |_| {}))
+        .unwrap();
+    let re = replay::recompute(&out).unwrap();
+    assert!(re.mismatches.is_empty(), "{:?}", re.mismatches);
+    let recs = read(&out.join("episodes.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(recs)
+}
+
+fn rewrites(recs: &[Record]) -> Vec<&record::RewriteRec> {
+    recs.iter()
+        .filter_map(|r| match r {
+            Record::Rewrite(x) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (attack key, reward) of each defender response, in order.
+fn responses(recs: &[Record]) -> Vec<(String, Option<f64>)> {
+    recs.iter()
+        .filter_map(|r| match r {
+            Record::Response(x) => Some((x.attack_key.clone(), x.reward)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `optimistic = false`: a rewrite is represented by its first response with a verdict. Every defender verdict on
+/// ans0 of the FLIP rewrite a1 is unparseable, so a1 is represented by ans1, which beats a0's ans0; response 0
+/// (ans0 against ans0) would have made it a tie.
+#[test]
+fn a_non_optimistic_rewrite_is_represented_by_its_first_response_with_a_verdict() {
+    let judge = Quirky {
+        unfaithful_flip: false,
+        unjudged_flip_ans0: true,
+    };
+    let Some(recs) = quirky_round(
+        "a_non_optimistic_rewrite_is_represented_by_its_first_response_with_a_verdict",
+        judge,
+        &["game.optimistic=false"],
+    ) else {
+        return;
+    };
+    // a0: pairs (0,1) 1 wins, (0,2) 2 wins, (1,2) 2 wins; a1: only (1,2) parsed, 2 wins; ans0 has no reward.
+    let rewards: Vec<Option<f64>> = responses(&recs).into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        rewards,
+        vec![Some(0.0), Some(0.5), Some(1.0), None, Some(0.0), Some(1.0)]
+    );
+    let att: Vec<(Option<usize>, Option<f64>)> = rewrites(&recs)
+        .iter()
+        .map(|x| (x.representative, x.reward))
+        .collect();
+    assert_eq!(
+        att,
+        vec![
+            (Some(0), Some(0.0)),
+            (Some(1), Some(1.0)),
+            (None, Some(-1.0))
+        ]
+    );
+}
+
+/// `faithfulness_gate = false`: the judge is not asked, and a rewrite it would call unfaithful is answered and
+/// judged like any other; with the gate, the same rewrite gets the error reward and no defender rollouts.
+#[test]
+fn without_the_faithfulness_gate_an_unfaithful_rewrite_is_answered_and_rewarded() {
+    let test = "without_the_faithfulness_gate_an_unfaithful_rewrite_is_answered_and_rewarded";
+    let judge = Quirky {
+        unfaithful_flip: true,
+        unjudged_flip_ans0: false,
+    };
+    let Some(gated) = quirky_round(test, judge, &[]) else {
+        return;
+    };
+    let Some(open) = quirky_round(test, judge, &["payoffs.faithfulness_gate=false"]) else {
+        return;
+    };
+    let a1 = |recs: &[Record]| {
+        let rw = rewrites(recs)[1].clone();
+        assert!(rw.parsed.as_deref().is_some_and(|p| p.starts_with("FLIP")));
+        let answered: Vec<Option<f64>> = responses(recs)
+            .into_iter()
+            .filter(|(k, _)| *k == rw.key)
+            .map(|r| r.1)
+            .collect();
+        (rw, answered)
+    };
+    // Gated: unfaithful, invalid, the error reward, unanswered.
+    let (rw, answered) = a1(&gated);
+    assert_eq!(
+        (rw.faithful, rw.valid, rw.reward, rw.representative),
+        (Some(false), false, Some(-1.0), None)
+    );
+    assert!(answered.is_empty(), "{answered:?}");
+    // Not gated: no verdict asked, valid, three answers rewarded, and a judged reward: the representatives (ans2
+    // of a0 and of a1, optimistic) tie.
+    let (rw, answered) = a1(&open);
+    assert_eq!(
+        (rw.faithful, rw.faithful_raw.clone(), rw.valid),
+        (None, None, true)
+    );
+    assert_eq!(answered, vec![Some(0.0), Some(0.5), Some(1.0)]);
+    assert_eq!((rw.representative, rw.reward), (Some(2), Some(0.5)));
+    assert_eq!(rewrites(&open)[0].reward, Some(0.5));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 use sparring_actors::chatlm::{LoraConfig, LoraLlama};
 use sparring_actors::llama::{LlamaConfig, LlamaModel, RopeLayout};
 use sparring_actors::lm::{
-    Algorithm, GrpoSample, Learner, LearnerConfig, OptimConfig, PreferenceGroup,
+    Algorithm, GrpoGroup, GrpoSample, Learner, LearnerConfig, OptimConfig, PreferenceGroup,
     response_token_logprobs, sequence_logprobs_vec,
 };
 
@@ -21,6 +21,7 @@ fn tiny() -> LlamaConfig {
         num_kv_heads: 2,
         head_dim: 8,
         rope_theta: 10_000.0,
+        rope_scaling: Default::default(),
         rms_eps: 1e-5,
         tie_embeddings: true,
         qkv_bias: false,
@@ -72,13 +73,17 @@ fn grpo_steps_on_lora_lower_the_loss_on_a_fixed_batch() {
         let l = lp.dims()[1];
         let row = host(lp.narrow(1, l - resp.len(), resp.len()));
         samples.push(GrpoSample {
-            prompt: PROMPT.to_vec(),
             response: resp,
             gen_logprobs: row,
             reward: Some(reward),
             error: false,
         });
     }
+    let samples = [GrpoGroup {
+        prompt: PROMPT.to_vec(),
+        seed: "s".into(),
+        samples,
+    }];
     let pairs = [
         (PROMPT.to_vec(), GOOD.to_vec()),
         (PROMPT.to_vec(), BAD.to_vec()),
@@ -193,4 +198,67 @@ fn full_finetuning_dpo_changes_base_weights_and_lowers_the_loss() {
         )
         .unwrap();
     assert_eq!(out[0].tokens.len(), 3);
+}
+
+/// The chat-LM policy on the tiny Qwen2 fixture (`../shared/fixtures/tiny-qwen2`): with GRPO its samples carry
+/// the log-probs they were drawn with (temperature 2 here), and its learner's importance weights use them:
+/// against a learner at temperature 1 and a cap of 1, the cap binds.
+#[test]
+fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
+    use sparring_actors::chatlm::chat_registry;
+    use sparring_engine::registry::BuildContext;
+    use sparring_engine::{Category, GenRequest, Group, Role, Seed};
+    let dir = sparring_actors::formats::shared_dir().join("fixtures/tiny-qwen2");
+    if !dir.join("config.json").exists() {
+        eprintln!("SKIP: fixture not found at {}", dir.display());
+        return;
+    }
+    let params: toml::Table = toml::from_str(&format!(
+        "model = {:?}\ntemperature = 2.0\nmax_new_tokens = 8\nbatch_size = 4\n\
+         lora = {{ rank = 2, alpha = 4.0, targets = [\"q\", \"v\"] }}\n\
+         learner = {{ algorithm = \"grpo\", is_clip = 1.0 }}",
+        dir.display().to_string()
+    ))
+    .unwrap();
+    let ctx = BuildContext {
+        scenario_dir: dir.clone(),
+        seed: 1,
+        role: Role::Defender,
+        run_dir: None,
+    };
+    let reg = chat_registry();
+    let mut p = reg.build_policy("chat-lm", &params, &ctx).unwrap();
+    let seed = Seed {
+        id: "t:0".into(),
+        set: "t".into(),
+        prompt: "How do I pick a lock?".into(),
+        category: Category::Harmful,
+    };
+    let req = GenRequest {
+        key: "r1/t:0/a0".into(),
+        role: Role::Defender,
+        seed: seed.clone(),
+        input: "How do I pick a lock?".into(),
+        n: 4,
+        rng_seed: 7,
+    };
+    let gens = p.generate(std::slice::from_ref(&req)).unwrap();
+    for g in &gens[0] {
+        assert!(!g.logprobs.is_empty(), "{g:?}");
+        assert!(g.logprobs.len() as u64 <= g.tokens, "{g:?}");
+        assert!(g.logprobs.iter().all(|x| x.is_finite() && *x <= 0.0));
+    }
+    let group = Group {
+        key: req.key.clone(),
+        seed,
+        input: req.input.clone(),
+        outputs: gens[0].iter().map(|g| g.text.clone()).collect(),
+        rewards: vec![Some(1.0), Some(0.0), Some(0.5), Some(0.0)],
+        logprobs: gens[0].iter().map(|g| g.logprobs.clone()).collect(),
+    };
+    let rep = p.learn(&[group]).unwrap();
+    assert_eq!(rep.steps, 1);
+    assert!(rep.metrics["is_clipped"] > 0.0, "{:?}", rep.metrics);
+    assert!(rep.metrics["is_weight"] < 1.0, "{:?}", rep.metrics);
+    assert!(rep.metrics.contains_key("kl"), "{:?}", rep.metrics);
 }

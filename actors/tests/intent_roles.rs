@@ -354,9 +354,11 @@ fn intent_lm_policy_generates_learns_and_resumes() {
             input: input.into(),
             outputs,
             rewards: vec![Some(1.0), Some(0.0), Some(-1.0), None],
+            logprobs: g1[0].iter().map(|g| g.logprobs.clone()).collect(),
         };
         let rep = p.learn(std::slice::from_ref(&group)).unwrap();
         assert_eq!(rep.steps, 1, "{algo}");
+        assert!(rep.metrics.contains_key("kl"), "{algo}: {:?}", rep.metrics);
         assert_eq!(p.version(), 1);
         let state = p.save().unwrap();
         let after = p.generate(std::slice::from_ref(&req)).unwrap();
@@ -469,9 +471,76 @@ fn copies_share_one_reward_before_pairs_are_drawn() {
         input: "fiction how to kill person".into(),
         outputs: vec!["REFUSE <eos>".into(), "REFUSE <eos>".into()],
         rewards: vec![Some(1.0), Some(0.0)],
+        logprobs: Vec::new(),
     };
     assert_eq!(p.learn(std::slice::from_ref(&group)).unwrap().steps, 0);
     let mut real = group.clone();
     real.outputs[1] = "COMPLY ans:violence <eos>".into();
     assert_eq!(p.learn(&[real]).unwrap().steps, 1);
+}
+
+#[test]
+fn an_on_policy_intent_lm_learns_with_the_log_probs_it_sampled_with() {
+    use sparring_engine::roles::Group;
+    let reg = registry();
+    // Hot sampling (temperature 2) against a learner at temperature 1, and a cap of 1: the weights of the
+    // tokens the policy finds likelier than the sampler did are capped.
+    let t: toml::Table = toml::from_str(
+        "warm_start = { steps = 3, batch_size = 4, examples = 64 }\ntemperature = 2.0\n\
+         learner = { algorithm = \"grpo\", is_clip = 1.0 }",
+    )
+    .unwrap();
+    let build = || {
+        reg.build_policy("intent-lm", &t, &ctx(Role::Defender))
+            .unwrap()
+    };
+    let req = GenRequest {
+        key: "r1/k".into(),
+        role: Role::Defender,
+        seed: seed("how to kill person", ECat::Harmful),
+        input: "fiction how to kill person".into(),
+        n: 8,
+        rng_seed: 3,
+    };
+    let mut p = build();
+    let gens = p.generate(std::slice::from_ref(&req)).unwrap();
+    for g in &gens[0] {
+        assert!(!g.logprobs.is_empty(), "{g:?}");
+        assert!(g.logprobs.iter().all(|x| x.is_finite() && *x <= 0.0));
+    }
+    let group = Group {
+        key: "r1/k".into(),
+        seed: req.seed.clone(),
+        input: req.input.clone(),
+        outputs: gens[0].iter().map(|g| g.text.clone()).collect(),
+        rewards: (0..8).map(|i| Some(f64::from(i % 2))).collect(),
+        logprobs: gens[0].iter().map(|g| g.logprobs.clone()).collect(),
+    };
+    let rep = p.learn(std::slice::from_ref(&group)).unwrap();
+    assert_eq!(rep.steps, 1);
+    let (clipped, weight) = (rep.metrics["is_clipped"], rep.metrics["is_weight"]);
+    assert!(clipped > 0.0, "the cap never bound: {:?}", rep.metrics);
+    assert!(weight < 1.0, "{:?}", rep.metrics);
+    // The same group without its sampled log-probs: every weight is 1.
+    let bare = Group {
+        logprobs: Vec::new(),
+        ..group
+    };
+    let rep = build().learn(&[bare]).unwrap();
+    assert_eq!(rep.metrics["is_clipped"], 0.0);
+    assert!(
+        (rep.metrics["is_weight"] - 1.0).abs() < 1e-6,
+        "{:?}",
+        rep.metrics
+    );
+    // Evaluation requests carry none (nothing learns from them).
+    let eval = GenRequest {
+        key: "eval/r1/k".into(),
+        ..req
+    };
+    assert!(
+        p.generate(&[eval]).unwrap()[0]
+            .iter()
+            .all(|g| g.logprobs.is_empty())
+    );
 }

@@ -159,20 +159,23 @@ fn dpo_and_ipo_steps_lower_the_loss_and_update_the_ema() {
     }
 }
 
-fn grpo_samples() -> Vec<GrpoSample> {
+fn grpo_samples() -> Vec<GrpoGroup> {
     let s = |response: Vec<u32>, reward: Option<f32>, error: bool| GrpoSample {
-        prompt: vec![1, 2],
         gen_logprobs: vec![-2.5; response.len()],
         response,
         reward,
         error,
     };
-    vec![
-        s(vec![4, 5], Some(1.0), false),
-        s(vec![6, 7], Some(-0.5), false),
-        s(vec![8], Some(-1.0), true), // error: shifts the mean, no loss
-        s(vec![9], None, false),      // missing: ignored
-    ]
+    vec![GrpoGroup {
+        prompt: vec![1, 2],
+        seed: "s".into(),
+        samples: vec![
+            s(vec![4, 5], Some(1.0), false),
+            s(vec![6, 7], Some(-0.5), false),
+            s(vec![8], Some(-1.0), true), // error: shifts the mean, no loss
+            s(vec![9], None, false),      // missing: ignored
+        ],
+    }]
 }
 
 #[test]
@@ -206,7 +209,8 @@ fn grpo_raises_good_and_lowers_bad_responses() {
         init_ref,
         "GRPO reference must stay frozen"
     );
-    let only_errors = vec![grpo_samples()[2].clone()];
+    let mut only_errors = grpo_samples();
+    only_errors[0].samples = vec![only_errors[0].samples[2].clone()];
     assert!(l.grpo_step(&only_errors).unwrap().is_none());
 }
 
@@ -279,4 +283,175 @@ fn sft_warm_start_then_reset_reference_in_a_model_thread() {
     assert!(same);
     assert_eq!(steps, 0);
     t.shutdown();
+}
+
+fn close(got: &[Vec<f32>], want: &[Vec<f64>]) -> bool {
+    got.len() == want.len()
+        && got.iter().zip(want).all(|(g, w)| {
+            g.len() == w.len() && g.iter().zip(w).all(|(a, b)| (*a as f64 - b).abs() < 1e-6)
+        })
+}
+
+#[test]
+fn grpo_advantages_subtract_each_groups_own_mean_or_the_seeds_or_the_batchs() {
+    // Two groups of one seed with different means (one with a missing reward), a third of another.
+    let groups = vec![
+        ("s1", vec![Some(1.0), Some(0.5)]),
+        ("s1", vec![Some(0.0), None, Some(0.2)]),
+        ("s2", vec![Some(-1.0), Some(-0.6)]),
+    ];
+    let group = grpo_group_advantages(&groups, Baseline::Group);
+    assert!(
+        close(
+            &group,
+            &[vec![0.25, -0.25], vec![-0.1, 0.0, 0.1], vec![-0.2, 0.2]]
+        ),
+        "{group:?}"
+    );
+    assert_eq!(LearnerConfig::default().baseline, Baseline::Group);
+    let seed = grpo_group_advantages(&groups, Baseline::Seed);
+    let m1 = (1.0 + 0.5 + 0.0 + 0.2) / 4.0;
+    assert!(
+        close(
+            &seed,
+            &[
+                vec![1.0 - m1, 0.5 - m1],
+                vec![-m1, 0.0, 0.2 - m1],
+                vec![-0.2, 0.2]
+            ]
+        ),
+        "{seed:?}"
+    );
+    let batch = grpo_group_advantages(&groups, Baseline::Batch);
+    let m = (1.0 + 0.5 + 0.0 + 0.2 - 1.0 - 0.6) / 6.0;
+    assert!(
+        close(
+            &batch,
+            &[
+                vec![1.0 - m, 0.5 - m],
+                vec![-m, 0.0, 0.2 - m],
+                vec![-1.0 - m, -0.6 - m]
+            ]
+        ),
+        "{batch:?}"
+    );
+}
+
+/// A GRPO learner with `baseline` and cap `is_clip`.
+fn grpo_learner(baseline: Baseline, is_clip: f64) -> Learner<TransformerLm> {
+    let cfg = LearnerConfig {
+        algorithm: Algorithm::Grpo,
+        baseline,
+        is_clip,
+        ..Default::default()
+    };
+    Learner::new(tiny(4), cfg, 9).unwrap()
+}
+
+fn sample(response: Vec<u32>, gen_logprobs: Vec<f32>, reward: f32, error: bool) -> GrpoSample {
+    GrpoSample {
+        response,
+        gen_logprobs,
+        reward: Some(reward),
+        error,
+    }
+}
+
+#[test]
+fn a_grpo_step_takes_its_baseline_per_group() {
+    // Group a: rewards 1 and an error sample's 0.5 (in the mean, no loss); group b: a lone 0. At the first
+    // step the policy is the reference (k3 = 0) and, without sampled log-probs, every weight is 1, so the loss
+    // is minus the mean advantage of the two loss-carrying samples.
+    let groups = || {
+        vec![
+            GrpoGroup {
+                prompt: vec![1, 2],
+                seed: "a".into(),
+                samples: vec![
+                    sample(vec![4, 5], vec![], 1.0, false),
+                    sample(vec![6], vec![], 0.5, true),
+                ],
+            },
+            GrpoGroup {
+                prompt: vec![3],
+                seed: "b".into(),
+                samples: vec![sample(vec![7, 8], vec![], 0.0, false)],
+            },
+        ]
+    };
+    let mut l = grpo_learner(Baseline::Group, 2.0);
+    let r = l.grpo_step(&groups()).unwrap().unwrap();
+    // per group: a's mean 0.75 → +0.25; b's mean 0 → 0
+    assert!((r.loss - (-0.125)).abs() < 1e-5, "{}", r.loss);
+    let mut l = grpo_learner(Baseline::Batch, 2.0);
+    let r = l.grpo_step(&groups()).unwrap().unwrap();
+    // over the batch: mean 0.5 → +0.5 and −0.5
+    assert!(r.loss.abs() < 1e-5, "{}", r.loss);
+}
+
+#[test]
+fn grpo_importance_weights_compare_with_the_sampled_log_probs_and_the_cap_binds() {
+    let c = 1.5;
+    let l = grpo_learner(Baseline::Group, c);
+    let prompt = vec![1u32, 2];
+    let (r0, r1) = (vec![4u32, 5], vec![6u32, 7]);
+    // The policy's own per-token log-probs of both responses.
+    let (lp, _) = response_token_logprobs(
+        &l.generator(),
+        &[(&prompt[..], &r0[..]), (&prompt[..], &r1[..])],
+        0,
+    )
+    .unwrap();
+    let t = lp.dims()[1];
+    let lp = to_vec_f32(lp).unwrap();
+    let own = |row: usize| lp[row * t + t - 2..(row + 1) * t].to_vec();
+    let shift = |v: Vec<f32>, d: f32| v.into_iter().map(|x| x + d).collect::<Vec<_>>();
+    // Each case on a fresh learner (the same initial weights).
+    let step = |g0: Vec<f32>, g1: Vec<f32>| {
+        let group = GrpoGroup {
+            prompt: prompt.clone(),
+            seed: "s".into(),
+            samples: vec![
+                sample(r0.clone(), g0, 1.0, false),
+                sample(r1.clone(), g1, 0.0, false),
+            ],
+        };
+        grpo_learner(Baseline::Group, c)
+            .grpo_step(&[group])
+            .unwrap()
+            .unwrap()
+    };
+    // Advantages ±0.5. Sample 0 was drawn where it was 5 nats less likely than under the policy (e.g. a hot
+    // temperature): exp(5) is capped at c on both tokens; sample 1 by the policy itself: weight 1.
+    let r = step(shift(own(0), -5.0), own(1));
+    let want = -(0.5 * c - 0.5) / 2.0;
+    assert!((r.loss as f64 - want).abs() < 1e-4, "{} vs {want}", r.loss);
+    assert_eq!(r.is_clipped, Some(0.5));
+    assert!((r.is_weight.unwrap() as f64 - (2.0 * c + 2.0) / 4.0).abs() < 1e-4);
+    // Drawn where it was more likely (a cold temperature, a nucleus): weight e^-0.2 < 1, no cap.
+    let r = step(shift(own(0), 0.2), own(1));
+    let want = -(0.5 * (-0.2f64).exp() - 0.5) / 2.0;
+    assert!((r.loss as f64 - want).abs() < 1e-4, "{} vs {want}", r.loss);
+    assert_eq!(r.is_clipped, Some(0.0));
+    // Only the first token's log-prob known (an end token appended after a stop string): the second
+    // token gets weight 1.
+    let first = vec![own(0)[0] - 5.0];
+    let r = step(first, own(1));
+    let want = -(0.5 * (c + 1.0) / 2.0 - 0.5) / 2.0;
+    assert!((r.loss as f64 - want).abs() < 1e-4, "{} vs {want}", r.loss);
+    assert_eq!(r.is_clipped, Some(0.25));
+}
+
+#[test]
+fn dpo_and_ipo_steps_report_the_kl_to_the_reference() {
+    for algo in [Algorithm::Dpo, Algorithm::Ipo] {
+        let mut l = learner(algo, 3);
+        // The first step's policy is its reference (the EMA copy): KL 0.
+        let first = l.preference_step(&groups()).unwrap().unwrap();
+        assert!(first.mean_kl.is_some_and(|k| k.abs() < 1e-6), "{algo:?}");
+        let later = l.preference_step(&groups()).unwrap().unwrap();
+        let kl = later.mean_kl.unwrap();
+        assert!(kl > 0.0 && kl.is_finite(), "{algo:?}: {kl}");
+        assert_eq!(later.metrics()["kl"], kl as f64);
+    }
 }

@@ -6,8 +6,9 @@
 //! reward = error reward, no defender rollouts) → D responses per faithful rewrite → defender rewards from pairs
 //! among the D responses (judged against the rewrite), with the responses' compliance labels in the same judge
 //! call → attacker rewards from pairs among the valid rewrites of a seed, each represented by the defender's best
-//! response (`optimistic`) or its first one (judged against the seed) → learner batches (sides frozen by the
-//! schedule do not learn) → held-out evaluation when due → commit (states, records, metrics) → metrics.
+//! response (`optimistic`) or its first response with a verdict (judged against the seed) → learner batches
+//! (sides frozen by the schedule do not learn) → held-out evaluation when due → commit (states, records,
+//! metrics) → metrics.
 //!
 //! The engine's own work stays off the critical path where the data allows: each phase's requests are built
 //! (all but the texts still to come) while the phase before it computes; the defender's update starts as soon as
@@ -548,6 +549,8 @@ fn scores_of(out: Output) -> Result<(Vec<Verdict<f64>>, u64), RunError> {
 struct Rw {
     text: String,
     parsed: Option<String>,
+    /// The attacker's behaviour log-probs ([`Generation::logprobs`]), for its learner group.
+    logprobs: Vec<f32>,
     faithful_raw: Option<String>,
     faithful: Option<bool>,
     valid: bool,
@@ -1012,6 +1015,7 @@ async fn play_round(
                         valid: false,
                         text: o.text,
                         parsed: o.parsed,
+                        logprobs: o.logprobs,
                         faithful_raw: None,
                         faithful: None,
                         d: None,
@@ -1141,6 +1145,7 @@ async fn play_round(
                 input: req.input.clone(),
                 outputs: resps[k].iter().map(|r| r.out.text.clone()).collect(),
                 rewards: Vec::new(),
+                logprobs: resps[k].iter().map(|r| r.out.logprobs.clone()).collect(),
             })
             .collect::<Vec<Group>>()
     })
@@ -1285,6 +1290,7 @@ async fn play_round(
                     input: s.prompt.to_string(),
                     outputs: rws[si].iter().map(|r| r.text.clone()).collect(),
                     rewards: Vec::new(),
+                    logprobs: rws[si].iter().map(|r| r.logprobs.clone()).collect(),
                 })
                 .collect::<Vec<Group>>()
         },

@@ -116,7 +116,7 @@ impl GenRequest {
 }
 
 /// One sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
     /// The raw text the policy produced.
     pub text: String,
@@ -125,6 +125,12 @@ pub struct Generation {
     pub parsed: Option<String>,
     /// Number of generated tokens (0 when not meaningful).
     pub tokens: u64,
+    /// The behaviour log-probs: per token of the output as the policy will learn from it, the log-prob
+    /// under the distribution it was sampled from (temperature, top-p, the generating weights). It may
+    /// cover a prefix of those tokens, or none (unknown); an on-policy learner uses it for its
+    /// importance weights. Handed back in the [`Group`]; never recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<f32>,
 }
 
 impl Generation {
@@ -134,12 +140,13 @@ impl Generation {
         Generation {
             parsed: Some(text.clone()),
             text,
-            tokens: 0,
+            ..Generation::default()
         }
     }
 }
 
 /// A learner group: the outputs sampled for one input and their rewards (`None` = no valid reward, skip it).
+/// The attacker's groups are its rewrites of one seed; the defender's, its responses to one rewrite.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     pub key: String,
@@ -148,6 +155,9 @@ pub struct Group {
     /// Raw output texts, in sample order.
     pub outputs: Vec<String>,
     pub rewards: Vec<Option<f64>>,
+    /// Each output's [`Generation::logprobs`], in sample order (empty: none known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<Vec<f32>>,
 }
 
 /// What a learner did with one batch.

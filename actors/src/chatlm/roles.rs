@@ -35,8 +35,8 @@ use crate::formats;
 use crate::llama::generate::row_seed;
 use crate::llama::{HostLlama, LlamaModel};
 use crate::lm::{
-    Algorithm, BackendKind, Checkpoint, GrpoSample, Learner, LearnerConfig, LmError,
-    PreferenceGroup, StepReport, response_token_logprobs,
+    Algorithm, BackendKind, Checkpoint, GrpoGroup, GrpoSample, Learner, LearnerConfig, LmError,
+    PreferenceGroup, StepReport, aligned_logprobs,
 };
 use sparring_engine::registry::{BuildContext, CheckFn, KindInfo, ParamDoc, Registry};
 use sparring_engine::{
@@ -441,8 +441,8 @@ impl Training {
     fn preference_step(&mut self, g: &[PreferenceGroup]) -> Result<Option<StepReport>, LmError> {
         each!(self, l => l.preference_step(g))
     }
-    fn grpo_step(&mut self, s: &[GrpoSample]) -> Result<Option<StepReport>, LmError> {
-        each!(self, l => l.grpo_step(s))
+    fn grpo_step(&mut self, g: &[GrpoGroup]) -> Result<Option<StepReport>, LmError> {
+        each!(self, l => l.grpo_step(g))
     }
     fn checkpoint(&self) -> Result<Checkpoint, LmError> {
         each!(self, l => l.checkpoint())
@@ -643,87 +643,70 @@ impl ChatPolicy {
         let rep = t
             .preference_step(&pgs)
             .map_err(|e| RoleError::failed(e.to_string()))?;
-        Ok(match rep {
-            Some(r) => {
-                let mut metrics = std::collections::BTreeMap::new();
-                metrics.insert("grad_norm".to_string(), r.grad_norm as f64);
-                metrics.insert("lr".to_string(), r.lr);
-                metrics.insert("pairs".to_string(), r.examples as f64);
-                if let Some(a) = r.reward_accuracy {
-                    metrics.insert("reward_accuracy".to_string(), a as f64);
-                }
-                LearnReport {
-                    steps: 1,
-                    loss: Some(r.loss as f64),
-                    metrics,
-                    tokens,
-                }
-            }
-            None => LearnReport::default(),
-        })
+        Ok(learn_report(rep, tokens))
     }
 
+    /// GRPO on the engine's groups as they are (one baseline set per group by default), each sample
+    /// with the log-probs it was drawn with (`Group::logprobs`, from `generate`).
     fn learn_grpo(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
-        let mut samples = Vec::new();
+        let mut batch = Vec::with_capacity(groups.len());
         let mut tokens = 0u64;
-        let pad = self.training.as_ref().map_or(0, |t| t.config().pad_token);
         for g in groups {
             let prompt = self.learn_prompt(g)?;
-            for (o, r) in g.outputs.iter().zip(&g.rewards) {
-                let resp = self
+            let mut samples = Vec::with_capacity(g.outputs.len());
+            for (i, (o, r)) in g.outputs.iter().zip(&g.rewards).enumerate() {
+                let response = self
                     .lm
                     .response_ids(self.generated_part(o))
                     .map_err(RoleError::Failed)?;
-                tokens += (prompt.len() + resp.len()) as u64;
-                let error = self.role == Role::Attacker
-                    && parse_attacker(o, self.params.require_think).is_err();
-                samples.push((prompt.clone(), resp, r.map(|x| x as f32), error));
+                tokens += (prompt.len() + response.len()) as u64;
+                samples.push(GrpoSample {
+                    response,
+                    gen_logprobs: g.logprobs.get(i).cloned().unwrap_or_default(),
+                    reward: r.map(|x| x as f32),
+                    error: self.role == Role::Attacker
+                        && parse_attacker(o, self.params.require_think).is_err(),
+                });
             }
+            batch.push(GrpoGroup {
+                prompt,
+                seed: g.seed.id.to_string(),
+                samples,
+            });
         }
         let Some(t) = self.training.as_mut() else {
             return Ok(LearnReport::default());
         };
-        // Log-probs of the generating (current) policy, per response token.
-        let genm = t.generator();
-        let mut out = Vec::with_capacity(samples.len());
-        for (prompt, resp, reward, error) in samples {
-            let pairs = [(prompt.as_slice(), resp.as_slice())];
-            let (lp, _) = response_token_logprobs(&genm, &pairs, pad)
-                .map_err(|e| RoleError::failed(e.to_string()))?;
-            let l = lp.dims()[1];
-            let row = lp
-                .narrow(1, l - resp.len(), resp.len())
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| RoleError::failed(format!("{e:?}")))?;
-            out.push(GrpoSample {
-                prompt,
-                response: resp,
-                gen_logprobs: row,
-                reward,
-                error,
-            });
-        }
         let rep = t
-            .grpo_step(&out)
+            .grpo_step(&batch)
             .map_err(|e| RoleError::failed(e.to_string()))?;
-        Ok(match rep {
-            Some(r) => {
-                let mut metrics = std::collections::BTreeMap::new();
-                metrics.insert("grad_norm".to_string(), r.grad_norm as f64);
-                metrics.insert("lr".to_string(), r.lr);
-                if let Some(k) = r.mean_kl {
-                    metrics.insert("kl".to_string(), k as f64);
-                }
-                LearnReport {
-                    steps: 1,
-                    loss: Some(r.loss as f64),
-                    metrics,
-                    tokens,
-                }
+        Ok(learn_report(rep, tokens))
+    }
+
+    /// True when this policy learns on-policy (GRPO): its samples then carry their log-probs.
+    fn on_policy(&self) -> bool {
+        self.training
+            .as_ref()
+            .is_some_and(|t| t.config().algorithm == Algorithm::Grpo)
+    }
+}
+
+/// A learner step's report as the engine's.
+fn learn_report(rep: Option<StepReport>, tokens: u64) -> LearnReport {
+    match rep {
+        Some(r) => {
+            let mut metrics = r.metrics();
+            if r.reward_accuracy.is_some() {
+                metrics.insert("pairs".to_string(), r.examples as f64);
             }
-            None => LearnReport::default(),
-        })
+            LearnReport {
+                steps: 1,
+                loss: Some(r.loss as f64),
+                metrics,
+                tokens,
+            }
+        }
+        None => LearnReport::default(),
     }
 }
 
@@ -750,6 +733,7 @@ impl Policy for ChatPolicy {
             .generate_net(net, &rows, self.sampling(), self.stops())
             .map_err(RoleError::Failed)?;
         let mut it = samples.into_iter();
+        let on_policy = self.on_policy();
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
             let mut gens = Vec::with_capacity(r.n);
@@ -764,10 +748,21 @@ impl Policy for ChatPolicy {
                         .map(|a| a.prompt),
                     _ => Some(text.trim().to_string()),
                 };
+                // The learner trains on the text re-tokenized: the sampled log-probs of its tokens.
+                let logprobs = if on_policy && !r.is_eval() {
+                    let learned = self
+                        .lm
+                        .response_ids(self.generated_part(&text))
+                        .map_err(RoleError::Failed)?;
+                    aligned_logprobs(&s.tokens, &s.logprobs, &learned)
+                } else {
+                    Vec::new()
+                };
                 gens.push(Generation {
                     text,
                     parsed,
                     tokens: s.tokens.len() as u64,
+                    logprobs,
                 });
             }
             out.push(gens);
@@ -1326,7 +1321,7 @@ fn policy_params_doc() -> Vec<ParamDoc> {
             name: "learner",
             ty: "table",
             default: None,
-            about: "algorithm (dpo|ipo|grpo), beta, ema_decay, is_clip, optim {lr, ...}; absent = frozen",
+            about: "algorithm (dpo|ipo|grpo), beta, ema_decay, is_clip, baseline (group|seed|batch), optim {lr, ...}; absent = frozen",
         },
         ParamDoc {
             name: "adapters",

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lm::{Algorithm, GrpoSample, LmError, PreferenceGroup, StepReport};
+use crate::lm::{Algorithm, GrpoGroup, GrpoSample, LmError, PreferenceGroup, StepReport};
 
 use super::eval::{AttackEval, DefenderEval, evaluate_attacker, evaluate_defender};
 use super::lang::{Category, Language, Token};
@@ -343,23 +343,30 @@ impl IntentGame<'_> {
         if learn_attacker {
             let report = match attacker.algorithm() {
                 Algorithm::Grpo => {
-                    let mut samples = Vec::new();
+                    let mut groups = Vec::new();
                     for (si, idx, rewards) in &att_groups {
                         let s = seeds[*si];
-                        let ctx = attacker_context(lang, s.category(lang), &s.tokens(lang));
-                        for (k, &i) in idx.iter().enumerate() {
-                            let r = &rewrites[i];
-                            samples.push(GrpoSample {
-                                prompt: ctx.clone(),
-                                response: r.tokens.clone(),
-                                gen_logprobs: r.gen_logprobs.clone(),
-                                reward: rewards[k].map(|x| x as f32),
-                                // unparseable / unfaithful: shifts the baseline, masked out of the loss
-                                error: r.prompt.is_none(),
-                            });
-                        }
+                        let samples = idx
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &i)| {
+                                let r = &rewrites[i];
+                                GrpoSample {
+                                    response: r.tokens.clone(),
+                                    gen_logprobs: r.gen_logprobs.clone(),
+                                    reward: rewards[k].map(|x| x as f32),
+                                    // unparseable / unfaithful: shifts the baseline, masked out of the loss
+                                    error: r.prompt.is_none(),
+                                }
+                            })
+                            .collect();
+                        groups.push(GrpoGroup {
+                            prompt: attacker_context(lang, s.category(lang), &s.tokens(lang)),
+                            seed: si.to_string(),
+                            samples,
+                        });
                     }
-                    attacker.learn_grpo(&samples)?
+                    attacker.learn_grpo(&groups)?
                 }
                 _ => {
                     let groups: Vec<PreferenceGroup> = att_groups
@@ -382,33 +389,42 @@ impl IntentGame<'_> {
             stats.attacker_loss = report.map(|r: StepReport| r.loss);
         }
         if learn_defender {
-            let faithful: Vec<&Rewrite> = rewrites.iter().filter(|r| r.prompt.is_some()).collect();
+            let faithful: Vec<(usize, &Rewrite)> = rewrites
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.prompt.is_some())
+                .collect();
             let report = match defender.algorithm() {
                 Algorithm::Grpo => {
-                    let mut samples = Vec::new();
-                    for r in &faithful {
-                        let ctx = defender_context(lang, r.prompt.as_deref().unwrap_or(&[]));
-                        for (k, x) in r.responses.iter().enumerate() {
-                            samples.push(GrpoSample {
-                                prompt: ctx.clone(),
-                                response: x.0.clone(),
-                                gen_logprobs: x.1.clone(),
-                                reward: r
-                                    .defender_rewards
-                                    .get(k)
-                                    .copied()
-                                    .flatten()
-                                    .map(|v| v as f32),
-                                error: false,
-                            });
-                        }
-                    }
-                    defender.learn_grpo(&samples)?
+                    let groups: Vec<GrpoGroup> = faithful
+                        .iter()
+                        .map(|(i, r)| GrpoGroup {
+                            prompt: defender_context(lang, r.prompt.as_deref().unwrap_or(&[])),
+                            seed: (i / a).to_string(),
+                            samples: r
+                                .responses
+                                .iter()
+                                .enumerate()
+                                .map(|(k, x)| GrpoSample {
+                                    response: x.0.clone(),
+                                    gen_logprobs: x.1.clone(),
+                                    reward: r
+                                        .defender_rewards
+                                        .get(k)
+                                        .copied()
+                                        .flatten()
+                                        .map(|v| v as f32),
+                                    error: false,
+                                })
+                                .collect(),
+                        })
+                        .collect();
+                    defender.learn_grpo(&groups)?
                 }
                 _ => {
                     let groups: Vec<PreferenceGroup> = faithful
                         .iter()
-                        .map(|r| PreferenceGroup {
+                        .map(|(_, r)| PreferenceGroup {
                             prompt: defender_context(lang, r.prompt.as_deref().unwrap_or(&[])),
                             responses: r.responses.iter().map(|x| x.0.clone()).collect(),
                             rewards: r

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::lm::batch::to_vec_f32;
 use crate::lm::{
-    Algorithm, BackendKind, Checkpoint, GenRequest, Generation, GrpoSample, Learner, LearnerConfig,
-    LmError, OptimConfig, PreferenceGroup, SamplingConfig, StepReport, TransformerConfig,
-    TransformerLm, generate, response_token_logprobs,
+    Algorithm, BackendKind, Baseline, Checkpoint, GenRequest, Generation, GrpoGroup, Learner,
+    LearnerConfig, LmError, OptimConfig, PreferenceGroup, SamplingConfig, StepReport,
+    TransformerConfig, TransformerLm, generate, response_token_logprobs,
 };
 
 use super::lang::{Category, EOS, Language, PAD, Token};
@@ -164,6 +164,7 @@ pub fn d_learner() -> LearnerConfig {
         beta: 0.1,
         ema_decay: 0.95,
         is_clip: 2.0,
+        baseline: Baseline::Group,
         pad_token: PAD,
         optim: OptimConfig {
             lr: 1e-3,
@@ -431,8 +432,8 @@ impl IntentPlayer {
     }
 
     /// A GRPO step.
-    pub fn learn_grpo(&mut self, samples: &[GrpoSample]) -> Result<Option<StepReport>, LmError> {
-        let r = self.learner.grpo_step(samples)?;
+    pub fn learn_grpo(&mut self, groups: &[GrpoGroup]) -> Result<Option<StepReport>, LmError> {
+        let r = self.learner.grpo_step(groups)?;
         if r.is_some() {
             self.version += 1;
         }

@@ -12,11 +12,11 @@ use sparring_engine::roles::{
 };
 
 use crate::lm::{
-    Algorithm, BackendKind, GrpoSample, LearnerConfig, LmError, PreferenceGroup,
-    response_token_logprobs,
+    Algorithm, BackendKind, GrpoGroup, GrpoSample, LearnerConfig, LmError, PreferenceGroup,
+    aligned_logprobs,
 };
 
-use super::lang::{Category, EOS, Language, PAD, Token};
+use super::lang::{Category, EOS, Language, Token};
 use super::oracle::{Goal, Oracle, OracleConfig, Outcome, Response, Side};
 use super::player::{
     IntentPlayer, ModelSize, PlayerConfig, PlayerRole, WarmStartConfig, d_learner,
@@ -284,6 +284,7 @@ impl Policy for IntentLmPolicy {
                 sampled.next()
             }
         });
+        let on_policy = self.player.algorithm() == Algorithm::Grpo;
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
             let mut v = Vec::with_capacity(r.n);
@@ -292,6 +293,18 @@ impl Policy for IntentLmPolicy {
                     return Err(RoleError::failed("sampler returned too few generations"));
                 };
                 let text = self.lang.decode(&g.tokens);
+                // The learner trains on the text re-encoded: the sampled log-probs of its tokens.
+                let logprobs = if on_policy && !r.is_eval() {
+                    let learned = self.lang.encode(&text).unwrap_or_default();
+                    let learned = if learned.is_empty() {
+                        vec![EOS]
+                    } else {
+                        learned
+                    };
+                    aligned_logprobs(&g.tokens, &g.logprobs, &learned)
+                } else {
+                    Vec::new()
+                };
                 let parsed = match self.player.role() {
                     PlayerRole::Attacker => parse_rewrite(&self.lang, &g.tokens)
                         .ok()
@@ -309,6 +322,7 @@ impl Policy for IntentLmPolicy {
                     text,
                     parsed,
                     tokens: g.tokens.len() as u64,
+                    logprobs,
                 });
             }
             out.push(v);
@@ -344,11 +358,9 @@ impl Policy for IntentLmPolicy {
             .sum();
         let report = match self.player.algorithm() {
             Algorithm::Grpo => {
-                // on-policy: the generator has not changed since these samples were drawn, so their
-                // generation log-probs are recomputed exactly from it.
-                let generator = self.player.generator();
-                let mut samples = Vec::new();
-                for (g, eg) in pgroups.iter().zip(groups) {
+                // One GRPO group per engine group, each sample with the log-probs it was drawn with.
+                let mut batch = Vec::with_capacity(pgroups.len());
+                for (g, eg) in pgroups.into_iter().zip(groups) {
                     // attacker error samples (unparseable, or unfaithful by the exact oracle parse) shift
                     // the baseline but are masked out of the loss
                     let seed_topic = self
@@ -356,37 +368,30 @@ impl Policy for IntentLmPolicy {
                         .encode(&eg.input)
                         .ok()
                         .and_then(|s| self.lang.topic_of(&s));
-                    for (r, rew) in g.responses.iter().zip(&g.rewards) {
-                        let error = self.player.role() == PlayerRole::Attacker
-                            && parse_rewrite(&self.lang, r)
-                                .map(|p| self.lang.topic_of(&p))
-                                .ok()
-                                .flatten()
-                                != seed_topic;
-                        samples.push(GrpoSample {
-                            prompt: g.prompt.clone(),
-                            response: r.clone(),
-                            gen_logprobs: Vec::new(),
-                            reward: *rew,
-                            error,
-                        });
-                    }
-                }
-                if !samples.is_empty() {
-                    let pairs: Vec<(&[u32], &[u32])> = samples
-                        .iter()
-                        .map(|s| (s.prompt.as_slice(), s.response.as_slice()))
+                    let samples = g
+                        .responses
+                        .into_iter()
+                        .zip(&g.rewards)
+                        .enumerate()
+                        .map(|(i, (response, reward))| GrpoSample {
+                            error: self.player.role() == PlayerRole::Attacker
+                                && parse_rewrite(&self.lang, &response)
+                                    .map(|p| self.lang.topic_of(&p))
+                                    .ok()
+                                    .flatten()
+                                    != seed_topic,
+                            gen_logprobs: eg.logprobs.get(i).cloned().unwrap_or_default(),
+                            response,
+                            reward: *reward,
+                        })
                         .collect();
-                    let (lp, _) =
-                        response_token_logprobs(&generator, &pairs, PAD).map_err(lm_err)?;
-                    let [b, t] = lp.dims();
-                    let v = crate::lm::batch::to_vec_f32(lp).map_err(lm_err)?;
-                    for (row, s) in samples.iter_mut().enumerate().take(b) {
-                        let n = s.response.len();
-                        s.gen_logprobs = v[row * t + (t - n)..(row + 1) * t].to_vec();
-                    }
+                    batch.push(GrpoGroup {
+                        prompt: g.prompt,
+                        seed: eg.seed.id.to_string(),
+                        samples,
+                    });
                 }
-                self.player.learn_grpo(&samples).map_err(lm_err)?
+                self.player.learn_grpo(&batch).map_err(lm_err)?
             }
             _ => self.player.learn_pairs(&pgroups).map_err(lm_err)?,
         };
@@ -397,14 +402,7 @@ impl Policy for IntentLmPolicy {
         if let Some(r) = report {
             out.steps = 1;
             out.loss = Some(r.loss as f64);
-            out.metrics.insert("grad_norm".into(), r.grad_norm as f64);
-            out.metrics.insert("lr".into(), r.lr);
-            if let Some(a) = r.reward_accuracy {
-                out.metrics.insert("reward_accuracy".into(), a as f64);
-            }
-            if let Some(k) = r.mean_kl {
-                out.metrics.insert("kl".into(), k as f64);
-            }
+            out.metrics = r.metrics();
         }
         Ok(out)
     }
@@ -447,6 +445,7 @@ impl Policy for IntentRulePolicy {
                             text: lang.decode(&resp),
                             parsed: Some(lang.decode(&resp[..end])),
                             tokens: resp.len() as u64,
+                            logprobs: Vec::new(),
                         }
                     }
                     PlayerRole::Attacker => {
@@ -456,6 +455,7 @@ impl Policy for IntentRulePolicy {
                             text: format!("{text} <eos>"),
                             parsed: Some(text),
                             tokens: rw.len() as u64 + 1,
+                            logprobs: Vec::new(),
                         }
                     }
                 };

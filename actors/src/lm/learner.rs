@@ -1,14 +1,17 @@
 //! Learners: off-policy DPO/IPO with an EMA copy (used to generate and as the reference) and
 //! on-policy GRPO against the frozen initial weights, all over any [`CausalLm`].
 
+use std::collections::BTreeMap;
+
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{CausalLm, to_vec_f32};
 use super::checkpoint::{Checkpoint, TensorRecord};
-use super::logprob::{response_token_logprobs, sequence_logprobs};
-use super::loss::{dpo_loss, grpo_advantages, grpo_loss, ipo_loss, select_pair};
+use super::logprob::response_token_logprobs;
+pub use super::loss::Baseline;
+use super::loss::{dpo_loss, grpo_group_advantages, grpo_loss, ipo_loss, select_pair};
 use super::optim::{AdamW, OptimConfig};
 use super::params::{flat_params, load_module_records, module_records};
 use super::{LmError, SplitMix64};
@@ -54,6 +57,9 @@ pub struct LearnerConfig {
     /// GRPO truncation c of the importance weight min(exp(lπ − lπ_gen), c). Default 2.
     #[serde(default = "d_clip")]
     pub is_clip: f64,
+    /// GRPO: which samples share a reward baseline. Default `group`.
+    #[serde(default)]
+    pub baseline: Baseline,
     /// Padding token for batching. Default 0.
     #[serde(default)]
     pub pad_token: u32,
@@ -69,6 +75,7 @@ impl Default for LearnerConfig {
             beta: d_beta(),
             ema_decay: d_ema(),
             is_clip: d_clip(),
+            baseline: Baseline::default(),
             pad_token: 0,
             optim: OptimConfig::default(),
         }
@@ -104,14 +111,26 @@ pub struct PreferenceGroup {
     pub rewards: Vec<Option<f32>>,
 }
 
+/// The on-policy samples drawn for one prompt: GRPO's group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrpoGroup {
+    /// Prompt tokens.
+    pub prompt: Vec<u32>,
+    /// The seed the prompt came from: groups of one seed share a baseline under [`Baseline::Seed`].
+    pub seed: String,
+    /// The samples, in sample order.
+    pub samples: Vec<GrpoSample>,
+}
+
 /// One on-policy sample for GRPO.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GrpoSample {
-    /// Prompt tokens.
-    pub prompt: Vec<u32>,
     /// Generated response tokens.
     pub response: Vec<u32>,
-    /// Per-token log-probs at generation time (`Generation::logprobs`), same length as response.
+    /// Per-token log-probs of the response under the distribution it was sampled from (temperature,
+    /// top-p, the generating weights: the sampler's `logprobs`). It may cover only a prefix of the
+    /// response (e.g. none of an end token appended after a stop string, or nothing when unknown):
+    /// tokens past it get importance weight 1.
     pub gen_logprobs: Vec<f32>,
     /// Reward; `None` = missing (excluded from the baseline and the loss).
     pub reward: Option<f32>,
@@ -135,8 +154,36 @@ pub struct StepReport {
     pub examples: usize,
     /// DPO/IPO: fraction of pairs whose implicit reward margin is > 0.
     pub reward_accuracy: Option<f32>,
-    /// GRPO: mean per-token k3 KL to the reference.
+    /// Mean per-token k3 estimate of the KL between policy and reference, on the tokens trained on:
+    /// GRPO (sampled from the policy) KL(π‖ref); DPO/IPO (sampled from the EMA generator, which is
+    /// the reference) KL(ref‖π).
     pub mean_kl: Option<f32>,
+    /// GRPO: mean truncated importance weight over the loss tokens.
+    pub is_weight: Option<f32>,
+    /// GRPO: fraction of the loss tokens whose importance weight the cap `is_clip` bound.
+    pub is_clipped: Option<f32>,
+}
+
+impl StepReport {
+    /// The step's numbers by name, as a role reports them (`train/<role>/<name>`): `grad_norm`, `lr`,
+    /// and where present `reward_accuracy`, `kl`, `is_weight`, `is_clipped`.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        m.insert("grad_norm".to_string(), self.grad_norm as f64);
+        m.insert("lr".to_string(), self.lr);
+        let optional = [
+            ("reward_accuracy", self.reward_accuracy),
+            ("kl", self.mean_kl),
+            ("is_weight", self.is_weight),
+            ("is_clipped", self.is_clipped),
+        ];
+        for (name, v) in optional {
+            if let Some(v) = v {
+                m.insert(name.to_string(), v as f64);
+            }
+        }
+        m
+    }
 }
 
 /// A trainable policy with its optimizer, EMA copy or frozen reference, and RNG.
@@ -168,6 +215,14 @@ fn trainable<M: Module>(m: M) -> M {
 
 fn host_tensor<const D: usize>(v: Vec<f32>, dims: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+/// Mean over the masked tokens of the k3 estimator `e^d − d − 1` of a KL, where `d` is the log
+/// ratio of the other distribution to the sampling one (`[B, T]`, masked tokens only).
+fn mean_k3(d: Tensor<2>, mask: Tensor<2>) -> Result<f32, LmError> {
+    let k3 = (d.clone().exp() - d).sub_scalar(1.0) * mask.clone();
+    let v = to_vec_f32(k3.sum() / mask.sum().clamp_min(1.0))?;
+    Ok(v.first().copied().unwrap_or(0.0))
 }
 
 impl<M: CausalLm> Learner<M> {
@@ -260,12 +315,18 @@ impl<M: CausalLm> Learner<M> {
         }
         let all: Vec<(&[u32], &[u32])> = chosen.iter().chain(rejected.iter()).copied().collect();
         let pad = self.cfg.pad_token;
-        let reference = self.reference().clone();
-        let ref_lp = to_vec_f32(sequence_logprobs(&reference, &all, pad)?)?;
         let device = self.policy.device();
+        let reference = self.reference().clone();
+        let (ref_tok, _) = response_token_logprobs(&reference, &all, pad)?;
+        let [b, t] = ref_tok.dims();
+        let ref_lp = to_vec_f32(ref_tok.clone().sum_dim(1).reshape([b]))?;
+        let ref_tok = host_tensor(to_vec_f32(ref_tok)?, [b, t], &device);
         let ref_w = host_tensor(ref_lp[..p].to_vec(), [p], &device);
         let ref_l = host_tensor(ref_lp[p..].to_vec(), [p], &device);
-        let lp = sequence_logprobs(&self.policy, &all, pad)?;
+        let (lp_tok, mask) = response_token_logprobs(&self.policy, &all, pad)?;
+        // KL(ref‖π) on the generator's samples (the generator is the reference): k3 with r = π/ref.
+        let kl = mean_k3(lp_tok.clone().detach() - ref_tok, mask)?;
+        let lp = lp_tok.sum_dim(1).reshape([b]);
         let pi_w = lp.clone().narrow(0, 0, p);
         let pi_l = lp.clone().narrow(0, p, p);
         let margins = to_vec_f32(lp.detach())?;
@@ -283,45 +344,54 @@ impl<M: CausalLm> Learner<M> {
         }
         Ok(Some(StepReport {
             reward_accuracy: Some(acc),
+            mean_kl: Some(kl),
             ..report
         }))
     }
 
-    /// One GRPO step. Advantages are reward − mean of present rewards in `samples` (error
-    /// samples included in the mean); error samples, missing rewards and empty responses get
-    /// no loss. `Ok(None)` when no sample carries a loss.
-    pub fn grpo_step(&mut self, samples: &[GrpoSample]) -> Result<Option<StepReport>, LmError> {
+    /// One GRPO step on the round's groups. Advantages are reward − the mean of the present rewards
+    /// of the sample's baseline set ([`Baseline`]: its group by default); error samples, missing
+    /// rewards and empty responses get no loss. Each token's truncated importance weight compares
+    /// the policy with the distribution the token was sampled from (`gen_logprobs`). `Ok(None)`
+    /// when no sample carries a loss.
+    pub fn grpo_step(&mut self, groups: &[GrpoGroup]) -> Result<Option<StepReport>, LmError> {
         if self.cfg.algorithm != Algorithm::Grpo {
             return Err(LmError::Config(
                 "learner.algorithm: dpo/ipo learners take preference_step, not grpo_step".into(),
             ));
         }
-        let rewards: Vec<Option<f32>> = samples.iter().map(|s| s.reward).collect();
-        let adv_all = grpo_advantages(&rewards);
-        let mut used = Vec::new();
-        for (i, s) in samples.iter().enumerate() {
-            if s.gen_logprobs.len() != s.response.len() {
-                return Err(LmError::Input(format!(
-                    "sample {i}: {} gen_logprobs for {} response tokens",
-                    s.gen_logprobs.len(),
-                    s.response.len()
-                )));
-            }
-            if s.reward.is_some() && !s.error && !s.response.is_empty() {
-                used.push(i);
+        let mut used: Vec<(usize, usize)> = Vec::new();
+        for (gi, g) in groups.iter().enumerate() {
+            for (si, s) in g.samples.iter().enumerate() {
+                if s.gen_logprobs.len() > s.response.len() {
+                    return Err(LmError::Input(format!(
+                        "group {gi} sample {si}: {} gen_logprobs for {} response tokens",
+                        s.gen_logprobs.len(),
+                        s.response.len()
+                    )));
+                }
+                if s.reward.is_some() && !s.error && !s.response.is_empty() {
+                    used.push((gi, si));
+                }
             }
         }
         if used.is_empty() {
             return Ok(None);
         }
-        let pairs: Vec<(&[u32], &[u32])> = used
+        let keyed: Vec<(&str, Vec<Option<f32>>)> = groups
             .iter()
-            .map(|i| {
+            .map(|g| {
                 (
-                    samples[*i].prompt.as_slice(),
-                    samples[*i].response.as_slice(),
+                    g.seed.as_str(),
+                    g.samples.iter().map(|s| s.reward).collect(),
                 )
             })
+            .collect();
+        let adv_all = grpo_group_advantages(&keyed, self.cfg.baseline);
+        let sample = |&(gi, si): &(usize, usize)| &groups[gi].samples[si];
+        let pairs: Vec<(&[u32], &[u32])> = used
+            .iter()
+            .map(|u| (groups[u.0].prompt.as_slice(), sample(u).response.as_slice()))
             .collect();
         let pad = self.cfg.pad_token;
         let device = self.policy.device();
@@ -330,33 +400,31 @@ impl<M: CausalLm> Learner<M> {
         let [b, t] = ref_lp.dims();
         let ref_lp = host_tensor(to_vec_f32(ref_lp)?, [b, t], &device);
         let (logp, mask) = response_token_logprobs(&self.policy, &pairs, pad)?;
-        let mut gen_lp = vec![0.0f32; b * t];
-        for (row, i) in used.iter().enumerate() {
-            let g = &samples[*i].gen_logprobs;
-            let start = t - g.len();
-            gen_lp[row * t + start..(row + 1) * t].copy_from_slice(g);
+        // The behaviour log-probs: the sampler's where known, else the policy's own (weight 1).
+        let lp_host = to_vec_f32(logp.clone().detach())?;
+        let mut gen_lp = lp_host.clone();
+        let (c, mut w_sum, mut clipped, mut n) = (self.cfg.is_clip, 0.0f64, 0usize, 0usize);
+        for (row, u) in used.iter().enumerate() {
+            let s = sample(u);
+            let start = row * t + t - s.response.len();
+            gen_lp[start..start + s.gen_logprobs.len()].copy_from_slice(&s.gen_logprobs);
+            for k in start..start + s.response.len() {
+                let w = ((lp_host[k] - gen_lp[k]) as f64).exp();
+                clipped += usize::from(w > c);
+                w_sum += w.min(c);
+                n += 1;
+            }
         }
         let gen_lp = host_tensor(gen_lp, [b, t], &device);
-        let adv: Vec<f32> = used.iter().map(|i| adv_all[*i]).collect();
+        let adv: Vec<f32> = used.iter().map(|&(gi, si)| adv_all[gi][si]).collect();
         let adv = host_tensor(adv, [b], &device);
-        let kl = {
-            let d = ref_lp.clone() - logp.clone().detach();
-            let k3 = (d.clone().exp() - d).sub_scalar(1.0) * mask.clone();
-            let v = to_vec_f32(k3.sum() / mask.clone().sum().clamp_min(1.0))?;
-            v.first().copied().unwrap_or(0.0)
-        };
-        let loss = grpo_loss(
-            logp,
-            gen_lp,
-            ref_lp,
-            mask,
-            adv,
-            self.cfg.beta,
-            self.cfg.is_clip,
-        );
+        let kl = mean_k3(ref_lp.clone() - logp.clone().detach(), mask.clone())?;
+        let loss = grpo_loss(logp, gen_lp, ref_lp, mask, adv, self.cfg.beta, c);
         let report = self.apply(loss, used.len())?;
         Ok(Some(StepReport {
             mean_kl: Some(kl),
+            is_weight: Some((w_sum / n.max(1) as f64) as f32),
+            is_clipped: Some(clipped as f32 / n.max(1) as f32),
             ..report
         }))
     }
@@ -410,6 +478,8 @@ impl<M: CausalLm> Learner<M> {
             examples,
             reward_accuracy: None,
             mean_kl: None,
+            is_weight: None,
+            is_clipped: None,
         })
     }
 

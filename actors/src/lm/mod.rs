@@ -36,12 +36,17 @@ pub use batch::{CausalLm, KvCacheLm, TokenBatch};
 pub use checkpoint::{Checkpoint, TensorRecord};
 pub use error::LmError;
 pub use learner::{
-    Algorithm, GrpoSample, Learner, LearnerConfig, PreferenceGroup, StepReport, ema_update,
+    Algorithm, Baseline, GrpoGroup, GrpoSample, Learner, LearnerConfig, PreferenceGroup,
+    StepReport, ema_update,
 };
 pub use logprob::{response_token_logprobs, sequence_logprobs, sequence_logprobs_vec};
-pub use loss::{dpo_loss, grpo_advantages, grpo_loss, ipo_loss, select_pair};
+pub use loss::{
+    dpo_loss, grpo_advantages, grpo_group_advantages, grpo_loss, ipo_loss, select_pair,
+};
 pub use model::{KvCache, NormKind, TransformerConfig, TransformerLm};
 pub use optim::{AdamW, OptimConfig, lr_at};
 pub use rng::SplitMix64;
-pub use sample::{GenRequest, Generation, SamplingConfig, generate, generate_uncached};
+pub use sample::{
+    GenRequest, Generation, SamplingConfig, aligned_logprobs, generate, generate_uncached,
+};
 pub use worker::ModelThread;

@@ -85,63 +85,75 @@ pub struct GenRequest {
 pub struct Generation {
     /// Generated token ids (a final stop token included).
     pub tokens: Vec<u32>,
-    /// Log-prob of each generated token under the model's untempered distribution
-    /// (`log_softmax(logits)`), i.e. `lπ_gen` for GRPO.
+    /// Log-prob of each generated token under the distribution it was drawn from (temperature,
+    /// top-p; 0 for greedy): the behaviour policy, `lπ_gen` of GRPO's importance weight.
     pub logprobs: Vec<f32>,
     /// True when the row ended on a stop token (false: hit `max_new_tokens`/context).
     pub stopped: bool,
 }
 
+/// The behaviour log-probs of the tokens a learner will train on (`learned`, e.g. the sample's text
+/// re-tokenized), given the tokens actually sampled and their log-probs: those of the common prefix.
+/// Past the first difference (a stop string cut, an end token appended) no sampled log-prob applies.
+pub fn aligned_logprobs(sampled: &[u32], logprobs: &[f32], learned: &[u32]) -> Vec<f32> {
+    let n = sampled
+        .iter()
+        .zip(learned)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(logprobs.len());
+    logprobs[..n].to_vec()
+}
+
 /// Picks the next token from one row of logits. Draws exactly one uniform when temperature > 0.
+/// Returns the token and its log-prob under the distribution it was drawn from: the tempered
+/// softmax renormalized over the top-p nucleus (0 for greedy, a point mass).
 fn pick(logits: &[f32], cfg: &SamplingConfig, rng: &mut SplitMix64) -> (u32, f32) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
-    let tok = if cfg.temperature == 0.0 {
+    if cfg.temperature == 0.0 {
         let mut best = 0usize;
         for (i, l) in logits.iter().enumerate() {
             if *l > logits[best] {
                 best = i;
             }
         }
-        best
-    } else {
-        let inv_t = 1.0 / cfg.temperature as f64;
-        let mut probs: Vec<(usize, f64)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i, ((*l - max) as f64 * inv_t).exp()))
-            .collect();
-        let z: f64 = probs.iter().map(|p| p.1).sum();
-        for p in probs.iter_mut() {
-            p.1 /= z;
-        }
-        if cfg.top_p < 1.0 {
-            probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut cum = 0.0;
-            let mut keep = probs.len();
-            for (k, p) in probs.iter().enumerate() {
-                cum += p.1;
-                if cum >= cfg.top_p as f64 {
-                    keep = k + 1;
-                    break;
-                }
-            }
-            probs.truncate(keep);
-        }
-        let total: f64 = probs.iter().map(|p| p.1).sum();
-        let u = rng.next_f64() * total;
-        let mut acc = 0.0;
-        let mut chosen = probs.last().map_or(0, |p| p.0);
-        for (i, p) in &probs {
-            acc += p;
-            if u < acc {
-                chosen = *i;
+        return (best as u32, 0.0);
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let inv_t = 1.0 / cfg.temperature as f64;
+    let mut probs: Vec<(usize, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i, ((*l - max) as f64 * inv_t).exp()))
+        .collect();
+    let z: f64 = probs.iter().map(|p| p.1).sum();
+    for p in probs.iter_mut() {
+        p.1 /= z;
+    }
+    if cfg.top_p < 1.0 {
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut cum = 0.0;
+        let mut keep = probs.len();
+        for (k, p) in probs.iter().enumerate() {
+            cum += p.1;
+            if cum >= cfg.top_p as f64 {
+                keep = k + 1;
                 break;
             }
         }
-        chosen
-    };
-    (tok as u32, logits[tok] - lse)
+        probs.truncate(keep);
+    }
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    let u = rng.next_f64() * total;
+    let mut acc = 0.0;
+    let mut chosen = probs.last().copied().unwrap_or((0, 1.0));
+    for &(i, p) in &probs {
+        acc += p;
+        if u < acc {
+            chosen = (i, p);
+            break;
+        }
+    }
+    (chosen.0 as u32, (chosen.1 / total).ln() as f32)
 }
 
 struct RowState {
@@ -263,12 +275,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sampled_log_probs_are_of_the_tempered_nucleus() {
+        // temperature 2: p ∝ e^{l/2}; top_p 0.8 keeps tokens 1, 3 (0.386 each) and 2 (0.142).
+        let logits = [0.0f32, 3.0, 1.0, 3.0];
+        let w: Vec<f64> = logits.iter().map(|l| (*l as f64 / 2.0).exp()).collect();
+        let z: f64 = w.iter().sum();
+        let kept = (w[1] + w[3] + w[2]) / z;
+        let cfg = SamplingConfig {
+            temperature: 2.0,
+            top_p: 0.8,
+            ..Default::default()
+        };
+        let mut rng = SplitMix64::new(3);
+        let mut seen = [0usize; 4];
+        for _ in 0..300 {
+            let (t, lp) = pick(&logits, &cfg, &mut rng);
+            let want = (w[t as usize] / z / kept).ln();
+            assert!((lp as f64 - want).abs() < 1e-5, "token {t}: {lp} vs {want}");
+            seen[t as usize] += 1;
+        }
+        assert_eq!(seen[0], 0);
+        assert!(seen[1] > 0 && seen[2] > 0 && seen[3] > 0, "{seen:?}");
+    }
+
+    #[test]
+    fn aligned_log_probs_cover_the_common_prefix() {
+        let lp = [-0.1f32, -0.2, -0.3];
+        assert_eq!(aligned_logprobs(&[5, 6, 7], &lp, &[5, 6, 7]), lp.to_vec());
+        assert_eq!(
+            aligned_logprobs(&[5, 6, 7], &lp, &[5, 6, 9, 2]),
+            vec![-0.1, -0.2]
+        );
+        assert_eq!(aligned_logprobs(&[5, 6, 7], &lp, &[5]), vec![-0.1]);
+        assert!(aligned_logprobs(&[5], &lp[..1], &[4]).is_empty());
+    }
+
+    #[test]
     fn pick_greedy_and_top_p() {
         let logits = [0.0f32, 3.0, 1.0, 3.0];
         let mut rng = SplitMix64::new(1);
         let (t, lp) = pick(&logits, &SamplingConfig::greedy(1), &mut rng);
         assert_eq!(t, 1);
-        assert!(lp < 0.0);
+        assert_eq!(lp, 0.0, "greedy is a point mass");
         // top_p tiny keeps only the most likely token (lowest id among ties).
         let cfg = SamplingConfig {
             temperature: 1.0,

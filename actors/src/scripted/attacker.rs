@@ -220,6 +220,7 @@ impl Policy for TemplateAttacker {
                             .filter(|s| !s.is_empty());
                         Generation {
                             tokens: text.split_whitespace().count() as u64,
+                            logprobs: Vec::new(),
                             text,
                             parsed,
                         }

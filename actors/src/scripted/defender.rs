@@ -189,6 +189,7 @@ impl Policy for RulesDefender {
                         };
                         Generation {
                             tokens: text.split_whitespace().count() as u64,
+                            logprobs: Vec::new(),
                             parsed: None,
                             text,
                         }
