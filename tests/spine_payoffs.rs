@@ -253,10 +253,23 @@ fn quirky_round(test: &str, judge: Quirky, overrides: &[&str]) -> Option<Vec<Rec
         .unwrap();
     let re = replay::recompute(&out).unwrap();
     assert!(re.mismatches.is_empty(), "{:?}", re.mismatches);
-    let recs = read(&out.join("episodes.jsonl"))
+    let log = out.join("episodes.jsonl");
+    let text = read(&log);
+    let recs = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // A representative other than the one its responses' rewards give is caught by replay.
+    let tampered = text.replacen("\"representative\":1", "\"representative\":0", 1);
+    if tampered != text {
+        std::fs::write(&log, tampered).unwrap();
+        let re = replay::recompute(&out).unwrap();
+        assert!(
+            re.mismatches.iter().any(|m| m.contains("representative")),
+            "{:?}",
+            re.mismatches
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Some(recs)
 }

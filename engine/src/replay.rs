@@ -304,7 +304,8 @@ fn roundtrip(m: &Metrics) -> Metrics {
         .unwrap_or_else(|| m.clone())
 }
 
-/// Recompute each reward of a round from its judgments and compare with the logged rewards.
+/// Recompute each reward of a round from its judgments, and each rewrite's representative response from its
+/// responses' rewards, and compare with the logged ones.
 fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) -> Vec<String> {
     let mut bad = Vec::new();
     // group key -> [(i, j, scores)]
@@ -375,7 +376,20 @@ fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) 
             att.entry(group).or_default().push((x.valid, x.reward));
         }
     }
-    let _ = optimistic;
+    // Each answered rewrite's representative follows from its responses' rewards (`game.optimistic`).
+    for r in recs {
+        if let Record::Rewrite(x) = r
+            && let (Some(logged), Some(rewards)) = (x.representative, def.get(x.key.as_str()))
+        {
+            let want = payoff::representative(rewards, *optimistic);
+            if logged != want {
+                bad.push(format!(
+                    "round {round}: representative of `{}`: logged {logged}, recomputed {want}",
+                    x.key
+                ));
+            }
+        }
+    }
     for (group, items) in &att {
         let re = rewards_of(Side::Attacker, group, items.len(), p.attacker_weight);
         for (i, (valid, logged)) in items.iter().enumerate() {
