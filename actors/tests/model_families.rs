@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use sparring_actors::chatlm::{ChatMessage, ChatModel};
 use sparring_actors::formats::gguf::{GgufWriter, MetaValue};
 use sparring_actors::formats::{GgufFile, HfCheckpoint, convert_gguf_to_hf, convert_hf_to_gguf};
-use sparring_actors::llama::generate::logsumexp;
+use sparring_actors::llama::generate::{Generated, logsumexp};
 use sparring_actors::llama::{
     Device, GenerateOptions, HostCache, HostLlama, LlamaConfig, LlamaModel, RopeScaling,
     WeightNaming,
@@ -164,13 +164,18 @@ fn check_burn(what: &str, m: &LlamaModel, cases: &[Case], tol: f64) {
     }
     let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.ids.clone()).collect();
     let out = m.generate(&prompts, &greedy_opts(cases)).unwrap();
+    report(&format!("{what} (flex)"), cases, &out, worst, worst_lse);
+}
+
+/// Checks the greedy steps of `out` against the reference and prints the path's worst errors.
+fn report(what: &str, cases: &[Case], out: &[Generated], worst: f64, worst_lse: f64) {
     let steps: Vec<usize> = cases
         .iter()
-        .zip(&out)
+        .zip(out)
         .map(|(c, g)| check_greedy(what, c, &g.tokens))
         .collect();
     eprintln!(
-        "{what} (flex): worst relative error: top-20 logits {worst:.2e}, logsumexp {worst_lse:.2e}; greedy steps equal {steps:?}"
+        "{what}: worst relative error: top-20 logits {worst:.2e}, logsumexp {worst_lse:.2e}; greedy steps equal {steps:?}"
     );
 }
 
@@ -196,14 +201,7 @@ fn check_host(what: &str, m: &LlamaModel, cases: &[Case], tol: f64) {
     }
     let prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.ids.clone()).collect();
     let out = host.generate(&prompts, &greedy_opts(cases)).unwrap();
-    let steps: Vec<usize> = cases
-        .iter()
-        .zip(&out)
-        .map(|(c, g)| check_greedy(what, c, &g.tokens))
-        .collect();
-    eprintln!(
-        "{what} (host): worst relative error: top-20 logits {worst:.2e}, logsumexp {worst_lse:.2e}; greedy steps equal {steps:?}"
-    );
+    report(&format!("{what} (host)"), cases, &out, worst, worst_lse);
 }
 
 /// Loads the fixture as the `chat-lm` kind does and checks that its chat template and tokenizer give the
