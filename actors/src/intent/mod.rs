@@ -4,7 +4,6 @@
 //! model-independent evaluation. Pure Rust; the Burn policies plug in through token sequences.
 
 pub mod eval;
-pub mod game;
 pub mod lang;
 pub mod metrics;
 pub mod oracle;

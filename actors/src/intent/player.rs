@@ -1,6 +1,7 @@
 //! An intent-game player (attacker or defender) on the Burn transformer LM of `lm`: model sizes and
 //! sampling from a config, the supervised warm start (cross-entropy on the warm data, seeded), batched
-//! generation from the learner's generator (the EMA copy for DPO/IPO), and DPO/IPO/GRPO updates.
+//! generation from the learner's generator (the EMA copy for DPO/IPO), DPO/IPO/GRPO updates, and a player's
+//! evaluation on held-out seeds (the engine's runs evaluate through the `intent-*` kinds instead).
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor};
@@ -13,9 +14,10 @@ use crate::lm::{
     TransformerConfig, TransformerLm, generate, response_token_logprobs,
 };
 
+use super::eval::{AttackEval, DefenderEval, evaluate_attacker, evaluate_defender};
 use super::lang::{Category, EOS, Language, PAD, Token};
 use super::oracle::Response;
-use super::rng::SplitMix64;
+use super::rng::{SplitMix64, hash_words};
 use super::seeds::Intent;
 use super::warm::{
     Example, attacker_context, defender_context, parse_rewrite, warm_attacker_data,
@@ -469,4 +471,60 @@ impl IntentPlayer {
     ) -> Result<IntentPlayer, LmError> {
         IntentPlayer::from_model(role, cfg, self.generator(), Vec::new(), seed)
     }
+}
+
+/// Evaluates a defender on held-out seeds with greedy decoding.
+pub fn evaluate_defender_player(
+    lang: &Language,
+    held_out: &[Intent],
+    defender: &IntentPlayer,
+) -> Result<DefenderEval, LmError> {
+    let mut defend = |ps: &[Vec<Token>]| -> Result<Vec<Response>, LmError> {
+        let seeds: Vec<u64> = (0..ps.len() as u64).collect();
+        Ok(defender
+            .defend(lang, ps, &seeds, true)?
+            .into_iter()
+            .map(|x| x.1)
+            .collect())
+    };
+    evaluate_defender(lang, held_out, &mut defend)
+}
+
+/// The ASR of an attacker against a defender on harmful seeds: `samples` sampled rewrites per seed,
+/// greedy defender.
+pub fn evaluate_attacker_player(
+    lang: &Language,
+    harmful: &[Intent],
+    attacker: &IntentPlayer,
+    defender: &IntentPlayer,
+    samples: usize,
+    seed: u64,
+) -> Result<AttackEval, LmError> {
+    let mut total = AttackEval::default();
+    for k in 0..samples.max(1) {
+        let mut attack = |ss: &[Vec<Token>]| -> Result<Vec<Option<Vec<Token>>>, LmError> {
+            let inputs: Vec<(Category, Vec<Token>)> =
+                ss.iter().map(|s| (Category::Harmful, s.clone())).collect();
+            let rs: Vec<u64> = (0..ss.len() as u64)
+                .map(|i| hash_words(seed, &[k as u64, i]))
+                .collect();
+            Ok(attacker
+                .attack(lang, &inputs, &rs, false)?
+                .into_iter()
+                .map(|x| x.1)
+                .collect())
+        };
+        let mut defend = |ps: &[Vec<Token>]| -> Result<Vec<Response>, LmError> {
+            let seeds: Vec<u64> = (0..ps.len() as u64).collect();
+            Ok(defender
+                .defend(lang, ps, &seeds, true)?
+                .into_iter()
+                .map(|x| x.1)
+                .collect())
+        };
+        let e = evaluate_attacker(lang, harmful, &mut attack, &mut defend)?;
+        total.asr = total.asr.merge(e.asr);
+        total.faithful = total.faithful.merge(e.faithful);
+    }
+    Ok(total)
 }
