@@ -263,32 +263,21 @@ fn invalid_headers_and_tensor_infos_are_rejected() {
     assert!(msg(GgufFile::parse(b).unwrap_err()).contains("5 dimensions at byte 33"));
 }
 
-struct SplitMix64(u64);
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 #[test]
 fn seeded_mutations_never_panic() {
     let base = every_type_writer().to_bytes();
-    let mut rng = SplitMix64(42);
+    let mut rng = sparring_engine::rng::SplitMix64::new(42);
     let mut ok = 0;
     for _ in 0..10_000 {
         let mut b = base.clone();
-        let n_mut = 1 + rng.next() % 4;
+        let n_mut = 1 + rng.next_u64() % 4;
         for _ in 0..n_mut {
-            let i = (rng.next() % b.len() as u64) as usize;
-            match rng.next() % 4 {
-                0 => b[i] = rng.next() as u8,
-                1 => b[i] ^= 1 << (rng.next() % 8),
+            let i = (rng.next_u64() % b.len() as u64) as usize;
+            match rng.next_u64() % 4 {
+                0 => b[i] = rng.next_u64() as u8,
+                1 => b[i] ^= 1 << (rng.next_u64() % 8),
                 2 => b.truncate(i),
-                _ => b[i] = [0u8, 0xFF, 0x7F, 0x80][(rng.next() % 4) as usize],
+                _ => b[i] = [0u8, 0xFF, 0x7F, 0x80][(rng.next_u64() % 4) as usize],
             }
             if b.is_empty() {
                 break;

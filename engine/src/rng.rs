@@ -1,5 +1,32 @@
-//! Deterministic randomness: a splitmix64 stream and seed derivation from (scenario seed, round, key), so that
+//! Deterministic randomness, the one module of it for the whole workspace: a splitmix64 stream (one `u64` of
+//! state, so checkpoints store it exactly; the Burn models' init and sampling, the intent game's data and the
+//! scripted kinds all draw from it), keyed hashes, and seed derivation from (scenario seed, round, key), so that
 //! every request's randomness is fixed by what it is, never by call order or restarts.
+
+/// splitmix64's increment (the golden-ratio constant).
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's finalizer: a bijective 64-bit mixer.
+pub fn finalize(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Hashes a seed and a key of words into one well-mixed 64-bit value (order-sensitive): order-independent draws
+/// such as a judge's noise or per-seed choices.
+pub fn hash_words(seed: u64, words: &[u64]) -> u64 {
+    let mut h = finalize(seed ^ GAMMA);
+    for &w in words {
+        h = finalize(h.wrapping_add(GAMMA) ^ finalize(w.wrapping_add(0x632B_E59B_D9B4_E019)));
+    }
+    h
+}
+
+/// Maps 64 random bits to a float uniform in [0, 1) (53 bits).
+pub fn unit_f64(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
 
 /// FNV-1a 64-bit hash of a string (stable across platforms and versions).
 pub fn fnv1a(s: &str) -> u64 {
@@ -16,11 +43,8 @@ pub fn fnv1a_more(mut h: u64, s: &str) -> u64 {
 }
 
 /// One splitmix64 step: a good 64-bit mixer.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+pub fn mix(z: u64) -> u64 {
+    finalize(z.wrapping_add(GAMMA))
 }
 
 /// The seed for the request `key` of `round` in a game seeded with `seed`.
@@ -92,25 +116,59 @@ impl KeyPrefix<'_> {
 }
 
 /// A splitmix64 random stream.
-#[derive(Debug, Clone)]
+/// The splitmix64 generator (Steele, Lea, Flood 2014): same seed, same draws, on every platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
+    /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    /// A generator for sub-stream `stream` of `seed` (independent of the other streams).
+    pub fn derive(seed: u64, stream: u64) -> Self {
+        let mut g = Self::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        g.next_u64();
+        Self::new(g.next_u64() ^ stream)
     }
 
-    /// Uniform in `0..n` (n > 0; returns 0 for n == 0), without modulo bias.
+    /// The raw state (for checkpoints).
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
+    /// Restores a generator from its raw [`state`](Self::state).
+    pub fn from_state(state: u64) -> Self {
+        SplitMix64 { state }
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GAMMA);
+        finalize(self.state)
+    }
+
+    /// Uniform in [0, 1), 53 random bits.
+    pub fn next_f64(&mut self) -> f64 {
+        unit_f64(self.next_u64())
+    }
+
+    /// Standard normal (Box–Muller, one value per call).
+    pub fn next_normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.next_f64(); // (0, 1]
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// `true` with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.next_f64() < p
+    }
+
+    /// Uniform in `0..n` (n > 0; returns 0 for n == 0), without modulo bias (rejection).
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             return 0;
@@ -124,16 +182,37 @@ impl SplitMix64 {
         }
     }
 
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Fisher-Yates shuffle.
+    /// Fisher-Yates shuffle with [`below`](Self::below).
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = self.below(i as u64 + 1) as usize;
             v.swap(i, j);
+        }
+    }
+
+    /// Uniform in `0..n` by one multiply-shift (Lemire; returns 0 for n == 0): one draw, a bias of at most
+    /// n / 2^64. The intent game's data draw with it (and so must keep doing, for the same data).
+    pub fn below_scaled(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// A uniformly chosen element ([`below_scaled`](Self::below_scaled)), or `None` for an empty slice.
+    pub fn choose<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        if items.is_empty() {
+            None
+        } else {
+            items.get(self.below_scaled(items.len()))
+        }
+    }
+
+    /// Fisher-Yates shuffle with [`below_scaled`](Self::below_scaled).
+    pub fn shuffle_scaled<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below_scaled(i + 1);
+            items.swap(i, j);
         }
     }
 }
@@ -174,6 +253,53 @@ mod tests {
         assert_ne!(a, derive(2, 2, "r2/s1"));
         assert_ne!(a, derive(1, 3, "r2/s1"));
         assert_ne!(a, derive(1, 2, "r2/s2"));
+    }
+
+    #[test]
+    fn streams_are_deterministic_restorable_and_in_range() {
+        let mut a = SplitMix64::new(7);
+        let mut b = SplitMix64::new(7);
+        for _ in 0..100 {
+            let x = a.next_f64();
+            assert!((0.0..1.0).contains(&x));
+            assert_eq!(x.to_bits(), b.next_f64().to_bits());
+        }
+        // The reference splitmix64 sequence for seed 0.
+        let mut z = SplitMix64::new(0);
+        assert_eq!(z.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(z.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        let mut c = SplitMix64::from_state(a.state());
+        assert_eq!(a.next_u64(), c.next_u64());
+        assert_ne!(
+            SplitMix64::derive(1, 0).next_u64(),
+            SplitMix64::derive(1, 1).next_u64()
+        );
+        assert_eq!(mix(5), SplitMix64::new(5).next_u64());
+    }
+
+    #[test]
+    fn scaled_draws_are_in_range_and_cover() {
+        let mut r = SplitMix64::new(1);
+        let mut seen = [false; 5];
+        for _ in 0..200 {
+            let x = r.below_scaled(5);
+            seen[x] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+        assert_eq!(r.choose::<u8>(&[]), None);
+        let mut v: Vec<u32> = (0..50).collect();
+        r.shuffle_scaled(&mut v);
+        let mut s = v.clone();
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+        assert_ne!(v, s);
+    }
+
+    #[test]
+    fn hash_words_is_order_sensitive() {
+        assert_ne!(hash_words(1, &[1, 2]), hash_words(1, &[2, 1]));
+        assert_eq!(hash_words(1, &[1, 2]), hash_words(1, &[1, 2]));
+        assert_ne!(hash_words(1, &[1, 2]), hash_words(2, &[1, 2]));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::formats::SafetensorsFile;
 use crate::formats::safetensors::to_bytes_f32;
 use crate::llama::{LlamaModel, Projection, ProjectionHook, RopeLayout};
-use crate::lm::{CausalLm, LmError, TokenBatch};
+use crate::lm::{CausalLm, LmError, SplitMix64, TokenBatch};
 
 /// A projection LoRA can adapt.
 pub const TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
@@ -133,14 +133,9 @@ pub struct LoraLlama {
     cfg: LoraConfig,
 }
 
-/// SplitMix64 uniform in [-1, 1).
-fn uniform(state: &mut u64) -> f32 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+/// Uniform in [-1, 1) with 24 random bits.
+fn uniform(rng: &mut SplitMix64) -> f32 {
+    ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
 fn base_weight(m: &LlamaModel, layer: usize, t: &str) -> Option<Tensor<2>> {
@@ -162,7 +157,7 @@ impl LoraLlama {
     pub fn new(base: LlamaModel, cfg: LoraConfig, seed: u64) -> Result<Self, String> {
         cfg.validate()?;
         let device = base.device();
-        let mut state = seed;
+        let mut rng = SplitMix64::new(seed);
         let mut blocks = Vec::with_capacity(base.blocks.len());
         for l in 0..base.blocks.len() {
             let mut mk = |t: &str| -> Option<LoraPair> {
@@ -172,7 +167,7 @@ impl LoraLlama {
                 let [din, dout] = base_weight(&base, l, t)?.dims();
                 let bound = 1.0 / (din as f32).sqrt();
                 let a: Vec<f32> = (0..din * cfg.rank)
-                    .map(|_| uniform(&mut state) * bound)
+                    .map(|_| uniform(&mut rng) * bound)
                     .collect();
                 Some(LoraPair {
                     a: Param::from_tensor(Tensor::from_data(

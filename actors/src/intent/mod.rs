@@ -8,7 +8,6 @@ pub mod lang;
 pub mod metrics;
 pub mod oracle;
 pub mod player;
-pub mod rng;
 pub mod roles;
 pub mod seeds;
 pub mod warm;
@@ -22,8 +21,8 @@ pub use lang::{
 };
 pub use metrics::{Rate, asr, compliance, helpful_compliance};
 pub use oracle::{Goal, Oracle, OracleConfig, Outcome, Preference, Response, Side, exact_score};
-pub use rng::SplitMix64;
 pub use seeds::{Intent, SeedSplit, all_intents, split_intents};
+pub use sparring_engine::rng::SplitMix64;
 pub use warm::{
     Example, RewriteStyle, attacker_context, defender_context, parse_rewrite,
     warm_defender_response,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::lang::{Category, EOS, Language, Token, TopicId, WordClass};
-use super::rng::{hash_words, unit_f64};
+use sparring_engine::rng::{hash_words, unit_f64};
 
 /// A defender response, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,12 +17,12 @@ use crate::lm::{
 use super::eval::{AttackEval, DefenderEval, evaluate_attacker, evaluate_defender};
 use super::lang::{Category, EOS, Language, PAD, Token};
 use super::oracle::Response;
-use super::rng::{SplitMix64, hash_words};
 use super::seeds::Intent;
 use super::warm::{
     Example, attacker_context, defender_context, parse_rewrite, warm_attacker_data,
     warm_defender_data,
 };
+use sparring_engine::rng::{SplitMix64, hash_words};
 
 /// Which player.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -228,7 +228,7 @@ pub fn supervised_train(
     for _ in 0..cfg.steps {
         let pairs: Vec<(&[u32], &[u32])> = (0..bs)
             .map(|_| {
-                let e = &data[rng.below(data.len())];
+                let e = &data[rng.below_scaled(data.len())];
                 (e.context.as_slice(), e.response.as_slice())
             })
             .collect();

@@ -21,11 +21,11 @@ use super::oracle::{Goal, Oracle, OracleConfig, Outcome, Response, Side};
 use super::player::{
     IntentPlayer, ModelSize, PlayerConfig, PlayerRole, WarmStartConfig, d_learner,
 };
-use super::rng::{SplitMix64, hash_words};
 use super::seeds::split_intents;
 use super::warm::{
     RewriteStyle, attacker_context, defender_context, parse_rewrite, warm_defender_response,
 };
+use sparring_engine::rng::{SplitMix64, hash_words};
 
 fn lm_err(e: LmError) -> RoleError {
     RoleError::Failed(e.to_string())

@@ -2,7 +2,7 @@
 //! rendered with an opener, and seeded train / held-out splits stratified by topic.
 
 use super::lang::{Category, Language, Token, TopicId};
-use super::rng::{SplitMix64, hash_words};
+use sparring_engine::rng::{SplitMix64, hash_words};
 
 /// One seed request: a topic expressed by a surface word and one or two context words.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -117,7 +117,7 @@ pub fn split_intents(lang: &Language, held_out_frac: f64, seed: u64) -> SeedSpli
     let mut held = vec![false; all.len()];
     for ti in 0..lang.topics().len() {
         let mut ids: Vec<usize> = all.iter().filter(|i| i.topic == ti).map(|i| i.id).collect();
-        rng.shuffle(&mut ids);
+        rng.shuffle_scaled(&mut ids);
         let k = (frac * ids.len() as f64).round() as usize;
         for &id in ids.iter().take(k) {
             held[id] = true;

@@ -5,8 +5,8 @@
 use super::IntentError;
 use super::lang::{BOS, Category, EOS, FramingKind, Language, SEP, Token, TopicId, WordClass};
 use super::oracle::Response;
-use super::rng::SplitMix64;
 use super::seeds::Intent;
+use sparring_engine::rng::SplitMix64;
 
 /// One supervised example: the model sees `context` and is trained on `response` (which ends in
 /// `EOS`); the full sequence is `context ++ response`.
@@ -167,7 +167,7 @@ pub fn rewrite_intent(
         }
     }
     let opener_idx = if rng.chance(style.p_new_opener) {
-        rng.below(lang.openers().len())
+        rng.below_scaled(lang.openers().len())
     } else {
         intent.opener
     };
@@ -189,7 +189,7 @@ pub fn rewrite_intent(
     };
     out.push(surface);
     let mut ctx = intent.context.clone();
-    rng.shuffle(&mut ctx);
+    rng.shuffle_scaled(&mut ctx);
     out.extend_from_slice(&ctx);
     if rng.chance(style.p_dilute) {
         let harmful = lang.topic(intent.topic).is_some_and(|t| t.harmful);
@@ -252,7 +252,7 @@ fn sample_examples(
         return out;
     }
     while out.len() < n {
-        rng.shuffle(&mut order);
+        rng.shuffle_scaled(&mut order);
         for &i in &order {
             if out.len() >= n {
                 break;

@@ -3,7 +3,7 @@
 
 use super::error::LlamaError;
 use super::model::{KvCache, LlamaModel, LogitsMode};
-use super::rng::SplitMix64;
+use sparring_engine::rng::SplitMix64;
 
 /// Sampling settings.
 #[derive(Clone, Debug, PartialEq)]

@@ -12,7 +12,6 @@ pub mod host;
 mod kernels;
 pub mod load;
 pub mod model;
-pub mod rng;
 pub mod rope;
 
 pub use config::{LlamaConfig, MetadataLookup, RopeLayout};

@@ -14,7 +14,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use super::config::{LlamaConfig, RopeLayout};
 use super::error::LlamaError;
 use super::load::{LayerTensor, TensorLookup, WeightNaming};
-use super::rng::SplitMix64;
+use sparring_engine::rng::SplitMix64;
 
 /// Attention projections; weights are stored `[in, out]` (Burn's `Linear` convention).
 #[derive(Module, Debug)]

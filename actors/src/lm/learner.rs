@@ -220,7 +220,8 @@ fn host_tensor<const D: usize>(v: Vec<f32>, dims: [usize; D], device: &Device) -
 /// Mean over the masked tokens of the k3 estimator `e^d − d − 1` of a KL, where `d` is the log
 /// ratio of the other distribution to the sampling one (`[B, T]`, masked tokens only).
 fn mean_k3(d: Tensor<2>, mask: Tensor<2>) -> Result<f32, LmError> {
-    let k3 = (d.clone().exp() - d).sub_scalar(1.0) * mask.clone();
+    // k3 ≥ 0; clamped so that rounding at d ≈ 0 does not log a negative KL.
+    let k3 = (d.clone().exp() - d).sub_scalar(1.0).clamp_min(0.0) * mask.clone();
     let v = to_vec_f32(k3.sum() / mask.sum().clamp_min(1.0))?;
     Ok(v.first().copied().unwrap_or(0.0))
 }

@@ -27,7 +27,6 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod params;
-pub mod rng;
 pub mod sample;
 pub mod worker;
 
@@ -45,8 +44,8 @@ pub use loss::{
 };
 pub use model::{KvCache, NormKind, TransformerConfig, TransformerLm};
 pub use optim::{AdamW, OptimConfig, lr_at};
-pub use rng::SplitMix64;
 pub use sample::{
     GenRequest, Generation, SamplingConfig, aligned_logprobs, generate, generate_uncached,
 };
+pub use sparring_engine::rng::SplitMix64;
 pub use worker::ModelThread;
