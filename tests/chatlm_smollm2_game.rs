@@ -18,7 +18,7 @@ fn shared() -> Option<PathBuf> {
 }
 
 fn model() -> Option<PathBuf> {
-    sparring_actors::formats::smollm2_gguf_path().filter(|p| p.exists())
+    sparring_actors::testing::smollm2_or_skip("chatlm_smollm2_game")
 }
 
 /// Overrides that shrink the scenario to one short round and point it at the model and data found here.

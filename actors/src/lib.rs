@@ -7,6 +7,7 @@ pub mod intent;
 pub mod llama;
 pub mod lm;
 pub mod scripted;
+pub mod testing;
 
 /// The registry of every kind this crate provides (scenario `kind` → constructor).
 pub fn registry() -> sparring_engine::Registry {

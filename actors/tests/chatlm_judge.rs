@@ -16,16 +16,7 @@ use sparring_engine::{
 };
 
 fn model() -> Option<PathBuf> {
-    match formats::smollm2_gguf_path() {
-        Some(p) if p.exists() => Some(p),
-        other => {
-            eprintln!(
-                "SKIP: SmolLM2 GGUF not found at {:?}; run scripts/fetch-model.sh or set SPARRING_SMOLLM2_GGUF",
-                other
-            );
-            None
-        }
-    }
+    sparring_actors::testing::smollm2_or_skip("chatlm_judge")
 }
 
 fn ctx(role: Role) -> BuildContext {
@@ -384,7 +375,7 @@ fn measure_verdict_rates() {
 
 /// Exploration of faithfulness prompts for the logit read (ignored): mean P(True) on same vs other requests.
 #[test]
-#[ignore = "exploration"]
+#[ignore = "exploration, minutes: cargo test -p sparring-actors --test chatlm_judge explore_faithfulness -- --ignored --nocapture"]
 fn explore_faithfulness_prompts() {
     use sparring_actors::chatlm::{ChatMessage, ChatModel};
     let Some(path) = model() else { return };

@@ -13,16 +13,7 @@ use sparring_engine::{
 };
 
 fn model() -> Option<PathBuf> {
-    match formats::smollm2_gguf_path() {
-        Some(p) if p.exists() => Some(p),
-        other => {
-            eprintln!(
-                "SKIP: SmolLM2 GGUF not found at {:?}; run scripts/fetch-model.sh or set SPARRING_SMOLLM2_GGUF",
-                other
-            );
-            None
-        }
-    }
+    sparring_actors::testing::smollm2_or_skip("chatlm_roles")
 }
 
 fn shared() -> Option<PathBuf> {

@@ -208,11 +208,12 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
     use sparring_actors::chatlm::chat_registry;
     use sparring_engine::registry::BuildContext;
     use sparring_engine::{Category, GenRequest, Group, Role, Seed};
-    let dir = sparring_actors::formats::shared_dir().join("fixtures/tiny-qwen2");
-    if !dir.join("config.json").exists() {
-        eprintln!("SKIP: fixture not found at {}", dir.display());
+    let Some(dir) = sparring_actors::testing::shared_or_skip(
+        "fixtures/tiny-qwen2",
+        "a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with",
+    ) else {
         return;
-    }
+    };
     let params: toml::Table = toml::from_str(&format!(
         "model = {:?}\ntemperature = 2.0\nmax_new_tokens = 8\nbatch_size = 4\n\
          lora = {{ rank = 2, alpha = 4.0, targets = [\"q\", \"v\"] }}\n\

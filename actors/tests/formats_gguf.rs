@@ -611,16 +611,7 @@ fn hf_view_renames_and_unpermutes() {
 // ---------------------------------------------------------------- the real SmolLM2 file
 
 fn smollm2_path() -> Option<std::path::PathBuf> {
-    let p = sparring_actors::formats::smollm2_gguf_path()?;
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIP: SmolLM2 GGUF not found at {} (run scripts/fetch-model.sh)",
-            p.display()
-        );
-        None
-    }
+    sparring_actors::testing::smollm2_or_skip("formats_gguf")
 }
 
 #[test]
@@ -770,13 +761,6 @@ fn parallel_dequantize_equals_serial() {
 /// letting the model tests skip.
 #[test]
 fn the_model_is_there_when_required() {
-    if std::env::var_os("SPARRING_REQUIRE_MODEL").is_none() {
-        return;
-    }
-    let p = sparring_actors::formats::smollm2_gguf_path().unwrap_or_default();
-    assert!(
-        p.is_file(),
-        "SPARRING_REQUIRE_MODEL is set but {} is missing (run scripts/fetch-model.sh)",
-        p.display()
-    );
+    // Panics when SPARRING_REQUIRE_MODEL is set and the model is missing (the rule every model test follows).
+    let _ = sparring_actors::testing::smollm2_or_skip("the_model_is_there_when_required");
 }

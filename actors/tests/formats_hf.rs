@@ -13,8 +13,8 @@ use sparring_actors::formats::hf::{
     ConvertOptions, HfCheckpoint, LlamaConfig, convert_gguf_to_hf, convert_gguf_to_hf_with,
 };
 use sparring_actors::formats::safetensors::{SafetensorsFile, to_bytes_f32};
+use sparring_actors::formats::shared_dir;
 use sparring_actors::formats::tokenizer::TextTokenizer;
-use sparring_actors::formats::{shared_dir, smollm2_gguf_path};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sparring-hf-{}-{name}", std::process::id()));
@@ -279,8 +279,8 @@ fn bad_hf_dirs_are_errors_naming_the_file() {
 
 #[test]
 fn smollm2_converts_to_hf_and_matches() {
-    let Some(p) = smollm2_gguf_path().filter(|p| p.is_file()) else {
-        eprintln!("SKIP: SmolLM2 GGUF not found (run scripts/fetch-model.sh)");
+    let Some(p) = sparring_actors::testing::smollm2_or_skip("smollm2_converts_to_hf_and_matches")
+    else {
         return;
     };
     let dir = tmp("smollm2");

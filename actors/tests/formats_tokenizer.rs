@@ -4,18 +4,11 @@
 
 use sparring_actors::formats::chat::{ChatMessage, ChatTemplate};
 use sparring_actors::formats::gguf::GgufFile;
+use sparring_actors::formats::shared_dir;
 use sparring_actors::formats::tokenizer::TextTokenizer;
-use sparring_actors::formats::{shared_dir, smollm2_gguf_path};
 
 fn smollm2() -> Option<GgufFile> {
-    let p = smollm2_gguf_path()?;
-    if !p.is_file() {
-        eprintln!(
-            "SKIP: SmolLM2 GGUF not found at {} (run scripts/fetch-model.sh)",
-            p.display()
-        );
-        return None;
-    }
+    let p = sparring_actors::testing::smollm2_or_skip("formats_tokenizer")?;
     Some(GgufFile::open(&p).unwrap())
 }
 

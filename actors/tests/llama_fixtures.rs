@@ -37,14 +37,7 @@ fn model() -> Option<&'static LlamaModel> {
     static MODEL: OnceLock<Option<LlamaModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let path = gguf_path();
-            if !path.exists() {
-                eprintln!(
-                    "SKIP: {} not found (run scripts/fetch-model.sh or set SPARRING_SMOLLM2_GGUF)",
-                    path.display()
-                );
-                return None;
-            }
+            let path = sparring_actors::testing::smollm2_or_skip("llama_fixtures")?;
             Some(LlamaModel::load_gguf(&path, &Device::flex()).unwrap())
         })
         .as_ref()
@@ -170,9 +163,9 @@ fn hf_layout_matches_gguf() {
     assert!(d < 1e-3, "{d}");
 }
 
-/// Full round trip through `convert_gguf_to_hf` on disk (writes ~540 MB; run with --ignored).
+/// Full round trip through `convert_gguf_to_hf` on disk (writes ~540 MB).
 #[test]
-#[ignore]
+#[ignore = "writes ~540 MB: cargo test -p sparring-actors --test llama_fixtures converted_hf_dir -- --ignored"]
 fn converted_hf_dir_matches_gguf() {
     let (Some(cases), Some(m)) = (fixtures("logits.jsonl"), model()) else {
         return;

@@ -36,15 +36,7 @@ fn tolerance(name: &str) -> f64 {
 }
 
 fn fixture_dir(name: &str) -> Option<PathBuf> {
-    let dir = sparring_actors::formats::shared_dir()
-        .join("fixtures")
-        .join(name);
-    if dir.join("reference.jsonl").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP: fixture {} not found", dir.display());
-        None
-    }
+    sparring_actors::testing::shared_or_skip(&format!("fixtures/{name}"), "model_families")
 }
 
 /// One reference prompt: its ids, the checked positions and the greedy steps.
@@ -592,12 +584,13 @@ fn linear_rope_scaling_on_every_path() {
 
 /// SmolLM2 (the real model): its GGUF → `convert` → HF → `convert` → GGUF again (arch `llama`, Q/K rows permuted
 /// back, pre-tokenizer `smollm` recognised) gives the original's logits and prompt ids. Writes ~1.1 GB of F32
-/// files; run with `--ignored`.
+/// files.
 #[test]
-#[ignore]
+#[ignore = "writes ~1.1 GB: cargo test -p sparring-actors --test model_families smollm2_converts -- --ignored"]
 fn smollm2_converts_to_hf_and_back_to_gguf() {
-    let Some(src) = sparring_actors::formats::smollm2_gguf_path().filter(|p| p.is_file()) else {
-        eprintln!("SKIP: SmolLM2 GGUF not found (run scripts/fetch-model.sh)");
+    let Some(src) =
+        sparring_actors::testing::smollm2_or_skip("smollm2_converts_to_hf_and_back_to_gguf")
+    else {
         return;
     };
     let work = tmp("smollm2");
