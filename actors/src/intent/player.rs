@@ -479,15 +479,23 @@ pub fn evaluate_defender_player(
     held_out: &[Intent],
     defender: &IntentPlayer,
 ) -> Result<DefenderEval, LmError> {
-    let mut defend = |ps: &[Vec<Token>]| -> Result<Vec<Response>, LmError> {
-        let seeds: Vec<u64> = (0..ps.len() as u64).collect();
-        Ok(defender
-            .defend(lang, ps, &seeds, true)?
-            .into_iter()
-            .map(|x| x.1)
-            .collect())
-    };
-    evaluate_defender(lang, held_out, &mut defend)
+    evaluate_defender(lang, held_out, &mut |ps| {
+        greedy_responses(lang, defender, ps)
+    })
+}
+
+/// The defender's greedy answers to `prompts`, as the oracle parses them.
+fn greedy_responses(
+    lang: &Language,
+    defender: &IntentPlayer,
+    prompts: &[Vec<Token>],
+) -> Result<Vec<Response>, LmError> {
+    let seeds: Vec<u64> = (0..prompts.len() as u64).collect();
+    Ok(defender
+        .defend(lang, prompts, &seeds, true)?
+        .into_iter()
+        .map(|x| x.1)
+        .collect())
 }
 
 /// The ASR of an attacker against a defender on harmful seeds: `samples` sampled rewrites per seed,
@@ -514,14 +522,7 @@ pub fn evaluate_attacker_player(
                 .map(|x| x.1)
                 .collect())
         };
-        let mut defend = |ps: &[Vec<Token>]| -> Result<Vec<Response>, LmError> {
-            let seeds: Vec<u64> = (0..ps.len() as u64).collect();
-            Ok(defender
-                .defend(lang, ps, &seeds, true)?
-                .into_iter()
-                .map(|x| x.1)
-                .collect())
-        };
+        let mut defend = |ps: &[Vec<Token>]| greedy_responses(lang, defender, ps);
         let e = evaluate_attacker(lang, harmful, &mut attack, &mut defend)?;
         total.asr = total.asr.merge(e.asr);
         total.faithful = total.faithful.merge(e.faithful);
