@@ -18,8 +18,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::gguf::{
-    DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufFile, GgufHfView, MetaValue, hf_to_gguf_name, permute_qk,
-    put_string, put_value,
+    DEFAULT_ALIGNMENT, GgufFile, GgufHfView, MetaValue, hf_to_gguf_name, permute_qk, put_header,
 };
 use super::hf::{HfCheckpoint, LlamaConfig};
 use super::quant::GgmlType;
@@ -258,27 +257,25 @@ fn write_gguf_f32(
     mut fetch: impl FnMut(&str, Option<&str>) -> Result<Vec<f32>>,
 ) -> Result<()> {
     let align = DEFAULT_ALIGNMENT as usize;
+    let dims: Vec<Vec<u64>> = tensors
+        .iter()
+        .map(|(_, shape, _)| shape.iter().rev().map(|&d| d as u64).collect())
+        .collect();
+    let infos: Vec<(&str, &[u64], GgmlType, usize)> = tensors
+        .iter()
+        .zip(&dims)
+        .map(|((name, shape, _), d)| {
+            (
+                name.as_str(),
+                d.as_slice(),
+                GgmlType::F32,
+                4 * shape.iter().product::<usize>(),
+            )
+        })
+        .collect();
+    let metadata: Vec<&(String, MetaValue)> = metadata.iter().collect();
     let mut head = Vec::new();
-    head.extend_from_slice(&GGUF_MAGIC);
-    head.extend_from_slice(&3u32.to_le_bytes());
-    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    head.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
-    for (key, v) in metadata {
-        put_string(&mut head, key);
-        head.extend_from_slice(&(v.meta_type() as u32).to_le_bytes());
-        put_value(&mut head, v);
-    }
-    let mut offset = 0usize;
-    for (name, shape, _) in tensors {
-        put_string(&mut head, name);
-        head.extend_from_slice(&(shape.len() as u32).to_le_bytes());
-        for &d in shape.iter().rev() {
-            head.extend_from_slice(&(d as u64).to_le_bytes());
-        }
-        head.extend_from_slice(&GgmlType::F32.code().to_le_bytes());
-        head.extend_from_slice(&(offset as u64).to_le_bytes());
-        offset = (offset + 4 * shape.iter().product::<usize>()).div_ceil(align) * align;
-    }
+    put_header(&mut head, 3, &metadata, &infos, align);
     head.resize(head.len().div_ceil(align) * align, 0);
     let file = std::fs::File::create(path).map_err(|e| FormatError::io(path, e))?;
     let mut w = std::io::BufWriter::new(file);

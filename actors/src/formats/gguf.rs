@@ -704,12 +704,12 @@ impl Default for GgufWriter {
     }
 }
 
-pub(crate) fn put_string(out: &mut Vec<u8>, s: &str) {
+fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-pub(crate) fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
+fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
     match v {
         MetaValue::U8(x) => out.push(*x),
         MetaValue::I8(x) => out.push(*x as u8),
@@ -731,6 +731,42 @@ pub(crate) fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
         MetaValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
         MetaValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
     }
+}
+
+/// Writes a GGUF header up to its last tensor info (not the padding after it): magic, `version`, the counts,
+/// `metadata`, and each tensor's info `(name, dims innermost first, type, data bytes)` with its offset in the
+/// data section, each tensor's data starting at a multiple of `align`. The one header writer
+/// ([`GgufWriter::to_bytes`] and the streaming HF → GGUF converter).
+pub(crate) fn put_header(
+    out: &mut Vec<u8>,
+    version: u32,
+    metadata: &[&(String, MetaValue)],
+    tensors: &[(&str, &[u64], GgmlType, usize)],
+    align: usize,
+) -> Vec<usize> {
+    out.extend_from_slice(&GGUF_MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        put_string(out, k);
+        out.extend_from_slice(&(v.meta_type() as u32).to_le_bytes());
+        put_value(out, v);
+    }
+    let mut offset = 0usize;
+    let mut offsets = Vec::with_capacity(tensors.len());
+    for (name, dims, ty, bytes) in tensors {
+        put_string(out, name);
+        out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&ty.code().to_le_bytes());
+        out.extend_from_slice(&(offset as u64).to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + bytes).div_ceil(align) * align;
+    }
+    offsets
 }
 
 impl GgufWriter {
@@ -772,38 +808,23 @@ impl GgufWriter {
     /// Serializes the file. Element types of arrays are taken from `MetaValue::Array::elem`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let align = self.alignment.max(1) as usize;
-        let mut out = Vec::new();
-        out.extend_from_slice(&GGUF_MAGIC);
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
         let add_alignment = self.alignment != DEFAULT_ALIGNMENT
             && !self.metadata.iter().any(|(k, _)| k == "general.alignment");
-        let n_kv = self.metadata.len() + add_alignment as usize;
-        out.extend_from_slice(&(n_kv as u64).to_le_bytes());
         let extra = add_alignment.then(|| {
             (
                 "general.alignment".to_string(),
                 MetaValue::U32(self.alignment as u32),
             )
         });
-        for (k, v) in self.metadata.iter().chain(extra.iter()) {
-            put_string(&mut out, k);
-            out.extend_from_slice(&(v.meta_type() as u32).to_le_bytes());
-            put_value(&mut out, v);
-        }
-        let mut offset = 0usize;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for (name, dims, ty, data) in &self.tensors {
-            put_string(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&ty.code().to_le_bytes());
-            out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + data.len()).div_ceil(align) * align;
-        }
+        let metadata: Vec<&(String, MetaValue)> =
+            self.metadata.iter().chain(extra.iter()).collect();
+        let infos: Vec<(&str, &[u64], GgmlType, usize)> = self
+            .tensors
+            .iter()
+            .map(|(name, dims, ty, data)| (name.as_str(), dims.as_slice(), *ty, data.len()))
+            .collect();
+        let mut out = Vec::new();
+        let offsets = put_header(&mut out, self.version, &metadata, &infos, align);
         if !self.tensors.is_empty() {
             let start = out.len().div_ceil(align) * align;
             out.resize(start, 0);
