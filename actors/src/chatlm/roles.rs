@@ -576,6 +576,14 @@ impl ChatPolicy {
         output.strip_prefix(self.prefill()).unwrap_or(output)
     }
 
+    /// The tokens a learner trains on for an output: its generated part (without the prefill), tokenized, with
+    /// the end token.
+    fn learned_ids(&self, output: &str) -> Result<Vec<u32>, RoleError> {
+        self.lm
+            .response_ids(self.generated_part(output))
+            .map_err(RoleError::Failed)
+    }
+
     fn sampling(&self) -> Sampling {
         Sampling {
             temperature: self.params.temperature,
@@ -624,10 +632,7 @@ impl ChatPolicy {
             let prompt = self.learn_prompt(g)?;
             let mut responses = Vec::with_capacity(g.outputs.len());
             for o in &g.outputs {
-                let r = self
-                    .lm
-                    .response_ids(self.generated_part(o))
-                    .map_err(RoleError::Failed)?;
+                let r = self.learned_ids(o)?;
                 tokens += (prompt.len() + r.len()) as u64;
                 responses.push(r);
             }
@@ -655,10 +660,7 @@ impl ChatPolicy {
             let prompt = self.learn_prompt(g)?;
             let mut samples = Vec::with_capacity(g.outputs.len());
             for (i, (o, r)) in g.outputs.iter().zip(&g.rewards).enumerate() {
-                let response = self
-                    .lm
-                    .response_ids(self.generated_part(o))
-                    .map_err(RoleError::Failed)?;
+                let response = self.learned_ids(o)?;
                 tokens += (prompt.len() + response.len()) as u64;
                 samples.push(GrpoSample {
                     response,
@@ -750,10 +752,7 @@ impl Policy for ChatPolicy {
                 };
                 // The learner trains on the text re-tokenized: the sampled log-probs of its tokens.
                 let logprobs = if on_policy && !r.is_eval() {
-                    let learned = self
-                        .lm
-                        .response_ids(self.generated_part(&text))
-                        .map_err(RoleError::Failed)?;
+                    let learned = self.learned_ids(&text)?;
                     aligned_logprobs(&s.tokens, &s.logprobs, &learned)
                 } else {
                     Vec::new()

@@ -43,6 +43,12 @@ fn encode(lang: &Language, text: &str, what: &str) -> Result<Vec<Token>, RoleErr
         .map_err(|e| RoleError::failed(format!("{what}: {e}")))
 }
 
+/// The tokens a learner trains on for an output text: the text encoded, or a lone end token for an empty one.
+fn learned_tokens(lang: &Language, text: &str, what: &str) -> Result<Vec<Token>, RoleError> {
+    let t = encode(lang, text, what)?;
+    Ok(if t.is_empty() { vec![EOS] } else { t })
+}
+
 fn player_role(role: Role) -> Result<PlayerRole, RoleError> {
     match role {
         Role::Attacker => Ok(PlayerRole::Attacker),
@@ -295,12 +301,8 @@ impl Policy for IntentLmPolicy {
                 let text = self.lang.decode(&g.tokens);
                 // The learner trains on the text re-encoded: the sampled log-probs of its tokens.
                 let logprobs = if on_policy && !r.is_eval() {
-                    let learned = self.lang.encode(&text).unwrap_or_default();
-                    let learned = if learned.is_empty() {
-                        vec![EOS]
-                    } else {
-                        learned
-                    };
+                    let learned =
+                        learned_tokens(&self.lang, &text, "sample").unwrap_or_else(|_| vec![EOS]);
                     aligned_logprobs(&g.tokens, &g.logprobs, &learned)
                 } else {
                     Vec::new()
@@ -338,8 +340,11 @@ impl Policy for IntentLmPolicy {
                 .map_err(|e| RoleError::failed(format!("{}: {e}", g.key)))?;
             let mut responses = Vec::with_capacity(g.outputs.len());
             for (i, o) in g.outputs.iter().enumerate() {
-                let t = encode(&self.lang, o, &format!("{} output {i}", g.key))?;
-                responses.push(if t.is_empty() { vec![EOS] } else { t });
+                responses.push(learned_tokens(
+                    &self.lang,
+                    o,
+                    &format!("{} output {i}", g.key),
+                )?);
             }
             let rewards = merge_copies(&responses, &g.rewards);
             pgroups.push(PreferenceGroup {
