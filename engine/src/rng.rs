@@ -115,7 +115,6 @@ impl KeyPrefix<'_> {
     }
 }
 
-/// A splitmix64 random stream.
 /// The splitmix64 generator (Steele, Lea, Flood 2014): same seed, same draws, on every platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitMix64 {

@@ -218,18 +218,11 @@ impl LlamaConfig {
         let fail = |e: LlamaError| llama_error(&ctx, e);
         let model = ModelConfig::from_gguf(g).map_err(fail)?;
         let arch = g.architecture()?.to_string();
-        let orig_key = format!("{arch}.rope.scaling.original_context_length");
-        let orig = match g.meta(&orig_key) {
-            Some(_) => Some(g.meta_usize(&orig_key)?),
-            None => None,
-        };
+        let opt_usize = |key: &str| g.meta(key).map(|_| g.meta_usize(key)).transpose();
+        let orig = opt_usize(&format!("{arch}.rope.scaling.original_context_length"))?;
         let mut cfg = Self::describe(&model, &arch, orig).map_err(fail)?;
-        let opt_u32 = |key: &str| -> Result<Option<u32>> {
-            match g.meta(key) {
-                Some(_) => Ok(u32::try_from(g.meta_usize(key)?).ok()),
-                None => Ok(None),
-            }
-        };
+        let opt_u32 =
+            |key: &str| Ok::<_, FormatError>(opt_usize(key)?.and_then(|v| u32::try_from(v).ok()));
         cfg.bos_token_id = opt_u32("tokenizer.ggml.bos_token_id")?;
         cfg.eos_token_id = opt_u32("tokenizer.ggml.eos_token_id")?
             .into_iter()

@@ -379,10 +379,8 @@ impl TextTokenizer {
                 model["type"], json["decoder"]["type"]
             )));
         }
-        for key in ["normalizer"] {
-            if !json[key].is_null() {
-                return Err(bad(format!("`{key}` is not supported")));
-            }
+        if !json["normalizer"].is_null() {
+            return Err(bad("`normalizer` is not supported".into()));
         }
         if model["byte_fallback"] == true
             || model["continuing_subword_prefix"]

@@ -275,29 +275,14 @@ impl LlamaConfig {
             return Err(LlamaError::BadConfig("not a JSON object".into()));
         }
         let family = hf_model_type(json)?;
-        let get_u = |k: &str| -> Result<Option<usize>, LlamaError> {
-            match json.get(k) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .and_then(|v| usize::try_from(v).ok())
-                    .map(Some)
-                    .ok_or_else(|| missing(k, "unsigned integer")),
-            }
+        let get_u = |k: &str| {
+            optional(json, k, "unsigned integer", |v| {
+                v.as_u64().and_then(|v| usize::try_from(v).ok())
+            })
         };
         let req_u = |k: &str| get_u(k)?.ok_or_else(|| missing(k, "unsigned integer"));
-        let get_f = |k: &str| -> Result<Option<f64>, LlamaError> {
-            match json.get(k) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v.as_f64().map(Some).ok_or_else(|| missing(k, "number")),
-            }
-        };
-        let get_b = |k: &str| -> Result<Option<bool>, LlamaError> {
-            match json.get(k) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v.as_bool().map(Some).ok_or_else(|| missing(k, "boolean")),
-            }
-        };
+        let get_f = |k: &str| optional(json, k, "number", serde_json::Value::as_f64);
+        let get_b = |k: &str| optional(json, k, "boolean", serde_json::Value::as_bool);
         let unsupported = |what: String| Err(LlamaError::BadConfig(what));
         if let Some(act) = json.get("hidden_act").and_then(|v| v.as_str())
             && act != "silu"
@@ -417,6 +402,19 @@ pub fn hf_model_type(json: &serde_json::Value) -> Result<&'static str, LlamaErro
                 "`architectures[0]` = \"{first}\" is not supported (and `model_type` is missing)"
             ))
         })
+}
+
+/// `json[key]` read by `read` (`None` when absent or null); a value of another type is an error naming the key.
+fn optional<T>(
+    json: &serde_json::Value,
+    key: &str,
+    expected: &'static str,
+    read: impl Fn(&serde_json::Value) -> Option<T>,
+) -> Result<Option<T>, LlamaError> {
+    match json.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => read(v).map(Some).ok_or_else(|| missing(key, expected)),
+    }
 }
 
 fn missing(key: &str, expected: &'static str) -> LlamaError {

@@ -1,6 +1,6 @@
 //! Llama-family decoder LMs (Llama incl. 3.1 RoPE scaling, SmolLM2, Qwen2) in Burn: configuration,
-//! RoPE scaling, weight loading from GGUF or Hugging Face tensor names, the model with a preallocated KV cache, and batched
-//! generation with left padding.
+//! RoPE scaling, weight loading from GGUF or Hugging Face tensor names, the model with a preallocated
+//! KV cache, and batched generation with left padding.
 //!
 //! The model is a Burn [`Module`](burn::module::Module) whose weights are `Param`s, so the same
 //! network serves inference (flex, wgpu) and training on an autodiff device.

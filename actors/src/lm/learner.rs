@@ -165,7 +165,7 @@ pub struct StepReport {
 }
 
 impl StepReport {
-    /// The step's numbers by name, as a role reports them (`train/<role>/<name>`): `grad_norm`, `lr`,
+    /// The step's numbers by name, as a role reports them (`learn/<role>/<name>`): `grad_norm`, `lr`,
     /// and where present `reward_accuracy`, `kl`, `is_weight`, `is_clipped`.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
