@@ -155,11 +155,15 @@ impl Judge for Scripted {
             .collect())
     }
     fn complied(&mut self, reqs: &[LabelRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
-        Ok(reqs
-            .iter()
-            .map(|r| Verdict::new("x", Some(r.response.contains("FLIP"))))
-            .collect())
+        Ok(flip_labels(reqs))
     }
+}
+
+/// The test judges' compliance labels: a response complied when it carries `FLIP`.
+fn flip_labels(reqs: &[LabelRequest]) -> Vec<Verdict<bool>> {
+    reqs.iter()
+        .map(|r| Verdict::new("x", Some(r.response.contains("FLIP"))))
+        .collect()
 }
 
 /// A test kind for `role`, without parameters.
@@ -227,10 +231,7 @@ impl Judge for Quirky {
             .collect())
     }
     fn complied(&mut self, reqs: &[LabelRequest]) -> Result<Vec<Verdict<bool>>, RoleError> {
-        Ok(reqs
-            .iter()
-            .map(|r| Verdict::new("x", Some(r.response.contains("FLIP"))))
-            .collect())
+        Ok(flip_labels(reqs))
     }
 }
 
