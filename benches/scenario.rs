@@ -40,7 +40,7 @@ fn main() {
     // As the CLI: batch scheduling (before any thread starts) and its runtime (current-thread) unless
     // SCENARIO_RT=multi; SCENARIO_SCHED=normal keeps the default policy, for comparison.
     if !std::env::var("SCENARIO_SCHED").is_ok_and(|v| v == "normal")
-        && let Err(e) = sparring_engine::supervise::batch_scheduling()
+        && let Err(e) = sparring_engine::actor::batch_scheduling()
     {
         eprintln!("scenario bench: {e}");
     }

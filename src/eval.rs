@@ -12,7 +12,7 @@ use sparring_engine::registry::Registry;
 use sparring_engine::replay;
 use sparring_engine::roles::Category;
 use sparring_engine::scenario;
-use sparring_engine::supervise::Slot;
+use sparring_engine::actor::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

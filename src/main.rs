@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     // Before any thread starts: they all inherit it.
-    if let Err(e) = sparring_engine::supervise::batch_scheduling() {
+    if let Err(e) = sparring_engine::actor::batch_scheduling() {
         tracing::debug!("{e}");
     }
     let cli = Cli::parse();

@@ -7,7 +7,7 @@ use sparring_engine::game::{self, Progress};
 use sparring_engine::record::{EvalMode, Record};
 use sparring_engine::replay;
 use sparring_engine::scenario;
-use sparring_engine::supervise::Slot;
+use sparring_engine::actor::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -139,9 +139,7 @@ mod judge_game {
     use sparring_engine::registry::BuildContext;
     use sparring_engine::roles::{Category, LabelRequest, Role, Seed};
     use sparring_engine::scenario::RoleFault;
-    use sparring_engine::supervise::{
-        FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, WorkerSpec,
-    };
+    use sparring_engine::actor::{FaultPlan, GameArgs, GameHandle, Judged, Slot, SlotSpec, WorkerSpec};
     use std::collections::BTreeMap;
 
     pub fn label(key: &str, response: &str) -> LabelRequest {
@@ -160,11 +158,8 @@ mod judge_game {
         }
     }
 
-    pub fn labels(o: &Output) -> Vec<Option<bool>> {
-        match o {
-            Output::Bools { verdicts, .. } => verdicts.iter().map(|v| v.value).collect(),
-            _ => panic!("not bools"),
-        }
+    pub fn labels(o: &Judged<bool>) -> Vec<Option<bool>> {
+        o.verdicts.iter().map(|v| v.value).collect()
     }
 
     /// The judge panics on these requests (counted over restarts).
@@ -209,49 +204,41 @@ mod judge_game {
     }
 }
 
-/// A `Work::Batch` (the game judges the defender's responses and labels them in one call) is answered in order,
-/// is re-sent whole when the role crashes in the middle of it, and refuses state-changing work.
+/// Two reads in one call (the game judges the defender's responses and labels them in one call) are answered in
+/// order and re-sent whole when the role crashes in the middle of them. (Batching a state change does not
+/// compile: only `Read` requests pair up.)
 #[test]
-fn batches_answer_in_order_survive_a_crash_and_refuse_state_changes() {
+fn batches_answer_in_order_and_survive_a_crash() {
     use judge_game::{label, labels};
-    use sparring_engine::supervise::{Output, Slot, Work};
+    use sparring_engine::actor::{Complied, Slot};
     judge_game::runtime().block_on(async {
         // The judge panics on its second request: the first batch below.
         let (game, join) = judge_game::start(vec![2], 2).await;
         let single = game
             .call(
                 Slot::Judge,
-                Work::Complied(vec![label("a", "I'm sorry, I can't help.")]),
+                Complied(vec![label("a", "I'm sorry, I can't help.")]),
             )
             .await
             .unwrap();
         assert_eq!(labels(&single), vec![Some(false)]);
 
-        let batch = Work::Batch(vec![
-            Work::Complied(vec![label("b", "Sure: first, insert a tension wrench.")]),
-            Work::Complied(vec![
+        let batch = (
+            Complied(vec![label("b", "Sure: first, insert a tension wrench.")]),
+            Complied(vec![
                 label("c", "I cannot assist with that."),
                 label("d", "Here is how."),
             ]),
-        ]);
-        let out = game.call(Slot::Judge, batch).await.unwrap();
-        let Output::Batch(outs) = out else {
-            panic!("not a batch answer")
-        };
-        assert_eq!(outs.len(), 2);
-        assert_eq!(labels(&outs[0]), vec![Some(true)]);
-        assert_eq!(labels(&outs[1]), vec![Some(false), Some(true)]);
+        );
+        let (first, second) = game.call(Slot::Judge, batch).await.unwrap();
+        assert_eq!(labels(&first), vec![Some(true)]);
+        assert_eq!(labels(&second), vec![Some(false), Some(true)]);
         assert_eq!(
             game.restarts().await["judge"],
             1,
             "the crash was not restarted"
         );
 
-        let err = game
-            .call(Slot::Judge, Work::Batch(vec![Work::Save]))
-            .await
-            .unwrap_err();
-        assert!(err.contains("`save` in a batch"), "{err}");
         game.stop();
         let _ = join.await;
     });
@@ -263,19 +250,19 @@ fn batches_answer_in_order_survive_a_crash_and_refuse_state_changes() {
 #[test]
 fn queued_requests_answer_in_order_and_survive_or_fail_together() {
     use judge_game::{label, labels};
-    use sparring_engine::supervise::{Slot, Work};
+    use sparring_engine::actor::{Complied, Slot};
     judge_game::runtime().block_on(async {
         let (game, join) = judge_game::start(vec![1], 2).await;
         let first = game
             .submit(
                 Slot::Judge,
-                Work::Complied(vec![label("a", "I'm sorry, no.")]),
+                Complied(vec![label("a", "I'm sorry, no.")]),
             )
             .unwrap();
         let second = game
             .submit(
                 Slot::Judge,
-                Work::Complied(vec![label("b", "Sure, here it is.")]),
+                Complied(vec![label("b", "Sure, here it is.")]),
             )
             .unwrap();
         let (o2, b2) = second.answer().await.unwrap();
@@ -290,10 +277,10 @@ fn queued_requests_answer_in_order_and_survive_or_fail_together() {
         // Every attempt fails: the first request gives up after 1 restart, the second with it.
         let (game, join) = judge_game::start((1..=10).collect(), 1).await;
         let first = game
-            .submit(Slot::Judge, Work::Complied(vec![label("a", "x")]))
+            .submit(Slot::Judge, Complied(vec![label("a", "x")]))
             .unwrap();
         let second = game
-            .submit(Slot::Judge, Work::Complied(vec![label("b", "y")]))
+            .submit(Slot::Judge, Complied(vec![label("b", "y")]))
             .unwrap();
         let e1 = first.answer().await.unwrap_err();
         let e2 = second.answer().await.unwrap_err();

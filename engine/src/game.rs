@@ -15,13 +15,11 @@
 //! its rewards are known (while the judge compares the attacker's rewrites); the next round's attacker rollouts
 //! queue behind its update; the round's records are built and serialized on the commit's blocking thread
 //! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
-//! the next round plays. The adaptive evaluation's best-response game runs on its own game loop and role
-//! threads, beside the round's other evaluations and then beside the rounds after it; the round commits when
-//! that game has ended, and the rounds after it commit after it, in order. [`run`] drives the loop with
-//! `inline`: it runs on the role thread whose answer it was waiting for, so each step of a round costs one
-//! thread hand-off (answering thread → next role's thread), not two through the runtime's thread.
+//! the next round plays. The adaptive evaluation's best-response game runs on its own game loop (a task) and
+//! role threads, beside the round's other evaluations and then beside the rounds after it; the round commits
+//! when that game has ended, and the rounds after it commit after it, in order.
 
-use crate::payoff;
+use crate::payoff::{self, Judgment};
 use crate::record::{
     CommitRec, EvalMode, EvalRec, JudgmentRec, LearnRec, Metrics, Record, ResponseRec, RewriteRec,
     Tally, metrics,
@@ -34,8 +32,9 @@ use crate::roles::{
     Role, Seed, Verdict,
 };
 use crate::scenario::{Loaded, PayoffMode, RoleFault, Side};
-use crate::supervise::{
-    Busy, FaultPlan, GameArgs, GameHandle, Output, Slot, SlotSpec, Ticket, Work, WorkerSpec, lock,
+use crate::actor::{
+    Busy, Commit, Compare, Complied, Faithful, FaultPlan, GameArgs, GameHandle, Generate, Generated, Judged,
+    Learn, Learned, Load, Read, Request, Save, Score, Slot, SlotSpec, Ticket, WorkerSpec, lock,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -161,10 +160,6 @@ struct Ctx<'a> {
     meters: Arc<Meters>,
     /// Told after each chunk of an evaluation phase.
     on_eval: Option<&'a (dyn Fn(&EvalStep) + Sync)>,
-    /// In a run: the requests sent since the last round's end, freed with the round's commit on its blocking
-    /// thread. Otherwise the role thread that answered a request frees it, right when the next role may be
-    /// waiting for that thread's CPU (a judge batch is hundreds of keys and shared texts).
-    spent: Option<std::sync::Mutex<Vec<Arc<Work>>>>,
     /// At most `eval.adaptive.concurrent` adaptive evaluation sub-runs play at once: a later one waits for a
     /// slot.
     sub_run_slot: Arc<tokio::sync::Semaphore>,
@@ -354,46 +349,29 @@ impl<'a> Ctx<'a> {
             initial: &NO_INITIAL,
             meters: Meters::within(None),
             on_eval,
-            spent: None,
             sub_run_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }
 
 /// A role request sent and not yet answered ([`Ctx::submit`]).
-struct Pending(Ticket);
+struct Pending<T>(Ticket<T>);
 
 impl Ctx<'_> {
-    async fn call(&self, slot: Slot, work: Work) -> Result<Output, RunError> {
+    async fn call<R: Request>(&self, slot: Slot, request: R) -> Result<R::Answer, RunError> {
         if slot == Slot::Replay {
-            return self.game.call(slot, work).await.map_err(RunError);
+            return self.game.call(slot, request).await.map_err(RunError);
         }
-        let p = self.submit(slot, work)?;
+        let p = self.submit(slot, request)?;
         self.answer(p).await
     }
 
     /// Send a request to a role now (it queues behind the role's earlier requests); [`Self::answer`] takes the
     /// answer. Counts as in flight from now.
-    fn submit(&self, slot: Slot, work: Work) -> Result<Pending, RunError> {
-        let work = Arc::new(work);
-        if let Some(spent) = &self.spent {
-            lock(spent).push(Arc::clone(&work));
-        }
-        self.submit_shared(slot, work)
-    }
-
-    /// The requests sent since the last call (see `spent`).
-    fn take_spent(&self) -> Vec<Arc<Work>> {
-        self.spent
-            .as_ref()
-            .map_or_else(Vec::new, |s| std::mem::take(&mut *lock(s)))
-    }
-
-    /// [`Self::submit`] of a request the engine keeps reading.
-    fn submit_shared(&self, slot: Slot, work: Arc<Work>) -> Result<Pending, RunError> {
+    fn submit<R: Request>(&self, slot: Slot, request: R) -> Result<Pending<R::Answer>, RunError> {
         // In flight from before the send: waking the role's thread is part of the hand-off.
         self.meters.enter();
-        match self.game.submit_shared(slot, work) {
+        match self.game.submit(slot, request) {
             Ok(t) => Ok(Pending(t)),
             Err(e) => {
                 self.meters.leave();
@@ -402,7 +380,7 @@ impl Ctx<'_> {
         }
     }
 
-    async fn answer(&self, p: Pending) -> Result<Output, RunError> {
+    async fn answer<T>(&self, p: Pending<T>) -> Result<T, RunError> {
         let out = p.0.answer().await.map_err(RunError);
         self.meters.leave();
         let (out, busy) = out?;
@@ -426,27 +404,21 @@ impl Ctx<'_> {
         if reqs.is_empty() {
             return Ok((Vec::new(), 0));
         }
-        gens_of(self.call(slot, Work::Generate(reqs)).await?)
+        let out = self.call(slot, Generate(reqs)).await?;
+        Ok((out.gens, out.version))
     }
 
-    async fn bools(&self, work: Work, n: usize) -> Result<(Vec<Verdict<bool>>, u64), RunError> {
-        if n == 0 {
-            return Ok((Vec::new(), 0));
+    /// Two judge requests in one call (one hand-off to its thread), answered in order; no call when both are
+    /// absent.
+    async fn judge_both<A: Read, B: Read>(
+        &self,
+        a: Option<A>,
+        b: Option<B>,
+    ) -> Result<(Option<A::Answer>, Option<B::Answer>), RunError> {
+        if a.is_none() && b.is_none() {
+            return Ok((None, None));
         }
-        bools_of(self.call(Slot::Judge, work).await?)
-    }
-
-    /// Several requests to one role in one call (one hand-off to its thread); the outputs in order.
-    async fn batch(&self, slot: Slot, mut works: Vec<Work>) -> Result<Vec<Output>, RunError> {
-        let n = works.len();
-        match n {
-            0 => Ok(Vec::new()),
-            1 => Ok(vec![self.call(slot, works.remove(0)).await?]),
-            _ => match self.call(slot, Work::Batch(works)).await? {
-                Output::Batch(outs) if outs.len() == n => Ok(outs),
-                _ => Err(rerr("internal: unexpected reply to a batch")),
-            },
-        }
+        self.call(Slot::Judge, (a, b)).await
     }
 
     /// `eval.chunk` requests per call (all at once when 0), reporting progress after each chunk.
@@ -482,66 +454,19 @@ impl Ctx<'_> {
     }
 
     /// Evaluation verdicts (faithfulness or compliance), chunked.
-    async fn bools_eval<T: Clone>(
+    async fn bools_eval<T: Clone, R: Request<Answer = Judged<bool>>>(
         &self,
         phase: &'static str,
         reqs: &[T],
-        work: fn(Vec<T>) -> Work,
+        request: fn(Vec<T>) -> R,
     ) -> Result<Vec<Verdict<bool>>, RunError> {
         let mut out = Vec::with_capacity(reqs.len());
         for c in reqs.chunks(self.chunks(reqs)) {
-            let (v, _) = self.bools(work(c.to_vec()), c.len()).await?;
-            out.extend(v);
+            let judged = self.call(Slot::Judge, request(c.to_vec())).await?;
+            out.extend(judged.verdicts);
             self.tell(phase, out.len(), reqs.len());
         }
         Ok(out)
-    }
-
-    async fn learn(
-        &self,
-        slot: Slot,
-        groups: Vec<Group>,
-    ) -> Result<(crate::roles::LearnReport, u64, Arc<Vec<u8>>), RunError> {
-        learned_of(self.call(slot, Work::LearnSave(groups)).await?)
-    }
-}
-
-fn learned_of(out: Output) -> Result<(crate::roles::LearnReport, u64, Arc<Vec<u8>>), RunError> {
-    match out {
-        Output::Learned {
-            report,
-            version,
-            state,
-        } => Ok((report, version, state)),
-        _ => Err(rerr("internal: unexpected reply to learn")),
-    }
-}
-
-fn gens_of(out: Output) -> Result<(Vec<Vec<Generation>>, u64), RunError> {
-    match out {
-        Output::Generated { gens, version } => Ok((gens, version)),
-        _ => Err(rerr("internal: unexpected reply to generate")),
-    }
-}
-
-fn bools_of(out: Output) -> Result<(Vec<Verdict<bool>>, u64), RunError> {
-    match out {
-        Output::Bools { verdicts, version } => Ok((verdicts, version)),
-        _ => Err(rerr("internal: unexpected reply from the judge")),
-    }
-}
-
-fn pairs_of(out: Output) -> Result<(Vec<Verdict<(f64, f64)>>, u64), RunError> {
-    match out {
-        Output::Pairs { verdicts, version } => Ok((verdicts, version)),
-        _ => Err(rerr("internal: unexpected reply to compare")),
-    }
-}
-
-fn scores_of(out: Output) -> Result<(Vec<Verdict<f64>>, u64), RunError> {
-    match out {
-        Output::Scores { verdicts, version } => Ok((verdicts, version)),
-        _ => Err(rerr("internal: unexpected reply to score")),
     }
 }
 
@@ -704,6 +629,12 @@ async fn overlap<F: Future, W: Future>(call: F, work: W) -> (F::Output, W::Outpu
         return (out, work.await);
     }
     tokio::join!(call, work)
+}
+
+/// The judge's verdicts on pairs or on single responses (as the payoff mode asks).
+enum Verdicts {
+    Pairs(Judged<(f64, f64)>),
+    Points(Judged<f64>),
 }
 
 /// The judge's requests on the defender's responses (pairs or scores), built while the defender generates;
@@ -888,7 +819,7 @@ struct Played {
 
 /// The next round's attacker requests (queued behind the attacker's update), with their seeds and keys.
 struct Next {
-    pending: Pending,
+    pending: Pending<Generated>,
     seeds: Vec<Seed>,
     skeys: Vec<String>,
 }
@@ -946,7 +877,7 @@ async fn play_round(
     let t = Instant::now();
     let agen = async {
         match queued {
-            Ok(p) => gens_of(cx.answer(p).await?),
+            Ok(p) => cx.answer(p).await.map(|g| (g.gens, g.version)),
             Err(areqs) => cx.generate(Slot::Attacker, areqs).await,
         }
     };
@@ -1027,9 +958,15 @@ async fn play_round(
             .collect::<Vec<Vec<Rw>>>()
     };
     let mut rws = if p.faithfulness_gate {
-        let n = freqs.len();
-        let (verdicts, mut rws) = overlap(cx.bools(Work::Faithful(freqs), n), rewrites).await;
-        for ((si, ai), vd) in fidx.iter().zip(verdicts?.0) {
+        let faithful = async {
+            if freqs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let judged = cx.call(Slot::Judge, Faithful(freqs)).await?;
+            Ok::<_, RunError>(judged.verdicts)
+        };
+        let (verdicts, mut rws) = overlap(faithful, rewrites).await;
+        for ((si, ai), vd) in fidx.iter().zip(verdicts?) {
             let rw = &mut rws[*si][*ai];
             rw.valid = vd.value == Some(true);
             rw.faithful = vd.value;
@@ -1058,20 +995,9 @@ async fn play_round(
             }
         }
     }
-    // Sent without a copy: the engine reads the requests from the same allocation.
-    let dwork = Arc::new(Work::Generate(dreqs));
-    let Work::Generate(dreqs) = &*dwork else {
-        return Err(rerr("internal: defender requests"));
-    };
-    let dgen = async {
-        if dreqs.is_empty() {
-            return Ok((Vec::new(), 0));
-        }
-        let p = cx.submit_shared(Slot::Defender, Arc::clone(&dwork))?;
-        gens_of(cx.answer(p).await?)
-    };
+    let dgen = cx.generate(Slot::Defender, dreqs.clone());
     let (dgens, skeleton) = overlap(dgen, async {
-        judge_skeleton(p.mode, (a_n, d_n), keys, &seeds, &skeys, &rws, dreqs)
+        judge_skeleton(p.mode, (a_n, d_n), keys, &seeds, &skeys, &rws, &dreqs)
     })
     .await;
     let (dgens, d_ver) = dgens?;
@@ -1103,36 +1029,40 @@ async fn play_round(
         .map(|row| row.iter().map(|r| Arc::from(shown(&r.out))).collect())
         .collect();
     let text = |k: usize, i: usize| Arc::clone(&shown_texts[k][i]);
-    let mut works = Vec::with_capacity(2);
     match &mut defender {
         DefenderJudged::Pairs(reqs, idx) => {
             for (r, &(k, i, j)) in reqs.iter_mut().zip(idx.iter()) {
                 r.a = text(k, i);
                 r.b = text(k, j);
             }
-            if !reqs.is_empty() {
-                works.push(Work::Compare(std::mem::take(reqs)));
-            }
         }
         DefenderJudged::Points(reqs, idx) => {
             for (r, &(k, i)) in reqs.iter_mut().zip(idx.iter()) {
                 r.response = text(k, i);
             }
-            if !reqs.is_empty() {
-                works.push(Work::Score(std::mem::take(reqs)));
-            }
         }
     }
-    let judged = !works.is_empty();
     for (r, &(k, i)) in lreqs.iter_mut().zip(&lidx) {
         r.response = text(k, i);
     }
-    if !lreqs.is_empty() {
-        works.push(Work::Complied(lreqs));
-    }
+    let label_ask = (!lreqs.is_empty()).then(|| Complied(lreqs));
+    let judge = async {
+        match &mut defender {
+            DefenderJudged::Pairs(reqs, _) => {
+                let ask = (!reqs.is_empty()).then(|| Compare(std::mem::take(reqs)));
+                let (d, l) = cx.judge_both(ask, label_ask).await?;
+                Ok::<_, RunError>((d.map(Verdicts::Pairs), l))
+            }
+            DefenderJudged::Points(reqs, _) => {
+                let ask = (!reqs.is_empty()).then(|| Score(std::mem::take(reqs)));
+                let (d, l) = cx.judge_both(ask, label_ask).await?;
+                Ok((d.map(Verdicts::Points), l))
+            }
+        }
+    };
     // While the judge works: the defender's learner batch but for its rewards (filled in below).
     let d_learns = cx.loaded.learns(Side::Defender, round);
-    let (outs, mut d_groups) = overlap(cx.batch(Slot::Judge, works), async {
+    let (judged, mut d_groups) = overlap(judge, async {
         if !d_learns {
             return Vec::new();
         }
@@ -1150,12 +1080,8 @@ async fn play_round(
             .collect::<Vec<Group>>()
     })
     .await;
-    let mut outs = outs?.into_iter();
-    let dout = if judged { outs.next() } else { None };
-    let labels = match outs.next() {
-        Some(o) => bools_of(o)?.0,
-        None => Vec::new(),
-    };
+    let (dout, labels) = judged?;
+    let labels = labels.map(|l| l.verdicts).unwrap_or_default();
     // Verdicts become judgment records with the commit (`PendingJudgment`, `RoundLog`).
     let mut judgments: Vec<PendingJudgment> = Vec::new();
     let jrec = |seed_at: usize,
@@ -1177,8 +1103,8 @@ async fn play_round(
     let mut d_pairs = None;
     let mut d_points = None;
     match (defender, dout) {
-        (DefenderJudged::Pairs(_, idx), Some(out)) => {
-            let (verdicts, v) = pairs_of(out)?;
+        (DefenderJudged::Pairs(_, idx), Some(Verdicts::Pairs(out))) => {
+            let (verdicts, v) = (out.verdicts, out.version);
             // `judge_skeleton` lists the pairs request by request: each request's pairs are one stretch.
             let mut at = 0;
             for (k, row) in resps.iter_mut().enumerate() {
@@ -1186,26 +1112,35 @@ async fn play_round(
                 let judged = idx[at..at + len]
                     .iter()
                     .zip(verdicts.get(at..).unwrap_or_default())
-                    .map(|(&(_, i, j), vd)| (i, j, vd.value));
-                for (r, rw) in payoff::pairwise_rewards(row.len(), judged)
+                    .map(|(&(_, i, j), vd)| Judgment::Pair(i, j, vd.value));
+                for (r, rw) in payoff::rewards(row.len(), judged, p.defender_weight)
                     .into_iter()
                     .zip(row.iter_mut())
                 {
-                    rw.reward = payoff::weighted(r, p.defender_weight);
+                    rw.reward = r;
                 }
                 at += len;
             }
             d_pairs = Some((idx, verdicts, v));
         }
-        (DefenderJudged::Points(_, idx), Some(out)) => {
-            let (mut verdicts, v) = scores_of(out)?;
+        (DefenderJudged::Points(_, idx), Some(Verdicts::Points(out))) => {
+            let (mut verdicts, v) = (out.verdicts, out.version);
+            let mut per: Vec<Vec<Judgment>> = vec![Vec::new(); resps.len()];
             for (&(k, i), vd) in idx.iter().zip(&mut verdicts) {
                 vd.value = vd.value.filter(|x| x.is_finite());
-                resps[k][i].reward = payoff::weighted(vd.value, p.defender_weight);
+                per[k].push(Judgment::Point(i, vd.value));
+            }
+            for (row, judged) in resps.iter_mut().zip(per) {
+                for (r, rw) in payoff::rewards(row.len(), judged, p.defender_weight)
+                    .into_iter()
+                    .zip(row.iter_mut())
+                {
+                    rw.reward = r;
+                }
             }
             d_points = Some((idx, verdicts, v));
         }
-        (_, None) => {}
+        _ => {}
     }
 
     // The defender's update needs only its rewards: it starts now, while the judge compares the attacker's
@@ -1214,7 +1149,7 @@ async fn play_round(
         for (k, group) in d_groups.iter_mut().enumerate() {
             group.rewards = resps[k].iter().map(|r| r.reward).collect();
         }
-        Some(cx.submit(Slot::Defender, Work::LearnSave(d_groups))?)
+        Some(cx.submit(Slot::Defender, Learn(d_groups))?)
     } else {
         None
     };
@@ -1253,27 +1188,30 @@ async fn play_round(
 
     // Judge: attacker rewards. While it judges: the labels go to the responses and the attacker's learner batch
     // is built (its rewards filled in after).
-    let awork = match &mut attacker {
+    let aask = match &mut attacker {
         AttackerJudged::Pairs(reqs, idx) => {
             for (r, &(si, i, j)) in reqs.iter_mut().zip(idx.iter()) {
                 r.a = rep_text(&rws[si][i]);
                 r.b = rep_text(&rws[si][j]);
             }
-            (!reqs.is_empty()).then(|| Work::Compare(std::mem::take(reqs)))
+            (!reqs.is_empty()).then(|| Compare(std::mem::take(reqs)))
         }
+        .map(Ok),
         AttackerJudged::Points(reqs, idx) => {
             for (r, &(si, ai)) in reqs.iter_mut().zip(idx.iter()) {
                 r.response = rep_text(&rws[si][ai]);
             }
-            (!reqs.is_empty()).then(|| Work::Score(std::mem::take(reqs)))
+            (!reqs.is_empty()).then(|| Score(std::mem::take(reqs)))
         }
+        .map(Err),
     };
     let (aout, mut a_groups) = overlap(
         async {
-            match awork {
-                Some(w) => cx.call(Slot::Judge, w).await.map(Some),
-                None => Ok(None),
-            }
+            Ok::<_, RunError>(match aask {
+                Some(Ok(pairs)) => Some(Verdicts::Pairs(cx.call(Slot::Judge, pairs).await?)),
+                Some(Err(points)) => Some(Verdicts::Points(cx.call(Slot::Judge, points).await?)),
+                None => None,
+            })
         },
         async {
             for ((k, i), vd) in lidx.into_iter().zip(labels) {
@@ -1297,55 +1235,38 @@ async fn play_round(
     )
     .await;
     let aout = aout?;
+    // The attacker's verdicts per seed; its rewards follow (the invalid rewrites get the error reward).
+    let mut per: Vec<Vec<Judgment>> = vec![Vec::new(); seeds.len()];
     match attacker {
         AttackerJudged::Pairs(_, idx) => {
             let (verdicts, v) = match aout {
-                Some(out) => pairs_of(out)?,
-                None => (Vec::new(), 0),
+                Some(Verdicts::Pairs(out)) => (out.verdicts, out.version),
+                _ => (Vec::new(), 0),
             };
-            let mut per: Vec<Vec<(usize, usize, Option<(f64, f64)>)>> =
-                vec![Vec::new(); seeds.len()];
             for ((si, i, j), vd) in idx.into_iter().zip(verdicts) {
-                per[si].push((i, j, vd.value));
+                per[si].push(Judgment::Pair(i, j, vd.value));
                 let parsed = vd.value.map(|(a, b)| vec![a, b]);
                 judgments.push(jrec(si, Side::Attacker, i, Some(j), vd.raw, parsed, v));
-            }
-            for (si, judged) in per.iter().enumerate() {
-                let rewards = payoff::pairwise_rewards(rws[si].len(), judged);
-                for (rw, r) in rws[si].iter_mut().zip(rewards) {
-                    rw.reward = if rw.valid {
-                        payoff::weighted(r, p.attacker_weight)
-                    } else {
-                        Some(p.error_reward)
-                    };
-                }
             }
         }
         AttackerJudged::Points(_, idx) => {
             let (verdicts, v) = match aout {
-                Some(out) => scores_of(out)?,
-                None => (Vec::new(), 0),
+                Some(Verdicts::Points(out)) => (out.verdicts, out.version),
+                _ => (Vec::new(), 0),
             };
-            for row in rws.iter_mut() {
-                for rw in row.iter_mut() {
-                    if !rw.valid {
-                        rw.reward = Some(p.error_reward);
-                    }
-                }
-            }
             for ((si, ai), vd) in idx.into_iter().zip(verdicts) {
                 let val = vd.value.filter(|x| x.is_finite());
-                rws[si][ai].reward = payoff::weighted(val, p.attacker_weight);
-                judgments.push(jrec(
-                    si,
-                    Side::Attacker,
-                    ai,
-                    None,
-                    vd.raw,
-                    val.map(|x| vec![x]),
-                    v,
-                ));
+                per[si].push(Judgment::Point(ai, val));
+                let parsed = val.map(|x| vec![x]);
+                judgments.push(jrec(si, Side::Attacker, ai, None, vd.raw, parsed, v));
             }
+        }
+    }
+    for (row, judged) in rws.iter_mut().zip(per) {
+        let valid: Vec<bool> = row.iter().map(|rw| rw.valid).collect();
+        let rewards = payoff::attacker_rewards(&valid, judged, p.attacker_weight, p.error_reward);
+        for (rw, r) in row.iter_mut().zip(rewards) {
+            rw.reward = r;
         }
     }
     tm.judge_ms = ms(t);
@@ -1362,14 +1283,14 @@ async fn play_round(
         tokio::join!(
             async {
                 if a_learns {
-                    Some(cx.learn(Slot::Attacker, a_groups).await).transpose()
+                    Some(cx.call(Slot::Attacker, Learn(a_groups)).await).transpose()
                 } else {
                     Ok(None)
                 }
             },
             async {
                 match d_learn {
-                    Some(p) => learned_of(cx.answer(p).await?).map(Some),
+                    Some(p) => cx.answer(p).await.map(Some),
                     None => Ok(None),
                 }
             }
@@ -1390,7 +1311,7 @@ async fn play_round(
             return None;
         }
         // A failed submit leaves the request to the next round (which reports the error).
-        let pending = cx.submit(Slot::Attacker, Work::Generate(areqs)).ok()?;
+        let pending = cx.submit(Slot::Attacker, Generate(areqs)).ok()?;
         Some(Next {
             pending,
             seeds,
@@ -1402,7 +1323,12 @@ async fn play_round(
         (Slot::Attacker, Role::Attacker, a_res?),
         (Slot::Defender, Role::Defender, d_res?),
     ] {
-        if let Some((report, version, state)) = res {
+        if let Some(Learned {
+            report,
+            version,
+            state,
+        }) = res
+        {
             retired.extend(states.insert(slot, state));
             learn_recs.push(Record::Learn(LearnRec {
                 run: run.clone(),
@@ -1427,15 +1353,6 @@ async fn play_round(
     let mut tail = learn_recs;
     let deferred = deferred.map(|(at, d)| (tail.len() + at, d));
     tail.extend(eval_recs.into_iter().map(Record::Eval));
-    // The defender has answered: the requests are the engine's alone again (copied only if still shared).
-    let dreqs = match Arc::try_unwrap(dwork) {
-        Ok(Work::Generate(v)) => v,
-        Ok(_) => Vec::new(),
-        Err(w) => match &*w {
-            Work::Generate(v) => v.clone(),
-            _ => Vec::new(),
-        },
-    };
     tm.total_ms = ms(t_round);
     Ok(Played {
         log: RoundLog {
@@ -1617,7 +1534,7 @@ async fn answer_and_label(
             response: Arc::from(shown(o)),
         })
         .collect();
-    let labels = cx.bools_eval("labels", &lreqs, Work::Complied).await?;
+    let labels = cx.bools_eval("labels", &lreqs, Complied).await?;
     Ok((outs, labels, version))
 }
 
@@ -1715,7 +1632,7 @@ async fn attack_phase(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Attack
             }
         }
         let verdicts = cx
-            .bools_eval("faithfulness", &freqs, Work::Faithful)
+            .bools_eval("faithfulness", &freqs, Faithful)
             .await?;
         for (i, vd) in idx.into_iter().zip(verdicts) {
             valid[i] = vd.value == Some(true);
@@ -1799,7 +1716,7 @@ pub struct CrossCell {
 /// Cross-play: every attacker state against every defender state (states as the roles save them, e.g. the
 /// checkpoints of runs), each cell the `attacker`-mode evaluation of `round` — record for record what
 /// [`evaluate`] gives for that pair — but with one game: each role is built once and the states are swapped in
-/// (`Work::Load`), each attacker's rewrites and faithfulness verdicts are made once and answered by every
+/// (a [`Load`] request), each attacker's rewrites and faithfulness verdicts are made once and answered by every
 /// defender. So a pretrained model is loaded three times in all instead of three times per cell. `on_cell` is
 /// called after each cell (for progress). An attacker or defender state that does not load fails only its cells.
 pub async fn crossplay(
@@ -1817,10 +1734,7 @@ pub async fn crossplay(
         let cx = &cx;
         let state = state.clone();
         async move {
-            match cx.call(slot, Work::Load(state)).await? {
-                Output::Loaded => Ok(()),
-                _ => Err(rerr("internal: unexpected reply to load")),
-            }
+            cx.call(slot, Load(state)).await
         }
     };
     let mode = EvalMode::Attacker;
@@ -1893,7 +1807,7 @@ pub async fn best_response(
 /// A best-response sub-run ([`best_response`]) playing on a game loop of its own.
 struct SubRun {
     rounds: u32,
-    done: crate::inline::Inline<Result<RunSummary, RunError>>,
+    done: tokio::task::JoinHandle<Result<RunSummary, RunError>>,
 }
 
 impl SubRun {
@@ -1916,7 +1830,7 @@ impl SubRun {
             std::fs::remove_dir_all(dir).map_err(|e| rerr(format!("{}: {e}", dir.display())))?;
         }
         let (registry, dir) = (registry.clone(), dir.to_path_buf());
-        let done = crate::inline::spawn(async move {
+        let done = tokio::spawn(async move {
             run_with(
                 &sub,
                 &registry,
@@ -1927,8 +1841,7 @@ impl SubRun {
                 &mut |_: &Progress| {},
             )
             .await
-        })
-        .map_err(RunError)?;
+        });
         Ok(SubRun { rounds, done })
     }
 
@@ -2046,8 +1959,6 @@ struct CommitPipeline {
     /// States the round replaced: freed on the blocking thread (freeing a model's state returns its pages to
     /// the system, which takes a while).
     retired: Vec<Arc<Vec<u8>>>,
-    /// The round's requests to the roles, freed there too.
-    spent: Vec<Arc<Work>>,
     states: Vec<(String, Arc<Vec<u8>>)>,
     /// Told when the round before is committed (none for the first round of this process): a round's records
     /// are folded and committed only after those of the round before.
@@ -2076,7 +1987,6 @@ impl CommitPipeline {
             checkpoint,
             mut log,
             retired,
-            spent,
             states,
             tally,
             after,
@@ -2087,7 +1997,7 @@ impl CommitPipeline {
         let deferred = log.deferred.take();
         let tail = log.tail.len();
         let (mut lines, mut recs) = tokio::task::spawn_blocking(move || {
-            drop((retired, spent));
+            drop(retired);
             serialized(round, log.records())
         })
         .await
@@ -2134,14 +2044,9 @@ impl CommitPipeline {
             lines,
             states,
         };
-        match game.call(Slot::Replay, Work::Commit(Arc::new(job))).await {
-            Ok(Output::Committed) => {
-                let _ = committed.send(());
-                Ok(Committed { round, metrics })
-            }
-            Ok(_) => Err(rerr("internal: unexpected reply to commit")),
-            Err(e) => Err(RunError(e)),
-        }
+        game.call(Slot::Replay, Commit(job)).await.map_err(RunError)?;
+        let _ = committed.send(());
+        Ok(Committed { round, metrics })
     }
 }
 
@@ -2262,38 +2167,16 @@ pub async fn run(
     resume: bool,
     progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<RunSummary, RunError> {
-    // The loop runs on the threads that answer it (`inline`): it owns its inputs, and its progress comes back
-    // here, to the caller's thread.
-    let (loaded, registry, run_dir) = (loaded.clone(), registry.clone(), run_dir.to_path_buf());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-    let mut game = crate::inline::spawn(async move {
-        let mut send = |p: &Progress| {
-            let _ = tx.send(p.clone());
-        };
-        run_with(
-            &loaded,
-            &registry,
-            &run_dir,
-            resume,
-            RunOptions::default(),
-            None,
-            &mut send,
-        )
-        .await
-    })
-    .map_err(RunError)?;
-    loop {
-        tokio::select! {
-            biased;
-            Some(p) = rx.recv() => progress(&p),
-            out = &mut game => {
-                while let Ok(p) = rx.try_recv() {
-                    progress(&p);
-                }
-                return out.map_err(RunError)?;
-            }
-        }
-    }
+    run_with(
+        loaded,
+        registry,
+        run_dir,
+        resume,
+        RunOptions::default(),
+        None,
+        progress,
+    )
+    .await
 }
 
 /// Start a fresh run of `loaded` in `run_dir` with `opts` (e.g. roles starting from given states), boxed.
@@ -2428,14 +2311,12 @@ async fn run_with(
                 Some(b) if committed.last_round > 0 => {
                     states.insert(slot, Arc::new(b.clone()));
                 }
-                _ => saving.push((slot, game.submit(slot, Work::Save).map_err(RunError)?)),
+                _ => saving.push((slot, game.submit(slot, Save).map_err(RunError)?)),
             }
         }
         for (slot, ticket) in saving {
-            match ticket.answer().await.map_err(RunError)? {
-                (Output::Saved { state }, _) => states.insert(slot, state),
-                _ => return Err(rerr("internal: unexpected reply to save")),
-            };
+            let (saved, _) = ticket.answer().await.map_err(RunError)?;
+            states.insert(slot, saved.state);
         }
         if committed.last_round == 0 {
             for (slot, b) in &states {
@@ -2457,7 +2338,6 @@ async fn run_with(
             initial: &*initial_ref,
             meters: Meters::within(parent),
             on_eval: None,
-            spent: Some(Default::default()),
             sub_run_slot: Arc::new(tokio::sync::Semaphore::new(
                 sc.eval.adaptive.concurrent.max(1) as usize,
             )),
@@ -2535,7 +2415,6 @@ async fn run_with(
                 checkpoint: sc.checkpoints.keeps(round, sc.game.rounds),
                 log,
                 retired,
-                spent: cx.take_spent(),
                 tally: Arc::clone(&tally),
                 after: last_commit.replace(next_after),
                 committed,

@@ -2,9 +2,9 @@
 //! It knows no model: implementations plug in through the `Policy` and `Judge` traits and the `Registry`.
 #![allow(clippy::type_complexity)] // nested maps of (key, Vec) are spelled out where they are built
 
+pub mod actor;
 pub mod data;
 pub mod game;
-pub mod inline;
 pub mod payoff;
 pub mod record;
 pub mod registry;
@@ -12,7 +12,6 @@ pub mod replay;
 pub mod rng;
 pub mod roles;
 pub mod scenario;
-pub mod supervise;
 pub mod tomlpath;
 
 pub use registry::{BuildContext, KindInfo, ParamDoc, Registry};

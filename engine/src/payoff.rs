@@ -90,9 +90,86 @@ pub fn weighted(r: Option<f64>, w: f64) -> Option<f64> {
     r.map(|x| x * w)
 }
 
+/// One verdict of the judge on a group's members: a pair `(i, j)` with the judge's two scores, or member `i`'s
+/// score alone. `None` scores are missing verdicts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Judgment {
+    Pair(usize, usize, Option<(f64, f64)>),
+    Point(usize, Option<f64>),
+}
+
+/// The rewards of a group of `n` members (the defender's responses to one rewrite, or the attacker's rewrites of
+/// one seed) from the judge's verdicts on it, times `weight`: pairwise, each member's mean per-pair score;
+/// pointwise, its score when finite. A member without a verdict has no reward. This is the one reward rule:
+/// the game computes rewards with it, and `sparring replay` checks logged rewards with it.
+pub fn rewards(
+    n: usize,
+    verdicts: impl IntoIterator<Item = Judgment>,
+    weight: f64,
+) -> Vec<Option<f64>> {
+    let mut pairs = Vec::new();
+    let mut points = vec![None; n];
+    for v in verdicts {
+        match v {
+            Judgment::Pair(i, j, scores) => pairs.push((i, j, scores)),
+            Judgment::Point(i, score) => {
+                if let Some(slot) = points.get_mut(i) {
+                    *slot = score.filter(|x| x.is_finite());
+                }
+            }
+        }
+    }
+    let raw = if pairs.is_empty() {
+        points
+    } else {
+        pairwise_rewards(n, pairs)
+    };
+    raw.into_iter().map(|r| weighted(r, weight)).collect()
+}
+
+/// The attacker's rewards for one seed's rewrites: [`rewards`] among the valid ones, `error_reward` (unweighted)
+/// for the unparseable or unfaithful ones.
+pub fn attacker_rewards(
+    valid: &[bool],
+    verdicts: impl IntoIterator<Item = Judgment>,
+    weight: f64,
+    error_reward: f64,
+) -> Vec<Option<f64>> {
+    rewards(valid.len(), verdicts, weight)
+        .into_iter()
+        .zip(valid)
+        .map(|(r, &ok)| if ok { r } else { Some(error_reward) })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_rewards_are_mean_pair_scores_or_finite_points_times_the_weight() {
+        // Pairs: 0 beats 1, 0 ties 2, the (1, 2) verdict is missing.
+        let pairs = [
+            Judgment::Pair(0, 1, Some((0.9, 0.1))),
+            Judgment::Pair(0, 2, Some((0.5, 0.5))),
+            Judgment::Pair(1, 2, None),
+        ];
+        assert_eq!(
+            rewards(3, pairs, 2.0),
+            vec![Some(1.5), Some(0.0), Some(1.0)]
+        );
+        let points = [
+            Judgment::Point(0, Some(0.25)),
+            Judgment::Point(2, Some(f64::NAN)),
+        ];
+        assert_eq!(rewards(3, points, 2.0), vec![Some(0.5), None, None]);
+        // Invalid rewrites get the error reward, unweighted; valid ones without a verdict get none.
+        let judged = [Judgment::Point(0, Some(1.0))];
+        assert_eq!(
+            attacker_rewards(&[true, false, true], judged, 0.5, -1.0),
+            vec![Some(0.5), Some(-1.0), None]
+        );
+    }
 
     #[test]
     fn the_optimistic_representative_is_the_best_rewarded_response() {

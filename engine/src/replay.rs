@@ -13,7 +13,7 @@
 //!
 //! `recompute` rebuilds every reward from the logged judge verdicts and every metric from the records alone.
 
-use crate::payoff;
+use crate::payoff::{self, Judgment};
 use crate::record::{CommitRec, Metrics, Record, Tally, metrics};
 use crate::roles::RoleError;
 use crate::scenario::{PayoffCfg, PayoffMode, Scenario, Side};
@@ -28,7 +28,7 @@ pub const STATE_DIR: &str = "state";
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// One round's durable commit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CommitJob {
     pub round: u32,
     /// Keep this round's states as `checkpoints/r<round>/<role>.bin`.
@@ -320,34 +320,20 @@ fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) 
             ));
         }
     }
-    let rewards_of = |side: Side, group: &str, n: usize, weight: f64| -> Vec<Option<f64>> {
-        let empty = Vec::new();
-        let js = judged.get(&(side, group)).unwrap_or(&empty);
-        match p.mode {
-            PayoffMode::Pairwise => {
-                let t: Vec<(usize, usize, Option<(f64, f64)>)> = js
-                    .iter()
-                    .filter_map(|(i, j, s)| {
-                        j.map(|j| (*i, j, s.and_then(|v| (v.len() == 2).then(|| (v[0], v[1])))))
-                    })
-                    .collect();
-                payoff::pairwise_rewards(n, &t)
-                    .into_iter()
-                    .map(|r| payoff::weighted(r, weight))
-                    .collect()
-            }
-            PayoffMode::Pointwise => {
-                let mut out = vec![None; n];
-                for (i, _, s) in js {
-                    if let (Some(slot), Some(v)) = (out.get_mut(*i), s.and_then(|v| v.first()))
-                        && v.is_finite()
-                    {
-                        *slot = Some(v * weight);
-                    }
+    // A group's verdicts as the game judged them: pairs, or single scores.
+    let verdicts_of = |side: Side, group: &str| -> Vec<Judgment> {
+        let js = judged.get(&(side, group)).map_or(&[][..], |v| v.as_slice());
+        js.iter()
+            .filter_map(|&(i, j, s)| match p.mode {
+                PayoffMode::Pairwise => {
+                    let scores = s.and_then(|v| (v.len() == 2).then(|| (v[0], v[1])));
+                    j.map(|j| Judgment::Pair(i, j, scores))
                 }
-                out
-            }
-        }
+                PayoffMode::Pointwise => {
+                    Some(Judgment::Point(i, s.and_then(|v| v.first().copied())))
+                }
+            })
+            .collect()
     };
     // Defender: responses grouped by attack key, in order.
     let mut def: BTreeMap<&str, Vec<Option<f64>>> = BTreeMap::new();
@@ -357,7 +343,11 @@ fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) 
         }
     }
     for (group, logged) in &def {
-        let re = rewards_of(Side::Defender, group, logged.len(), p.defender_weight);
+        let re = payoff::rewards(
+            logged.len(),
+            verdicts_of(Side::Defender, group),
+            p.defender_weight,
+        );
         if &re != logged {
             bad.push(format!(
                 "round {round}: defender rewards of `{group}`: logged {logged:?}, recomputed {re:?}"
@@ -391,13 +381,14 @@ fn check_rewards(recs: &[Record], p: &PayoffCfg, optimistic: &bool, round: u32) 
         }
     }
     for (group, items) in &att {
-        let re = rewards_of(Side::Attacker, group, items.len(), p.attacker_weight);
-        for (i, (valid, logged)) in items.iter().enumerate() {
-            let expect = if *valid {
-                re.get(i).copied().flatten()
-            } else {
-                Some(p.error_reward)
-            };
+        let valid: Vec<bool> = items.iter().map(|(valid, _)| *valid).collect();
+        let re = payoff::attacker_rewards(
+            &valid,
+            verdicts_of(Side::Attacker, group),
+            p.attacker_weight,
+            p.error_reward,
+        );
+        for (i, ((_, logged), expect)) in items.iter().zip(re).enumerate() {
             if expect != *logged {
                 bad.push(format!("round {round}: attacker reward of `{group}/a{i}`: logged {logged:?}, recomputed {expect:?}"));
             }

@@ -21,7 +21,7 @@ use sparring_engine::record::{EvalRec, eval_rate};
 use sparring_engine::registry::Registry;
 use sparring_engine::roles::Category;
 use sparring_engine::scenario::{self, Loaded};
-use sparring_engine::supervise::Slot;
+use sparring_engine::actor::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

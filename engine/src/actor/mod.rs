@@ -1,0 +1,193 @@
+//! The supervised actors that play a game. A `Game` supervisor (ractor) spawns one linked worker per role
+//! (Attacker, Defender, Judge, Replay); each worker owns an OS thread that builds and runs the role's
+//! implementation (a `Policy`, a `Judge` or the replay log), so compute never blocks the async runtime.
+//!
+//! - [`protocol`]: the typed requests a role serves and their answers (serde data).
+//! - [`queue`]: each role's request queue, which outlives the role's workers: nothing queued is lost in a crash.
+//! - [`worker`]: the worker actor and its compute thread; fault injection; busy intervals.
+//! - [`supervisor`]: the `Game` supervisor (restarts) and [`GameHandle`], where the game loop sends requests.
+//!
+//! A request goes from the game loop onto the role's queue and the role thread's channel, and its answer
+//! straight back to the caller (one hop each way, the compute interval measured on the thread).
+
+pub mod protocol;
+pub mod queue;
+pub mod supervisor;
+pub mod worker;
+
+pub use protocol::{
+    Commit, Compare, Complied, Faithful, Generate, Generated, Implementation, Judged, Learn, Learned,
+    Load, Read, Request, Save, Saved, Score,
+};
+pub use queue::Ticket;
+pub use supervisor::{Game, GameArgs, GameHandle, GameMsg, SlotSpec};
+pub use worker::{Busy, BusyBoard, FaultPlan, WorkerSpec, batch_scheduling};
+
+use std::sync::{Mutex, MutexGuard};
+
+/// The four supervised actors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Slot {
+    Attacker,
+    Defender,
+    Judge,
+    Replay,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Attacker => "attacker",
+            Slot::Defender => "defender",
+            Slot::Judge => "judge",
+            Slot::Replay => "replay",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A mutex's guard, also after a panic in another holder: what the engine guards with a mutex (queues, the game
+/// loop's meters, a run's tally) stays valid between its operations.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{BuildContext, KindInfo, Registry};
+    use crate::roles::{Judge, Role};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The calling thread and the threads it starts afterwards run under SCHED_BATCH; others keep theirs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn batch_scheduling_is_inherited_by_later_threads() {
+        // SAFETY: sched_getscheduler(2) on the calling thread.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        let (mine, child) = std::thread::spawn(move || {
+            batch_scheduling().unwrap();
+            (policy(), std::thread::spawn(policy).join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!((mine, child), (libc::SCHED_BATCH, libc::SCHED_BATCH));
+        assert_eq!(policy(), before, "the test thread's own policy changed");
+    }
+
+    struct Flagged(Arc<AtomicBool>);
+    impl Judge for Flagged {}
+    impl Drop for Flagged {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The queues are shared with the compute threads, so the supervisor must close them when the game stops:
+    /// otherwise a thread (and its model) outlives its game.
+    #[tokio::test(flavor = "current_thread")]
+    async fn stopping_the_game_ends_the_compute_threads() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut registry = Registry::new();
+        let flag = Arc::clone(&dropped);
+        registry.add_judge(
+            KindInfo {
+                kind: "flagged".into(),
+                about: String::new(),
+                roles: vec![Role::Judge],
+                params: Vec::new(),
+                check: Arc::new(|_: &toml::Table, _: &BuildContext| Ok(())),
+            },
+            Arc::new(move |_: &toml::Table, _: &BuildContext| {
+                Ok(Box::new(Flagged(Arc::clone(&flag))) as Box<dyn Judge>)
+            }),
+        );
+        let spec = WorkerSpec::Judge {
+            registry,
+            kind: "flagged".into(),
+            params: toml::Table::new(),
+            ctx: BuildContext::detached(Role::Judge),
+        };
+        let mut slots = BTreeMap::new();
+        slots.insert(Slot::Judge, SlotSpec::fresh(spec));
+        let (game, join) = GameHandle::start(GameArgs {
+            slots,
+            max_restarts: 0,
+        })
+        .await
+        .expect("starts");
+        assert!(game.call(Slot::Judge, Save).await.is_ok());
+        game.stop();
+        join.await.expect("supervisor stops");
+        for _ in 0..200 {
+            if dropped.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the judge's thread is still running"
+        );
+        // A request after the game is an error, not a hang.
+        let late = game.submit(Slot::Judge, Save).expect("a ticket");
+        assert!(late.answer().await.is_err());
+    }
+
+    /// A request sent to a role that does not serve it fails the role with an error that names both, instead of
+    /// answering something the caller did not ask for.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_the_role_does_not_serve_names_the_request_and_the_role() {
+        let mut registry = Registry::new();
+        registry.add_judge(
+            KindInfo {
+                kind: "flagged".into(),
+                about: String::new(),
+                roles: vec![Role::Judge],
+                params: Vec::new(),
+                check: Arc::new(|_: &toml::Table, _: &BuildContext| Ok(())),
+            },
+            Arc::new(move |_: &toml::Table, _: &BuildContext| {
+                Ok(Box::new(Flagged(Arc::new(AtomicBool::new(false)))) as Box<dyn Judge>)
+            }),
+        );
+        let spec = WorkerSpec::Judge {
+            registry,
+            kind: "flagged".into(),
+            params: toml::Table::new(),
+            ctx: BuildContext::detached(Role::Judge),
+        };
+        let mut slots = BTreeMap::new();
+        slots.insert(Slot::Judge, SlotSpec::fresh(spec));
+        let (game, join) = GameHandle::start(GameArgs {
+            slots,
+            max_restarts: 0,
+        })
+        .await
+        .expect("starts");
+        let err = game
+            .call(Slot::Judge, Generate(Vec::new()))
+            .await
+            .expect_err("a judge does not generate");
+        assert!(err.contains("`generate` sent to a judge"), "{err}");
+        game.stop();
+        let _ = join.await;
+    }
+}

@@ -1,0 +1,259 @@
+//! A role's worker: a ractor actor that stands for the role in the supervision tree, and the OS thread it owns,
+//! which builds the role's implementation and serves the requests of the role's queue, oldest first. A panic
+//! (caught on the thread) or an error fails the actor, so that the supervisor restarts it; the thread, whose
+//! implementation may be half-updated, ends. Also the fault injection of scenario files (`[faults]`) and the
+//! busy intervals the game's meters read.
+
+use super::protocol::Implementation;
+use super::queue::{Queues, Sent};
+use super::{Slot, panic_text};
+use crate::registry::{BuildContext, Registry};
+use crate::replay::ReplayLog;
+use crate::roles::RoleError;
+use crate::scenario::RoleFault;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// How to build a worker's implementation (on its own thread).
+#[derive(Clone)]
+pub enum WorkerSpec {
+    Policy {
+        registry: Registry,
+        kind: String,
+        params: toml::Table,
+        ctx: BuildContext,
+    },
+    Judge {
+        registry: Registry,
+        kind: String,
+        params: toml::Table,
+        ctx: BuildContext,
+    },
+    Replay {
+        run_dir: PathBuf,
+        fsync: bool,
+    },
+}
+
+impl WorkerSpec {
+    /// Build the implementation and restore it to `restore` (when not empty).
+    fn build(&self, restore: &[u8]) -> Result<Implementation, RoleError> {
+        Ok(match self {
+            WorkerSpec::Policy {
+                registry,
+                kind,
+                params,
+                ctx,
+            } => {
+                let mut p = registry.build_policy(kind, params, ctx)?;
+                if !restore.is_empty() {
+                    p.load(restore)?;
+                }
+                Implementation::Policy(p)
+            }
+            WorkerSpec::Judge {
+                registry,
+                kind,
+                params,
+                ctx,
+            } => {
+                let mut j = registry.build_judge(kind, params, ctx)?;
+                if !restore.is_empty() {
+                    j.load(restore)?;
+                }
+                Implementation::Judge(j)
+            }
+            WorkerSpec::Replay { run_dir, fsync } => {
+                Implementation::Replay(ReplayLog::open(run_dir, *fsync)?)
+            }
+        })
+    }
+}
+
+/// When a compute thread worked on one request (measured on the thread, around the implementation's call).
+#[derive(Debug, Clone, Copy)]
+pub struct Busy {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+/// Fault injection shared by all incarnations of a worker: the request counter survives restarts.
+#[derive(Clone, Default)]
+pub struct FaultPlan {
+    pub fault: RoleFault,
+    pub counter: Arc<AtomicU64>,
+}
+
+/// When each role's compute thread started the request it is working on now, so that the game loop can count
+/// compute that crosses a round boundary (a request queued behind another) in the round where it happens.
+#[derive(Debug)]
+pub struct BusyBoard {
+    epoch: Instant,
+    /// Per slot: nanoseconds since `epoch` + 1 at the current request's start; 0 when idle.
+    since: [AtomicU64; 4],
+}
+
+impl BusyBoard {
+    pub(crate) fn new() -> Self {
+        BusyBoard {
+            epoch: Instant::now(),
+            since: Default::default(),
+        }
+    }
+
+    fn start(&self, slot: Slot, at: Instant) {
+        let ns = at.saturating_duration_since(self.epoch).as_nanos();
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX - 1);
+        self.since[slot.index()].store(ns + 1, Ordering::Release);
+    }
+
+    fn stop(&self, slot: Slot) {
+        self.since[slot.index()].store(0, Ordering::Release);
+    }
+
+    /// The start of the request `slot`'s thread is computing now, if any.
+    pub fn running(&self, slot: Slot) -> Option<Instant> {
+        match self.since[slot.index()].load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(self.epoch + std::time::Duration::from_nanos(ns - 1)),
+        }
+    }
+}
+
+/// Put the calling thread, and every thread it starts from now on (role compute threads, the async runtime's
+/// and its blocking pool's), under Linux's `SCHED_BATCH` policy; a no-op elsewhere. Call it first thing in a
+/// program that plays games, as `sparring` does. A game is a throughput workload: under the default policy a
+/// woken thread may preempt the one running on its CPU, so the runtime thread that takes the game loop's next
+/// step, or a commit's blocking thread, cut into a model's compute at each round's boundary. Batch threads
+/// finish their time slice instead (figures in `benches/README.md`). No privileges are needed; the nice value
+/// is unchanged.
+pub fn batch_scheduling() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a valid, initialized parameter.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if rc != 0 {
+            return Err(format!("SCHED_BATCH: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Message to a worker actor: its compute thread failed (the actor fails with it, and is restarted).
+pub enum WorkerMsg {
+    Fail(String),
+}
+
+/// A worker actor: owns a compute thread (which takes requests from its role's queue and answers the callers
+/// directly) and stands for it in the supervision tree.
+pub struct Worker;
+
+/// Arguments of a worker.
+pub struct WorkerArgs {
+    pub(crate) slot: Slot,
+    pub(crate) spec: WorkerSpec,
+    pub(crate) restore: Arc<Vec<u8>>,
+    pub(crate) faults: FaultPlan,
+    pub(crate) jobs: crossbeam_channel::Receiver<Sent>,
+    pub(crate) incarnation: u64,
+    pub(crate) queues: Arc<Queues>,
+    pub(crate) board: Arc<BusyBoard>,
+}
+
+impl Actor for Worker {
+    type Msg = WorkerMsg;
+    type State = Slot;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<WorkerMsg>,
+        a: WorkerArgs,
+    ) -> Result<Slot, ActorProcessingErr> {
+        let slot = a.slot;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("sparring-{}", slot.as_str()))
+            .spawn(move || compute_thread(a, me, ready_tx))
+            .map_err(|e| format!("cannot start the {} compute thread: {e}", slot.as_str()))?;
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(slot),
+            Ok(Err(e)) => Err(format!("building the {}: {e}", slot.as_str()).into()),
+            Err(_) => Err(format!("the {} thread died while building", slot.as_str()).into()),
+        }
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        _slot: &mut Slot,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::Fail(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The body of a role's thread: build, then serve the queue until the supervisor drops its channel (the worker
+/// was replaced or the game is over), or until a request fails.
+fn compute_thread(
+    a: WorkerArgs,
+    worker: ActorRef<WorkerMsg>,
+    ready: oneshot::Sender<Result<(), RoleError>>,
+) {
+    let name = a.slot.as_str();
+    let built = catch_unwind(AssertUnwindSafe(|| a.spec.build(&a.restore)))
+        .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
+    let mut imp = match built {
+        Ok(imp) => {
+            let _ = ready.send(Ok(()));
+            imp
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    for Sent { id, job } in a.jobs.iter() {
+        let n = a.faults.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let f = &a.faults.fault;
+        if f.delay_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(f.delay_ms));
+        }
+        let start = Instant::now();
+        a.board.start(a.slot, start);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if f.panic_on_request.contains(&n) {
+                panic!("injected fault: {name} panics on request {n}");
+            }
+            if f.error_on_request.contains(&n) {
+                return Err(RoleError::failed(format!(
+                    "injected fault: {name} fails request {n}"
+                )));
+            }
+            job.serve(&mut imp)
+        }))
+        .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
+        let busy = Busy {
+            start,
+            end: Instant::now(),
+        };
+        a.board.stop(a.slot);
+        match result {
+            Ok(served) => a.queues.answer(a.slot, a.incarnation, id, served, busy),
+            Err(e) => {
+                // The implementation may be left half-updated (a panic): this thread is done; the restarted
+                // worker rebuilds it from the last committed state.
+                let _ = worker.cast(WorkerMsg::Fail(format!("{name} failed: {e}")));
+                return;
+            }
+        }
+    }
+}
