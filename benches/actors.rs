@@ -6,8 +6,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use sparring_engine::Role;
-use sparring_engine::registry::BuildContext;
 use sparring_engine::actor::{Faithful, GameArgs, GameHandle, Slot, SlotSpec, WorkerSpec};
+use sparring_engine::registry::BuildContext;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -102,9 +102,7 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    game.call(Slot::Judge, Faithful(Vec::new()))
-                        .await
-                        .unwrap();
+                    game.call(Slot::Judge, Faithful(Vec::new())).await.unwrap();
                 }
                 t.elapsed()
             })

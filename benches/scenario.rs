@@ -11,7 +11,7 @@
 //! Env: `SCENARIO=path.toml`, `SCENARIO_SET="game.rounds=10;eval.every=0"` (`;`-separated overrides),
 //! `SCENARIO_REPS=1`. Under `cargo test --benches` (no `--bench` flag) it runs a 2-round smoke pass.
 
-use sparring_engine::game::{self, Progress, Timings};
+use sparring_engine::run::{self, Progress, Timings};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -92,7 +92,7 @@ fn main() {
             }
             rounds.push(p.timings.clone());
         };
-        let res = rt.block_on(game::run(&loaded, &registry, &dir, false, &mut on_round));
+        let res = rt.block_on(run::run(&loaded, &registry, &dir, false, &mut on_round));
         let wall = t0.elapsed().as_secs_f64();
         let _ = std::fs::remove_dir_all(&dir);
         let summary = match res {

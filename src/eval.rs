@@ -1,18 +1,18 @@
 //! `sparring eval`: a scenario's players, or a run's saved ones, on the scenario's eval sets through the engine's
-//! own evaluation (`engine::game::evaluate_watched`, the same path as a run's `[eval]`): ASR on the harmful
+//! own evaluation (`engine::run::evaluate_watched`, the same path as a run's `[eval]`): ASR on the harmful
 //! sets and compliance on the benign ones, labelled by the scenario's judge, as a table or JSON, with a progress
 //! bar over the phases (attacker rewrites, faithfulness, defender answers, labels).
 
 use anyhow::{Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use sparring_engine::game::{self, EvalStep};
+use sparring_engine::actor::Slot;
 use sparring_engine::record::{EvalMode, EvalRec, eval_rate};
 use sparring_engine::registry::Registry;
 use sparring_engine::replay;
 use sparring_engine::roles::Category;
+use sparring_engine::run::{self, EvalStep};
 use sparring_engine::scenario;
-use sparring_engine::actor::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -148,7 +148,7 @@ pub fn summarize(recs: &[EvalRec]) -> (Vec<SetReport>, Option<f64>, Option<f64>)
 /// The state a role saved at `round` (a checkpoint if one was kept, else the per-round state file), if any.
 fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Option<Vec<u8>>> {
     for p in [
-        game::checkpoint_path(run_dir, role, round),
+        run::checkpoint_path(run_dir, role, round),
         replay::state_path(run_dir, role, round),
     ] {
         match std::fs::read(&p) {
@@ -240,7 +240,7 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
         bar.set_message(s.phase);
     };
     let rt = crate::runtime()?;
-    let recs = rt.block_on(game::evaluate_watched(
+    let recs = rt.block_on(run::evaluate_watched(
         &loaded,
         registry,
         &work,

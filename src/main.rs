@@ -1,11 +1,11 @@
-//! The `sparring` command line: `run`, `validate`, `replay`, `list`, `convert`, `eval` and `report`.
+//! The `sparring` command line: `run`, `validate`, `replay`, `list`, `schema`, `convert`, `eval` and `report`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sparring_engine::game::{self, Progress, RunSummary};
 use sparring_engine::record::Metrics;
 use sparring_engine::replay;
+use sparring_engine::run::{self, Progress, RunSummary};
 use sparring_engine::scenario::{self, Loaded};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,6 +60,10 @@ enum Cmd {
     },
     /// List the role kinds a scenario can use, with their parameters.
     List,
+    /// Print the JSON Schema of scenario files (every section, and each role's parameters by `kind`), for editors:
+    /// `sparring schema > sparring.schema.json`, then `#:schema ./sparring.schema.json` atop a scenario (taplo,
+    /// Even Better TOML).
+    Schema,
     /// Convert a Llama-family model between the two layouts: a GGUF file to the Hugging Face layout (config.json,
     /// model.safetensors (F32), tokenizer.json, tokenizer_config.json with the chat template), or a Hugging Face
     /// directory (Llama, Mistral, Qwen2) to one GGUF file (F32).
@@ -154,6 +158,11 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Cmd::List => {
             list(&registry);
+            Ok(())
+        }
+        Cmd::Schema => {
+            let schema = scenario::json_schema(&registry);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(())
         }
         Cmd::Validate { file, set } => {
@@ -274,28 +283,8 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn default_run_dir(loaded: &Loaded) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    PathBuf::from("runs").join(format!(
-        "{}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        loaded.scenario.game.name,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    ))
+    let now = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S");
+    PathBuf::from("runs").join(format!("{}-{now}", loaded.scenario.game.name))
 }
 
 fn run(
@@ -335,7 +324,7 @@ fn run(
             f("faithfulness_rate")
         ));
     };
-    let res = rt.block_on(game::run(loaded, registry, run_dir, resume, &mut on_round));
+    let res = rt.block_on(run::run(loaded, registry, run_dir, resume, &mut on_round));
     bar.finish_and_clear();
     res.map_err(|e| anyhow!("run {}: {e}", run_dir.display()))
 }
@@ -458,11 +447,12 @@ fn list(registry: &sparring_engine::Registry) {
         let roles: Vec<&str> = info.roles.iter().map(|r| r.as_str()).collect();
         println!("{}  (roles: {})", info.kind, roles.join(", "));
         println!("    {}", info.about);
-        for p in &info.params {
-            let d = p
-                .default
-                .map(|d| format!(" = {d}"))
-                .unwrap_or_else(|| " (required)".into());
+        for p in info.params.iter().flat_map(|p| p.summaries()) {
+            let d = match (&p.default, p.required) {
+                (Some(d), _) => format!(" = {d}"),
+                (None, true) => " (required)".into(),
+                (None, false) => " (optional)".into(),
+            };
             println!("    {:<24} {}{}\n        {}", p.name, p.ty, d, p.about);
         }
         println!();

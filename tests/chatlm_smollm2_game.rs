@@ -96,7 +96,7 @@ fn one_round(scenario: &str, extra: &[&str]) -> Option<(serde_json::Value, PathB
         .unwrap();
     let t0 = std::time::Instant::now();
     let summary = rt
-        .block_on(sparring_engine::game::run(
+        .block_on(sparring_engine::run::run(
             &loaded,
             &registry,
             &run_dir,

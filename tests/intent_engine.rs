@@ -1,13 +1,13 @@
 //! The intent-game scenarios through the engine, shortened for CI: every scenario runs end to end; the
 //! evaluation modes (plain, fixed attack set, current attacker, adaptive best response) and the kept
-//! checkpoints; `engine::game::evaluate` on a run's checkpoints reproduces the run's own evaluation; the
+//! checkpoints; `engine::run::evaluate` on a run's checkpoints reproduces the run's own evaluation; the
 //! report's cross-play and exploitability play those checkpoints.
 
-use sparring_engine::game::{self, Progress};
+use sparring_engine::actor::Slot;
 use sparring_engine::record::{EvalMode, Record};
 use sparring_engine::replay;
+use sparring_engine::run::{self, Progress};
 use sparring_engine::scenario;
-use sparring_engine::actor::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ fn short(extra: &[&str]) -> Vec<String> {
     v
 }
 
-fn run(name: &str, sets: &[String], dir: &Path) -> game::RunSummary {
+fn run(name: &str, sets: &[String], dir: &Path) -> run::RunSummary {
     let registry = sparring_actors::registry();
     let path = root().join(format!("scenarios/{name}.toml"));
     let loaded = scenario::load(&path, sets, &registry).unwrap_or_else(|e| panic!("{e}"));
@@ -44,7 +44,7 @@ fn run(name: &str, sets: &[String], dir: &Path) -> game::RunSummary {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(game::run(
+    rt.block_on(run::run(
         &loaded,
         &registry,
         dir,
@@ -115,7 +115,7 @@ fn every_intent_scenario_runs_shortened() {
         for r in [0, 2] {
             for role in ["attacker", "defender", "judge"] {
                 assert!(
-                    game::checkpoint_path(&dir, role, r).exists(),
+                    run::checkpoint_path(&dir, role, r).exists(),
                     "{name}: no checkpoint r{r}/{role}"
                 );
             }
@@ -137,10 +137,10 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     assert_eq!(s.rounds, 4);
     // Kept: r0, r2, r4 (every 2 and the last); not r1, r3.
     for r in [0, 2, 4] {
-        assert!(game::checkpoint_path(&dir, "defender", r).exists(), "r{r}");
+        assert!(run::checkpoint_path(&dir, "defender", r).exists(), "r{r}");
     }
     for r in [1, 3] {
-        assert!(!game::checkpoint_path(&dir, "defender", r).exists(), "r{r}");
+        assert!(!run::checkpoint_path(&dir, "defender", r).exists(), "r{r}");
     }
     // The adaptive evaluation's best-response runs are kept.
     for r in [2, 4] {
@@ -169,7 +169,7 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     ] {
         init.insert(
             slot,
-            std::fs::read(game::checkpoint_path(&dir, role, 2)).unwrap(),
+            std::fs::read(run::checkpoint_path(&dir, role, 2)).unwrap(),
         );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -177,7 +177,7 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
         .build()
         .unwrap();
     let again = rt
-        .block_on(game::evaluate(
+        .block_on(run::evaluate(
             &loaded,
             &registry,
             &dir,
@@ -190,10 +190,10 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     // Another defender (round 0) answers differently somewhere: the checkpoint is really loaded.
     init.insert(
         Slot::Defender,
-        std::fs::read(game::checkpoint_path(&dir, "defender", 0)).unwrap(),
+        std::fs::read(run::checkpoint_path(&dir, "defender", 0)).unwrap(),
     );
     let other = rt
-        .block_on(game::evaluate(
+        .block_on(run::evaluate(
             &loaded,
             &registry,
             &dir,
@@ -214,7 +214,7 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     // Cross-play with one game (states swapped in by `Work::Load`) equals `evaluate` pair by pair; a state
     // that does not load fails only its own cells.
     let ck =
-        |role: &str, r: u32| Arc::new(std::fs::read(game::checkpoint_path(&dir, role, r)).unwrap());
+        |role: &str, r: u32| Arc::new(std::fs::read(run::checkpoint_path(&dir, role, r)).unwrap());
     let attackers = [ck("attacker", 0), ck("attacker", 2)];
     let defenders = [
         ck("defender", 2),
@@ -223,7 +223,7 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
     ];
     let mut seen = 0;
     let cells = rt
-        .block_on(game::crossplay(
+        .block_on(run::crossplay(
             &loaded,
             &registry,
             &dir,
@@ -446,11 +446,7 @@ fn adaptive_evaluations_play_beside_later_rounds_and_commit_in_order() {
         std::fs::read_to_string(d.join("timings.jsonl"))
             .unwrap()
             .lines()
-            .map(|l| {
-                serde_json::from_str::<game::Timings>(l)
-                    .unwrap()
-                    .adaptive_ms
-            })
+            .map(|l| serde_json::from_str::<run::Timings>(l).unwrap().adaptive_ms)
             .collect()
     };
     assert!(beside(&dirs[0]).iter().sum::<f64>() > 0.0);

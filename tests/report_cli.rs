@@ -221,7 +221,11 @@ fn two_runs_produce_every_file_and_one_csv_row_per_run_round_metric() {
         1000,
         "PNG width"
     );
-    let svg = std::fs::read_to_string(out.join("asr.svg")).unwrap();
+    // Text elements as `>text<`, whatever line breaks the SVG writer puts around them.
+    let svg = std::fs::read_to_string(out.join("asr.svg"))
+        .unwrap()
+        .replace('\n', "");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(
         svg.contains("Attack success rate") && svg.contains(">round<") && svg.contains(">ASR<"),
         "axis labels"
@@ -230,6 +234,24 @@ fn two_runs_produce_every_file_and_one_csv_row_per_run_round_metric() {
         svg.contains(">1.0<") && svg.contains(">0.0<"),
         "rates drawn on [0, 1]"
     );
+    assert!(
+        svg.contains(">a · ASR (training rollouts)<")
+            && svg.contains(">b · ASR (training rollouts)<"),
+        "legend: one entry per run · metric"
+    );
+    // The PNG decodes to the full picture, with coloured lines on white.
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap();
+    let mut px = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut px).unwrap();
+    assert_eq!((info.width, info.height), (1000, 600));
+    let rgb = &px[..info.buffer_size()];
+    let coloured = rgb
+        .chunks(3)
+        .filter(|p| p.len() == 3 && p.iter().max().unwrap() - p.iter().min().unwrap() > 60)
+        .count();
+    assert!(coloured > 1000, "{coloured} coloured pixels");
 
     let rows = read_csv(&out.join("metrics.csv"));
     // Every (run, round, metric) exactly once.

@@ -73,7 +73,7 @@ fn a_request_that_always_fails_stops_the_run_with_a_clear_error() {
         sparring_engine::scenario::load(&f, &["game.max_restarts=2".into()], &reg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt
-        .block_on(sparring_engine::game::run(
+        .block_on(sparring_engine::run::run(
             &loaded,
             &reg,
             &dir.join("run"),
@@ -136,10 +136,12 @@ fn cli_replay_matches_and_detects_tampering() {
 mod judge_game {
     //! A game with only a scripted judge (`refusal-prefix`: a response complies unless it starts like a refusal),
     //! for the supervisor's request handling.
+    use sparring_engine::actor::{
+        FaultPlan, GameArgs, GameHandle, Judged, Slot, SlotSpec, WorkerSpec,
+    };
     use sparring_engine::registry::BuildContext;
     use sparring_engine::roles::{Category, LabelRequest, Role, Seed};
     use sparring_engine::scenario::RoleFault;
-    use sparring_engine::actor::{FaultPlan, GameArgs, GameHandle, Judged, Slot, SlotSpec, WorkerSpec};
     use std::collections::BTreeMap;
 
     pub fn label(key: &str, response: &str) -> LabelRequest {
@@ -254,16 +256,10 @@ fn queued_requests_answer_in_order_and_survive_or_fail_together() {
     judge_game::runtime().block_on(async {
         let (game, join) = judge_game::start(vec![1], 2).await;
         let first = game
-            .submit(
-                Slot::Judge,
-                Complied(vec![label("a", "I'm sorry, no.")]),
-            )
+            .submit(Slot::Judge, Complied(vec![label("a", "I'm sorry, no.")]))
             .unwrap();
         let second = game
-            .submit(
-                Slot::Judge,
-                Complied(vec![label("b", "Sure, here it is.")]),
-            )
+            .submit(Slot::Judge, Complied(vec![label("b", "Sure, here it is.")]))
             .unwrap();
         let (o2, b2) = second.answer().await.unwrap();
         let (o1, b1) = first.answer().await.unwrap();

@@ -172,7 +172,7 @@ fn info(kind: &str, role: Role) -> KindInfo {
         kind: kind.into(),
         about: "test".into(),
         roles: vec![role],
-        params: vec![],
+        params: None,
         check: Arc::new(|_, _| Ok(())),
     }
 }
@@ -250,7 +250,7 @@ fn quirky_round(test: &str, judge: Quirky, overrides: &[&str]) -> Option<Vec<Rec
     let loaded = scenario::load(&f, &overrides, &reg).unwrap();
     let out = dir.join("run");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(game::run(&loaded, &reg, &out, false, &mut |_| {}))
+    rt.block_on(run::run(&loaded, &reg, &out, false, &mut |_| {}))
         .unwrap();
     let re = replay::recompute(&out).unwrap();
     assert!(re.mismatches.is_empty(), "{:?}", re.mismatches);
@@ -429,7 +429,7 @@ fn a_role_that_cannot_be_built_fails_the_start_with_its_name() {
     for _ in 0..5 {
         let out = dir.join("run");
         let _ = std::fs::remove_dir_all(&out);
-        let Err(err) = rt.block_on(game::run(&loaded, &reg, &out, false, &mut |_| {})) else {
+        let Err(err) = rt.block_on(run::run(&loaded, &reg, &out, false, &mut |_| {})) else {
             panic!("the start fails");
         };
         let msg = err.to_string();
@@ -454,7 +454,7 @@ fn hand_computed_round(test: &str, nan: bool) {
     let loaded = scenario::load(&f, &[], &reg).unwrap();
     let out = dir.join("run");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(game::run(&loaded, &reg, &out, false, &mut |_| {}))
+    rt.block_on(run::run(&loaded, &reg, &out, false, &mut |_| {}))
         .unwrap();
     let recs: Vec<Record> = read(&out.join("episodes.jsonl"))
         .lines()

@@ -81,7 +81,7 @@ fn info(kind: &str, roles: Vec<Role>) -> KindInfo {
         kind: kind.into(),
         about: "test".into(),
         roles,
-        params: vec![],
+        params: None,
         check: Arc::new(|_, _| Ok(())),
     }
 }
@@ -155,7 +155,7 @@ fn play(name: &str, file: &Path, reg: &Registry, overrides: &[&str]) -> Vec<Reco
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(game::run(&loaded, reg, &out, false, &mut |_| {}))
+    rt.block_on(run::run(&loaded, reg, &out, false, &mut |_| {}))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let recs = read(&out.join("episodes.jsonl"))
         .lines()

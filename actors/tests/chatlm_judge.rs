@@ -4,41 +4,21 @@
 //! `think = false` mode prefills `<prompt>` and stops at `</prompt>`. `measure_verdict_rates` (ignored, minutes)
 //! measures verdict rates and agreement of `read = "generate"` vs `read = "logits"` on 20 pairs from ../shared/data.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use common::{ctx, seed, table};
 use sparring_actors::chatlm::chat_registry;
 use sparring_actors::chatlm::roles::is_refusal;
 use sparring_actors::formats;
-use sparring_engine::registry::BuildContext;
 use sparring_engine::{
     Category, FaithRequest, GenRequest, Goal, Judge, PairRequest, PointRequest, Role, Seed,
 };
 
 fn model() -> Option<PathBuf> {
     sparring_actors::testing::smollm2_or_skip("chatlm_judge")
-}
-
-fn ctx(role: Role) -> BuildContext {
-    BuildContext {
-        scenario_dir: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
-        seed: 1,
-        role,
-        run_dir: None,
-    }
-}
-
-fn table(s: &str) -> toml::Table {
-    toml::from_str(s).unwrap()
-}
-
-fn seed(prompt: &str, category: Category) -> Seed {
-    Seed {
-        id: format!("t:{prompt}").into(),
-        set: "t".into(),
-        prompt: prompt.into(),
-        category,
-    }
 }
 
 fn judge(path: &Path, extra: &str) -> Box<dyn Judge> {

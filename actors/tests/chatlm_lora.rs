@@ -1,32 +1,16 @@
 //! LoRA on the Llama model with random weights: zero-B adapters reproduce the base forward, merged weights
 //! reproduce the adapted forward, a few DPO steps on a fixed pair lower the loss, and the safetensors round trip.
 
+mod common;
+
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
+use common::{host, max_abs_diff, tiny_llama};
 use sparring_actors::chatlm::{LoraConfig, LoraLlama};
-use sparring_actors::llama::{LlamaConfig, LlamaModel, RopeLayout};
+use sparring_actors::llama::{LlamaModel, RopeLayout};
 use sparring_actors::lm::{
     Algorithm, Learner, LearnerConfig, OptimConfig, PreferenceGroup, sequence_logprobs_vec,
 };
-
-fn tiny(layout: RopeLayout) -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 64,
-        hidden_size: 32,
-        intermediate_size: 48,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        rope_theta: 10_000.0,
-        rope_scaling: Default::default(),
-        rms_eps: 1e-5,
-        tie_embeddings: true,
-        qkv_bias: false,
-        max_positions: 128,
-        rope_layout: layout,
-    }
-}
 
 fn all_targets() -> LoraConfig {
     LoraConfig {
@@ -36,18 +20,6 @@ fn all_targets() -> LoraConfig {
             .map(String::from)
             .to_vec(),
     }
-}
-
-fn host(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Left-padded rows of two lengths.
@@ -101,7 +73,7 @@ fn perturb(l: LoraLlama) -> LoraLlama {
 fn zero_b_matches_base_and_merge_matches_adapted() {
     let dev = Device::flex();
     for layout in [RopeLayout::Interleaved, RopeLayout::RotateHalf] {
-        let base = LlamaModel::random(&tiny(layout), 7, &dev).unwrap();
+        let base = LlamaModel::random(&tiny_llama(layout), 7, &dev).unwrap();
         let (ids, valid) = rows();
         let want = host(base.forward(&ids, &valid).unwrap());
         let l = LoraLlama::new(base, all_targets(), 3).unwrap();
@@ -113,17 +85,17 @@ fn zero_b_matches_base_and_merge_matches_adapted() {
             o.extend_from_slice(&x[6 * v..12 * v]);
             o
         };
-        assert!(max_diff(&real(&got), &real(&want)) < 1e-4, "{layout:?}");
+        assert!(max_abs_diff(&real(&got), &real(&want)) < 1e-4, "{layout:?}");
 
         let l = perturb(l);
         let adapted = lora_forward(&l, &ids, &valid);
         assert!(
-            max_diff(&real(&adapted), &real(&want)) > 1e-3,
+            max_abs_diff(&real(&adapted), &real(&want)) > 1e-3,
             "perturbed adapters must change the output"
         );
         let merged = host(l.merged().forward(&ids, &valid).unwrap());
         assert!(
-            max_diff(&real(&merged), &real(&adapted)) < 1e-4,
+            max_abs_diff(&real(&merged), &real(&adapted)) < 1e-4,
             "{layout:?}"
         );
     }
@@ -132,7 +104,7 @@ fn zero_b_matches_base_and_merge_matches_adapted() {
 #[test]
 fn dpo_steps_on_a_fixed_pair_lower_the_loss_and_adapters_round_trip() {
     let dev = Device::flex();
-    let base = LlamaModel::random(&tiny(RopeLayout::Interleaved), 11, &dev).unwrap();
+    let base = LlamaModel::random(&tiny_llama(RopeLayout::Interleaved), 11, &dev).unwrap();
     let lora = LoraLlama::new(base, all_targets(), 5).unwrap();
     let cfg = LearnerConfig {
         algorithm: Algorithm::Dpo,
@@ -189,7 +161,7 @@ fn dpo_steps_on_a_fixed_pair_lower_the_loss_and_adapters_round_trip() {
     );
     let (ids, valid) = rows();
     assert!(
-        max_diff(
+        max_abs_diff(
             &lora_forward(&loaded, &ids, &valid),
             &lora_forward(&pol, &ids, &valid)
         ) < 1e-6

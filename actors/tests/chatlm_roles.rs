@@ -3,49 +3,18 @@
 //! judge's operations with both orders, and the scenario file validating against the registry
 //! (its evaluation: tests/chatlm_smollm2_game.rs).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{ctx, seed, table};
 use sparring_actors::chatlm::chat_registry;
-use sparring_actors::formats;
-use sparring_engine::registry::BuildContext;
 use sparring_engine::{
     Category, FaithRequest, GenRequest, Goal, LabelRequest, PairRequest, Role, Seed,
 };
 
 fn model() -> Option<PathBuf> {
     sparring_actors::testing::smollm2_or_skip("chatlm_roles")
-}
-
-fn shared() -> Option<PathBuf> {
-    let d = formats::shared_dir();
-    if d.join("data").exists() {
-        Some(d)
-    } else {
-        eprintln!("SKIP: shared data not found at {}", d.display());
-        None
-    }
-}
-
-fn ctx(role: Role) -> BuildContext {
-    BuildContext {
-        scenario_dir: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
-        seed: 1,
-        role,
-        run_dir: None,
-    }
-}
-
-fn table(s: &str) -> toml::Table {
-    toml::from_str(s).unwrap()
-}
-
-fn seed(prompt: &str, category: Category) -> Seed {
-    Seed {
-        id: format!("t:{prompt}").into(),
-        set: "t".into(),
-        prompt: prompt.into(),
-        category,
-    }
 }
 
 fn gen_req(key: &str, role: Role, s: &Seed, input: &str, n: usize, rng: u64) -> GenRequest {
@@ -199,12 +168,14 @@ fn scenario_path() -> PathBuf {
 
 #[test]
 fn smollm2_scenario_validates() {
-    let (Some(model), Some(_)) = (model(), shared()) else {
+    let (Some(model), Some(sh)) = (
+        model(),
+        sparring_actors::testing::shared_or_skip("data", "smollm2_scenario_validates"),
+    ) else {
         return;
     };
     let reg = chat_registry();
     let m = format!("{:?}", model.display().to_string());
-    let sh = formats::shared_dir().join("data");
     let q = |p: &str| format!("{:?}", sh.join(p).display().to_string());
     let overrides: Vec<String> = vec![
         format!("attacker.model={m}"),

@@ -3,36 +3,16 @@
 //! fine-tuning (every weight a parameter) takes DPO steps that change the base weights and lower the loss; the
 //! `finetune` option is validated.
 
-use burn::tensor::{Device, Tensor};
+mod common;
+
+use burn::tensor::Device;
+use common::{host, max_abs_diff, tiny_llama};
 use sparring_actors::chatlm::{LoraConfig, LoraLlama};
-use sparring_actors::llama::{LlamaConfig, LlamaModel, RopeLayout};
+use sparring_actors::llama::{LlamaModel, RopeLayout};
 use sparring_actors::lm::{
     Algorithm, GrpoGroup, GrpoSample, Learner, LearnerConfig, OptimConfig, PreferenceGroup,
     response_token_logprobs, sequence_logprobs_vec,
 };
-
-fn tiny() -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 64,
-        hidden_size: 32,
-        intermediate_size: 48,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        rope_theta: 10_000.0,
-        rope_scaling: Default::default(),
-        rms_eps: 1e-5,
-        tie_embeddings: true,
-        qkv_bias: false,
-        max_positions: 128,
-        rope_layout: RopeLayout::Interleaved,
-    }
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().unwrap()
-}
 
 const PROMPT: [u32; 4] = [1, 2, 3, 4];
 const GOOD: [u32; 3] = [10, 11, 12];
@@ -41,7 +21,7 @@ const BAD: [u32; 4] = [20, 21, 22, 23];
 #[test]
 fn grpo_steps_on_lora_lower_the_loss_on_a_fixed_batch() {
     let dev = Device::flex();
-    let base = LlamaModel::random(&tiny(), 3, &dev).unwrap();
+    let base = LlamaModel::random(&tiny_llama(RopeLayout::Interleaved), 3, &dev).unwrap();
     let lora = LoraLlama::new(
         base,
         LoraConfig {
@@ -141,7 +121,7 @@ fn finetune_option_is_validated() {
 #[test]
 fn full_finetuning_dpo_changes_base_weights_and_lowers_the_loss() {
     let dev = Device::flex();
-    let base = LlamaModel::random(&tiny(), 11, &dev).unwrap();
+    let base = LlamaModel::random(&tiny_llama(RopeLayout::Interleaved), 11, &dev).unwrap();
     let q0 = host(base.blocks[0].attn.q.val());
     let e0 = host(base.embed.val());
     let cfg = LearnerConfig {
@@ -175,16 +155,13 @@ fn full_finetuning_dpo_changes_base_weights_and_lowers_the_loss() {
         "DPO loss did not go down: {losses:?}"
     );
     let pol = learner.policy();
-    let diff = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max)
-    };
     let q1 = host(pol.blocks[0].attn.q.val().inner());
     let e1 = host(pol.embed.val().inner());
-    assert!(diff(&q0, &q1) > 1e-5, "attention weights did not move");
-    assert!(diff(&e0, &e1) > 1e-5, "embeddings did not move");
+    assert!(
+        max_abs_diff(&q0, &q1) > 1e-5,
+        "attention weights did not move"
+    );
+    assert!(max_abs_diff(&e0, &e1) > 1e-5, "embeddings did not move");
     // The generator (EMA) is a plain model that generates.
     let g = learner.generator();
     assert!(!g.device().is_autodiff());

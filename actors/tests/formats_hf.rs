@@ -2,9 +2,11 @@
 //! a synthetic model and of the real SmolLM2 (reloaded: identical tokenizer ids, every tensor equal to the GGUF
 //! tensor after the documented Q/K un-permutation).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
 
+use std::collections::BTreeMap;
+
+use common::tmp;
 use sparring_actors::formats::TensorSource;
 use sparring_actors::formats::gguf::{
     GgufFile, GgufHfView, GgufWriter, MetaType, MetaValue, unpermute_qk,
@@ -13,15 +15,7 @@ use sparring_actors::formats::hf::{
     ConvertOptions, HfCheckpoint, LlamaConfig, convert_gguf_to_hf, convert_gguf_to_hf_with,
 };
 use sparring_actors::formats::safetensors::{SafetensorsFile, to_bytes_f32};
-use sparring_actors::formats::shared_dir;
 use sparring_actors::formats::tokenizer::TextTokenizer;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sparring-hf-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn sample() -> Vec<(String, Vec<usize>, Vec<f32>)> {
     vec![
@@ -312,22 +306,15 @@ fn smollm2_converts_to_hf_and_matches() {
     let tok = hf.tokenizer().unwrap();
     let gtok = TextTokenizer::from_gguf(&g).unwrap();
     assert_eq!(tok.chat_template, gtok.chat_template);
-    let fixtures = shared_dir().join("fixtures/smollm2/tokens.jsonl");
-    match std::fs::read_to_string(&fixtures) {
-        Ok(text) => {
-            for line in text.lines().filter(|l| !l.is_empty()) {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                let s = v["text"].as_str().unwrap();
-                let ids: Vec<u32> = v["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect();
-                assert_eq!(tok.encode(s, false).unwrap(), ids, "{s:?}");
-            }
-        }
-        Err(_) => eprintln!("SKIP: fixtures not found at {}", fixtures.display()),
+    for v in common::smollm2_fixture("tokens.jsonl", "smollm2_converts_to_hf_and_matches")
+        .unwrap_or_default()
+    {
+        let s = v["text"].as_str().unwrap();
+        assert_eq!(
+            tok.encode(s, false).unwrap(),
+            common::ids_of(&v["ids"]),
+            "{s:?}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -335,14 +322,8 @@ fn smollm2_converts_to_hf_and_matches() {
 #[test]
 fn safetensors_seeded_mutations_never_panic() {
     let base = to_bytes_f32(&sample(), &BTreeMap::new());
-    let mut state = 7u64;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = sparring_engine::rng::SplitMix64::new(7);
+    let mut next = || rng.next_u64();
     let mut ok = 0;
     for _ in 0..10_000 {
         let mut b = base.clone();

@@ -2,9 +2,11 @@
 //! exact for every line of tokens.jsonl, chat renders and ids exact for every line of chat.jsonl; plus template
 //! features (raise_exception, tojson, Python string methods) on hand-written templates.
 
+mod common;
+
+use common::ids_of;
 use sparring_actors::formats::chat::{ChatMessage, ChatTemplate};
 use sparring_actors::formats::gguf::GgufFile;
-use sparring_actors::formats::shared_dir;
 use sparring_actors::formats::tokenizer::TextTokenizer;
 
 fn smollm2() -> Option<GgufFile> {
@@ -13,25 +15,7 @@ fn smollm2() -> Option<GgufFile> {
 }
 
 fn fixture_lines(name: &str) -> Option<Vec<serde_json::Value>> {
-    let p = shared_dir().join("fixtures/smollm2").join(name);
-    let Ok(text) = std::fs::read_to_string(&p) else {
-        eprintln!("SKIP: fixture {} not found", p.display());
-        return None;
-    };
-    Some(
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
-}
-
-fn ids_of(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    common::smollm2_fixture(name, "formats_tokenizer")
 }
 
 #[test]

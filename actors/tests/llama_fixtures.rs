@@ -2,17 +2,14 @@
 //! `<repo>/../shared/fixtures/smollm2`: top-20 logits and logsumexp at three positions, and 24
 //! greedy steps. Skips (with a message) when the model file or the fixtures are absent.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use common::{ids_of, max_abs_diff, smollm2_fixture};
 use sparring_actors::llama::generate::logsumexp;
 use sparring_actors::llama::{Device, GenerateOptions, LlamaModel};
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("SPARRING_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 /// Where `scripts/fetch-model.sh` puts the model (or `$SPARRING_SMOLLM2_GGUF`).
 fn gguf_path() -> PathBuf {
@@ -20,17 +17,7 @@ fn gguf_path() -> PathBuf {
 }
 
 fn fixtures(name: &str) -> Option<Vec<serde_json::Value>> {
-    let path = shared_dir().join("fixtures/smollm2").join(name);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("SKIP: fixture {} not found", path.display());
-        return None;
-    };
-    Some(
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-    )
+    smollm2_fixture(name, "llama_fixtures")
 }
 
 fn model() -> Option<&'static LlamaModel> {
@@ -43,15 +30,6 @@ fn model() -> Option<&'static LlamaModel> {
         .as_ref()
 }
 
-fn ids_of(v: &serde_json::Value) -> Vec<u32> {
-    v["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn logits_match_transformers() {
     let (Some(cases), Some(m)) = (fixtures("logits.jsonl"), model()) else {
@@ -61,7 +39,7 @@ fn logits_match_transformers() {
     let mut worst_rel = 0.0f64;
     let mut worst_lse = 0.0f64;
     for case in &cases {
-        let ids = ids_of(case);
+        let ids = ids_of(&case["ids"]);
         let n = ids.len();
         let logits = m.forward(&[ids], &[vec![true; n]]).unwrap();
         let host = logits.into_data().try_into_vec::<f32>().unwrap();
@@ -101,7 +79,7 @@ fn greedy_matches_transformers_batched() {
         return;
     };
     // All prompts in one left-padded batch: also checks padding against the reference.
-    let prompts: Vec<Vec<u32>> = cases.iter().map(ids_of).collect();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids_of(&c["ids"])).collect();
     let steps = cases[0]["greedy"].as_array().unwrap().len();
     let opts = GenerateOptions {
         max_new_tokens: steps,
@@ -133,13 +111,6 @@ fn prompt_logits(m: &LlamaModel, ids: &[u32]) -> Vec<f32> {
     logits.into_data().try_into_vec::<f32>().unwrap()
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// The HF layout (HF names, Q/K rows un-permuted by the formats view, rotate-half RoPE) gives
 /// the logits of the GGUF path (interleaved RoPE on llama.cpp's permuted rows).
 #[test]
@@ -157,7 +128,7 @@ fn hf_layout_matches_gguf() {
     cfg.rope_layout = RopeLayout::RotateHalf;
     let hf =
         LlamaModel::from_tensors(&cfg, &view, WeightNaming::HuggingFace, &Device::flex()).unwrap();
-    let ids = ids_of(&cases[0]);
+    let ids = ids_of(&cases[0]["ids"]);
     let d = max_abs_diff(&prompt_logits(m, &ids), &prompt_logits(&hf, &ids));
     eprintln!("HF layout vs GGUF: max |Δlogit| = {d:.2e}");
     assert!(d < 1e-3, "{d}");
@@ -173,7 +144,7 @@ fn converted_hf_dir_matches_gguf() {
     let dir = std::env::temp_dir().join(format!("sparring-llama-hf-{}", std::process::id()));
     sparring_actors::formats::convert_gguf_to_hf(&gguf_path(), &dir).unwrap();
     let hf = LlamaModel::load_hf_dir(&dir, &Device::flex()).unwrap();
-    let ids = ids_of(&cases[0]);
+    let ids = ids_of(&cases[0]["ids"]);
     let d = max_abs_diff(&prompt_logits(m, &ids), &prompt_logits(&hf, &ids));
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("converted HF dir vs GGUF: max |Δlogit| = {d:.2e}");
@@ -187,7 +158,7 @@ fn host_path_greedy_matches_transformers() {
         return;
     };
     let host = sparring_actors::llama::HostLlama::from_model(m).unwrap();
-    let prompts: Vec<Vec<u32>> = cases.iter().map(ids_of).collect();
+    let prompts: Vec<Vec<u32>> = cases.iter().map(|c| ids_of(&c["ids"])).collect();
     let steps = cases[0]["greedy"].as_array().unwrap().len();
     let opts = GenerateOptions {
         max_new_tokens: steps,

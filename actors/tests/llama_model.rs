@@ -2,56 +2,26 @@
 //! generation, the two RoPE layouts, autodiff forward.
 #![allow(clippy::needless_range_loop)] // index loops mirror the [batch, position] layout
 
+mod common;
+
 use std::collections::HashMap;
 
 use burn::tensor::{Device, Tensor};
+use common::{host, max_abs_diff, tiny_llama};
 use sparring_actors::llama::{
-    GenerateOptions, KvCache, LlamaConfig, LlamaModel, LogitsMode, RopeLayout, StopReason,
-    TensorLookup, WeightNaming,
+    GenerateOptions, KvCache, LlamaModel, LogitsMode, RopeLayout, StopReason, TensorLookup,
+    WeightNaming,
 };
-
-fn tiny(layout: RopeLayout) -> LlamaConfig {
-    LlamaConfig {
-        vocab_size: 64,
-        hidden_size: 32,
-        intermediate_size: 48,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 8,
-        rope_theta: 10_000.0,
-        rope_scaling: Default::default(),
-        rms_eps: 1e-5,
-        tie_embeddings: true,
-        qkv_bias: false,
-        max_positions: 128,
-        rope_layout: layout,
-    }
-}
-
-fn host(t: Tensor<3>) -> (Vec<usize>, Vec<f32>) {
-    let dims = t.dims().to_vec();
-    (dims, t.into_data().try_into_vec::<f32>().unwrap())
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 #[test]
 fn cached_decode_matches_full_forward() {
     let dev = Device::flex();
-    let m = LlamaModel::random(&tiny(RopeLayout::Interleaved), 1, &dev).unwrap();
+    let m = LlamaModel::random(&tiny_llama(RopeLayout::Interleaved), 1, &dev).unwrap();
     let ids: Vec<u32> = vec![3, 17, 5, 9, 33, 2, 40, 11];
     let full = host(
         m.forward(std::slice::from_ref(&ids), &[vec![true; ids.len()]])
             .unwrap(),
-    )
-    .1;
+    );
     let mut cache = KvCache::new(m.config(), 1, 16, &dev);
     // Prefill 5, then one token at a time.
     let first = host(
@@ -62,17 +32,15 @@ fn cached_decode_matches_full_forward() {
             LogitsMode::All,
         )
         .unwrap(),
-    )
-    .1;
-    assert!(max_diff(&first, &full[..5 * 64]) < 1e-4);
+    );
+    assert!(max_abs_diff(&first, &full[..5 * 64]) < 1e-4);
     for (j, &t) in ids.iter().enumerate().skip(5) {
         let step = host(
             m.forward_cached(&[vec![t]], &[vec![true]], &mut cache, LogitsMode::Last)
                 .unwrap(),
-        )
-        .1;
+        );
         assert!(
-            max_diff(&step, &full[j * 64..(j + 1) * 64]) < 1e-4,
+            max_abs_diff(&step, &full[j * 64..(j + 1) * 64]) < 1e-4,
             "pos {j}"
         );
     }
@@ -93,23 +61,22 @@ fn cached_decode_matches_full_forward() {
 #[test]
 fn left_padding_does_not_change_logits() {
     let dev = Device::flex();
-    let m = LlamaModel::random(&tiny(RopeLayout::RotateHalf), 2, &dev).unwrap();
+    let m = LlamaModel::random(&tiny_llama(RopeLayout::RotateHalf), 2, &dev).unwrap();
     let a: Vec<u32> = vec![1, 2, 3, 4, 5, 6];
     let b: Vec<u32> = vec![7, 8, 9];
     let alone = host(
         m.forward(std::slice::from_ref(&b), &[vec![true; 3]])
             .unwrap(),
-    )
-    .1;
+    );
     let padded_b = vec![0, 0, 0, 7, 8, 9];
     let valid_b = vec![false, false, false, true, true, true];
-    let (dims, batch) = host(
-        m.forward(&[a.clone(), padded_b], &[vec![true; 6], valid_b])
-            .unwrap(),
-    );
-    assert_eq!(dims, vec![2, 6, 64]);
+    let logits = m
+        .forward(&[a.clone(), padded_b], &[vec![true; 6], valid_b])
+        .unwrap();
+    assert_eq!(logits.dims(), [2, 6, 64]);
+    let batch = host(logits);
     let row_b = &batch[6 * 64..];
-    assert!(max_diff(&row_b[3 * 64..], &alone) < 1e-4);
+    assert!(max_abs_diff(&row_b[3 * 64..], &alone) < 1e-4);
     assert!(
         batch.iter().all(|x| x.is_finite()),
         "padding rows stay finite"
@@ -121,7 +88,7 @@ fn left_padding_does_not_change_logits() {
 #[test]
 fn batch_generation_equals_single() {
     let dev = Device::flex();
-    let m = LlamaModel::random(&tiny(RopeLayout::Interleaved), 3, &dev).unwrap();
+    let m = LlamaModel::random(&tiny_llama(RopeLayout::Interleaved), 3, &dev).unwrap();
     let prompts: Vec<Vec<u32>> = vec![vec![5, 6, 7, 8, 9], vec![10, 11], vec![12, 13, 14]];
     for (temperature, top_p) in [(0.0, 1.0), (0.8, 1.0), (1.0, 0.9)] {
         let opts = GenerateOptions {
@@ -139,7 +106,7 @@ fn batch_generation_equals_single() {
                 .generate_with_seeds(std::slice::from_ref(p), &[seed], &opts)
                 .unwrap();
             assert_eq!(batch[r].tokens, single[0].tokens, "row {r} t={temperature}");
-            assert!(max_diff(&batch[r].logprobs, &single[0].logprobs) < 1e-3);
+            assert!(max_abs_diff(&batch[r].logprobs, &single[0].logprobs) < 1e-3);
             assert_eq!(batch[r].tokens.len(), 10);
         }
     }
@@ -159,7 +126,7 @@ fn batch_generation_equals_single() {
 #[test]
 fn stop_tokens_end_rows() {
     let dev = Device::flex();
-    let m = LlamaModel::random(&tiny(RopeLayout::Interleaved), 4, &dev).unwrap();
+    let m = LlamaModel::random(&tiny_llama(RopeLayout::Interleaved), 4, &dev).unwrap();
     let prompts = vec![vec![1u32, 2, 3], vec![4u32]];
     let free = m
         .generate(
@@ -265,14 +232,14 @@ fn export(
 #[test]
 fn interleaved_rope_on_permuted_weights_equals_rotate_half() {
     let dev = Device::flex();
-    let hf_cfg = tiny(RopeLayout::RotateHalf);
+    let hf_cfg = tiny_llama(RopeLayout::RotateHalf);
     let hf = LlamaModel::random(&hf_cfg, 5, &dev).unwrap();
     let hf_src = export(&hf, WeightNaming::HuggingFace, false);
     let gguf_src = export(&hf, WeightNaming::Gguf, true);
     let reloaded =
         LlamaModel::from_tensors(&hf_cfg, &hf_src, WeightNaming::HuggingFace, &dev).unwrap();
     let gguf = LlamaModel::from_tensors(
-        &tiny(RopeLayout::Interleaved),
+        &tiny_llama(RopeLayout::Interleaved),
         &gguf_src,
         WeightNaming::Gguf,
         &dev,
@@ -280,11 +247,11 @@ fn interleaved_rope_on_permuted_weights_equals_rotate_half() {
     .unwrap();
     let ids = vec![vec![1u32, 9, 17, 25, 33, 41, 49, 57]];
     let valid = vec![vec![true; 8]];
-    let a = host(hf.forward(&ids, &valid).unwrap()).1;
-    let b = host(reloaded.forward(&ids, &valid).unwrap()).1;
-    let c = host(gguf.forward(&ids, &valid).unwrap()).1;
-    assert!(max_diff(&a, &b) < 1e-6);
-    assert!(max_diff(&a, &c) < 1e-4, "{}", max_diff(&a, &c));
+    let a = host(hf.forward(&ids, &valid).unwrap());
+    let b = host(reloaded.forward(&ids, &valid).unwrap());
+    let c = host(gguf.forward(&ids, &valid).unwrap());
+    assert!(max_abs_diff(&a, &b) < 1e-6);
+    assert!(max_abs_diff(&a, &c) < 1e-4, "{}", max_abs_diff(&a, &c));
     // The wrong layout gives different logits (the trap the issue warns about).
     let wrong = LlamaModel::from_tensors(
         &hf_cfg,
@@ -293,8 +260,8 @@ fn interleaved_rope_on_permuted_weights_equals_rotate_half() {
         &dev,
     )
     .unwrap();
-    let d = host(wrong.forward(&ids, &valid).unwrap()).1;
-    assert!(max_diff(&a, &d) > 1e-3);
+    let d = host(wrong.forward(&ids, &valid).unwrap());
+    assert!(max_abs_diff(&a, &d) > 1e-3);
     // Missing tensors and wrong shapes are named.
     let mut broken = hf_src.clone();
     broken.remove("model.layers.1.mlp.up_proj.weight");
@@ -316,34 +283,33 @@ fn interleaved_rope_on_permuted_weights_equals_rotate_half() {
 #[test]
 fn qkv_bias_and_untied_head() {
     let dev = Device::flex();
-    let mut cfg = tiny(RopeLayout::RotateHalf);
+    let mut cfg = tiny_llama(RopeLayout::RotateHalf);
     cfg.qkv_bias = true;
     cfg.tie_embeddings = false;
     let m = LlamaModel::random(&cfg, 6, &dev).unwrap();
     assert!(m.head.is_some() && m.blocks[0].attn.q_bias.is_some());
     let ids = vec![vec![1u32, 2, 3, 4]];
     let valid = vec![vec![true; 4]];
-    let full = host(m.forward(&ids, &valid).unwrap()).1;
+    let full = host(m.forward(&ids, &valid).unwrap());
     let mut cache = KvCache::new(m.config(), 1, 8, &dev);
     let last = host(
         m.forward_cached(&ids, &valid, &mut cache, LogitsMode::Last)
             .unwrap(),
-    )
-    .1;
-    assert!(max_diff(&last, &full[3 * 64..]) < 1e-5);
+    );
+    assert!(max_abs_diff(&last, &full[3 * 64..]) < 1e-5);
 }
 
 #[test]
 fn autodiff_forward_matches_and_backprops() {
-    let cfg = tiny(RopeLayout::Interleaved);
+    let cfg = tiny_llama(RopeLayout::Interleaved);
     let plain = LlamaModel::random(&cfg, 7, &Device::flex()).unwrap();
     let ad = LlamaModel::random(&cfg, 7, &Device::flex().autodiff()).unwrap();
     let ids = vec![vec![0u32, 1, 2, 3, 4], vec![9, 8, 7, 6, 5]];
     let valid = vec![vec![false, true, true, true, true], vec![true; 5]];
-    let a = host(plain.forward(&ids, &valid).unwrap()).1;
+    let a = host(plain.forward(&ids, &valid).unwrap());
     let logits = ad.forward(&ids, &valid).unwrap();
-    let b = host(logits.clone()).1;
-    assert!(max_diff(&a, &b) < 1e-4);
+    let b = host(logits.clone());
+    assert!(max_abs_diff(&a, &b) < 1e-4);
     let grads = logits.sum().backward();
     let g = ad.blocks[0].attn.k.grad(&grads).expect("gradient for k");
     assert_eq!(g.dims(), [32, 16]);
@@ -357,14 +323,14 @@ fn host_path_matches_burn_path() {
         (RopeLayout::Interleaved, false),
         (RopeLayout::RotateHalf, true),
     ] {
-        let mut cfg = tiny(layout);
+        let mut cfg = tiny_llama(layout);
         cfg.qkv_bias = bias;
         cfg.tie_embeddings = !bias;
         let m = LlamaModel::random(&cfg, 11, &dev).unwrap();
         let host = HostLlama::from_model(&m).unwrap();
         let ids = vec![vec![0u32, 0, 5, 6, 7], vec![1, 2, 3, 4, 5]];
         let valid = vec![vec![false, false, true, true, true], vec![true; 5]];
-        let want = host_logits(m.forward(&ids, &valid).unwrap());
+        let want = common::host(m.forward(&ids, &valid).unwrap());
         let mut cache = HostCache::new(&cfg, 2, 8);
         let got = host.forward(&ids, &valid, &mut cache, true).unwrap();
         // Padding positions are garbage in both; compare real ones.
@@ -373,7 +339,7 @@ fn host_path_matches_burn_path() {
                 if valid[r][j] {
                     let o = (r * 5 + j) * 64;
                     assert!(
-                        max_diff(&got[o..o + 64], &want[o..o + 64]) < 1e-4,
+                        max_abs_diff(&got[o..o + 64], &want[o..o + 64]) < 1e-4,
                         "{r} {j}"
                     );
                 }
@@ -392,12 +358,8 @@ fn host_path_matches_burn_path() {
             let b = host.generate(&prompts, &opts).unwrap();
             for (x, y) in a.iter().zip(&b) {
                 assert_eq!(x.tokens, y.tokens);
-                assert!(max_diff(&x.logprobs, &y.logprobs) < 1e-3);
+                assert!(max_abs_diff(&x.logprobs, &y.logprobs) < 1e-3);
             }
         }
     }
-}
-
-fn host_logits(t: Tensor<3>) -> Vec<f32> {
-    host(t).1
 }

@@ -1,9 +1,11 @@
 //! Tests of the learners: hand-computed losses, EMA math, training lowers the loss, GRPO moves
 //! log-probs the right way, and checkpoints resume bit-identically.
 
+mod common;
+
 use burn::tensor::{Device, Tensor, TensorData};
+use common::flat;
 use sparring_actors::lm::batch::to_vec_f32;
-use sparring_actors::lm::params::flat_params;
 use sparring_actors::lm::*;
 
 fn t1(v: &[f32], d: &Device) -> Tensor<1> {
@@ -72,13 +74,6 @@ fn tiny(seed: u64) -> TransformerLm {
     let mut cfg = TransformerConfig::new(12, 16, 1, 2, 32, 16);
     cfg.init_std = 0.2;
     cfg.init(seed, &Device::flex()).unwrap()
-}
-
-fn flat<M: burn::module::Module>(m: &M) -> Vec<f32> {
-    flat_params(m)
-        .into_iter()
-        .flat_map(|t| to_vec_f32(t).unwrap())
-        .collect()
 }
 
 #[test]

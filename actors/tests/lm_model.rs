@@ -1,21 +1,16 @@
 //! Tests of the transformer LM, sampling, log-probs, checkpoints and the model thread (flex).
 
+mod common;
+
 use burn::tensor::Device;
+use common::{flat, max_abs_diff};
 use sparring_actors::lm::batch::to_vec_f32;
-use sparring_actors::lm::params::flat_params;
 use sparring_actors::lm::*;
 
 fn tiny(seed: u64, std: f64) -> TransformerLm {
     let mut cfg = TransformerConfig::new(17, 16, 2, 2, 32, 24);
     cfg.init_std = std;
     cfg.init(seed, &Device::flex()).unwrap()
-}
-
-fn flat(m: &TransformerLm) -> Vec<f32> {
-    flat_params(m)
-        .into_iter()
-        .flat_map(|t| to_vec_f32(t).unwrap())
-        .collect()
 }
 
 #[test]
@@ -71,11 +66,7 @@ fn padding_does_not_change_a_rows_logits() {
         .unwrap();
     let alone = to_vec_f32(alone).unwrap();
     let both = to_vec_f32(both.narrow(0, 1, 1).narrow(1, 3, 3)).unwrap();
-    let diff = alone
-        .iter()
-        .zip(&both)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
+    let diff = max_abs_diff(&alone, &both);
     assert!(diff < 1e-5, "max diff {diff}");
 }
 
@@ -93,11 +84,7 @@ fn kv_cache_logits_match_full_recompute() {
         let [b, t, v] = full.dims();
         let want = to_vec_f32(full.narrow(1, t - 1, 1).reshape([b, v])).unwrap();
         let got = to_vec_f32(last.clone()).unwrap();
-        let diff = want
-            .iter()
-            .zip(&got)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let diff = max_abs_diff(&want, &got);
         assert!(diff < 1e-4, "step {step}: max diff {diff}");
         let next: Vec<u32> = (0..3).map(|r| (step * 3 + r) % 17).collect();
         for (s, n) in seqs.iter_mut().zip(&next) {

@@ -2,6 +2,9 @@
 //! Without a GPU this runs on Mesa's lavapipe (`apt-get install mesa-vulkan-drivers libvulkan1`).
 #![cfg(feature = "wgpu")]
 
+mod common;
+
+use common::max_abs_diff;
 use sparring_actors::lm::batch::to_vec_f32;
 use sparring_actors::lm::*;
 
@@ -13,12 +16,7 @@ fn wgpu_forward_matches_flex() {
     let batch = TokenBatch::left_padded(&[vec![1u32, 5, 9, 13, 2], vec![7u32, 3]], 0).unwrap();
     let a = to_vec_f32(flex.forward_batch(&batch).unwrap()).unwrap();
     let b = to_vec_f32(gpu.forward_batch(&batch).unwrap()).unwrap();
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let diff = max_abs_diff(&a, &b);
     eprintln!("wgpu vs flex max abs diff: {diff:e}");
     assert!(diff <= 1e-4, "max abs diff {diff}");
     // the KV-cache path on wgpu agrees with its own full forward

@@ -7,8 +7,11 @@
 //! max(1, |want|)`: relative to the reference magnitude, absolute for values under 1), and the 16 greedy steps
 //! until the first one whose reference margin is under 0.01. Skips (with a message) when `../shared` is absent.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{max_abs_diff, tmp};
 use sparring_actors::chatlm::{ChatMessage, ChatModel};
 use sparring_actors::formats::gguf::{GgufWriter, MetaValue};
 use sparring_actors::formats::{GgufFile, HfCheckpoint, convert_gguf_to_hf, convert_hf_to_gguf};
@@ -50,35 +53,31 @@ struct Case {
 }
 
 fn cases(dir: &std::path::Path) -> Vec<Case> {
-    let text = std::fs::read_to_string(dir.join("reference.jsonl")).unwrap();
     let u = |v: &serde_json::Value| v.as_u64().unwrap();
     let list = |v: &serde_json::Value| v.as_array().unwrap().clone();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            Case {
-                prompt: v["prompt"].as_str().unwrap().to_string(),
-                ids: list(&v["ids"]).iter().map(|x| u(x) as u32).collect(),
-                positions: list(&v["positions"])
-                    .iter()
-                    .map(|p| {
-                        (
-                            u(&p["position"]) as usize,
-                            list(&p["top_ids"]).iter().map(|x| u(x) as usize).collect(),
-                            list(&p["top_logits"])
-                                .iter()
-                                .map(|x| x.as_f64().unwrap())
-                                .collect(),
-                            p["logsumexp"].as_f64().unwrap(),
-                        )
-                    })
-                    .collect(),
-                greedy: list(&v["greedy"])
-                    .iter()
-                    .map(|s| (u(&s["id"]) as u32, s["margin"].as_f64().unwrap()))
-                    .collect(),
-            }
+    common::read_jsonl(&dir.join("reference.jsonl"))
+        .into_iter()
+        .map(|v| Case {
+            prompt: v["prompt"].as_str().unwrap().to_string(),
+            ids: common::ids_of(&v["ids"]),
+            positions: list(&v["positions"])
+                .iter()
+                .map(|p| {
+                    (
+                        u(&p["position"]) as usize,
+                        list(&p["top_ids"]).iter().map(|x| u(x) as usize).collect(),
+                        list(&p["top_logits"])
+                            .iter()
+                            .map(|x| x.as_f64().unwrap())
+                            .collect(),
+                        p["logsumexp"].as_f64().unwrap(),
+                    )
+                })
+                .collect(),
+            greedy: list(&v["greedy"])
+                .iter()
+                .map(|s| (u(&s["id"]) as u32, s["margin"].as_f64().unwrap()))
+                .collect(),
         })
         .collect()
 }
@@ -301,27 +300,17 @@ fn chat_template_jinja_is_read() {
     let jinja = std::fs::read_to_string(dir.join("chat_template.jinja")).unwrap();
     assert_eq!(tok.chat_template.as_deref(), Some(jinja.as_str()));
     let template = ChatTemplate::from_tokenizer(&tok).unwrap();
-    let chat = sparring_actors::formats::shared_dir().join("fixtures/smollm2/chat.jsonl");
-    let Ok(text) = std::fs::read_to_string(&chat) else {
-        eprintln!("SKIP: {} not found", chat.display());
+    let Some(chat) = common::smollm2_fixture("chat.jsonl", "chat_template_jinja_is_read") else {
         return;
     };
     let mut n = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for v in chat {
         let add = v["add_generation_prompt"].as_bool().unwrap();
         let got = template.render_json(&v["messages"], add, None).unwrap();
         assert_eq!(got, v["text"].as_str().unwrap(), "{}", v["messages"]);
         n += 1;
     }
     assert!(n > 0);
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sparring-families-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// The configuration `model_config` of an HF directory, with `rms_eps` compared to f32 precision (GGUF stores it
@@ -615,12 +604,7 @@ fn smollm2_converts_to_hf_and_back_to_gguf() {
             .try_into_vec::<f32>()
             .unwrap()
     };
-    let (x, y) = (logits(&a.model), logits(&b.model));
-    let d = x
-        .iter()
-        .zip(&y)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f32::max);
+    let d = max_abs_diff(&logits(&a.model), &logits(&b.model));
     eprintln!("SmolLM2 GGUF → HF → GGUF: max |Δlogit| = {d:.2e}");
     assert!(d < 1e-3, "{d}");
     std::fs::remove_dir_all(&work).unwrap();

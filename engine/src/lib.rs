@@ -4,17 +4,18 @@
 
 pub mod actor;
 pub mod data;
-pub mod game;
 pub mod payoff;
 pub mod record;
 pub mod registry;
 pub mod replay;
 pub mod rng;
 pub mod roles;
+pub mod run;
 pub mod scenario;
 pub mod tomlpath;
+pub mod vocab;
 
-pub use registry::{BuildContext, KindInfo, ParamDoc, Registry};
+pub use registry::{BuildContext, KindInfo, ParamsSchema, Registry};
 pub use roles::{
     Category, FaithRequest, GenRequest, Generation, Goal, Group, Judge, LabelRequest, LearnReport,
     PairRequest, PointRequest, Policy, Role, RoleError, Seed, Verdict,

@@ -1,8 +1,8 @@
 //! Replay records (one JSON object per line of `episodes.jsonl`) and the metrics computed from them. The live run
 //! and `sparring replay` compute metrics with the same function over the same records, so they agree exactly.
 
-use crate::roles::{Category, LearnReport, Role};
-use crate::scenario::{PayoffMode, Side};
+use crate::roles::LearnReport;
+use crate::vocab::{Category, PayoffMode, Role, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

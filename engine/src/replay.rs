@@ -16,7 +16,8 @@
 use crate::payoff::{self, Judgment};
 use crate::record::{CommitRec, Metrics, Record, Tally, metrics};
 use crate::roles::RoleError;
-use crate::scenario::{PayoffCfg, PayoffMode, Scenario, Side};
+use crate::scenario::{PayoffCfg, Scenario};
+use crate::vocab::{PayoffMode, Side};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};

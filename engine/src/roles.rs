@@ -5,33 +5,10 @@
 //! Burn model, an HTTP client or a scripted rule set can compute freely without blocking the async runtime.
 //! Implementations are built on that thread by their registry constructor and need not be `Send`.
 
+pub use crate::vocab::{Category, Role};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
-
-/// Whether a seed request is harmful (the attacker seeks compliance) or benign (the attacker seeks over-refusal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    Harmful,
-    Benign,
-}
-
-impl Category {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Harmful => "harmful",
-            Category::Benign => "benign",
-        }
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One seed request from a data set. Its texts are shared (`Arc<str>`): a round hands the same seed to many
 /// requests and records, and cloning one costs three reference counts, not three allocations.
@@ -60,31 +37,6 @@ mod shared_str {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
         String::deserialize(d).map(Arc::from)
-    }
-}
-
-/// The three roles of the game (plus the replay log, which is not a model role).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Attacker,
-    Defender,
-    Judge,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Attacker => "attacker",
-            Role::Defender => "defender",
-            Role::Judge => "judge",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -3,43 +3,57 @@
 //! scenario written into the run directory.
 
 use crate::data::{self, Format};
-use crate::registry::{BuildContext, Registry};
+use crate::record::EvalMode;
+use crate::registry::{self, BuildContext, Registry};
 use crate::roles::{Category, Role, RoleError, Seed};
 use crate::tomlpath;
+pub use crate::vocab::{PayoffMode, Side};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The whole scenario file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// Must be 1.
+    /// Version of the scenario format: must be 1.
+    #[schemars(extend("enum" = [1]))]
     pub schema: u32,
     /// Directory relative paths are resolved against (default: the scenario file's directory). Written by the
     /// engine into the resolved scenario of a run so that `--resume` finds the data again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<PathBuf>,
+    /// The game: name, seed, rounds, schedule and batch sizes.
     pub game: GameCfg,
+    /// Seed sets the game draws from and held-out evaluation sets.
     pub data: DataCfg,
+    /// How judge verdicts become rewards.
     #[serde(default)]
     pub payoffs: PayoffCfg,
+    /// The attacker: `kind` (see `sparring list`) and that kind's parameters.
     pub attacker: RoleCfg,
+    /// The defender: `kind` (see `sparring list`) and that kind's parameters.
     pub defender: RoleCfg,
+    /// The judge: `kind` (see `sparring list`) and that kind's parameters.
     pub judge: RoleCfg,
+    /// The replay log.
     #[serde(default)]
     pub replay: ReplayCfg,
+    /// Held-out evaluations during the run.
     #[serde(default)]
     pub eval: EvalCfg,
+    /// Kept copies of the players.
     #[serde(default)]
     pub checkpoints: CheckpointCfg,
+    /// Fault injection (tests only).
     #[serde(default)]
     pub faults: FaultsCfg,
 }
 
 /// Which sides learn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Schedule {
     /// Both sides learn every round (AdvGame).
@@ -52,14 +66,6 @@ pub enum Schedule {
     FrozenAttacker,
 }
 
-/// A learning side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Attacker,
-    Defender,
-}
-
 fn yes() -> bool {
     true
 }
@@ -68,12 +74,18 @@ fn three() -> u32 {
 }
 
 /// `[game]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GameCfg {
+    /// Name of the game (the run directory's prefix; no path separators).
     pub name: String,
+    /// Seed of every random choice of the run.
     pub seed: u64,
+    /// Rounds to play (at least 1).
+    #[schemars(range(min = 1))]
     pub rounds: u32,
+    /// Which sides learn: `joint` (both, every round), `sequential` (alternating phases), `frozen-defender`,
+    /// `frozen-attacker`.
     #[serde(default = "joint")]
     pub schedule: Schedule,
     /// Rounds per phase of the `sequential` schedule.
@@ -82,10 +94,14 @@ pub struct GameCfg {
     /// Which side learns in the first phase of `sequential` (default attacker).
     #[serde(default)]
     pub first: Option<Side>,
+    /// Seeds drawn per round (at least 1).
+    #[schemars(range(min = 1))]
     pub seeds_per_round: usize,
     /// A: rewrites per seed.
+    #[schemars(range(min = 1))]
     pub attacks_per_seed: usize,
     /// D: defender responses per faithful rewrite.
+    #[schemars(range(min = 1))]
     pub responses_per_attack: usize,
     /// Represent each rewrite by the defender's best response (true) or its first response with a verdict, i.e.
     /// a reward (false); response 0 when none has one (`payoff::representative`).
@@ -101,7 +117,7 @@ fn joint() -> Schedule {
 }
 
 /// `[data]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataCfg {
     /// Seed sets the game draws from.
@@ -112,34 +128,33 @@ pub struct DataCfg {
 }
 
 /// One data set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCfg {
+    /// Name of the set (unique in the scenario).
     pub name: String,
+    /// The data file (relative to the scenario file).
     pub path: PathBuf,
+    /// `auto` (`.csv`: harmbench; JSONL whose first record has `label`: xstest; else advgame), `advgame`, `xstest`
+    /// or `harmbench`.
     #[serde(default)]
+    #[schemars(schema_with = "format_schema")]
     pub format: Format,
     /// Keep only this category.
     #[serde(default)]
+    #[schemars(schema_with = "category_schema")]
     pub category: Option<Category>,
     /// Keep only the first `limit` records (after the category filter).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub limit: Option<usize>,
 }
 
-/// Pairwise or pointwise rewards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PayoffMode {
-    #[default]
-    Pairwise,
-    Pointwise,
-}
-
 /// `[payoffs]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayoffCfg {
+    /// `pairwise` (rewards from pairwise preferences) or `pointwise` (from pointwise scores).
     #[serde(default)]
     pub mode: PayoffMode,
     /// Attacker reward of an unparseable or unfaithful rewrite.
@@ -184,7 +199,7 @@ pub struct RoleCfg {
 }
 
 /// `[replay]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayCfg {
     /// fsync the log and state files at each round end.
@@ -199,7 +214,7 @@ impl Default for ReplayCfg {
 }
 
 /// `[eval]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalCfg {
     /// Evaluate every N rounds (0: only after the last round). Needs `data.eval` sets.
@@ -212,6 +227,7 @@ pub struct EvalCfg {
     /// (rewritten by the current attacker), `adaptive` (rewritten by a best-response attacker trained against the
     /// frozen defender for `adaptive.rounds` rounds). Default `["plain"]`.
     #[serde(default = "plain_only")]
+    #[schemars(schema_with = "eval_modes_schema")]
     pub modes: Vec<crate::record::EvalMode>,
     /// Sets the `attacker` and `adaptive` modes rewrite (default: the sets of `sets`).
     #[serde(default)]
@@ -246,7 +262,7 @@ fn plain_only() -> Vec<crate::record::EvalMode> {
 /// `[eval.adaptive]`: a fresh copy of the initial attacker (checkpoint `r0`) trained with the scenario's attacker
 /// learner for `rounds` rounds against the frozen current defender, then evaluated like the `attacker` mode. Its
 /// run (log, metrics) is kept in `<run dir>/adaptive/r<round>/`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveCfg {
     /// Training rounds of the best-response attacker.
@@ -287,7 +303,7 @@ fn two() -> u32 {
 
 /// `[checkpoints]`: kept copies of every role's state (weights, optimizer, EMA, RNG, as the role saves them) in
 /// `<run dir>/checkpoints/r<round>/<role>.bin`. Round 0 (the initial players) and the last round are always kept.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointCfg {
     /// Also keep every N-th round (0: only round 0 and the last).
@@ -303,14 +319,16 @@ impl CheckpointCfg {
 }
 
 /// Fault injection for one role actor (test only). Requests are counted per role from 1 over the whole run.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleFault {
     /// Panic when handling these requests (an integer or an array).
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(schema_with = "one_or_many_schema")]
     pub panic_on_request: Vec<u64>,
     /// Return an error when handling these requests (an integer or an array).
     #[serde(default, deserialize_with = "one_or_many")]
+    #[schemars(schema_with = "one_or_many_schema")]
     pub error_on_request: Vec<u64>,
     /// Sleep this long before every request.
     #[serde(default)]
@@ -331,13 +349,16 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Er
 }
 
 /// `[faults]` (test only).
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsCfg {
+    /// Faults of the attacker actor.
     #[serde(default)]
     pub attacker: Option<RoleFault>,
+    /// Faults of the defender actor.
     #[serde(default)]
     pub defender: Option<RoleFault>,
+    /// Faults of the judge actor.
     #[serde(default)]
     pub judge: Option<RoleFault>,
     /// For the replay actor, a "request" is a round commit.
@@ -346,6 +367,164 @@ pub struct FaultsCfg {
     /// Sleep after each committed round (lets tests kill a run between rounds).
     #[serde(default)]
     pub round_delay_ms: u64,
+}
+
+/// Without a registry: a table with a `kind` string and any other keys ([`json_schema`] narrows it per kind).
+impl JsonSchema for RoleCfg {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RoleCfg".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "properties": { "kind": { "type": "string", "description": "The role's kind (see `sparring list`)." } },
+            "required": ["kind"]
+        })
+    }
+}
+
+/// The names serde gives unit variants, as a string `enum`.
+fn variants<T: Serialize>(all: &[T]) -> Schema {
+    let names: Vec<serde_json::Value> = all
+        .iter()
+        .filter_map(|v| serde_json::to_value(v).ok())
+        .collect();
+    json_schema!({ "type": "string", "enum": names })
+}
+
+fn format_schema(_: &mut SchemaGenerator) -> Schema {
+    // Every variant: a new one fails to compile here until it is listed.
+    let all = [
+        Format::Auto,
+        Format::Advgame,
+        Format::Xstest,
+        Format::Harmbench,
+    ];
+    for f in all {
+        match f {
+            Format::Auto | Format::Advgame | Format::Xstest | Format::Harmbench => {}
+        }
+    }
+    variants(&all)
+}
+
+fn category_schema(_: &mut SchemaGenerator) -> Schema {
+    let all = [Category::Harmful, Category::Benign];
+    for c in all {
+        match c {
+            Category::Harmful | Category::Benign => {}
+        }
+    }
+    variants(&all)
+}
+
+fn eval_modes_schema(_: &mut SchemaGenerator) -> Schema {
+    let all = [EvalMode::Plain, EvalMode::Attacker, EvalMode::Adaptive];
+    for m in all {
+        match m {
+            EvalMode::Plain | EvalMode::Attacker | EvalMode::Adaptive => {}
+        }
+    }
+    json_schema!({ "type": "array", "items": variants(&all) })
+}
+
+fn one_or_many_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [
+            { "type": "integer", "minimum": 0 },
+            { "type": "array", "items": { "type": "integer", "minimum": 0 } }
+        ]
+    })
+}
+
+/// The JSON Schema of scenario files (draft 7, see [`registry::schema_settings`]) for editors: every section and
+/// key with its description and default, and each role table checked against the parameters of its `kind` among
+/// the registered kinds that may play the role (one `oneOf` branch per kind, told apart by `kind`).
+pub fn json_schema(registry: &Registry) -> Schema {
+    let mut g = registry::schema_settings().into_generator();
+    // One definition per kind: its parameter table plus `kind`.
+    let mut kind_defs: BTreeMap<(bool, String), String> = BTreeMap::new();
+    let mut inlined = BTreeSet::new();
+    for info in registry.kinds() {
+        let judge = info.roles.contains(&Role::Judge);
+        let name = format!("{}.{}", if judge { "judge" } else { "policy" }, info.kind);
+        let mut table = match &info.params {
+            Some(p) => {
+                let sub = p.subschema(&mut g);
+                let def = sub
+                    .get("$ref")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.strip_prefix("#/definitions/"))
+                    .map(str::to_string);
+                match def.and_then(|d| Some((g.definitions().get(&d)?.clone(), d))) {
+                    Some((body, d)) => {
+                        inlined.insert(d);
+                        Schema::try_from(body).unwrap_or(sub)
+                    }
+                    None => sub,
+                }
+            }
+            None => json_schema!({ "type": "object" }),
+        };
+        let obj = table.ensure_object();
+        obj.insert("title".into(), info.kind.clone().into());
+        obj.insert("description".into(), info.about.clone().into());
+        let props = obj
+            .entry("properties")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(props) = props.as_object_mut() {
+            props.insert(
+                "kind".into(),
+                serde_json::json!({ "type": "string", "enum": [info.kind], "description": info.about }),
+            );
+        }
+        let req = obj
+            .entry("required")
+            .or_insert_with(|| serde_json::json!([]));
+        if let Some(req) = req.as_array_mut() {
+            req.insert(0, "kind".into());
+        }
+        g.definitions_mut().insert(name.clone(), table.to_value());
+        kind_defs.insert((judge, info.kind.clone()), name);
+    }
+    let mut root = g.root_schema_for::<Scenario>();
+    let obj = root.ensure_object();
+    obj.insert("title".into(), "sparring scenario".into());
+    if let Some(defs) = obj.get_mut("definitions").and_then(|d| d.as_object_mut()) {
+        defs.remove("RoleCfg");
+        for d in &inlined {
+            defs.remove(d);
+        }
+    }
+    for role in [Role::Attacker, Role::Defender, Role::Judge] {
+        let kinds = registry.kinds_for(role);
+        let judge = role == Role::Judge;
+        let branches: Vec<serde_json::Value> = kinds
+            .iter()
+            .filter_map(|k| kind_defs.get(&(judge, k.clone())))
+            .map(|d| serde_json::json!({ "$ref": format!("#/definitions/{d}") }))
+            .collect();
+        let about = obj
+            .get("properties")
+            .and_then(|p| p.get(role.as_str()))
+            .and_then(|p| p.get("description"))
+            .cloned()
+            .unwrap_or_default();
+        let schema = serde_json::json!({
+            "description": about,
+            "type": "object",
+            "properties": {
+                "kind": { "type": "string", "enum": kinds, "description": "The role's kind (see `sparring list`)." }
+            },
+            "required": ["kind"],
+            "oneOf": branches
+        });
+        if let Some(props) = obj.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            props.insert(role.as_str().into(), schema);
+        }
+    }
+    root
 }
 
 /// One validation error: where, which key, what.

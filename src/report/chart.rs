@@ -1,42 +1,36 @@
-//! Chart layout into a `Scene`: line charts over rounds (one line per run × metric, legend on the right) and the
-//! safety/utility scatter (Pareto) plot. Axes carry labels and "nice" ticks; rates are drawn on a fixed [0, 1].
+//! The report's plots, drawn with `plotters`: line charts over rounds (one line per run × metric, legend on the
+//! right), the safety/utility (Pareto) scatter and the cross-play heatmap. A `Plot` draws onto any plotters backend
+//! and is written as SVG and as PNG; text uses the embedded DejaVu Sans (no system font, no C library).
 
-use super::raster::Fonts;
-use super::scene::{Anchor, Rgb, Scene, Shape, Stroke};
+use anyhow::{Result, anyhow};
+use plotters::coord::{CoordTranslate, Shift};
+use plotters::data::float::FloatPrettyPrinter;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::register_font;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::sync::OnceLock;
 
 /// Colour-blind-friendly qualitative palette (Tableau 10).
-pub const PALETTE: [Rgb; 10] = [
-    Rgb(31, 119, 180),
-    Rgb(255, 127, 14),
-    Rgb(44, 160, 44),
-    Rgb(214, 39, 40),
-    Rgb(148, 103, 189),
-    Rgb(140, 86, 75),
-    Rgb(227, 119, 194),
-    Rgb(127, 127, 127),
-    Rgb(188, 189, 34),
-    Rgb(23, 190, 207),
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
-const DASHES: [Option<(f64, f64)>; 4] =
-    [None, Some((9.0, 5.0)), Some((2.5, 4.0)), Some((12.0, 4.0))];
-const INK: Rgb = Rgb(30, 30, 30);
-const GRID: Rgb = Rgb(225, 225, 225);
-const MUTED: Rgb = Rgb(90, 90, 90);
-
-/// Marker shapes, cycled per metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Marker {
-    Circle,
-    Square,
-    Triangle,
-    Diamond,
-}
-const MARKERS: [Marker; 4] = [
-    Marker::Circle,
-    Marker::Square,
-    Marker::Triangle,
-    Marker::Diamond,
-];
+/// Dash patterns (on, off) in pixels, cycled per metric; `None` is solid.
+const DASHES: [Option<(u32, u32)>; 4] = [None, Some((9, 5)), Some((3, 4)), Some((12, 4))];
+const INK: RGBColor = RGBColor(30, 30, 30);
+const GRID: RGBColor = RGBColor(225, 225, 225);
+const MUTED: RGBColor = RGBColor(90, 90, 90);
+const FRONTIER: RGBColor = RGBColor(150, 150, 150);
+const FONT: &str = "sans-serif";
 
 /// How the y axis is scaled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,7 +50,7 @@ pub struct Series {
     /// Index into the dash/marker styles (cycled).
     pub style: usize,
     /// (round, value), sorted by round.
-    pub pts: Vec<(f64, f64)>,
+    pub pts: Vec<(u32, f64)>,
 }
 
 /// A line chart over rounds.
@@ -94,357 +88,180 @@ pub struct Pareto {
     pub points: Vec<ParetoPoint>,
 }
 
-/// Plot geometry: the data rectangle and the legend column.
-struct Frame {
-    left: f64,
-    top: f64,
-    right: f64,
-    bottom: f64,
+/// A matrix of rates in [0, 1] (cross-play: rows are attackers, columns defenders).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmap {
+    pub title: String,
+    pub subtitle: String,
+    pub row_label: String,
+    pub col_label: String,
+    pub rows: Vec<String>,
+    pub cols: Vec<String>,
+    /// `cells[r][c]`; `None` is drawn grey ("n/a").
+    pub cells: Vec<Vec<Option<f64>>>,
 }
 
-impl Frame {
-    fn w(&self) -> f64 {
-        self.right - self.left
-    }
-    fn h(&self) -> f64 {
-        self.bottom - self.top
-    }
+/// One plot of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plot {
+    Line(LineChart),
+    Pareto(Pareto),
+    Heatmap(Heatmap),
 }
 
-/// Ticks for [lo, hi]: about `n` "nice" values (1, 2, 2.5, 5 × 10^k steps) inside the range.
-pub fn nice_ticks(lo: f64, hi: f64, n: usize) -> (Vec<f64>, f64) {
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
-        || !lo.is_finite()
-        || !hi.is_finite()
-    {
-        return (vec![lo], 1.0);
-    }
-    let raw = (hi - lo) / n.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|s| *s >= raw * 0.999)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step - 1e-9).ceil() * step;
-    let mut t = Vec::new();
-    let mut v = first;
-    while v <= hi + step * 1e-9 && t.len() < 50 {
-        t.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
-        v += step;
-    }
-    (t, step)
-}
-
-/// A tick label with as many decimals as the step needs.
-pub fn tick_label(v: f64, step: f64) -> String {
-    let dec = (0..=6usize).find(|d| {
-        let m = step * 10f64.powi(*d as i32);
-        (m - m.round()).abs() < 1e-6 * m.abs().max(1.0)
+/// Registers the embedded DejaVu Sans (regular and bold) as plotters' "sans-serif", once.
+fn fonts() -> Result<()> {
+    static FONTS: OnceLock<bool> = OnceLock::new();
+    let ok = FONTS.get_or_init(|| {
+        register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
+            && register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).is_ok()
     });
-    let s = format!("{:.*}", dec.unwrap_or(6), v);
-    if s.starts_with('-') && s.trim_start_matches(['-', '0', '.']).is_empty() {
-        s[1..].to_string()
+    ok.then_some(())
+        .ok_or_else(|| anyhow!("the embedded DejaVu Sans font does not load"))
+}
+
+/// Text style: `size` pixels, anchored at `(h, v)`.
+fn text(size: f64, bold: bool, color: RGBColor, h: HPos, v: VPos) -> TextStyle<'static> {
+    let style = if bold {
+        FontStyle::Bold
     } else {
-        s
+        FontStyle::Normal
+    };
+    (FONT, size, style)
+        .into_font()
+        .color(&color)
+        .pos(Pos::new(h, v))
+}
+
+/// Width of `t` in pixels.
+fn width(t: &str, size: f64, bold: bool) -> f64 {
+    let style = if bold {
+        FontStyle::Bold
+    } else {
+        FontStyle::Normal
+    };
+    (FONT, size, style)
+        .into_font()
+        .box_size(t)
+        .map_or(0.0, |(w, _)| f64::from(w))
+}
+
+/// `t` cut to at most `max_w` pixels wide, with an ellipsis if cut.
+fn fit(t: &str, size: f64, bold: bool, max_w: f64) -> String {
+    let mut chars: Vec<char> = t.chars().collect();
+    let mut s = t.to_string();
+    while !chars.is_empty() && width(&s, size, bold) > max_w {
+        chars.pop();
+        s = chars.iter().collect::<String>() + "…";
+    }
+    s
+}
+
+/// A polyline, solid or dashed, in any coordinate system.
+fn polyline<DB: DrawingBackend, CT: CoordTranslate>(
+    area: &DrawingArea<DB, CT>,
+    pts: Vec<CT::From>,
+    style: ShapeStyle,
+    dash: Option<(u32, u32)>,
+) -> DrawResult<(), DB>
+where
+    CT::From: Clone,
+{
+    match dash {
+        None => area.draw(&PathElement::new(pts, style)),
+        Some((on, off)) => area.draw(&DashedPathElement::new(pts, on, off, style)),
     }
 }
 
-fn y_bounds(y: YRange, vals: impl Iterator<Item = f64>) -> (f64, f64) {
-    match y {
-        YRange::Fixed(a, b) => (a, b),
-        YRange::Auto { include_zero } => {
-            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-            for v in vals.filter(|v| v.is_finite()) {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-            if !lo.is_finite() {
-                return (0.0, 1.0);
-            }
-            if include_zero {
-                lo = lo.min(0.0);
-                hi = hi.max(0.0);
-            }
-            if hi - lo < 1e-12 {
-                let pad = if lo.abs() > 1e-12 {
-                    lo.abs() * 0.1
-                } else {
-                    1.0
-                };
-                return (lo - pad, hi + pad);
-            }
-            let pad = (hi - lo) * 0.06;
-            let lo2 = if include_zero && lo == 0.0 {
-                0.0
-            } else {
-                lo - pad
-            };
-            let hi2 = if include_zero && hi == 0.0 {
-                0.0
-            } else {
-                hi + pad
-            };
-            (lo2, hi2)
-        }
-    }
+/// Marker outline (pixel offsets) of a series style: circle, square, triangle, diamond.
+fn marker(style: usize, r: f64) -> Vec<(i32, i32)> {
+    let (n, turn, scale) = match style % 4 {
+        0 => (16, 0.0, 1.0),
+        1 => (4, 0.125, 1.3),
+        2 => (3, 0.0, 1.4),
+        _ => (4, 0.0, 1.35),
+    };
+    (0..n)
+        .map(|i| {
+            let a = std::f64::consts::TAU * (f64::from(i) / f64::from(n) + turn);
+            let (s, c) = a.sin_cos();
+            (
+                (r * scale * s).round() as i32,
+                (-r * scale * c).round() as i32,
+            )
+        })
+        .collect()
 }
 
-fn marker_shape(
-    m: Marker,
-    c: (f64, f64),
-    r: f64,
-    fill: Option<Rgb>,
-    stroke: Option<Stroke>,
-) -> Shape {
-    let (x, y) = c;
-    match m {
-        Marker::Circle => Shape::Circle { c, r, fill, stroke },
-        Marker::Square => {
-            let h = r * 0.9;
-            Shape::Polygon {
-                pts: vec![
-                    (x - h, y - h),
-                    (x + h, y - h),
-                    (x + h, y + h),
-                    (x - h, y + h),
-                ],
-                fill,
-                stroke,
-            }
-        }
-        Marker::Triangle => {
-            let h = r * 1.2;
-            Shape::Polygon {
-                pts: vec![
-                    (x, y - h),
-                    (x + h * 0.95, y + h * 0.7),
-                    (x - h * 0.95, y + h * 0.7),
-                ],
-                fill,
-                stroke,
-            }
-        }
-        Marker::Diamond => {
-            let h = r * 1.25;
-            Shape::Polygon {
-                pts: vec![(x, y - h), (x + h, y), (x, y + h), (x - h, y)],
-                fill,
-                stroke,
-            }
-        }
-    }
-}
-
-/// Title, subtitle, frame, grid, ticks and axis labels; returns the data→pixel mappers' frame.
-#[allow(clippy::too_many_arguments)]
-fn axes(
-    sc: &mut Scene,
-    fonts: &Fonts,
-    f: &Frame,
+/// The title and subtitle at the top of a plot.
+fn header<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
     title: &str,
     subtitle: &str,
-    x_label: &str,
-    y_label: &str,
-    (x0, x1): (f64, f64),
-    (y0, y1): (f64, f64),
-    x_integer: bool,
-) {
-    let max_title = f64::from(sc.w) - 40.0;
-    sc.push(Shape::Text {
-        pos: (20.0, 32.0),
-        text: fonts.fit(title, 20.0, true, max_title),
-        size: 20.0,
-        color: INK,
-        anchor: Anchor::Start,
-        vertical: false,
-        bold: true,
-    });
-    if !subtitle.is_empty() {
-        sc.text(
-            (20.0, 54.0),
-            fonts.fit(subtitle, 13.0, false, max_title),
-            13.0,
-            MUTED,
-            Anchor::Start,
-        );
-    }
-    let mx = |v: f64| f.left + (v - x0) / (x1 - x0) * f.w();
-    let my = |v: f64| f.bottom - (v - y0) / (y1 - y0) * f.h();
-    let (yt, ystep) = nice_ticks(y0, y1, 6);
-    for v in &yt {
-        let y = my(*v);
-        sc.line((f.left, y), (f.right, y), Stroke::solid(GRID, 1.0));
-        sc.line((f.left - 5.0, y), (f.left, y), Stroke::solid(INK, 1.2));
-        sc.text(
-            (f.left - 9.0, y + 4.5),
-            tick_label(*v, ystep),
-            13.0,
-            INK,
-            Anchor::End,
-        );
-    }
-    let (mut xt, mut xstep) = nice_ticks(x0, x1, 8);
-    if x_integer && xstep < 1.0 {
-        xstep = 1.0;
-        xt = (x0.ceil() as i64..=x1.floor() as i64)
-            .map(|v| v as f64)
-            .collect();
-    }
-    for v in &xt {
-        let x = mx(*v);
-        sc.line((x, f.top), (x, f.bottom), Stroke::solid(GRID, 1.0));
-        sc.line((x, f.bottom), (x, f.bottom + 5.0), Stroke::solid(INK, 1.2));
-        sc.text(
-            (x, f.bottom + 21.0),
-            tick_label(*v, xstep),
-            13.0,
-            INK,
-            Anchor::Middle,
-        );
-    }
-    sc.push(Shape::Rect {
-        x: f.left,
-        y: f.top,
-        w: f.w(),
-        h: f.h(),
-        fill: None,
-        stroke: Some(Stroke::solid(INK, 1.2)),
-    });
-    sc.text(
-        ((f.left + f.right) / 2.0, f.bottom + 46.0),
-        x_label,
-        15.0,
-        INK,
-        Anchor::Middle,
-    );
-    sc.push(Shape::Text {
-        pos: (24.0, (f.top + f.bottom) / 2.0),
-        text: fonts.fit(y_label, 15.0, false, f.h()),
-        size: 15.0,
-        color: INK,
-        anchor: Anchor::Middle,
-        vertical: true,
-        bold: false,
-    });
+) -> DrawResult<(), DB> {
+    let max_w = f64::from(root.dim_in_pixel().0) - 40.0;
+    let top =
+        |size: f64, bold: bool, color: RGBColor| text(size, bold, color, HPos::Left, VPos::Top);
+    root.draw(&Text::new(
+        fit(title, 22.0, true, max_w),
+        (20, 14),
+        top(22.0, true, INK),
+    ))?;
+    root.draw(&Text::new(
+        fit(subtitle, 15.0, false, max_w),
+        (20, 44),
+        top(15.0, false, MUTED),
+    ))
 }
 
-/// Lay out a line chart (1000×600).
-pub fn line_chart(c: &LineChart, fonts: &Fonts) -> Scene {
-    let (w, h) = (1000u32, 600u32);
-    let mut sc = Scene::new(w, h);
-    let legend_w = 270.0;
-    let f = Frame {
-        left: 86.0,
-        top: 72.0,
-        right: f64::from(w) - legend_w - 20.0,
-        bottom: f64::from(h) - 70.0,
+/// The data range of the y axis.
+fn y_bounds(y: YRange, vals: impl Iterator<Item = f64>) -> (f64, f64) {
+    let include_zero = match y {
+        YRange::Fixed(a, b) => return (a, b),
+        YRange::Auto { include_zero } => include_zero,
     };
-    let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
-    for s in &c.series {
-        for (x, _) in &s.pts {
-            x0 = x0.min(*x);
-            x1 = x1.max(*x);
-        }
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in vals.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
     }
-    if !x0.is_finite() {
-        (x0, x1) = (0.0, 1.0);
+    if !lo.is_finite() {
+        return (0.0, 1.0);
     }
-    if x1 - x0 < 1.0 {
-        x0 -= 0.5;
-        x1 += 0.5;
+    if include_zero {
+        lo = lo.min(0.0);
+        hi = hi.max(0.0);
     }
-    let (y0, y1) = y_bounds(c.y, c.series.iter().flat_map(|s| s.pts.iter().map(|p| p.1)));
-    axes(
-        &mut sc,
-        fonts,
-        &f,
-        &c.title,
-        &c.subtitle,
-        &c.x_label,
-        &c.y_label,
-        (x0, x1),
-        (y0, y1),
-        true,
-    );
-    let mx = |v: f64| f.left + (v - x0) / (x1 - x0) * f.w();
-    let my = |v: f64| f.bottom - (v - y0) / (y1 - y0) * f.h();
-    let max_pts = c.series.iter().map(|s| s.pts.len()).max().unwrap_or(0);
-    for s in &c.series {
-        let color = PALETTE[s.color % PALETTE.len()];
-        let pts: Vec<(f64, f64)> = s
-            .pts
-            .iter()
-            .map(|(x, y)| (mx(*x), my(y.clamp(y0, y1))))
-            .collect();
-        if pts.len() >= 2 {
-            sc.push(Shape::Polyline {
-                pts: pts.clone(),
-                stroke: Stroke {
-                    color,
-                    width: 2.2,
-                    dash: DASHES[s.style % 4],
-                },
-            });
-        }
-        // Markers where points are few enough to tell apart, and always for sparse (e.g. eval-only) series.
-        if max_pts <= 40 || s.pts.len() * 4 <= max_pts || pts.len() == 1 {
-            for p in &pts {
-                sc.push(marker_shape(
-                    MARKERS[s.style % 4],
-                    *p,
-                    3.6,
-                    Some(color),
-                    Some(Stroke::solid(Rgb::WHITE, 0.8)),
-                ));
-            }
-        }
+    if hi - lo < 1e-12 {
+        let pad = if lo.abs() > 1e-12 {
+            lo.abs() * 0.1
+        } else {
+            1.0
+        };
+        return (lo - pad, hi + pad);
     }
-    // Legend.
-    let lx = f.right + 22.0;
-    let mut ly = f.top + 6.0;
-    let max_rows = ((f.bottom - f.top) / 22.0) as usize;
-    for (i, s) in c.series.iter().enumerate() {
-        if i + 1 == max_rows && c.series.len() > max_rows {
-            sc.text(
-                (lx, ly + 5.0),
-                format!("… and {} more (see the CSV)", c.series.len() - i),
-                12.5,
-                MUTED,
-                Anchor::Start,
-            );
-            break;
-        }
-        let color = PALETTE[s.color % PALETTE.len()];
-        sc.push(Shape::Polyline {
-            pts: vec![(lx, ly), (lx + 34.0, ly)],
-            stroke: Stroke {
-                color,
-                width: 2.2,
-                dash: DASHES[s.style % 4],
-            },
-        });
-        sc.push(marker_shape(
-            MARKERS[s.style % 4],
-            (lx + 17.0, ly),
-            3.6,
-            Some(color),
-            Some(Stroke::solid(Rgb::WHITE, 0.8)),
-        ));
-        let text = fonts.fit(&s.label, 12.5, false, legend_w - 50.0);
-        sc.text((lx + 42.0, ly + 4.5), text, 12.5, INK, Anchor::Start);
-        ly += 22.0;
+    let pad = (hi - lo) * 0.06;
+    let lo = if include_zero && lo == 0.0 {
+        lo
+    } else {
+        lo - pad
+    };
+    let hi = if include_zero && hi == 0.0 {
+        hi
+    } else {
+        hi + pad
+    };
+    (lo, hi)
+}
+
+/// Tick label of a value on an axis spanning `span`: no decimals on wide axes, at least one on narrow ones.
+fn tick(v: f64, span: f64) -> String {
+    FloatPrettyPrinter {
+        allow_scientific: false,
+        min_decimal: i32::from(span < 20.0),
+        max_decimal: 4,
     }
-    if c.series.is_empty() {
-        sc.text(
-            ((f.left + f.right) / 2.0, (f.top + f.bottom) / 2.0),
-            "no data",
-            16.0,
-            MUTED,
-            Anchor::Middle,
-        );
-    }
-    sc
+    .print(v)
 }
 
 /// The non-dominated points (maximize both x and y), sorted by x.
@@ -462,191 +279,400 @@ pub fn frontier(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
     f
 }
 
-/// Lay out the Pareto plot (1000×760): both axes on [0, 1], better is up and to the right.
-pub fn pareto_chart(p: &Pareto, fonts: &Fonts) -> Scene {
-    let (w, h) = (1000u32, 760u32);
-    let mut sc = Scene::new(w, h);
-    let legend_w = 270.0;
-    let side = (f64::from(h) - 72.0 - 70.0).min(f64::from(w) - legend_w - 20.0 - 86.0);
-    let f = Frame {
-        left: 86.0,
-        top: 72.0,
-        right: 86.0 + side,
-        bottom: 72.0 + side,
-    };
-    axes(
-        &mut sc,
-        fonts,
-        &f,
-        &p.title,
-        &p.subtitle,
-        &p.x_label,
-        &p.y_label,
-        (0.0, 1.0),
-        (0.0, 1.0),
-        false,
-    );
-    let mx = |v: f64| f.left + v.clamp(0.0, 1.0) * f.w();
-    let my = |v: f64| f.bottom - v.clamp(0.0, 1.0) * f.h();
-    sc.text(
-        (f.right - 10.0, f.top + 22.0),
-        "better ↗",
-        13.0,
-        MUTED,
-        Anchor::End,
-    );
-    // Frontier over the final points.
-    let finals: Vec<(f64, f64)> = p
-        .points
-        .iter()
-        .filter(|q| q.is_final)
-        .map(|q| (q.x, q.y))
-        .collect();
-    let fr = frontier(&finals);
-    if fr.len() >= 2 {
-        let mut stair = Vec::new();
-        for (i, q) in fr.iter().enumerate() {
-            if i > 0 {
-                stair.push((mx(q.0), my(fr[i - 1].1)));
-            }
-            stair.push((mx(q.0), my(q.1)));
+/// White → dark red, linear in the value (a sequential scale: more red, more attack success).
+pub fn heat_color(v: f64) -> RGBColor {
+    let t = v.clamp(0.0, 1.0);
+    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+    RGBColor(lerp(255.0, 165.0), lerp(255.0, 15.0), lerp(255.0, 21.0))
+}
+
+impl Plot {
+    /// Picture size in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Plot::Line(_) => (1000, 600),
+            Plot::Pareto(_) => (1000, 760),
+            Plot::Heatmap(hm) => heatmap_layout(hm).size,
         }
-        sc.push(Shape::Polyline {
-            pts: stair,
-            stroke: Stroke {
-                color: Rgb(150, 150, 150),
-                width: 1.5,
-                dash: Some((6.0, 4.0)),
-            },
-        });
     }
-    // Eval trajectories per run, then points.
+
+    /// The plot as a standalone SVG document.
+    pub fn svg(&self) -> Result<String> {
+        fonts()?;
+        let mut s = String::new();
+        {
+            let root = SVGBackend::with_string(&mut s, self.size()).into_drawing_area();
+            self.draw(&root)?;
+            root.present()?;
+        }
+        Ok(s)
+    }
+
+    /// The plot as a PNG file (8-bit RGB).
+    pub fn png(&self) -> Result<Vec<u8>> {
+        fonts()?;
+        let (w, h) = self.size();
+        let mut rgb = vec![0u8; w as usize * h as usize * 3];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            self.draw(&root)?;
+            root.present()?;
+        }
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(&rgb)?;
+        writer.finish()?;
+        Ok(out)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<(), DB> {
+        root.fill(&WHITE)?;
+        match self {
+            Plot::Line(c) => line_chart(c, root),
+            Plot::Pareto(p) => pareto_chart(p, root),
+            Plot::Heatmap(hm) => heatmap_chart(hm, root),
+        }
+    }
+}
+
+/// A line chart: axes on the left, the legend in a 270-pixel column on the right.
+fn line_chart<DB: DrawingBackend>(
+    c: &LineChart,
+    root: &DrawingArea<DB, Shift>,
+) -> DrawResult<(), DB> {
+    header(root, &c.title, &c.subtitle)?;
+    let (plot, legend) = root.margin(72, 0, 0, 0).split_horizontally(730);
+    let xs = || c.series.iter().flat_map(|s| s.pts.iter().map(|p| p.0));
+    let (mut x0, mut x1) = (xs().min().unwrap_or(0), xs().max().unwrap_or(1));
+    if x1 == x0 {
+        (x0, x1) = (x0.saturating_sub(1), x1 + 1);
+    }
+    let (y0, y1) = y_bounds(c.y, c.series.iter().flat_map(|s| s.pts.iter().map(|p| p.1)));
+    let mut chart = ChartBuilder::on(&plot)
+        .margin_left(12)
+        .margin_right(20)
+        .margin_bottom(12)
+        .x_label_area_size(58)
+        .y_label_area_size(84)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    let span = y1 - y0;
+    chart
+        .configure_mesh()
+        .x_desc(c.x_label.as_str())
+        .y_desc(c.y_label.as_str())
+        .x_labels(10)
+        .y_labels(7)
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .axis_style(INK)
+        .label_style((FONT, 15).into_font().color(&INK))
+        .axis_desc_style((FONT, 17).into_font().color(&INK))
+        .y_label_formatter(&|v| tick(*v, span))
+        .draw()?;
+    let area = chart.plotting_area();
+    let max_pts = c.series.iter().map(|s| s.pts.len()).max().unwrap_or(0);
+    for s in &c.series {
+        let color = PALETTE[s.color % PALETTE.len()];
+        let pts: Vec<(u32, f64)> = s.pts.iter().map(|&(x, y)| (x, y.clamp(y0, y1))).collect();
+        polyline(
+            area,
+            pts.clone(),
+            color.stroke_width(2),
+            DASHES[s.style % 4],
+        )?;
+        // Markers where points are few enough to tell apart, and always for sparse (e.g. eval-only) series.
+        if max_pts <= 40 || s.pts.len() * 4 <= max_pts || pts.len() == 1 {
+            for p in pts {
+                area.draw(
+                    &(EmptyElement::at(p) + Polygon::new(marker(s.style, 4.0), color.filled())),
+                )?;
+            }
+        }
+    }
+    if c.series.is_empty() {
+        let mid = (x0 + (x1 - x0) / 2, (y0 + y1) / 2.0);
+        area.draw(&Text::new(
+            "no data",
+            mid,
+            text(18.0, false, MUTED, HPos::Center, VPos::Center),
+        ))?;
+    }
+    // Legend: line sample, marker, label; the rows that do not fit are counted.
+    let max_rows = (legend.dim_in_pixel().1 as usize).saturating_sub(80) / 24;
+    for (i, s) in c.series.iter().enumerate() {
+        let y = 12 + 24 * i as i32;
+        let label = text(14.0, false, INK, HPos::Left, VPos::Center);
+        if i + 1 == max_rows && c.series.len() > max_rows {
+            let more = format!("… and {} more (see the CSV)", c.series.len() - i);
+            legend.draw(&Text::new(more, (6, y), label.color(&MUTED)))?;
+            break;
+        }
+        let color = PALETTE[s.color % PALETTE.len()];
+        polyline(
+            &legend,
+            vec![(6, y), (42, y)],
+            color.stroke_width(2),
+            DASHES[s.style % 4],
+        )?;
+        legend.draw(
+            &(EmptyElement::at((24, y)) + Polygon::new(marker(s.style, 4.0), color.filled())),
+        )?;
+        legend.draw(&Text::new(
+            fit(&s.label, 14.0, false, 210.0),
+            (50, y),
+            label,
+        ))?;
+    }
+    Ok(())
+}
+
+/// The Pareto plot: both axes on [0, 1], better is up and to the right.
+fn pareto_chart<DB: DrawingBackend>(
+    p: &Pareto,
+    root: &DrawingArea<DB, Shift>,
+) -> DrawResult<(), DB> {
+    header(root, &p.title, &p.subtitle)?;
+    let (plot, legend) = root.margin(72, 0, 0, 0).split_horizontally(730);
+    let mut chart = ChartBuilder::on(&plot)
+        .margin_left(12)
+        .margin_right(20)
+        .margin_bottom(12)
+        .x_label_area_size(58)
+        .y_label_area_size(84)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc(p.x_label.as_str())
+        .y_desc(p.y_label.as_str())
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(GRID)
+        .axis_style(INK)
+        .label_style((FONT, 15).into_font().color(&INK))
+        .axis_desc_style((FONT, 17).into_font().color(&INK))
+        .draw()?;
+    let area = chart.plotting_area();
+    let at = |q: &ParetoPoint| (q.x.clamp(0.0, 1.0), q.y.clamp(0.0, 1.0));
+    area.draw(&Text::new(
+        "better ↗",
+        (0.97, 0.97),
+        text(15.0, false, MUTED, HPos::Right, VPos::Top),
+    ))?;
+    // The frontier of the final points, as a staircase.
+    let finals: Vec<(f64, f64)> = p.points.iter().filter(|q| q.is_final).map(at).collect();
+    let fr = frontier(&finals);
+    let mut stair = Vec::new();
+    for (i, q) in fr.iter().enumerate() {
+        if i > 0 {
+            stair.push((q.0, fr[i - 1].1));
+        }
+        stair.push(*q);
+    }
+    if fr.len() >= 2 {
+        polyline(area, stair, FRONTIER.stroke_width(2), Some((6, 4)))?;
+    }
+    // Each run's eval trajectory, then the points with their round tags.
     for run in 0..p.runs.len() {
         let color = PALETTE[run % PALETTE.len()];
         let ev: Vec<(f64, f64)> = p
             .points
             .iter()
             .filter(|q| q.run == run && !q.is_final)
-            .map(|q| (mx(q.x), my(q.y)))
+            .map(at)
             .collect();
         if ev.len() >= 2 {
-            sc.push(Shape::Polyline {
-                pts: ev,
-                stroke: Stroke {
-                    color,
-                    width: 1.3,
-                    dash: Some((3.0, 3.0)),
-                },
-            });
+            polyline(area, ev, color.stroke_width(1), Some((3, 3)))?;
         }
     }
+    let diamond = marker(3, 5.0);
     for q in &p.points {
         let color = PALETTE[q.run % PALETTE.len()];
-        let c = (mx(q.x), my(q.y));
+        let tag = Text::new(
+            q.tag.clone(),
+            (9, -8),
+            text(13.0, false, color, HPos::Left, VPos::Bottom),
+        );
         if q.is_final {
-            sc.push(Shape::Circle {
-                c,
-                r: 7.0,
-                fill: Some(color),
-                stroke: Some(Stroke::solid(INK, 1.2)),
-            });
+            area.draw(
+                &(EmptyElement::at(at(q))
+                    + Circle::new((0, 0), 7, color.filled())
+                    + Circle::new((0, 0), 7, INK.stroke_width(1))
+                    + tag),
+            )?;
         } else {
-            sc.push(marker_shape(
-                Marker::Diamond,
-                c,
-                5.0,
-                Some(Rgb::WHITE),
-                Some(Stroke::solid(color, 2.0)),
-            ));
-        }
-        if !q.tag.is_empty() {
-            sc.text(
-                (c.0 + 9.0, c.1 - 8.0),
-                q.tag.clone(),
-                11.5,
-                color,
-                Anchor::Start,
-            );
+            let mut outline = diamond.clone();
+            outline.push(diamond[0]);
+            area.draw(
+                &(EmptyElement::at(at(q))
+                    + Polygon::new(diamond.clone(), WHITE.filled())
+                    + PathElement::new(outline, color.stroke_width(2))
+                    + tag),
+            )?;
         }
     }
-    // Legend: runs, then marker meanings.
-    let lx = f.right + 30.0;
-    let mut ly = f.top + 6.0;
-    for (i, name) in p.runs.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        sc.push(Shape::Circle {
-            c: (lx + 8.0, ly),
-            r: 6.0,
-            fill: Some(color),
-            stroke: Some(Stroke::solid(INK, 1.0)),
-        });
-        sc.text(
-            (lx + 22.0, ly + 4.5),
-            fonts.fit(name, 12.5, false, f64::from(w) - lx - 32.0),
-            12.5,
-            INK,
-            Anchor::Start,
-        );
-        ly += 22.0;
-        if ly > f.bottom - 90.0 {
-            break;
-        }
-    }
-    ly += 14.0;
-    sc.push(Shape::Circle {
-        c: (lx + 8.0, ly),
-        r: 6.0,
-        fill: Some(MUTED),
-        stroke: Some(Stroke::solid(INK, 1.0)),
-    });
-    sc.text(
-        (lx + 22.0, ly + 4.5),
-        "final training round",
-        12.5,
-        INK,
-        Anchor::Start,
-    );
-    ly += 22.0;
-    sc.push(marker_shape(
-        Marker::Diamond,
-        (lx + 8.0, ly),
-        5.0,
-        Some(Rgb::WHITE),
-        Some(Stroke::solid(MUTED, 2.0)),
-    ));
-    sc.text(
-        (lx + 22.0, ly + 4.5),
-        "held-out eval (rN = round)",
-        12.5,
-        INK,
-        Anchor::Start,
-    );
-    ly += 22.0;
-    sc.push(Shape::Polyline {
-        pts: vec![(lx, ly), (lx + 16.0, ly)],
-        stroke: Stroke {
-            color: Rgb(150, 150, 150),
-            width: 1.5,
-            dash: Some((6.0, 4.0)),
-        },
-    });
-    sc.text(
-        (lx + 22.0, ly + 4.5),
-        "frontier of final points",
-        12.5,
-        INK,
-        Anchor::Start,
-    );
     if p.points.is_empty() {
-        sc.text(
-            ((f.left + f.right) / 2.0, (f.top + f.bottom) / 2.0),
+        area.draw(&Text::new(
             "no data",
-            16.0,
-            MUTED,
-            Anchor::Middle,
-        );
+            (0.5, 0.5),
+            text(18.0, false, MUTED, HPos::Center, VPos::Center),
+        ))?;
     }
-    sc
+    // Legend: runs, then what the marks mean.
+    let label = text(14.0, false, INK, HPos::Left, VPos::Center);
+    let mut y = 12;
+    for (i, name) in p.runs.iter().enumerate().take(20) {
+        let color = PALETTE[i % PALETTE.len()];
+        legend.draw(&Circle::new((14, y), 6, color.filled()))?;
+        legend.draw(&Text::new(
+            fit(name, 14.0, false, 220.0),
+            (28, y),
+            label.clone(),
+        ))?;
+        y += 24;
+    }
+    y += 14;
+    legend.draw(&Circle::new((14, y), 6, MUTED.filled()))?;
+    legend.draw(&Text::new("final training round", (28, y), label.clone()))?;
+    y += 24;
+    let mut outline: Vec<(i32, i32)> = diamond.iter().map(|(dx, dy)| (14 + dx, y + dy)).collect();
+    outline.push(outline[0]);
+    legend.draw(&PathElement::new(outline, MUTED.stroke_width(2)))?;
+    legend.draw(&Text::new(
+        "held-out eval (rN = round)",
+        (28, y),
+        label.clone(),
+    ))?;
+    y += 24;
+    polyline(
+        &legend,
+        vec![(4, y), (22, y)],
+        FRONTIER.stroke_width(2),
+        Some((6, 4)),
+    )?;
+    legend.draw(&Text::new("frontier of final points", (28, y), label))?;
+    Ok(())
+}
+
+/// Heatmap geometry: the picture size, the grid's top-left corner and the cell side.
+struct HeatmapLayout {
+    size: (u32, u32),
+    left: i32,
+    top: i32,
+    cell: i32,
+}
+
+fn heatmap_layout(hm: &Heatmap) -> HeatmapLayout {
+    let (nr, nc) = (hm.rows.len().max(1), hm.cols.len().max(1));
+    let cell = (560 / nc.max(nr) as i32).clamp(34, 90);
+    let label_w = hm
+        .rows
+        .iter()
+        .map(|r| width(r, 15.0, false))
+        .fold(60.0, f64::max)
+        + 50.0;
+    let (left, top) = (label_w.ceil() as i32, 100);
+    let w =
+        (left + cell * nc as i32 + 160).max((width(&hm.title, 22.0, true) + 60.0).ceil() as i32);
+    let h = top + (cell * nr as i32).max(120) + 80;
+    HeatmapLayout {
+        size: (w as u32, h as u32),
+        left,
+        top,
+        cell,
+    }
+}
+
+/// Heatmap with the value printed in every cell and a colour bar (0 at the bottom).
+fn heatmap_chart<DB: DrawingBackend>(
+    hm: &Heatmap,
+    root: &DrawingArea<DB, Shift>,
+) -> DrawResult<(), DB> {
+    header(root, &hm.title, &hm.subtitle)?;
+    let HeatmapLayout {
+        left, top, cell, ..
+    } = heatmap_layout(hm);
+    let (gw, gh) = (cell * hm.cols.len() as i32, cell * hm.rows.len() as i32);
+    let size = (f64::from(cell) * 0.3).clamp(12.0, 17.0);
+    for (r, row) in hm.cells.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            let (x, y) = (left + c as i32 * cell, top + r as i32 * cell);
+            let fill = v.map_or(RGBColor(235, 235, 235), heat_color);
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell - 1, y + cell - 1)],
+                fill.filled(),
+            ))?;
+            let ink = if v.is_some_and(|v| v > 0.55) {
+                WHITE
+            } else {
+                INK
+            };
+            let value = v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"));
+            let at = (x + cell / 2, y + cell / 2);
+            root.draw(&Text::new(
+                value,
+                at,
+                text(size, false, ink, HPos::Center, VPos::Center),
+            ))?;
+        }
+    }
+    let label = |h, v| text(15.0, false, INK, h, v);
+    for (r, name) in hm.rows.iter().enumerate() {
+        let y = top + r as i32 * cell + cell / 2;
+        root.draw(&Text::new(
+            name.as_str(),
+            (left - 8, y),
+            label(HPos::Right, VPos::Center),
+        ))?;
+    }
+    for (c, name) in hm.cols.iter().enumerate() {
+        let x = left + c as i32 * cell + cell / 2;
+        root.draw(&Text::new(
+            name.as_str(),
+            (x, top - 6),
+            label(HPos::Center, VPos::Bottom),
+        ))?;
+    }
+    root.draw(&Text::new(
+        hm.col_label.as_str(),
+        (left + gw / 2, top + gh + 14),
+        label(HPos::Center, VPos::Top),
+    ))?;
+    let vertical = label(HPos::Center, VPos::Top).transform(FontTransform::Rotate270);
+    root.draw(&Text::new(
+        hm.row_label.as_str(),
+        (12, top + gh / 2),
+        vertical,
+    ))?;
+    // Colour bar.
+    let (bx, bh) = (left + gw + 30, gh.max(120));
+    let steps = 40;
+    for i in 0..steps {
+        let y = |i: i32| top + bh - i * bh / steps;
+        let fill = heat_color((f64::from(i) + 0.5) / f64::from(steps));
+        root.draw(&Rectangle::new(
+            [(bx, y(i + 1)), (bx + 18, y(i))],
+            fill.filled(),
+        ))?;
+    }
+    root.draw(&Rectangle::new(
+        [(bx, top), (bx + 18, top + bh)],
+        INK.stroke_width(1),
+    ))?;
+    for v in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let y = top + bh - (v * f64::from(bh)).round() as i32;
+        root.draw(&PathElement::new(
+            vec![(bx + 18, y), (bx + 23, y)],
+            INK.stroke_width(1),
+        ))?;
+        root.draw(&Text::new(
+            format!("{v:.2}"),
+            (bx + 27, y),
+            text(14.0, false, INK, HPos::Left, VPos::Center),
+        ))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -654,165 +680,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ticks_on_the_unit_interval() {
-        let (t, step) = nice_ticks(0.0, 1.0, 6);
-        assert_eq!(step, 0.2);
-        let labels: Vec<String> = t.iter().map(|v| tick_label(*v, step)).collect();
-        assert_eq!(labels, ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
-        let (t, step) = nice_ticks(-0.37, 0.61, 6);
-        assert_eq!(step, 0.2);
-        assert_eq!(t.len(), 5);
-        assert_eq!(tick_label(0.25, 0.25), "0.25");
-        assert_eq!(tick_label(1500.0, 500.0), "1500");
-    }
-
-    #[test]
     fn frontier_keeps_only_non_dominated_points() {
         let f = frontier(&[(0.2, 0.9), (0.5, 0.5), (0.4, 0.4), (0.9, 0.1), (0.5, 0.5)]);
         assert_eq!(f, vec![(0.2, 0.9), (0.5, 0.5), (0.9, 0.1)]);
     }
-}
 
-/// A matrix of rates in [0, 1] (cross-play: rows are attackers, columns defenders).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Heatmap {
-    pub title: String,
-    pub subtitle: String,
-    pub row_label: String,
-    pub col_label: String,
-    pub rows: Vec<String>,
-    pub cols: Vec<String>,
-    /// `cells[r][c]`; `None` is drawn hatched grey ("n/a").
-    pub cells: Vec<Vec<Option<f64>>>,
-}
+    #[test]
+    fn rates_keep_a_decimal_and_wide_axes_drop_it() {
+        assert_eq!(tick(0.0, 1.0), "0.0");
+        assert_eq!(tick(0.25, 1.0), "0.25");
+        assert_eq!(tick(1500.0, 2000.0), "1500");
+    }
 
-/// White → dark red, linear in the value (a sequential scale: more red, more attack success).
-pub fn heat_color(v: f64) -> Rgb {
-    let t = v.clamp(0.0, 1.0);
-    let lerp = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
-    Rgb(lerp(255.0, 165.0), lerp(255.0, 15.0), lerp(255.0, 21.0))
-}
-
-/// Heatmap with the value printed in every cell and a colour bar.
-pub fn heatmap_chart(hm: &Heatmap, fonts: &Fonts) -> Scene {
-    let (nr, nc) = (hm.rows.len().max(1), hm.cols.len().max(1));
-    let cell = (560.0 / nc.max(nr) as f64).clamp(34.0, 90.0);
-    let label_w = hm
-        .rows
-        .iter()
-        .map(|r| fonts.width(r, 13.0, false))
-        .fold(60.0, f64::max)
-        + 50.0;
-    let (left, top) = (label_w, 96.0);
-    let (gw, gh) = (cell * nc as f64, cell * nr as f64);
-    let w = (left + gw + 150.0)
-        .max(fonts.width(&hm.title, 18.0, true) + 60.0)
-        .ceil();
-    let h = (top + gh + 80.0).ceil();
-    let mut sc = Scene::new(w as u32, h as u32);
-    sc.push(Shape::Text {
-        pos: (20.0, 30.0),
-        text: hm.title.clone(),
-        size: 18.0,
-        color: INK,
-        anchor: Anchor::Start,
-        vertical: false,
-        bold: true,
-    });
-    sc.text(
-        (20.0, 52.0),
-        hm.subtitle.clone(),
-        13.0,
-        MUTED,
-        Anchor::Start,
-    );
-    for (r, row) in hm.cells.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            let (x, y) = (left + c as f64 * cell, top + r as f64 * cell);
-            let fill = v.map(heat_color).unwrap_or(Rgb(235, 235, 235));
-            sc.push(Shape::Rect {
-                x,
-                y,
-                w: cell,
-                h: cell,
-                fill: Some(fill),
-                stroke: Some(Stroke::solid(Rgb(255, 255, 255), 1.0)),
-            });
-            let text = v
-                .map(|v| format!("{:.2}", v))
-                .unwrap_or_else(|| "n/a".into());
-            let ink = if v.is_some_and(|v| v > 0.55) {
-                Rgb(255, 255, 255)
-            } else {
-                INK
-            };
-            let size = (cell * 0.3).clamp(10.0, 15.0);
-            sc.text(
-                (x + cell / 2.0, y + cell / 2.0 + size * 0.35),
-                text,
-                size,
-                ink,
-                Anchor::Middle,
-            );
-        }
-    }
-    for (r, name) in hm.rows.iter().enumerate() {
-        let y = top + (r as f64 + 0.5) * cell + 4.5;
-        sc.text((left - 8.0, y), name.clone(), 13.0, INK, Anchor::End);
-    }
-    for (c, name) in hm.cols.iter().enumerate() {
-        let x = left + (c as f64 + 0.5) * cell;
-        sc.text((x, top - 8.0), name.clone(), 13.0, INK, Anchor::Middle);
-    }
-    sc.text(
-        (left + gw / 2.0, top + gh + 30.0),
-        hm.col_label.clone(),
-        14.0,
-        INK,
-        Anchor::Middle,
-    );
-    sc.push(Shape::Text {
-        pos: (18.0, top + gh / 2.0),
-        text: hm.row_label.clone(),
-        size: 14.0,
-        color: INK,
-        anchor: Anchor::Middle,
-        vertical: true,
-        bold: false,
-    });
-    // Colour bar, 0 at the bottom.
-    let (bx, bh) = (left + gw + 30.0, gh.max(120.0));
-    let steps = 40;
-    for i in 0..steps {
-        let v = (i as f64 + 0.5) / steps as f64;
-        let y = top + bh - (i as f64 + 1.0) * bh / steps as f64;
-        sc.push(Shape::Rect {
-            x: bx,
-            y,
-            w: 18.0,
-            h: bh / steps as f64 + 0.5,
-            fill: Some(heat_color(v)),
-            stroke: None,
+    #[test]
+    fn a_line_chart_renders_to_svg_and_png() {
+        let c = Plot::Line(LineChart {
+            title: "T <&>".into(),
+            subtitle: String::new(),
+            x_label: "round".into(),
+            y_label: "ASR".into(),
+            y: YRange::Fixed(0.0, 1.0),
+            series: vec![Series {
+                label: "a".into(),
+                color: 0,
+                style: 1,
+                pts: vec![(1, 0.5), (2, 0.25), (3, 0.75)],
+            }],
         });
-    }
-    sc.push(Shape::Rect {
-        x: bx,
-        y: top,
-        w: 18.0,
-        h: bh,
-        fill: None,
-        stroke: Some(Stroke::solid(INK, 1.0)),
-    });
-    for v in [0.0, 0.25, 0.5, 0.75, 1.0] {
-        let y = top + bh - v * bh;
-        sc.line((bx + 18.0, y), (bx + 23.0, y), Stroke::solid(INK, 1.0));
-        sc.text(
-            (bx + 27.0, y + 4.5),
-            format!("{v:.2}"),
-            12.0,
-            INK,
-            Anchor::Start,
+        let svg = c.svg().unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("T &lt;&amp;&gt;"),
+            "{svg}"
         );
+        let png = c.png().unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     }
-    sc
 }

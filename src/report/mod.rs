@@ -1,23 +1,19 @@
 //! `sparring report`: plots and tables over one or more run directories. Owns reading runs leniently (`load`), the
-//! attack-diversity metric (`diversity`), metric grouping (`groups`), chart layout (`chart`) into a small vector
-//! scene (`scene`, serialized to SVG) that is rasterized to PNG (`raster`), and the outputs: one SVG+PNG per metric
-//! group with one line per run, a safety/utility Pareto plot, `metrics.csv` (run, round, metric, value) and
-//! `index.html` showing the plots and each run's resolved scenario.
+//! attack-diversity metric (`diversity`), metric grouping (`groups`), the plots (`chart`, drawn with `plotters`),
+//! cross-play and exploitability (`play`), and the outputs: one SVG+PNG per metric group with one line per run, a
+//! safety/utility Pareto plot, `metrics.csv` (run, round, metric, value; written with `csv`), the cross-play and
+//! exploitability plots and CSVs when asked for, and `index.html` showing the plots and each run's resolved scenario.
 
 pub mod chart;
 pub mod diversity;
 pub mod groups;
 pub mod load;
 pub mod play;
-pub mod raster;
-pub mod scene;
 
 use anyhow::{Context, Result, bail};
-use chart::{LineChart, Pareto, ParetoPoint, Series};
+use chart::{LineChart, Pareto, ParetoPoint, Plot, Series};
 use indicatif::{ProgressBar, ProgressStyle};
 use load::RunData;
-use raster::Fonts;
-use scene::{Scene, escape};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -180,28 +176,31 @@ fn metric_name(m: &str) -> String {
     }
 }
 
-/// One CSV field, quoted when needed.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// CSV text: `header`, then one line per row (fields quoted where needed).
+pub fn csv_text(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header)?;
+    for row in rows {
+        w.write_record(&row)?;
     }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(String::from_utf8(bytes)?)
 }
 
-/// The CSV of every metric: `run,round,metric,value`, one row per (run, round, metric).
-pub fn csv(runs: &[RunData]) -> (String, usize) {
-    let mut s = String::from("run,round,metric,value\n");
-    let mut n = 0;
-    for r in runs {
-        for (round, m) in &r.rounds {
-            for (k, v) in m {
-                let _ = writeln!(s, "{},{round},{},{v}", csv_field(&r.label), csv_field(k));
-                n += 1;
-            }
-        }
-    }
-    (s, n)
+/// The CSV of every metric: `run,round,metric,value`, one row per (run, round, metric); and the row count.
+pub fn csv(runs: &[RunData]) -> Result<(String, usize)> {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .flat_map(|r| {
+            r.rounds.iter().flat_map(move |(round, m)| {
+                m.iter().map(move |(k, v)| {
+                    vec![r.label.clone(), round.to_string(), k.clone(), v.to_string()]
+                })
+            })
+        })
+        .collect();
+    let n = rows.len();
+    Ok((csv_text(&["run", "round", "metric", "value"], rows)?, n))
 }
 
 /// Mean of the values of `m` whose key is `eval/<set>/<suffix>`.
@@ -259,7 +258,6 @@ pub fn build(
     if run_dirs.is_empty() {
         bail!("give at least one RUN_DIR");
     }
-    let fonts = Fonts::load().map_err(anyhow::Error::msg)?;
     bar.set_length(run_dirs.len() as u64);
     bar.set_message("reading runs");
     let mut runs = Vec::new();
@@ -281,15 +279,15 @@ pub fn build(
         .collect();
     let gs = groups::groups(&names);
     let multi = runs.len() > 1;
-    let mut scenes: Vec<(String, String, Vec<String>, Scene)> = Vec::new();
+    let mut plots: Vec<(String, String, Vec<String>, Plot)> = Vec::new();
     for g in &gs {
         let mut series = Vec::new();
         for (ri, r) in runs.iter().enumerate() {
             for (mi, m) in g.metrics.iter().enumerate() {
-                let pts: Vec<(f64, f64)> = r
+                let pts: Vec<(u32, f64)> = r
                     .rounds
                     .iter()
-                    .filter_map(|(round, ms)| ms.get(m).map(|v| (f64::from(*round), *v)))
+                    .filter_map(|(round, ms)| ms.get(m).map(|v| (*round, *v)))
                     .collect();
                 if pts.is_empty() {
                     continue;
@@ -317,11 +315,11 @@ pub fn build(
             series,
         };
         let labels = chart.series.iter().map(|s| s.label.clone()).collect();
-        scenes.push((
+        plots.push((
             g.id.to_string(),
             g.title.to_string(),
             labels,
-            chart::line_chart(&chart, &fonts),
+            Plot::Line(chart),
         ));
     }
     let pj = pareto_points(&runs);
@@ -348,13 +346,13 @@ pub fn build(
             })
             .collect(),
     };
-    scenes.insert(
+    plots.insert(
         0,
         (
             "pareto".into(),
             "Safety vs utility (Pareto)".into(),
             pareto.runs.clone(),
-            chart::pareto_chart(&pareto, &fonts),
+            Plot::Pareto(pareto),
         ),
     );
 
@@ -366,7 +364,7 @@ pub fn build(
         if opts.crossplay {
             let cp = play::crossplay(&runs, &registry, &out.join("crossplay-work"), bar)?;
             let p = out.join("crossplay.csv");
-            std::fs::write(&p, play::crossplay_csv(&cp))
+            std::fs::write(&p, play::crossplay_csv(&cp)?)
                 .with_context(|| format!("writing {}", p.display()))?;
             let hm = chart::Heatmap {
                 title: "Cross-play: ASR of each attacker checkpoint against each defender checkpoint".into(),
@@ -378,11 +376,11 @@ pub fn build(
                 cols: cp.defenders.clone(),
                 cells: cp.asr.clone(),
             };
-            scenes.push((
+            plots.push((
                 "crossplay".into(),
                 "Cross-play ASR matrix".into(),
                 cp.attackers.clone(),
-                chart::heatmap_chart(&hm, &fonts),
+                Plot::Heatmap(hm),
             ));
             crossplay = Some(cp);
         }
@@ -396,16 +394,16 @@ pub fn build(
                 bar,
             )?;
             let p = out.join("exploitability.csv");
-            std::fs::write(&p, play::exploit_csv(&exploit))
+            std::fs::write(&p, play::exploit_csv(&exploit)?)
                 .with_context(|| format!("writing {}", p.display()))?;
             let series: Vec<Series> = runs
                 .iter()
                 .enumerate()
                 .filter_map(|(i, r)| {
-                    let pts: Vec<(f64, f64)> = exploit
+                    let pts: Vec<(u32, f64)> = exploit
                         .iter()
                         .filter(|p| p.run == r.label)
-                        .filter_map(|p| p.asr.map(|a| (f64::from(p.round), a)))
+                        .filter_map(|p| p.asr.map(|a| (p.round, a)))
                         .collect();
                     (!pts.is_empty()).then(|| Series {
                         label: r.label.clone(),
@@ -430,34 +428,33 @@ pub fn build(
                 series,
             };
             let labels = chart.series.iter().map(|s| s.label.clone()).collect();
-            scenes.push((
+            plots.push((
                 "exploitability".into(),
                 "Exploitability".into(),
                 labels,
-                chart::line_chart(&chart, &fonts),
+                Plot::Line(chart),
             ));
         }
     }
 
-    bar.set_length((run_dirs.len() + scenes.len()) as u64);
+    bar.set_length((run_dirs.len() + plots.len()) as u64);
     bar.set_message("drawing plots");
-    // Rasterize on all cores (each plot is independent).
+    // Draw on all cores (each plot is independent): the SVG and the PNG of each.
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 8);
-    let chunk = scenes.len().div_ceil(threads).max(1);
-    let pngs: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = scenes
+    let chunk = plots.len().div_ceil(threads).max(1);
+    let drawn: Vec<Result<(String, Vec<u8>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = plots
             .chunks(chunk)
             .map(|c| {
-                let fonts = &fonts;
                 s.spawn(move || {
                     c.iter()
-                        .map(|(_, _, _, sc)| {
-                            let png = raster::to_png(sc, fonts);
+                        .map(|(id, _, _, plot)| {
+                            let both = plot.svg().and_then(|svg| Ok((svg, plot.png()?)));
                             bar.inc(1);
-                            png
+                            both.with_context(|| format!("drawing the {id} plot"))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -468,16 +465,17 @@ pub fn build(
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    if pngs.len() != scenes.len() {
+    if drawn.len() != plots.len() {
         bail!("drawing the plots failed");
     }
-    let mut plots = Vec::new();
-    for ((id, title, series, sc), png) in scenes.iter().zip(pngs) {
+    let mut infos = Vec::new();
+    for ((id, title, series, _), d) in plots.iter().zip(drawn) {
+        let (svg_text, png) = d?;
         let svg = out.join(format!("{id}.svg"));
         let pngp = out.join(format!("{id}.png"));
-        std::fs::write(&svg, sc.to_svg()).with_context(|| format!("writing {}", svg.display()))?;
+        std::fs::write(&svg, svg_text).with_context(|| format!("writing {}", svg.display()))?;
         std::fs::write(&pngp, png).with_context(|| format!("writing {}", pngp.display()))?;
-        plots.push(PlotInfo {
+        infos.push(PlotInfo {
             id: id.clone(),
             title: title.clone(),
             svg,
@@ -485,8 +483,9 @@ pub fn build(
             series: series.clone(),
         });
     }
+    let plots = infos;
 
-    let (csv_text, csv_rows) = csv(&runs);
+    let (csv_text, csv_rows) = csv(&runs)?;
     let csv_path = out.join("metrics.csv");
     std::fs::write(&csv_path, csv_text)
         .with_context(|| format!("writing {}", csv_path.display()))?;
@@ -676,4 +675,20 @@ figcaption{{font-size:13px;color:#555}}.note{{color:#8a5a00;font-size:13px}}\
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// Escape text for HTML content and attribute values.
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
 }

@@ -4,7 +4,7 @@
 //!   as the game (its judge, eval sets and `eval.attack_sets`): the ASR of one attack per held-out harmful seed
 //!   through that attacker against that defender (an invalid rewrite is a failed attack) → a matrix.
 //! - Exploitability: for each defender checkpoint, a best-response attacker trained for K rounds against it,
-//!   frozen (`sparring_engine::game::best_response`), from the run's initial attacker (checkpoint `r0`) — or,
+//!   frozen (`sparring_engine::run::best_response`), from the run's initial attacker (checkpoint `r0`) — or,
 //!   with an evaluator scenario, from that scenario's own attacker, so that runs of different recipes are
 //!   measured by one procedure — and the ASR it reaches on the held-out harmful sets.
 //!
@@ -15,13 +15,13 @@ use super::load::RunData;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde::Serialize;
-use sparring_engine::game;
+use sparring_engine::actor::Slot;
 use sparring_engine::record::EvalMode;
 use sparring_engine::record::{EvalRec, eval_rate};
 use sparring_engine::registry::Registry;
 use sparring_engine::roles::Category;
+use sparring_engine::run;
 use sparring_engine::scenario::{self, Loaded};
-use sparring_engine::actor::Slot;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,7 +163,7 @@ pub fn crossplay(
     let a_states: Vec<Arc<Vec<u8>>> = atts.iter().map(|(_, s)| s.clone()).collect();
     let d_states: Vec<Arc<Vec<u8>>> = defs.iter().map(|(_, s)| s.clone()).collect();
     let cells = rt
-        .block_on(game::crossplay(
+        .block_on(run::crossplay(
             &game,
             registry,
             work,
@@ -260,7 +260,7 @@ pub fn exploitability(
             if let Some(d) = init.get(&Slot::Defender) {
                 let mut only = BTreeMap::new();
                 only.insert(Slot::Defender, d.clone());
-                match rt.block_on(game::evaluate(
+                match rt.block_on(run::evaluate(
                     game,
                     registry,
                     work,
@@ -287,7 +287,7 @@ pub fn exploitability(
                 }
             }
             let asr = if note.is_none() {
-                match rt.block_on(game::best_response(game, registry, &dir, rounds, init)) {
+                match rt.block_on(run::best_response(game, registry, &dir, rounds, init)) {
                     Ok(recs) => eval_rate(&recs, Category::Harmful),
                     Err(e) => {
                         note = Some(format!("r{}: {e}", c.round));
@@ -315,32 +315,36 @@ pub fn exploitability(
 }
 
 /// `crossplay.csv`: attacker,defender,asr.
-pub fn crossplay_csv(cp: &CrossPlay) -> String {
-    let mut s = String::from("attacker,defender,asr\n");
-    for (i, a) in cp.attackers.iter().enumerate() {
-        for (j, d) in cp.defenders.iter().enumerate() {
+pub fn crossplay_csv(cp: &CrossPlay) -> Result<String> {
+    let rows = cp.attackers.iter().enumerate().flat_map(|(i, a)| {
+        cp.defenders.iter().enumerate().map(move |(j, d)| {
             let v = cp.asr[i][j].map(|v| v.to_string()).unwrap_or_default();
-            s.push_str(&format!("{a},{d},{v}\n"));
-        }
-    }
-    s
+            vec![a.clone(), d.clone(), v]
+        })
+    });
+    super::csv_text(&["attacker", "defender", "asr"], rows)
 }
 
 /// `exploitability.csv`: run,round,best_response_asr,plain_asr,utility,best_response_rounds.
-pub fn exploit_csv(pts: &[ExploitPoint]) -> String {
-    let mut s =
-        String::from("run,round,best_response_asr,plain_asr,utility,best_response_rounds\n");
+pub fn exploit_csv(pts: &[ExploitPoint]) -> Result<String> {
     let f = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-    for p in pts {
-        s.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            p.run,
-            p.round,
+    let rows = pts.iter().map(|p| {
+        vec![
+            p.run.clone(),
+            p.round.to_string(),
             f(p.asr),
             f(p.plain_asr),
             f(p.utility),
-            p.rounds
-        ));
-    }
-    s
+            p.rounds.to_string(),
+        ]
+    });
+    let header = [
+        "run",
+        "round",
+        "best_response_asr",
+        "plain_asr",
+        "utility",
+        "best_response_rounds",
+    ];
+    super::csv_text(&header, rows)
 }

@@ -102,7 +102,7 @@ pub fn run(
     file: Option<&Path>,
     out: &Path,
     overrides: &[String],
-) -> sparring_engine::game::RunSummary {
+) -> sparring_engine::run::RunSummary {
     let reg = sparring_actors::registry();
     let (loaded, resume) = match file {
         Some(f) => (
@@ -119,7 +119,7 @@ pub fn run(
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(sparring_engine::game::run(
+    rt.block_on(sparring_engine::run::run(
         &loaded,
         &reg,
         out,

@@ -3,7 +3,7 @@
 
 #[path = "../../src/formats/error.rs"]
 pub mod error;
-#[path = "../../src/formats/gguf.rs"]
+#[path = "../../src/formats/gguf/mod.rs"]
 pub mod gguf;
 #[path = "../../src/formats/quant.rs"]
 pub mod quant;

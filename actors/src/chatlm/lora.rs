@@ -34,11 +34,12 @@ fn d_targets() -> Vec<String> {
 }
 
 /// LoRA settings (a scenario table).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoraConfig {
     /// Rank r of each adapter (default 8).
     #[serde(default = "d_rank")]
+    #[schemars(range(min = 1, max = 4096))]
     pub rank: usize,
     /// Scale numerator: the delta is multiplied by alpha / rank (default 16).
     #[serde(default = "d_alpha")]

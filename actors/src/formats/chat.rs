@@ -1,10 +1,15 @@
 //! Chat templates rendered as Hugging Face transformers does (`apply_chat_template`): Jinja via minijinja with
 //! `trim_blocks` and `lstrip_blocks`, the context `messages`, `add_generation_prompt`, the special tokens
 //! (`bos_token`, `eos_token`, ...), `raise_exception`, `strftime_now` (at a fixed, configurable date so renders
-//! are deterministic), Python's `json.dumps`-style `tojson`, and the common Python string/dict methods
-//! (`strip`, `startswith`, `split`, `items`, `get`, ...) that templates call.
+//! are deterministic), Python's `json.dumps`-style `tojson`, and the Python string/dict methods (`strip`,
+//! `startswith`, `split`, `items`, `get`, ...) that templates call.
+//!
+//! The Python methods are minijinja-contrib's `pycompat`; see `py_methods` for the few kept here. Also kept
+//! here, as neither minijinja nor minijinja-contrib has them: `raise_exception` and `strftime_now` (transformers'
+//! own template globals), `{% generation %}` tags, and `tojson`, because minijinja's builtin filter writes compact
+//! JSON (`{"a":1}`) with `<`, `>`, `&` and `'` escaped, where transformers' is `json.dumps` (`{"a": 1}`, text as is).
 
-use minijinja::value::{Kwargs, ValueKind};
+use minijinja::value::{Kwargs, ValueKind, from_args};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +98,7 @@ impl ChatTemplate {
             },
         );
         env.add_filter("tojson", tojson_filter);
-        env.set_unknown_method_callback(pycompat);
+        env.set_unknown_method_callback(py_methods);
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source))
             .map_err(template_error)?;
         Ok(ChatTemplate {
@@ -362,146 +367,40 @@ fn tojson_filter(v: &Value, kwargs: Kwargs) -> std::result::Result<Value, Error>
     Ok(Value::from_safe_string(out))
 }
 
-fn arg_str<'a>(
-    args: &'a [Value],
-    i: usize,
-    method: &str,
-) -> std::result::Result<Option<&'a str>, Error> {
-    match args.get(i) {
-        None => Ok(None),
-        Some(v) if v.is_none() || v.is_undefined() => Ok(None),
-        Some(v) => v.as_str().map(Some).ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidOperation,
-                format!("{method}: argument {i} must be a string"),
-            )
-        }),
-    }
-}
-
-/// Python methods on strings and dicts that chat templates use.
-fn pycompat(
+/// Python methods on template values: minijinja-contrib's `pycompat` (`strip`, `startswith`, `split`, `replace`,
+/// `join`, `items`, `get`, ...), after the few it lacks or answers differently from Python, kept here:
+/// `str.rsplit` (not in pycompat), `str.find` counting characters as Python does (pycompat gives a byte offset),
+/// `str.count` of an empty substring (pycompat loops forever on it), and `isdigit` / `isspace` / `isalpha` of
+/// the empty string, which are False in Python (pycompat: True).
+fn py_methods(
     state: &State,
     value: &Value,
     method: &str,
     args: &[Value],
 ) -> std::result::Result<Value, Error> {
     if let Some(s) = value.as_str() {
-        let chars = |i| -> std::result::Result<Option<Vec<char>>, Error> {
-            Ok(arg_str(args, i, method)?.map(|c| c.chars().collect()))
-        };
-        return Ok(match method {
-            "strip" => Value::from(match chars(0)? {
-                Some(cs) => s.trim_matches(|c| cs.contains(&c)),
-                None => s.trim(),
-            }),
-            "lstrip" => Value::from(match chars(0)? {
-                Some(cs) => s.trim_start_matches(|c| cs.contains(&c)),
-                None => s.trim_start(),
-            }),
-            "rstrip" => Value::from(match chars(0)? {
-                Some(cs) => s.trim_end_matches(|c| cs.contains(&c)),
-                None => s.trim_end(),
-            }),
-            "startswith" | "endswith" => {
-                let pats: Vec<String> = match args.first() {
-                    Some(v) if v.kind() == ValueKind::Seq => {
-                        v.try_iter()?.map(|p| p.to_string()).collect()
-                    }
-                    _ => vec![arg_str(args, 0, method)?.unwrap_or_default().to_string()],
+        match method {
+            "rsplit" => {
+                let (sep, max): (Option<&str>, Option<i64>) = from_args(args)?;
+                let parts: Vec<&str> = match (sep, max.filter(|&m| m >= 0)) {
+                    (Some(sep), Some(m)) => s.rsplitn(m as usize + 1, sep).collect(),
+                    (Some(sep), None) => s.rsplit(sep).collect(),
+                    (None, _) => s.split_whitespace().rev().collect(),
                 };
-                let hit = pats.iter().any(|p| {
-                    if method == "startswith" {
-                        s.starts_with(p.as_str())
-                    } else {
-                        s.ends_with(p.as_str())
-                    }
-                });
-                Value::from(hit)
-            }
-            "upper" => Value::from(s.to_uppercase()),
-            "lower" => Value::from(s.to_lowercase()),
-            "capitalize" => {
-                let mut cs = s.chars();
-                Value::from(match cs.next() {
-                    Some(f) => f.to_uppercase().collect::<String>() + &cs.as_str().to_lowercase(),
-                    None => String::new(),
-                })
-            }
-            "title" => state.apply_filter("title", std::slice::from_ref(value))?,
-            "split" | "rsplit" => {
-                let sep = arg_str(args, 0, method)?;
-                let max = args.get(1).and_then(|v| v.as_i64()).filter(|&m| m >= 0);
-                let parts: Vec<String> = match (sep, max) {
-                    (Some(sep), None) => s.split(sep).map(str::to_string).collect(),
-                    (Some(sep), Some(m)) if method == "split" => {
-                        s.splitn(m as usize + 1, sep).map(str::to_string).collect()
-                    }
-                    (Some(sep), Some(m)) => {
-                        let mut v: Vec<String> =
-                            s.rsplitn(m as usize + 1, sep).map(str::to_string).collect();
-                        v.reverse();
-                        v
-                    }
-                    (None, _) => s.split_whitespace().map(str::to_string).collect(),
-                };
-                Value::from(parts)
-            }
-            "replace" => {
-                let old = arg_str(args, 0, method)?.unwrap_or_default();
-                let new = arg_str(args, 1, method)?.unwrap_or_default();
-                match args.get(2).and_then(|v| v.as_i64()).filter(|&c| c >= 0) {
-                    Some(c) => Value::from(s.replacen(old, new, c as usize)),
-                    None => Value::from(s.replace(old, new)),
-                }
+                return Ok(parts.into_iter().rev().map(Value::from).collect());
             }
             "find" => {
-                let sub = arg_str(args, 0, method)?.unwrap_or_default();
-                Value::from(
-                    s.find(sub)
-                        .map(|b| s[..b].chars().count() as i64)
-                        .unwrap_or(-1),
-                )
+                let (sub,): (&str,) = from_args(args)?;
+                let at = s.find(sub).map(|b| s[..b].chars().count() as i64);
+                return Ok(Value::from(at.unwrap_or(-1)));
             }
-            "count" => Value::from(
-                s.matches(arg_str(args, 0, method)?.unwrap_or_default())
-                    .count(),
-            ),
-            "join" => {
-                let items: Vec<String> = match args.first() {
-                    Some(v) => v.try_iter()?.map(|x| x.to_string()).collect(),
-                    None => Vec::new(),
-                };
-                Value::from(items.join(s))
+            "count" => {
+                let (sub,): (&str,) = from_args(args)?;
+                return Ok(Value::from(s.matches(sub).count()));
             }
-            "isdigit" => Value::from(!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
-            "isspace" => Value::from(!s.is_empty() && s.chars().all(char::is_whitespace)),
-            "isalpha" => Value::from(!s.is_empty() && s.chars().all(char::is_alphabetic)),
-            _ => return Err(Error::from(ErrorKind::UnknownMethod)),
-        });
+            "isdigit" | "isspace" | "isalpha" if s.is_empty() => return Ok(Value::from(false)),
+            _ => {}
+        }
     }
-    if value.kind() == ValueKind::Map {
-        return match method {
-            "items" => state.apply_filter("items", std::slice::from_ref(value)),
-            "keys" => Ok(Value::from(value.try_iter()?.collect::<Vec<_>>())),
-            "values" => {
-                let vals = value
-                    .try_iter()?
-                    .map(|k| value.get_item(&k))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                Ok(Value::from(vals))
-            }
-            "get" => {
-                let key = args.first().cloned().unwrap_or(Value::UNDEFINED);
-                let v = value.get_item(&key)?;
-                Ok(if v.is_undefined() {
-                    args.get(1).cloned().unwrap_or(Value::from(()))
-                } else {
-                    v
-                })
-            }
-            _ => Err(Error::from(ErrorKind::UnknownMethod)),
-        };
-    }
-    Err(Error::from(ErrorKind::UnknownMethod))
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
 }

@@ -1,86 +1,36 @@
-//! safetensors files: a bounds-checked reader (8-byte little-endian header length, JSON header, raw data) with
-//! conversion of float and integer dtypes to `f32`, and a streaming writer.
+//! safetensors files. Reading goes through Hugging Face's `safetensors` crate, which checks the header: its
+//! 8-byte length, the JSON, the dtypes, every tensor's shape against its data offsets, and the tensors packed one
+//! after another over the whole data section. Kept here, where the crate does less than this module needs:
+//!
+//! - owning the bytes, a memory map or a buffer, beside the parsed header (the crate's `SafeTensors` borrows
+//!   them, so it cannot be stored next to them; its `read_metadata` gives an owned header instead);
+//! - error messages: the crate says what is wrong but not where (e.g. "invalid shape, data type, or offset for
+//!   tensor"), so a rejected file is explained again here, naming the file, the tensor and the byte offset;
+//! - conversion of the float and integer dtypes to `f32` (bf16 and f16 through `half`), which the crate leaves to
+//!   its users;
+//! - writing. The crate's serializer puts `__metadata__` in hash-map order, which changes from run to run (the
+//!   same adapters would not give the same bytes), takes every tensor's bytes at once, and writes files only with
+//!   its `std` feature (which brings `tempfile`). Here the metadata keys are sorted, the tensors keep the caller's
+//!   order (each entry is the crate's `TensorInfo`), and a converter streams one dequantized tensor at a time.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use ::safetensors::tensor::TensorInfo;
+use ::safetensors::{SafeTensorError, SafeTensors};
 use half::{bf16, f16};
+use serde::Deserialize;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::{FormatError, Result, TensorSource};
 
-/// Largest JSON header accepted (the reference implementation's limit).
+/// A safetensors element type (the `safetensors` crate's).
+pub use ::safetensors::Dtype;
+
+/// Largest JSON header accepted (the `safetensors` crate's limit).
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
-
-/// A safetensors element type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dtype {
-    Bool,
-    U8,
-    I8,
-    I16,
-    U16,
-    I32,
-    U32,
-    I64,
-    U64,
-    F16,
-    BF16,
-    F32,
-    F64,
-}
-
-impl Dtype {
-    /// The dtype for its header name (`F32`, `BF16`, ...).
-    pub fn from_name(name: &str) -> Option<Dtype> {
-        Some(match name {
-            "BOOL" => Dtype::Bool,
-            "U8" => Dtype::U8,
-            "I8" => Dtype::I8,
-            "I16" => Dtype::I16,
-            "U16" => Dtype::U16,
-            "I32" => Dtype::I32,
-            "U32" => Dtype::U32,
-            "I64" => Dtype::I64,
-            "U64" => Dtype::U64,
-            "F16" => Dtype::F16,
-            "BF16" => Dtype::BF16,
-            "F32" => Dtype::F32,
-            "F64" => Dtype::F64,
-            _ => return None,
-        })
-    }
-
-    /// The header name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::Bool => "BOOL",
-            Dtype::U8 => "U8",
-            Dtype::I8 => "I8",
-            Dtype::I16 => "I16",
-            Dtype::U16 => "U16",
-            Dtype::I32 => "I32",
-            Dtype::U32 => "U32",
-            Dtype::I64 => "I64",
-            Dtype::U64 => "U64",
-            Dtype::F16 => "F16",
-            Dtype::BF16 => "BF16",
-            Dtype::F32 => "F32",
-            Dtype::F64 => "F64",
-        }
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Dtype::Bool | Dtype::U8 | Dtype::I8 => 1,
-            Dtype::I16 | Dtype::U16 | Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::I32 | Dtype::U32 | Dtype::F32 => 4,
-            Dtype::I64 | Dtype::U64 | Dtype::F64 => 8,
-        }
-    }
-}
 
 /// One tensor's header entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,105 +107,29 @@ impl SafetensorsFile {
 
     fn parse_bytes(bytes: Bytes) -> Result<Self> {
         let buf = bytes.as_slice();
-        if buf.len() < 8 {
-            return Err(err(format!(
-                "header length at byte 0 needs 8 bytes, the file has {}",
-                buf.len()
-            )));
-        }
-        let mut n = [0u8; 8];
-        n.copy_from_slice(&buf[..8]);
-        let n = u64::from_le_bytes(n);
-        if n > MAX_HEADER_BYTES || n > (buf.len() - 8) as u64 {
-            return Err(err(format!(
-                "header length {n} at byte 0 exceeds the {} bytes after it (or the {MAX_HEADER_BYTES}-byte limit)",
-                buf.len() - 8
-            )));
-        }
-        let data_offset = 8 + n as usize;
-        let header: serde_json::Value =
-            serde_json::from_slice(&buf[8..data_offset]).map_err(|e| {
-                err(format!(
-                    "header JSON invalid at byte {}: {e}",
-                    8 + json_byte_offset(&buf[8..data_offset], &e)
-                ))
-            })?;
-        let obj = header
-            .as_object()
-            .ok_or_else(|| err("header at byte 8 is not a JSON object".into()))?;
-        let data_len = buf.len() - data_offset;
-        let mut tensors = Vec::with_capacity(obj.len());
-        let mut metadata = BTreeMap::new();
-        for (name, v) in obj {
-            if name == "__metadata__" {
-                let m = v
-                    .as_object()
-                    .ok_or_else(|| err("`__metadata__` is not an object".into()))?;
-                for (k, v) in m {
-                    let s = v
-                        .as_str()
-                        .ok_or_else(|| err(format!("`__metadata__.{k}` is not a string")))?;
-                    metadata.insert(k.clone(), s.to_string());
-                }
-                continue;
-            }
-            let bad = |what: &str| err(format!("tensor `{name}`: {what}"));
-            let dtype_name = v
-                .get("dtype")
-                .and_then(|d| d.as_str())
-                .ok_or_else(|| bad("missing `dtype`"))?;
-            let dtype = Dtype::from_name(dtype_name)
-                .ok_or_else(|| bad(&format!("unsupported dtype `{dtype_name}`")))?;
-            let shape = v
-                .get("shape")
-                .and_then(|s| s.as_array())
-                .ok_or_else(|| bad("missing `shape`"))?
-                .iter()
-                .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-                .collect::<Option<Vec<usize>>>()
-                .ok_or_else(|| bad("`shape` is not a list of non-negative integers"))?;
-            let offs = v
-                .get("data_offsets")
-                .and_then(|s| s.as_array())
-                .filter(|a| a.len() == 2)
-                .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
-                .ok_or_else(|| bad("`data_offsets` is not [begin, end]"))?;
-            if offs.0 > offs.1 || offs.1 > data_len as u64 {
-                return Err(bad(&format!(
-                    "data_offsets [{}, {}] outside the {data_len}-byte data section starting at byte {data_offset}",
-                    offs.0, offs.1
-                )));
-            }
-            let n_el = shape
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .and_then(|n| n.checked_mul(dtype.size()));
-            if n_el != Some((offs.1 - offs.0) as usize) {
-                return Err(bad(&format!(
-                    "shape {shape:?} of {dtype_name} does not match data_offsets [{}, {}]",
-                    offs.0, offs.1
-                )));
-            }
-            tensors.push(StInfo {
-                name: name.clone(),
-                dtype,
-                shape,
-                data_offsets: (offs.0 as usize, offs.1 as usize),
-            });
-        }
-        tensors.sort_by_key(|t| t.data_offsets);
-        for w in tensors.windows(2) {
-            if w[1].data_offsets.0 < w[0].data_offsets.1 {
-                return Err(err(format!(
-                    "tensors `{}` and `{}` overlap",
-                    w[0].name, w[1].name
-                )));
-            }
-        }
+        let (n, header) = SafeTensors::read_metadata(buf).map_err(|e| err(explain(buf, e)))?;
+        let mut tensors: Vec<StInfo> = header
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| StInfo {
+                name,
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data_offsets: t.data_offsets,
+            })
+            .collect();
+        // Data order; empty tensors share an offset, so their names break the tie.
+        tensors.sort_by(|a, b| (a.data_offsets, &a.name).cmp(&(b.data_offsets, &b.name)));
         let index = tensors
             .iter()
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let metadata = header
+            .metadata()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Ok(SafetensorsFile {
             bytes,
@@ -263,7 +137,7 @@ impl SafetensorsFile {
             tensors,
             index,
             metadata,
-            data_offset,
+            data_offset: 8 + n,
         })
     }
 
@@ -298,48 +172,138 @@ impl SafetensorsFile {
     /// A tensor converted to `f32`: `(shape, data)`.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let (t, d) = self.tensor_data(name)?;
-        Ok((t.shape.clone(), to_f32(t.dtype, d)))
+        let data = to_f32(t.dtype, d).ok_or_else(|| {
+            FormatError::invalid(
+                self.context(),
+                format!("tensor `{name}`: dtype {} cannot be read as f32", t.dtype),
+            )
+        })?;
+        Ok((t.shape.clone(), data))
     }
 }
 
-/// Converts little-endian raw data of `dtype` to `f32`.
-pub fn to_f32(dtype: Dtype, d: &[u8]) -> Vec<f32> {
-    let s = dtype.size();
-    let it = d.chunks_exact(s);
-    match dtype {
-        Dtype::F32 => it
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => it
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => it
-            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => it
-            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-            .collect(),
-        Dtype::Bool | Dtype::U8 => it.map(|b| b[0] as f32).collect(),
-        Dtype::I8 => it.map(|b| b[0] as i8 as f32).collect(),
-        Dtype::I16 => it
-            .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32)
-            .collect(),
-        Dtype::U16 => it
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as f32)
-            .collect(),
-        Dtype::I32 => it
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-            .collect(),
-        Dtype::U32 => it
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-            .collect(),
-        Dtype::I64 => it
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-            .collect(),
-        Dtype::U64 => it
-            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-            .collect(),
+/// Converts little-endian raw data of `dtype` to `f32`; `None` for the dtypes without a conversion here (the
+/// 4-, 6- and 8-bit floats and complex numbers).
+pub fn to_f32(dtype: Dtype, d: &[u8]) -> Option<Vec<f32>> {
+    fn le<const N: usize>(d: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+        d.chunks_exact(N)
+            .map(|b| {
+                let mut a = [0u8; N];
+                a.copy_from_slice(b);
+                f(a)
+            })
+            .collect()
     }
+    Some(match dtype {
+        Dtype::F32 => le(d, f32::from_le_bytes),
+        Dtype::F16 => le(d, |b| f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => le(d, |b| bf16::from_le_bytes(b).to_f32()),
+        Dtype::F64 => le(d, |b| f64::from_le_bytes(b) as f32),
+        Dtype::BOOL | Dtype::U8 => le(d, |[b]: [u8; 1]| b as f32),
+        Dtype::I8 => le(d, |[b]: [u8; 1]| b as i8 as f32),
+        Dtype::I16 => le(d, |b| i16::from_le_bytes(b) as f32),
+        Dtype::U16 => le(d, |b| u16::from_le_bytes(b) as f32),
+        Dtype::I32 => le(d, |b| i32::from_le_bytes(b) as f32),
+        Dtype::U32 => le(d, |b| u32::from_le_bytes(b) as f32),
+        Dtype::I64 => le(d, |b| i64::from_le_bytes(b) as f32),
+        Dtype::U64 => le(d, |b| u64::from_le_bytes(b) as f32),
+        _ => return None,
+    })
+}
+
+/// The crate's rejection of `buf`, said again with the byte offset or the tensor it is about.
+fn explain(buf: &[u8], e: SafeTensorError) -> String {
+    let n = buf.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
+    let after = buf.len().saturating_sub(8);
+    let header = usize::try_from(n)
+        .ok()
+        .and_then(|n| buf.get(8..8usize.checked_add(n)?));
+    match (e, header) {
+        (SafeTensorError::HeaderTooSmall, _) => format!(
+            "header length at byte 0 needs 8 bytes, the file has {}",
+            buf.len()
+        ),
+        (SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength, _) => format!(
+            "header length {n} at byte 0 exceeds the {after} bytes after it (or the {MAX_HEADER_BYTES}-byte limit)"
+        ),
+        (SafeTensorError::InvalidHeader(u), _) => {
+            format!("header is not UTF-8 at byte {}", 8 + u.valid_up_to())
+        }
+        (e, Some(header)) => explain_header(header, after - header.len())
+            .unwrap_or_else(|| format!("header at byte 8: {e}")),
+        (e, None) => e.to_string(),
+    }
+}
+
+/// The first thing wrong with a header (the JSON bytes after the length) over a data section of `data_len` bytes:
+/// JSON, entries, then the tensors' layout in data order; `None` if nothing is found.
+fn explain_header(header: &[u8], data_len: usize) -> Option<String> {
+    let data_offset = 8 + header.len();
+    let json: serde_json::Value = match serde_json::from_slice(header) {
+        Ok(v) => v,
+        Err(e) => {
+            let at = 8 + json_byte_offset(header, &e);
+            return Some(format!("header JSON invalid at byte {at}: {e}"));
+        }
+    };
+    let Some(obj) = json.as_object() else {
+        return Some("header at byte 8 is not a JSON object".into());
+    };
+    let mut entries = Vec::with_capacity(obj.len());
+    for (name, v) in obj {
+        if name == "__metadata__" {
+            if let Err(e) = BTreeMap::<String, String>::deserialize(v) {
+                return Some(format!("`__metadata__` is not a map of strings: {e}"));
+            }
+            continue;
+        }
+        if let Some(d) = v.get("dtype")
+            && Dtype::deserialize(d).is_err()
+        {
+            return Some(format!("tensor `{name}`: unsupported dtype {d}"));
+        }
+        match TensorInfo::deserialize(v) {
+            Ok(t) => entries.push((name, t)),
+            Err(e) => return Some(format!("tensor `{name}`: {e} in {v}")),
+        }
+    }
+    entries.sort_by_key(|(_, t)| t.data_offsets);
+    let mut end = 0;
+    for (name, t) in entries {
+        let (b, e) = t.data_offsets;
+        let at = format!("tensor `{name}`: data_offsets [{b}, {e}]");
+        if b > e || e > data_len {
+            return Some(format!(
+                "{at} outside the {data_len}-byte data section starting at byte {data_offset}"
+            ));
+        }
+        if b < end {
+            return Some(format!(
+                "{at} overlap the previous tensor's, which ends at {end}"
+            ));
+        }
+        if b > end {
+            return Some(format!(
+                "{at} leave bytes {end}..{b} of the data section unused"
+            ));
+        }
+        let bits = t
+            .shape
+            .iter()
+            .try_fold(t.dtype.bitsize(), |a, &d| a.checked_mul(d));
+        if bits != Some((e - b) * 8) {
+            return Some(format!(
+                "{at}: shape {:?} of {} does not match them",
+                t.shape, t.dtype
+            ));
+        }
+        end = e;
+    }
+    (end != data_len).then(|| {
+        format!(
+            "the tensors end at byte {end} of the {data_len}-byte data section starting at byte {data_offset}"
+        )
+    })
 }
 
 fn json_byte_offset(text: &[u8], e: &serde_json::Error) -> usize {
@@ -370,32 +334,49 @@ impl TensorSource for SafetensorsFile {
     }
 }
 
-/// The JSON header for tensors `(name, dtype, shape)` laid out in order, and the total data size.
-fn header_json(
-    entries: &[(String, Dtype, Vec<usize>)],
-    metadata: &BTreeMap<String, String>,
-) -> (Vec<u8>, usize) {
-    let mut obj = serde_json::Map::new();
-    if !metadata.is_empty() {
-        obj.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).unwrap_or_default(),
-        );
+/// A header: `__metadata__` (keys sorted), then the tensors in data order, each entry the crate's `TensorInfo`.
+struct Header<'a> {
+    metadata: &'a BTreeMap<String, String>,
+    tensors: Vec<(&'a str, TensorInfo)>,
+}
+
+impl Serialize for Header<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if !self.metadata.is_empty() {
+            map.serialize_entry("__metadata__", self.metadata)?;
+        }
+        for (name, info) in &self.tensors {
+            map.serialize_entry(name, info)?;
+        }
+        map.end()
     }
+}
+
+/// The header of F32 tensors `(name, shape)` laid out in this order, padded with spaces to a multiple of 8 bytes
+/// as the crate pads it; `None` when the sizes overflow.
+fn f32_header<'a>(
+    shapes: impl Iterator<Item = (&'a str, &'a [usize])>,
+    metadata: &'a BTreeMap<String, String>,
+) -> Option<Vec<u8>> {
     let mut off = 0usize;
-    for (name, dtype, shape) in entries {
-        let n = shape.iter().product::<usize>() * dtype.size();
-        obj.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [off, off + n]}),
-        );
-        off += n;
+    let mut tensors = Vec::new();
+    for (name, shape) in shapes {
+        let n = shape.iter().try_fold(4usize, |a, &d| a.checked_mul(d))?;
+        let (dtype, shape, data_offsets) = (Dtype::F32, shape.to_vec(), (off, off.checked_add(n)?));
+        tensors.push((
+            name,
+            TensorInfo {
+                dtype,
+                shape,
+                data_offsets,
+            },
+        ));
+        off = data_offsets.1;
     }
-    let mut h = serde_json::Value::Object(obj).to_string().into_bytes();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    (h, off)
+    let mut h = serde_json::to_vec(&Header { metadata, tensors }).ok()?;
+    h.resize(h.len().next_multiple_of(8), b' ');
+    Some(h)
 }
 
 /// Writes an F32 safetensors file, streaming: `shapes` gives every tensor's name and shape up front, then
@@ -406,11 +387,11 @@ pub fn write_f32_streaming(
     metadata: &BTreeMap<String, String>,
     mut fetch: impl FnMut(&str) -> Result<Vec<f32>>,
 ) -> Result<()> {
-    let entries: Vec<(String, Dtype, Vec<usize>)> = shapes
-        .iter()
-        .map(|(n, s)| (n.clone(), Dtype::F32, s.clone()))
-        .collect();
-    let (header, _) = header_json(&entries, metadata);
+    let header = f32_header(
+        shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())),
+        metadata,
+    )
+    .ok_or_else(|| FormatError::invalid(path.display().to_string(), "tensor sizes overflow"))?;
     let file = File::create(path).map_err(|e| FormatError::io(path, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let io = |e| FormatError::io(path, e);
@@ -439,15 +420,23 @@ pub fn write_f32_streaming(
 }
 
 /// Serializes F32 tensors `(name, shape, data)` to safetensors bytes.
+///
+/// # Panics
+/// When a tensor's data is not as long as its shape says (the header would not describe the data).
 pub fn to_bytes_f32(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     metadata: &BTreeMap<String, String>,
 ) -> Vec<u8> {
-    let entries: Vec<(String, Dtype, Vec<usize>)> = tensors
-        .iter()
-        .map(|(n, s, _)| (n.clone(), Dtype::F32, s.clone()))
-        .collect();
-    let (header, size) = header_json(&entries, metadata);
+    for (name, shape, data) in tensors {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        assert_eq!(n, Some(data.len()), "tensor `{name}` of shape {shape:?}");
+    }
+    let header = f32_header(
+        tensors.iter().map(|(n, s, _)| (n.as_str(), s.as_slice())),
+        metadata,
+    )
+    .expect("the sizes of tensors in memory fit in usize");
+    let size: usize = tensors.iter().map(|(_, _, d)| d.len() * 4).sum();
     let mut out = Vec::with_capacity(8 + header.len() + size);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);

@@ -35,7 +35,7 @@ pub enum PlayerRole {
 }
 
 /// Model sizes (the vocabulary size comes from the language).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSize {
     /// Width (default 64).
@@ -84,7 +84,7 @@ impl Default for ModelSize {
 }
 
 /// The supervised warm start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WarmStartConfig {
     /// Optimizer steps (default 250).

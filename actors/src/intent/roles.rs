@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-use sparring_engine::registry::{BuildContext, KindInfo, ParamDoc, Registry};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sparring_engine::registry::{BuildContext, KindInfo, ParamsSchema, Registry};
 use sparring_engine::roles::{
     Category as ECategory, FaithRequest, GenRequest, Generation, Goal as EGoal, Group, Judge,
     LabelRequest, LearnReport, PairRequest, PointRequest, Policy, Role, RoleError, Verdict,
@@ -61,35 +62,38 @@ fn player_role(role: Role) -> Result<PlayerRole, RoleError> {
 }
 
 /// Parameters of `intent-lm`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntentLmParams {
-    /// Backend: flex (default), wgpu, cuda.
+    /// Backend: flex (CPU, default), wgpu or cuda (cargo features).
     #[serde(default)]
+    #[schemars(with = "Option<BackendKind>", default = "flex_name")]
     pub backend: Option<String>,
-    /// Model sizes.
+    /// Transformer sizes: `d_model`, `n_layers`, `n_heads`, `d_ff`, `max_len`.
     #[serde(default)]
     pub model: ModelSize,
-    /// Warm start.
+    /// Supervised warm start on the built-in warm data.
     #[serde(default)]
     pub warm_start: WarmStartConfig,
-    /// Sampling temperature.
+    /// Sampling temperature in the game.
     #[serde(default = "one_f32")]
+    #[schemars(range(min = 0))]
     pub temperature: f32,
-    /// Nucleus sampling.
+    /// Nucleus sampling mass, in (0, 1].
     #[serde(default = "one_f32")]
+    #[schemars(range(max = 1))]
     pub top_p: f32,
-    /// Max new tokens.
+    /// Generation length cap (default: 14 for the attacker, 3 for the defender).
     #[serde(default)]
     pub max_new_tokens: Option<usize>,
     /// Answer evaluation requests (keys starting with `eval/`) greedily instead of at `temperature`
     /// (default false): the evaluated policy is then its mode, as in the in-process evaluation.
     #[serde(default)]
     pub eval_greedy: bool,
-    /// Learner.
+    /// Learner: `algorithm` (dpo | ipo | grpo), `beta`, `ema_decay` and the AdamW `optim` table.
     #[serde(default = "d_learner")]
     pub learner: LearnerConfig,
-    /// Share of intents held out from the warm-start data (default 0.25; must match the data files).
+    /// Share of intents held out from the warm-start data, in [0, 1) (default 0.25; must match the data files).
     #[serde(default = "quarter")]
     pub held_out_fraction: f64,
     /// Seed of the train/held-out split (default 1; must match the data files).
@@ -99,6 +103,10 @@ pub struct IntentLmParams {
 
 fn one_f32() -> f32 {
     1.0
+}
+/// The documented default of `backend`.
+fn flex_name() -> Option<String> {
+    Some(BackendKind::Flex.name().into())
 }
 fn one_u64() -> u64 {
     1
@@ -473,11 +481,12 @@ impl Policy for IntentRulePolicy {
 }
 
 /// Parameters of `intent-oracle`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OracleParams {
     /// Probability that a verdict is replaced by a random one (default 0).
     #[serde(default)]
+    #[schemars(range(min = 0, max = 1))]
     pub noise: f64,
     /// Noise seed (default: the scenario seed).
     #[serde(default)]
@@ -489,7 +498,7 @@ pub struct OracleParams {
 }
 
 /// What `intent-oracle` labels as complied.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ComplianceLabel {
     /// A compliance with the answer of the prompt's topic (an off-topic answer gives away nothing).
@@ -635,71 +644,6 @@ impl Judge for OracleJudge {
     }
 }
 
-const LM_PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "backend",
-        ty: "string",
-        default: Some("\"flex\""),
-        about: "flex (CPU), wgpu or cuda (cargo features)",
-    },
-    ParamDoc {
-        name: "model",
-        ty: "table",
-        default: Some("{ d_model = 64, n_layers = 2, n_heads = 4, d_ff = 128, max_len = 32 }"),
-        about: "transformer sizes",
-    },
-    ParamDoc {
-        name: "warm_start",
-        ty: "table",
-        default: Some("{ steps = 250, batch_size = 32, examples = 4096, lr = 5e-3 }"),
-        about: "supervised warm start on the built-in warm data",
-    },
-    ParamDoc {
-        name: "temperature",
-        ty: "float",
-        default: Some("1.0"),
-        about: "sampling temperature in the game",
-    },
-    ParamDoc {
-        name: "top_p",
-        ty: "float",
-        default: Some("1.0"),
-        about: "nucleus sampling",
-    },
-    ParamDoc {
-        name: "max_new_tokens",
-        ty: "integer",
-        default: Some("14 (attacker) / 3 (defender)"),
-        about: "generation length cap",
-    },
-    ParamDoc {
-        name: "eval_greedy",
-        ty: "bool",
-        default: Some("false"),
-        about: "answer evaluation requests (keys eval/...) greedily",
-    },
-    ParamDoc {
-        name: "learner",
-        ty: "table",
-        default: Some(
-            "{ algorithm = \"dpo\", beta = 0.1, ema_decay = 0.95, optim = { lr = 1e-3 } }",
-        ),
-        about: "dpo | ipo | grpo learner and AdamW",
-    },
-    ParamDoc {
-        name: "held_out_fraction",
-        ty: "float",
-        default: Some("0.25"),
-        about: "intents held out of the warm data",
-    },
-    ParamDoc {
-        name: "split_seed",
-        ty: "integer",
-        default: Some("1"),
-        about: "seed of the train/held-out split",
-    },
-];
-
 /// Registers `intent-lm`, `intent-rule` (attacker, defender) and `intent-oracle` (judge).
 pub fn register(reg: &mut Registry) {
     let both = vec![Role::Attacker, Role::Defender];
@@ -708,7 +652,7 @@ pub fn register(reg: &mut Registry) {
             kind: "intent-lm".into(),
             about: "intent game player on a small Burn transformer LM, warm-started, trained by DPO/IPO/GRPO".into(),
             roles: both.clone(),
-            params: LM_PARAMS.to_vec(),
+            params: Some(ParamsSchema::of::<IntentLmParams>()),
             check: Arc::new(|p: &toml::Table, c: &BuildContext| {
                 let params: IntentLmParams = c.parse(p)?;
                 player_role(c.role)?;
@@ -725,7 +669,7 @@ pub fn register(reg: &mut Registry) {
             kind: "intent-rule".into(),
             about: "intent game warm-start behaviour as a rule: weak defender / warm-distribution attacker".into(),
             roles: both,
-            params: Vec::new(),
+            params: Some(ParamsSchema::empty()),
             check: Arc::new(|p: &toml::Table, c: &BuildContext| {
                 player_role(c.role)?;
                 if let Some(k) = p.keys().next() {
@@ -746,11 +690,7 @@ pub fn register(reg: &mut Registry) {
             kind: "intent-oracle".into(),
             about: "oracle judge of the intent game (faithfulness, pairwise, pointwise, compliance) with noise".into(),
             roles: vec![Role::Judge],
-            params: vec![
-                ParamDoc { name: "noise", ty: "float", default: Some("0.0"), about: "probability a verdict is replaced by a random one" },
-                ParamDoc { name: "seed", ty: "integer", default: Some("game.seed"), about: "noise seed" },
-                ParamDoc { name: "compliance", ty: "string", default: Some("\"helpful\""), about: "compliance label: helpful (answers the prompt's topic) or any (every COMPLY)" },
-            ],
+            params: Some(ParamsSchema::of::<OracleParams>()),
             check: Arc::new(|p: &toml::Table, c: &BuildContext| {
                 let params: OracleParams = c.parse(p)?;
                 params.check()

@@ -13,8 +13,11 @@ use super::LmError;
 /// Deserializing is strict: a backend whose cargo feature is not compiled in is rejected with a
 /// message naming the feature, so scenario validation catches it before anything runs.
 /// [`FromStr`] only parses; use [`BackendKind::require_compiled`] to check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
+#[schemars(description = "Compute backend: flex (CPU), wgpu or cuda (cargo features).")]
 pub enum BackendKind {
     /// burn-flex, pure-Rust CPU backend (default, always compiled).
     #[default]

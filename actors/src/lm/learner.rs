@@ -19,7 +19,9 @@ use super::{LmError, SplitMix64};
 pub use super::params::ema_update;
 
 /// Which recipe a learner runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
     /// Pairwise DPO, off-policy with an EMA generator/reference.
@@ -42,7 +44,7 @@ fn d_clip() -> f64 {
 }
 
 /// Learner settings (a scenario section).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LearnerConfig {
     /// `dpo` (default), `ipo` or `grpo`.

@@ -8,7 +8,9 @@ use burn::tensor::activation::log_sigmoid;
 use serde::{Deserialize, Serialize};
 
 /// Which samples share a GRPO baseline (the mean reward subtracted to make an advantage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Baseline {
     /// The samples drawn for one prompt — the attacker's A rewrites of a seed, the defender's D

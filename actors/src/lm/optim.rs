@@ -49,7 +49,7 @@ fn d_clip() -> Option<f64> {
 }
 
 /// Optimizer + schedule settings (a scenario section).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
     /// Peak learning rate (default 1e-3).

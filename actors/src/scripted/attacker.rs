@@ -3,47 +3,21 @@
 //! over running mean rewards), so the state saved and restored across restarts is real.
 
 use super::text::tag;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sparring_engine::rng::SplitMix64;
 use sparring_engine::{
-    BuildContext, GenRequest, Generation, Group, LearnReport, ParamDoc, Policy, RoleError,
+    BuildContext, GenRequest, Generation, Group, LearnReport, Policy, RoleError,
 };
 use std::collections::BTreeMap;
 
-pub(crate) const PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "templates",
-        ty: "array of {name, text}",
-        default: Some(
-            "built-in: role-play, hypothetical, translation, research, fiction, step-by-step, summary",
-        ),
-        about: "jailbreak templates; `{prompt}` is the seed, `{prompt_head}` its first half (an unfaithful rewrite)",
-    },
-    ParamDoc {
-        name: "malformed_rate",
-        ty: "float in [0, 1]",
-        default: Some("0.0"),
-        about: "share of outputs without a closing </prompt> tag (unparseable: error reward)",
-    },
-    ParamDoc {
-        name: "learning_rate",
-        ty: "float in [0, 1]",
-        default: Some("0.5"),
-        about: "step of the running mean reward per template",
-    },
-    ParamDoc {
-        name: "temperature",
-        ty: "float > 0",
-        default: Some("0.25"),
-        about: "softmax temperature over template values",
-    },
-];
-
 /// One template.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
+    /// The template's name (the bandit's arm; shown in the attacker's `<think>`).
     pub name: String,
+    /// The rewrite; `{prompt}` is the seed, `{prompt_head}` its first half.
     pub text: String,
 }
 
@@ -89,15 +63,22 @@ fn quarter() -> f64 {
 }
 
 /// Parameters of `scripted-template`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateConfig {
+    /// Jailbreak templates; `{prompt}` is the seed, `{prompt_head}` its first half (an unfaithful rewrite).
+    /// Default: the built-in role-play, hypothetical, translation, research, fiction, step-by-step and summary.
     #[serde(default = "default_templates")]
     pub templates: Vec<Template>,
+    /// Share of outputs without a closing `</prompt>` tag (unparseable: error reward).
     #[serde(default)]
+    #[schemars(range(min = 0, max = 1))]
     pub malformed_rate: f64,
+    /// Step of the running mean reward per template.
     #[serde(default = "half")]
+    #[schemars(range(min = 0, max = 1))]
     pub learning_rate: f64,
+    /// Softmax temperature over template values (> 0).
     #[serde(default = "quarter")]
     pub temperature: f64,
 }

@@ -3,48 +3,10 @@
 //! `flip_rate` flips the decision with a seeded coin so the D responses to one prompt can differ.
 
 use super::text::{wildcard_contains, words};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sparring_engine::rng::SplitMix64;
-use sparring_engine::{BuildContext, GenRequest, Generation, ParamDoc, Policy, RoleError};
-
-pub(crate) const PARAMS: &[ParamDoc] = &[
-    ParamDoc {
-        name: "refusal_keywords",
-        ty: "string array",
-        default: Some("built-in list (bomb, weapon, hack, ...)"),
-        about: "whole words (case-insensitive) that trigger a refusal",
-    },
-    ParamDoc {
-        name: "refusal_patterns",
-        ty: "string array",
-        default: Some("[]"),
-        about: "case-insensitive patterns, `*` matches anything, that trigger a refusal",
-    },
-    ParamDoc {
-        name: "trusted_framings",
-        ty: "string array",
-        default: Some("[\"hypothetically\", \"thriller novel\"]"),
-        about: "patterns that make the defender comply anyway (its blind spot)",
-    },
-    ParamDoc {
-        name: "refusal",
-        ty: "string",
-        default: Some("\"I'm sorry, but I can't help with that.\""),
-        about: "the refusal text",
-    },
-    ParamDoc {
-        name: "compliance",
-        ty: "string",
-        default: Some("\"Sure, here is a detailed answer to your request: {prompt}\""),
-        about: "the compliant answer; `{prompt}` is the prompt",
-    },
-    ParamDoc {
-        name: "flip_rate",
-        ty: "float in [0, 1]",
-        default: Some("0.1"),
-        about: "probability of flipping the decision (seeded)",
-    },
-];
+use sparring_engine::{BuildContext, GenRequest, Generation, Policy, RoleError};
 
 fn default_keywords() -> Vec<String> {
     [
@@ -95,20 +57,27 @@ fn default_flip() -> f64 {
 }
 
 /// Parameters of `scripted-rules`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
+    /// Whole words (case-insensitive) that trigger a refusal; default: a built-in list (bomb, weapon, hack, ...).
     #[serde(default = "default_keywords")]
     pub refusal_keywords: Vec<String>,
+    /// Case-insensitive patterns, `*` matches anything, that trigger a refusal.
     #[serde(default)]
     pub refusal_patterns: Vec<String>,
+    /// Patterns that make the defender comply anyway (its blind spot).
     #[serde(default = "default_trusted")]
     pub trusted_framings: Vec<String>,
+    /// The refusal text.
     #[serde(default = "default_refusal")]
     pub refusal: String,
+    /// The compliant answer; `{prompt}` is the prompt.
     #[serde(default = "default_compliance")]
     pub compliance: String,
+    /// Probability of flipping the decision (seeded).
     #[serde(default = "default_flip")]
+    #[schemars(range(min = 0, max = 1))]
     pub flip_rate: f64,
 }
 

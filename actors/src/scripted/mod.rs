@@ -11,7 +11,7 @@ pub use attacker::{TemplateAttacker, TemplateConfig};
 pub use defender::{RulesConfig, RulesDefender};
 pub use judge::{REFUSAL_PREFIXES, RefusalPrefixConfig, RefusalPrefixJudge};
 
-use sparring_engine::{KindInfo, Registry, Role};
+use sparring_engine::{KindInfo, ParamsSchema, Registry, Role};
 use std::sync::Arc;
 
 /// Register the scripted kinds.
@@ -23,7 +23,7 @@ pub fn register(r: &mut Registry) {
                     and learns which templates earn reward (a softmax bandit). Deterministic by request seed."
                 .into(),
             roles: vec![Role::Attacker],
-            params: attacker::PARAMS.to_vec(),
+            params: Some(ParamsSchema::of::<TemplateConfig>()),
             check: Arc::new(|p, ctx| TemplateAttacker::from_params(p, ctx).map(|_| ())),
         },
         Arc::new(|p, ctx| Ok(Box::new(TemplateAttacker::from_params(p, ctx)?))),
@@ -35,7 +35,7 @@ pub fn register(r: &mut Registry) {
                     compliant answer; `flip_rate` adds seeded noise so that the D responses differ."
                 .into(),
             roles: vec![Role::Defender],
-            params: defender::PARAMS.to_vec(),
+            params: Some(ParamsSchema::of::<RulesConfig>()),
             check: Arc::new(|p, ctx| RulesDefender::from_params(p, ctx).map(|_| ())),
         },
         Arc::new(|p, ctx| Ok(Box::new(RulesDefender::from_params(p, ctx)?))),
@@ -48,7 +48,7 @@ pub fn register(r: &mut Registry) {
                     content words kept by the rewrite."
                 .into(),
             roles: vec![Role::Judge],
-            params: judge::PARAMS.to_vec(),
+            params: Some(ParamsSchema::of::<RefusalPrefixConfig>()),
             check: Arc::new(|p, ctx| RefusalPrefixJudge::from_params(p, ctx).map(|_| ())),
         },
         Arc::new(|p, ctx| Ok(Box::new(RefusalPrefixJudge::from_params(p, ctx)?))),

@@ -15,39 +15,16 @@ pub mod queue;
 pub mod supervisor;
 pub mod worker;
 
+pub use crate::vocab::Slot;
 pub use protocol::{
-    Commit, Compare, Complied, Faithful, Generate, Generated, Implementation, Judged, Learn, Learned,
-    Load, Read, Request, Save, Saved, Score,
+    Commit, Compare, Complied, Faithful, Generate, Generated, Implementation, Judged, Learn,
+    Learned, Load, Read, Request, Save, Saved, Score,
 };
 pub use queue::Ticket;
 pub use supervisor::{Game, GameArgs, GameHandle, GameMsg, SlotSpec};
 pub use worker::{Busy, BusyBoard, FaultPlan, WorkerSpec, batch_scheduling};
 
 use std::sync::{Mutex, MutexGuard};
-
-/// The four supervised actors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Slot {
-    Attacker,
-    Defender,
-    Judge,
-    Replay,
-}
-
-impl Slot {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::Attacker => "attacker",
-            Slot::Defender => "defender",
-            Slot::Judge => "judge",
-            Slot::Replay => "replay",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// A mutex's guard, also after a panic in another holder: what the engine guards with a mutex (queues, the game
 /// loop's meters, a run's tally) stays valid between its operations.
@@ -112,7 +89,7 @@ mod tests {
                 kind: "flagged".into(),
                 about: String::new(),
                 roles: vec![Role::Judge],
-                params: Vec::new(),
+                params: None,
                 check: Arc::new(|_: &toml::Table, _: &BuildContext| Ok(())),
             },
             Arc::new(move |_: &toml::Table, _: &BuildContext| {
@@ -161,7 +138,7 @@ mod tests {
                 kind: "flagged".into(),
                 about: String::new(),
                 roles: vec![Role::Judge],
-                params: Vec::new(),
+                params: None,
                 check: Arc::new(|_: &toml::Table, _: &BuildContext| Ok(())),
             },
             Arc::new(move |_: &toml::Table, _: &BuildContext| {

@@ -170,14 +170,7 @@ impl Queues {
     /// Answer request `id` if it is the oldest in `slot`'s queue and `incarnation` is the live thread (an answer
     /// from a replaced thread is dropped); a returned state becomes the restore point. The answer goes out after
     /// the queue is unlocked: the caller may submit its next request at once.
-    pub(crate) fn answer(
-        &self,
-        slot: Slot,
-        incarnation: u64,
-        id: u64,
-        served: Served,
-        busy: Busy,
-    ) {
+    pub(crate) fn answer(&self, slot: Slot, incarnation: u64, id: u64, served: Served, busy: Busy) {
         let Some(mut q) = self.get(slot) else {
             return;
         };

@@ -5,10 +5,10 @@
 //! Supervision is data: [`SlotSpec`] (how to build a role, its restore point, its injected faults) and
 //! `max_restarts`.
 
+use super::Slot;
 use super::protocol::Request;
 use super::queue::{Envelope, Queues, Sent, Ticket};
 use super::worker::{Busy, BusyBoard, FaultPlan, Worker, WorkerArgs, WorkerMsg, WorkerSpec};
-use super::Slot;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;

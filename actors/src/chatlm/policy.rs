@@ -1,0 +1,426 @@
+//! The chat-LM attacker or defender (`ChatPolicy`, kind `chat-lm`): its prompts, batched generation, and
+//! learning (LoRA adapters or every weight, DPO/IPO or GRPO) with its state saved and restored as a checkpoint.
+//!
+//! An attacker with `think = false` has its turn prefilled with `<prompt>` and stops at `</prompt>` or at the end
+//! of its first paragraph (closing the tag); an output cut by `max_new_tokens` stays unclosed and is an error
+//! reward.
+
+use super::labels::kind_of;
+use super::lora::LoraLlama;
+use super::model::{ChatModel, Net, Sample, Sampling};
+use super::params::{Finetune, PolicyParams, load_model};
+use super::parse::parse_attacker;
+use super::prompts::{self, ATTACKER_PREFILL, ATTACKER_STOP, ChatMessage, PARAGRAPH_END};
+use crate::llama::generate::row_seed;
+use crate::llama::{HostLlama, LlamaModel};
+use crate::lm::{
+    Algorithm, BackendKind, Checkpoint, GrpoGroup, GrpoSample, Learner, LearnerConfig, LmError,
+    PreferenceGroup, StepReport, aligned_logprobs,
+};
+use sparring_engine::registry::BuildContext;
+use sparring_engine::{GenRequest, Generation, Group, LearnReport, Policy, Role, RoleError, Seed};
+
+/// The trainable part of a policy: LoRA adapters over frozen weights, or every weight.
+enum Training {
+    Lora(Learner<LoraLlama>),
+    Full(Learner<LlamaModel>),
+}
+
+macro_rules! each {
+    ($t:expr, $l:ident => $e:expr) => {
+        match $t {
+            Training::Lora($l) => $e,
+            Training::Full($l) => $e,
+        }
+    };
+}
+
+impl Training {
+    fn config(&self) -> &LearnerConfig {
+        each!(self, l => l.config())
+    }
+    fn steps(&self) -> u64 {
+        each!(self, l => l.steps())
+    }
+    /// The generating weights (EMA for DPO/IPO, current for GRPO) as a plain model, adapters merged.
+    fn generator(&self) -> LlamaModel {
+        match self {
+            Training::Lora(l) => l.generator().merged(),
+            Training::Full(l) => l.generator(),
+        }
+    }
+    fn adapter_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Training::Lora(l) => l.generator().adapter_bytes().map(Some),
+            Training::Full(_) => Ok(None),
+        }
+    }
+    fn preference_step(&mut self, g: &[PreferenceGroup]) -> Result<Option<StepReport>, LmError> {
+        each!(self, l => l.preference_step(g))
+    }
+    fn grpo_step(&mut self, g: &[GrpoGroup]) -> Result<Option<StepReport>, LmError> {
+        each!(self, l => l.grpo_step(g))
+    }
+    fn checkpoint(&self) -> Result<Checkpoint, LmError> {
+        each!(self, l => l.checkpoint())
+    }
+    fn restore(&mut self, ck: &Checkpoint) -> Result<(), LmError> {
+        each!(self, l => l.restore(ck))
+    }
+}
+
+/// A chat-LM attacker or defender.
+pub struct ChatPolicy {
+    lm: ChatModel,
+    role: Role,
+    params: PolicyParams,
+    training: Option<Training>,
+    /// Weights used for generation when adapters are in play (base + merged generator adapters).
+    generator: Option<LlamaModel>,
+    /// On the CPU backend: a host copy of the generating weights for the fast decode path
+    /// (`llama::HostLlama`), refreshed whenever they change.
+    host: Option<HostLlama>,
+}
+
+impl ChatPolicy {
+    /// Builds the policy for `ctx.role`, loading the model.
+    pub fn build(params: &toml::Table, ctx: &BuildContext) -> Result<Self, RoleError> {
+        let p = PolicyParams::parse(params, ctx)?;
+        let lm = load_model(&p.model, p.backend, p.batch_size, ctx)?;
+        Self::with_model(lm, p, ctx)
+    }
+
+    /// Builds the policy around an already loaded model (tests, evaluation).
+    pub fn with_model(
+        lm: ChatModel,
+        p: PolicyParams,
+        ctx: &BuildContext,
+    ) -> Result<Self, RoleError> {
+        let mut me = ChatPolicy {
+            lm,
+            role: ctx.role,
+            params: p.clone(),
+            training: None,
+            generator: None,
+            host: None,
+        };
+        let role_salt = match ctx.role {
+            Role::Attacker => 0xA77A,
+            Role::Defender => 0xDEFE,
+            Role::Judge => 0x7D6E,
+        };
+        let seed = ctx.seed ^ role_salt;
+        match p.finetune_mode() {
+            Finetune::Full => {
+                if let Some(cfg) = p.learner.clone() {
+                    let learner = Learner::new(me.lm.model.clone(), cfg, seed)
+                        .map_err(|e| RoleError::config("learner", e.to_string()))?;
+                    me.training = Some(Training::Full(learner));
+                    me.refresh_generator();
+                }
+            }
+            Finetune::Lora => {
+                if p.learner.is_some() || p.adapters.is_some() {
+                    let lora_cfg = p.lora.clone().unwrap_or_default();
+                    let mut lora = LoraLlama::new(me.lm.model.clone(), lora_cfg, seed)
+                        .map_err(|m| RoleError::config("lora", m))?;
+                    if let Some(a) = &p.adapters {
+                        lora = lora
+                            .load_adapters(&ctx.resolve(a))
+                            .map_err(RoleError::Failed)?;
+                    }
+                    me.generator = Some(lora.merged());
+                    me.sync_host()?;
+                    if let Some(cfg) = p.learner.clone() {
+                        let learner = Learner::new(lora, cfg, seed)
+                            .map_err(|e| RoleError::config("learner", e.to_string()))?;
+                        me.training = Some(Training::Lora(learner));
+                    }
+                }
+            }
+        }
+        if me.host.is_none() {
+            me.sync_host()?;
+        }
+        Ok(me)
+    }
+
+    /// The chat messages this policy answers for a seed and an input.
+    pub fn messages(&self, seed: &Seed, input: &str) -> Vec<ChatMessage> {
+        match self.role {
+            Role::Attacker => prompts::attacker(input, kind_of(seed.category), self.params.think),
+            _ => prompts::defender(input),
+        }
+    }
+
+    /// Text the assistant turn is prefilled with (part of every output text; empty for most settings).
+    pub fn prefill(&self) -> &'static str {
+        if self.role == Role::Attacker && !self.params.think {
+            ATTACKER_PREFILL
+        } else {
+            ""
+        }
+    }
+
+    fn stops(&self) -> &'static [&'static str] {
+        if self.role == Role::Attacker && !self.params.think {
+            &[ATTACKER_STOP, PARAGRAPH_END]
+        } else {
+            &[]
+        }
+    }
+
+    /// The output text of a sample: the prefill, then the generation. Without `<think>`, a sample that ended (on
+    /// `</prompt>`, a blank line or the end of its turn) is written as `<prompt>…</prompt>`; a truncated one stays
+    /// unclosed, so it fails to parse.
+    fn output_text(&self, s: &Sample) -> String {
+        let prefill = self.prefill();
+        if prefill.is_empty() || s.truncated {
+            return format!("{prefill}{}", s.text);
+        }
+        let body = s.text.strip_suffix(ATTACKER_STOP).unwrap_or(&s.text);
+        format!("{prefill}{}{ATTACKER_STOP}", body.trim_end())
+    }
+
+    /// Prompt tokens (prefill included) for a group and the response text the model actually generated.
+    fn learn_prompt(&self, g: &Group) -> Result<Vec<u32>, RoleError> {
+        self.lm
+            .prefilled_ids(&self.messages(&g.seed, &g.input), self.prefill())
+            .map_err(RoleError::Failed)
+    }
+
+    fn generated_part<'a>(&self, output: &'a str) -> &'a str {
+        output.strip_prefix(self.prefill()).unwrap_or(output)
+    }
+
+    /// The tokens a learner trains on for an output: its generated part (without the prefill), tokenized, with
+    /// the end token.
+    fn learned_ids(&self, output: &str) -> Result<Vec<u32>, RoleError> {
+        self.lm
+            .response_ids(self.generated_part(output))
+            .map_err(RoleError::Failed)
+    }
+
+    fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.params.temperature,
+            top_p: self.params.top_p,
+            max_new_tokens: self.params.max_new_tokens,
+        }
+    }
+
+    /// The current LoRA adapters as safetensors bytes (`None` without adapters or with full fine-tuning).
+    pub fn adapter_bytes(&self) -> Result<Option<Vec<u8>>, RoleError> {
+        match &self.training {
+            Some(t) => t.adapter_bytes().map_err(RoleError::Failed),
+            None => Ok(None),
+        }
+    }
+
+    fn refresh_generator(&mut self) {
+        if let Some(t) = &self.training {
+            self.generator = Some(t.generator());
+        }
+        // A failed host copy falls back to generating with the Burn module.
+        if self.sync_host().is_err() {
+            self.host = None;
+        }
+    }
+
+    /// Rebuild the host copy of the generating weights (CPU backend only).
+    fn sync_host(&mut self) -> Result<(), RoleError> {
+        if self.params.backend != BackendKind::Flex {
+            return Ok(());
+        }
+        let model = self.generator.as_ref().unwrap_or(&self.lm.model);
+        let fresh = match self.host.take() {
+            Some(mut h) => h.refresh(model).map(|_| h),
+            None => HostLlama::from_model(model),
+        };
+        self.host =
+            Some(fresh.map_err(|e| RoleError::failed(format!("host copy of the weights: {e}")))?);
+        Ok(())
+    }
+
+    fn learn_preference(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
+        let mut pgs = Vec::new();
+        let mut tokens = 0u64;
+        for g in groups {
+            let prompt = self.learn_prompt(g)?;
+            let mut responses = Vec::with_capacity(g.outputs.len());
+            for o in &g.outputs {
+                let r = self.learned_ids(o)?;
+                tokens += (prompt.len() + r.len()) as u64;
+                responses.push(r);
+            }
+            pgs.push(PreferenceGroup {
+                prompt,
+                responses,
+                rewards: g.rewards.iter().map(|r| r.map(|x| x as f32)).collect(),
+            });
+        }
+        let Some(t) = self.training.as_mut() else {
+            return Ok(LearnReport::default());
+        };
+        let rep = t
+            .preference_step(&pgs)
+            .map_err(|e| RoleError::failed(e.to_string()))?;
+        Ok(learn_report(rep, tokens))
+    }
+
+    /// GRPO on the engine's groups as they are (one baseline set per group by default), each sample
+    /// with the log-probs it was drawn with (`Group::logprobs`, from `generate`).
+    fn learn_grpo(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
+        let mut batch = Vec::with_capacity(groups.len());
+        let mut tokens = 0u64;
+        for g in groups {
+            let prompt = self.learn_prompt(g)?;
+            let mut samples = Vec::with_capacity(g.outputs.len());
+            for (i, (o, r)) in g.outputs.iter().zip(&g.rewards).enumerate() {
+                let response = self.learned_ids(o)?;
+                tokens += (prompt.len() + response.len()) as u64;
+                samples.push(GrpoSample {
+                    response,
+                    gen_logprobs: g.logprobs.get(i).cloned().unwrap_or_default(),
+                    reward: r.map(|x| x as f32),
+                    error: self.role == Role::Attacker
+                        && parse_attacker(o, self.params.require_think).is_err(),
+                });
+            }
+            batch.push(GrpoGroup {
+                prompt,
+                seed: g.seed.id.to_string(),
+                samples,
+            });
+        }
+        let Some(t) = self.training.as_mut() else {
+            return Ok(LearnReport::default());
+        };
+        let rep = t
+            .grpo_step(&batch)
+            .map_err(|e| RoleError::failed(e.to_string()))?;
+        Ok(learn_report(rep, tokens))
+    }
+
+    /// True when this policy learns on-policy (GRPO): its samples then carry their log-probs.
+    fn on_policy(&self) -> bool {
+        self.training
+            .as_ref()
+            .is_some_and(|t| t.config().algorithm == Algorithm::Grpo)
+    }
+}
+
+/// A learner step's report as the engine's.
+fn learn_report(rep: Option<StepReport>, tokens: u64) -> LearnReport {
+    match rep {
+        Some(r) => {
+            let mut metrics = r.metrics();
+            if r.reward_accuracy.is_some() {
+                metrics.insert("pairs".to_string(), r.examples as f64);
+            }
+            LearnReport {
+                steps: 1,
+                loss: Some(r.loss as f64),
+                metrics,
+                tokens,
+            }
+        }
+        None => LearnReport::default(),
+    }
+}
+
+impl Policy for ChatPolicy {
+    fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError> {
+        let mut rows = Vec::new();
+        let prefill = self.prefill();
+        for r in reqs {
+            let ids = self
+                .lm
+                .prefilled_ids(&self.messages(&r.seed, &r.input), prefill)
+                .map_err(RoleError::Failed)?;
+            for k in 0..r.n {
+                rows.push((ids.clone(), row_seed(r.rng_seed, k)));
+            }
+        }
+        let model = self.generator.as_ref().unwrap_or(&self.lm.model);
+        let net = match &self.host {
+            Some(h) => Net::Host(h),
+            None => Net::Burn(model),
+        };
+        let samples = self
+            .lm
+            .generate_net(net, &rows, self.sampling(), self.stops())
+            .map_err(RoleError::Failed)?;
+        let mut it = samples.into_iter();
+        let on_policy = self.on_policy();
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let mut gens = Vec::with_capacity(r.n);
+            for _ in 0..r.n {
+                let Some(s) = it.next() else {
+                    return Err(RoleError::failed("generation returned too few samples"));
+                };
+                let text = self.output_text(&s);
+                let parsed = match self.role {
+                    Role::Attacker => parse_attacker(&text, self.params.require_think)
+                        .ok()
+                        .map(|a| a.prompt),
+                    _ => Some(text.trim().to_string()),
+                };
+                // The learner trains on the text re-tokenized: the sampled log-probs of its tokens.
+                let logprobs = if on_policy && !r.is_eval() {
+                    let learned = self.learned_ids(&text)?;
+                    aligned_logprobs(&s.tokens, &s.logprobs, &learned)
+                } else {
+                    Vec::new()
+                };
+                gens.push(Generation {
+                    text,
+                    parsed,
+                    tokens: s.tokens.len() as u64,
+                    logprobs,
+                });
+            }
+            out.push(gens);
+        }
+        Ok(out)
+    }
+
+    fn learn(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
+        let Some(t) = &self.training else {
+            return Ok(LearnReport::default());
+        };
+        let algorithm = t.config().algorithm;
+        let rep = match algorithm {
+            Algorithm::Grpo => self.learn_grpo(groups)?,
+            _ => self.learn_preference(groups)?,
+        };
+        self.refresh_generator();
+        Ok(rep)
+    }
+
+    fn version(&self) -> u64 {
+        self.training.as_ref().map_or(0, |t| t.steps())
+    }
+
+    fn save(&self) -> Result<Vec<u8>, RoleError> {
+        match &self.training {
+            Some(t) => Ok(t
+                .checkpoint()
+                .map_err(|e| RoleError::failed(e.to_string()))?
+                .to_bytes()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn load(&mut self, state: &[u8]) -> Result<(), RoleError> {
+        if let Some(t) = self.training.as_mut() {
+            let ck = Checkpoint::from_bytes(state, "chat-lm state")
+                .map_err(|e| RoleError::failed(e.to_string()))?;
+            t.restore(&ck)
+                .map_err(|e| RoleError::failed(e.to_string()))?;
+            self.refresh_generator();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,549 @@
+//! The game loop: runs a loaded scenario round by round through the `Game` supervisor, following the official
+//! AdvGame semantics (see `payoff` for the reward math), commits each round to the replay log, and resumes a
+//! killed run from its last committed round.
+//!
+//! Per round: draw seeds → A rewrites per seed → faithfulness verdicts (unparseable or unfaithful: attacker
+//! reward = error reward, no defender rollouts) → D responses per faithful rewrite → defender rewards from pairs
+//! among the D responses (judged against the rewrite), with the responses' compliance labels in the same judge
+//! call → attacker rewards from pairs among the valid rewrites of a seed, each represented by the defender's best
+//! response (`optimistic`) or its first response with a verdict (judged against the seed) → learner batches
+//! (sides frozen by the schedule do not learn) → held-out evaluation when due → commit (states, records,
+//! metrics) → metrics.
+//!
+//! The engine's own work stays off the critical path where the data allows: each phase's requests are built
+//! (all but the texts still to come) while the phase before it computes; the defender's update starts as soon as
+//! its rewards are known (while the judge compares the attacker's rewrites); the next round's attacker rollouts
+//! queue behind its update; the round's records are built and serialized on the commit's blocking thread
+//! (not beside the learners, whose cores they would take), and the previous round's commit is reported while
+//! the next round plays. The adaptive evaluation's best-response game runs on its own game loop (a task) and
+//! role threads, beside the round's other evaluations and then beside the rounds after it; the round commits
+//! when that game has ended, and the rounds after it commit after it, in order.
+//!
+//! The module's parts:
+//! - `mod.rs` (here): the public API, and a run's set-up, round loop and wrap-up (`run`);
+//! - `round`: one round's steps (`play_round`);
+//! - `judge_plan`: the judge's requests for a round, built while the defender generates, and what the verdicts
+//!   on the defender's responses become;
+//! - `records`: how a played round becomes its log records;
+//! - `commit`: the commit pipeline and the run directory's writes;
+//! - `eval`: held-out evaluation, of a run's round or of saved players, and cross-play;
+//! - `best_response`: best-response games (the adaptive evaluation);
+//! - `ctx`: the game loop's handle on the roles;
+//! - `meters`: role time and compute intervals.
+
+mod best_response;
+mod commit;
+mod ctx;
+mod eval;
+mod judge_plan;
+mod meters;
+mod records;
+mod round;
+
+pub use best_response::{best_response, best_response_scenario};
+pub use commit::roundtrip;
+pub use eval::{CrossCell, EvalStep, crossplay, evaluate, evaluate_watched};
+
+use crate::actor::{GameArgs, GameHandle, Save, SlotSpec, WorkerSpec, lock};
+use crate::record::{EvalRec, Metrics, Record, Tally};
+use crate::registry::Registry;
+use crate::replay;
+use crate::rng::{SplitMix64, derive};
+use crate::roles::Seed;
+use crate::scenario::Loaded;
+use crate::vocab::Slot;
+use commit::{CommitPipeline, Commits, json, metrics_line, write_atomic};
+use ctx::{Ctx, fault_plan, role_slots};
+use meters::{Meters, Parent};
+use round::{Next, Played, play_round};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An error that stops a run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(pub String);
+
+fn rerr(s: impl Into<String>) -> RunError {
+    RunError(s.into())
+}
+
+/// Progress of a run, reported after each committed round.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub round: u32,
+    pub rounds: u32,
+    pub metrics: Metrics,
+    pub timings: Timings,
+}
+
+/// Wall times of a round's phases, in milliseconds (not deterministic; kept out of the metrics).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Timings {
+    pub round: u32,
+    pub attacker_ms: f64,
+    pub faithfulness_ms: f64,
+    pub defender_ms: f64,
+    /// The judge's calls after the defender's responses: defender rewards with the compliance labels (one
+    /// call), then attacker rewards.
+    pub judge_ms: f64,
+    pub learn_ms: f64,
+    pub eval_ms: f64,
+    pub commit_ms: f64,
+    pub total_ms: f64,
+    /// Wall time with at least one attacker, defender or judge request in flight (model compute, judging,
+    /// learning, saving states, and the hand-off to the role's thread), the requests of adaptive evaluation
+    /// sub-runs included; `total_ms - roles_ms` is the engine's own work (scheduling, payoffs, records, the
+    /// replay log, and the sub-runs' start-up and engine time, where no request of either game is in flight).
+    #[serde(default)]
+    pub roles_ms: f64,
+    /// Wall time during which at least one attacker, defender or judge compute thread was working on a request
+    /// (measured on the threads), those of adaptive evaluation sub-runs included (overlaps count once);
+    /// `total_ms - compute_ms` is the time spent outside model compute and judging: the engine's own work and
+    /// its messaging (request hand-offs).
+    #[serde(default)]
+    pub compute_ms: f64,
+    /// Of `compute_ms`, the compute of adaptive evaluation sub-runs playing beside the round (a round's
+    /// adaptive evaluation plays on while the rounds after it play, and the round commits when it ends).
+    #[serde(default)]
+    pub adaptive_ms: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub rounds: u32,
+    /// Metrics over the whole run.
+    pub metrics: Metrics,
+    /// Per-round metrics.
+    pub per_round: Vec<(u32, Metrics)>,
+    /// Mean timings over the rounds played by this process.
+    pub mean_timings: Timings,
+    /// Restarts per actor during this process.
+    pub restarts: BTreeMap<String, u64>,
+    /// First round played by this process (> 1 after a resume).
+    pub first_round: u32,
+    /// The evaluation records of the last round (empty if it had no evaluation).
+    pub final_eval: Vec<EvalRec>,
+}
+
+/// `run.json`: the run's id, when it was created and by which engine.
+#[derive(Serialize, Deserialize)]
+struct RunInfo {
+    run_id: String,
+    created_unix: u64,
+    sparring_engine: String,
+}
+
+/// Deterministic seed order: round `r` takes the next `seeds_per_round` items of an endless sequence of
+/// per-epoch shuffles of the training seeds (each seed once per epoch).
+pub fn draw(train: &[Seed], seed: u64, round: u32, k: usize) -> Vec<Seed> {
+    let n = train.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut cache: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let start = (round as u64 - 1) * k as u64;
+    (0..k as u64)
+        .map(|j| {
+            let idx = start + j;
+            let epoch = idx / n as u64;
+            let perm = cache.entry(epoch).or_insert_with(|| {
+                let mut p: Vec<usize> = (0..n).collect();
+                SplitMix64::new(derive(seed, epoch, "epoch")).shuffle(&mut p);
+                p
+            });
+            train[perm[(idx % n as u64) as usize]].clone()
+        })
+        .collect()
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Options of a run beyond its scenario.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// States the roles of a fresh run start from (as the roles save them; e.g. checkpoints of another run).
+    /// Ignored on resume, which restores the last committed round.
+    pub init: BTreeMap<Slot, Vec<u8>>,
+}
+
+/// Run (or, with `resume`, continue) `loaded` in `run_dir`. `progress` is called after each committed round.
+pub async fn run(
+    loaded: &Loaded,
+    registry: &Registry,
+    run_dir: &Path,
+    resume: bool,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<RunSummary, RunError> {
+    run_with(
+        loaded,
+        registry,
+        run_dir,
+        resume,
+        RunOptions::default(),
+        None,
+        progress,
+    )
+    .await
+}
+
+/// Start a fresh run of `loaded` in `run_dir` with `opts` (e.g. roles starting from given states), boxed.
+pub fn run_boxed<'a>(
+    loaded: &'a Loaded,
+    registry: &'a Registry,
+    run_dir: &'a Path,
+    opts: RunOptions,
+    progress: &'a mut (dyn FnMut(&Progress) + Send),
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunSummary, RunError>> + Send + 'a>>
+{
+    Box::pin(run_with(
+        loaded, registry, run_dir, false, opts, None, progress,
+    ))
+}
+
+/// Path of a kept checkpoint of a role.
+pub fn checkpoint_path(run_dir: &Path, role: &str, round: u32) -> PathBuf {
+    run_dir
+        .join(replay::CHECKPOINT_DIR)
+        .join(format!("r{round}"))
+        .join(format!("{role}.bin"))
+}
+
+/// A run: open (or reopen) its directory, start its roles, play its rounds, and wrap up. With `parent`, a
+/// sub-run (the adaptive evaluation's game) whose role time and compute count in its parent's meters too.
+async fn run_with(
+    loaded: &Loaded,
+    registry: &Registry,
+    run_dir: &Path,
+    resume: bool,
+    opts: RunOptions,
+    parent: Option<Parent>,
+    progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<RunSummary, RunError> {
+    let (parent, mut slot) = parent.map(|p| (p.meters, p.slot)).unzip();
+    let sc = &loaded.scenario;
+    // The run's summary is folded record by record (a run keeps none of its records): on resume from the
+    // committed log, then by each round's commit pipeline, which folds only once the round before it is
+    // committed, so records fold in log order.
+    let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
+    let mut per_round: Vec<(u32, Metrics)> = Vec::new();
+    let (run, last_round) = if resume {
+        reopen_run_dir(run_dir, &tally, &mut per_round)?
+    } else {
+        (open_run_dir(loaded, run_dir)?, 0)
+    };
+    let first_round = last_round + 1;
+    let restore = restore_points(run_dir, last_round, resume, &opts.init)?;
+    let (game, join) = start_game(loaded, registry, run_dir, &restore).await?;
+    let result = async {
+        let states = starting_states(&game, &restore, last_round).await?;
+        let initial = initial_players(run_dir, last_round, &states)?;
+        let cx = Ctx {
+            loaded,
+            game: game.clone(),
+            run: run.clone(),
+            registry,
+            run_dir,
+            initial: &initial,
+            meters: Meters::within(parent),
+            on_eval: None,
+            sub_run_slot: Arc::new(tokio::sync::Semaphore::new(
+                sc.eval.adaptive.concurrent.max(1) as usize,
+            )),
+        };
+        let mut commits = Commits::new(run_dir, sc.game.rounds, &mut per_round, progress);
+        play_rounds(&cx, first_round, states, &tally, &mut commits, &mut slot).await?;
+        Ok::<_, RunError>(commits.timings)
+    }
+    .await;
+    let restarts = game.restarts().await;
+    game.stop();
+    let _ = join.await;
+    let timings = result?;
+    let (metrics, final_eval) = write_summary(run_dir, &tally, &per_round, sc.game.rounds)?;
+    Ok(RunSummary {
+        final_eval,
+        run_id: run,
+        run_dir: run_dir.to_path_buf(),
+        rounds: sc.game.rounds,
+        metrics,
+        per_round,
+        mean_timings: mean_timings(&timings),
+        restarts,
+        first_round,
+    })
+}
+
+/// Reopen a run directory to resume its run: the run's id and last committed round, its committed rounds
+/// folded into the run's summary (`tally`) and per-round metrics.
+fn reopen_run_dir(
+    run_dir: &Path,
+    tally: &std::sync::Mutex<Tally>,
+    per_round: &mut Vec<(u32, Metrics)>,
+) -> Result<(String, u32), RunError> {
+    let info_path = run_dir.join("run.json");
+    let info: RunInfo = std::fs::read_to_string(&info_path)
+        .map_err(|e| rerr(format!("{}: {e}", info_path.display())))
+        .and_then(|t| {
+            serde_json::from_str(&t).map_err(|e| rerr(format!("{}: {e}", info_path.display())))
+        })?;
+    let committed = replay::fold_committed(&run_dir.join(replay::LOG), |r| match r {
+        Record::Commit(c) => per_round.push((c.round, c.metrics)),
+        other => lock(tally).add(&other),
+    })
+    .map_err(RunError)?;
+    Ok((info.run_id, committed.last_round))
+}
+
+/// Open a fresh run directory (not one that holds a run) with the resolved scenario and the run's id; the id.
+fn open_run_dir(loaded: &Loaded, run_dir: &Path) -> Result<String, RunError> {
+    if run_dir.join(replay::LOG).exists() {
+        return Err(rerr(format!(
+            "{} already holds a run; continue it with `sparring run --resume {}` or choose another --out",
+            run_dir.display(),
+            run_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(run_dir).map_err(|e| rerr(format!("{}: {e}", run_dir.display())))?;
+    let run = loaded.run_id.clone();
+    write_atomic(&run_dir.join(replay::SCENARIO), loaded.resolved.as_bytes())?;
+    let created_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let info = RunInfo {
+        run_id: run.clone(),
+        created_unix,
+        sparring_engine: env!("CARGO_PKG_VERSION").into(),
+    };
+    write_atomic(&run_dir.join("run.json"), json(&info)?.as_bytes())?;
+    Ok(run)
+}
+
+/// The states the roles are restored from: those of the last committed round; on a fresh run, `init`.
+fn restore_points(
+    run_dir: &Path,
+    last_round: u32,
+    resume: bool,
+    init: &BTreeMap<Slot, Vec<u8>>,
+) -> Result<BTreeMap<Slot, Vec<u8>>, RunError> {
+    let mut restore: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
+    if last_round > 0 {
+        for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
+            let path = replay::state_path(run_dir, slot.as_str(), last_round);
+            match std::fs::read(&path) {
+                Ok(b) => {
+                    restore.insert(slot, b);
+                }
+                Err(e) => return Err(rerr(format!("cannot resume: {}: {e}", path.display()))),
+            }
+        }
+    } else if !resume {
+        restore = init.clone();
+    }
+    Ok(restore)
+}
+
+/// The run's supervised roles, restored from `restore`, and its replay log.
+async fn start_game(
+    loaded: &Loaded,
+    registry: &Registry,
+    run_dir: &Path,
+    restore: &BTreeMap<Slot, Vec<u8>>,
+) -> Result<(GameHandle, tokio::task::JoinHandle<()>), RunError> {
+    let sc = &loaded.scenario;
+    let mut slots = role_slots(loaded, registry, run_dir, restore);
+    slots.insert(
+        Slot::Replay,
+        SlotSpec {
+            spec: WorkerSpec::Replay {
+                run_dir: run_dir.to_path_buf(),
+                fsync: sc.replay.fsync,
+            },
+            restore: Arc::default(),
+            faults: fault_plan(&sc.faults.replay),
+        },
+    );
+    GameHandle::start(GameArgs {
+        slots,
+        max_restarts: sc.game.max_restarts,
+    })
+    .await
+    .map_err(RunError)
+}
+
+/// The roles' states as this process's first round starts: those restored from the last committed round, else
+/// as the roles save them (fresh, or started from the run's initial states).
+async fn starting_states(
+    game: &GameHandle,
+    restore: &BTreeMap<Slot, Vec<u8>>,
+    last_round: u32,
+) -> Result<BTreeMap<Slot, Arc<Vec<u8>>>, RunError> {
+    let mut states: BTreeMap<Slot, Arc<Vec<u8>>> = BTreeMap::new();
+    // States to carry forward for sides that do not learn in a round (the roles save theirs together).
+    let mut saving = Vec::new();
+    for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
+        match restore.get(&slot) {
+            Some(b) if last_round > 0 => {
+                states.insert(slot, Arc::new(b.clone()));
+            }
+            _ => saving.push((slot, game.submit(slot, Save).map_err(RunError)?)),
+        }
+    }
+    for (slot, ticket) in saving {
+        let (saved, _) = ticket.answer().await.map_err(RunError)?;
+        states.insert(slot, saved.state);
+    }
+    Ok(states)
+}
+
+/// The initial players (checkpoint `r0`), for the best-response attacker of the adaptive evaluation: on a fresh
+/// run the starting `states`, saved here as checkpoint `r0`; on resume read back from it.
+fn initial_players(
+    run_dir: &Path,
+    last_round: u32,
+    states: &BTreeMap<Slot, Arc<Vec<u8>>>,
+) -> Result<BTreeMap<Slot, Vec<u8>>, RunError> {
+    let mut initial: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
+    if last_round > 0 {
+        for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
+            if let Ok(b) = std::fs::read(checkpoint_path(run_dir, slot.as_str(), 0)) {
+                initial.insert(slot, b);
+            }
+        }
+        return Ok(initial);
+    }
+    for (slot, b) in states {
+        let path = checkpoint_path(run_dir, slot.as_str(), 0);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| rerr(format!("{}: {e}", parent.display())))?;
+        }
+        write_atomic(&path, b.as_slice())?;
+    }
+    Ok(states.iter().map(|(k, v)| (*k, v.to_vec())).collect())
+}
+
+/// Play rounds `first_round..=rounds`. Commits are pipelined: round r's records are serialized, its metrics
+/// computed and its commit written (states, records, marker, fsync) in the background while the next rounds
+/// play; each round's commit waits for the one before, so the log stays in order and a crash loses at most
+/// uncommitted rounds. A round with an adaptive evaluation commits when its sub-run ends, while later rounds
+/// play; the states those rounds hold are bounded (`Behind`). Progress, metrics.jsonl and timings.jsonl follow
+/// each commit, in order, while the next round plays (or after the last round).
+async fn play_rounds(
+    cx: &Ctx<'_>,
+    first_round: u32,
+    mut states: BTreeMap<Slot, Arc<Vec<u8>>>,
+    tally: &Arc<std::sync::Mutex<Tally>>,
+    commits: &mut Commits<'_>,
+    slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<(), RunError> {
+    let sc = &cx.loaded.scenario;
+    let mut queued: Option<Next> = None;
+    for round in first_round..=sc.game.rounds {
+        // The round's window: role time and compute are counted within it (a request queued in the round
+        // before counts from here).
+        let window = Instant::now();
+        cx.meters.restart(window);
+        // Earlier rounds' commits are reported as they complete, while this round plays.
+        let played = commits
+            .beside(play_round(cx, round, &mut states, queued.take()))
+            .await?;
+        let Played {
+            log,
+            timings: mut tm,
+            retired,
+            end,
+            next,
+        } = played?;
+        queued = next;
+        let bytes = retired.iter().map(|s| s.len()).sum::<usize>();
+        let (committed, after) = commits.chain();
+        let job = CommitPipeline {
+            run: cx.run.clone(),
+            round,
+            checkpoint: sc.checkpoints.keeps(round, sc.game.rounds),
+            log,
+            retired,
+            tally: Arc::clone(tally),
+            after,
+            committed,
+            states: states
+                .iter()
+                .map(|(s, b)| (s.as_str().to_string(), Arc::clone(b)))
+                .collect(),
+        };
+        let handle = tokio::spawn(job.run(cx.game.clone()));
+        // Rounds behind their commit hold states: past the bound, wait for the oldest.
+        commits.wait_behind().await?;
+        // From the end of play: includes any wait for earlier commits.
+        tm.commit_ms = ms(end);
+        let now = Instant::now();
+        tm.total_ms = now.saturating_duration_since(window).as_secs_f64() * 1000.0;
+        tm.roles_ms = cx.meters.waits.take_ms(now);
+        tm.compute_ms = cx.meters.compute.take_ms(window, now, &cx.running());
+        tm.adaptive_ms = cx.meters.beside.take_ms(window, now, &[]);
+        commits.push(handle, tm, bytes);
+        if sc.faults.round_delay_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(sc.faults.round_delay_ms)).await;
+        }
+    }
+    // A sub-run's last round has played: the next sub-run of its parent may start.
+    drop(slot.take());
+    commits.finish(&cx.meters).await
+}
+
+/// The run's closing files: `metrics.jsonl` from the per-round metrics of the commit markers (rewritten whole:
+/// consistent after a resume) and `summary.json`. Returns the run's metrics and the evaluation records of round
+/// `last` (empty if it had no evaluation).
+fn write_summary(
+    run_dir: &Path,
+    tally: &std::sync::Mutex<Tally>,
+    per_round: &[(u32, Metrics)],
+    last: u32,
+) -> Result<(Metrics, Vec<EvalRec>), RunError> {
+    let tally = std::mem::take(&mut *lock(tally));
+    let mut text = String::new();
+    for (round, m) in per_round {
+        text.push_str(&metrics_line(*round, m)?);
+        text.push('\n');
+    }
+    write_atomic(&run_dir.join("metrics.jsonl"), text.as_bytes())?;
+    let summary = roundtrip(&tally.metrics())?;
+    write_atomic(
+        &run_dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .map_err(|e| rerr(e.to_string()))?
+            .as_bytes(),
+    )?;
+    Ok((summary, tally.eval_of(last).to_vec()))
+}
+
+/// Mean timings over the rounds played by this process.
+fn mean_timings(timings: &[Timings]) -> Timings {
+    let n = timings.len().max(1) as f64;
+    let mut mean = Timings::default();
+    for t in timings {
+        mean.attacker_ms += t.attacker_ms / n;
+        mean.faithfulness_ms += t.faithfulness_ms / n;
+        mean.defender_ms += t.defender_ms / n;
+        mean.judge_ms += t.judge_ms / n;
+        mean.learn_ms += t.learn_ms / n;
+        mean.eval_ms += t.eval_ms / n;
+        mean.commit_ms += t.commit_ms / n;
+        mean.total_ms += t.total_ms / n;
+        mean.roles_ms += t.roles_ms / n;
+        mean.compute_ms += t.compute_ms / n;
+        mean.adaptive_ms += t.adaptive_ms / n;
+    }
+    mean
+}
