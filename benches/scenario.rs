@@ -37,13 +37,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    // As the CLI: batch scheduling (before any thread starts) and its runtime (current-thread) unless
-    // SCENARIO_RT=multi; SCENARIO_SCHED=normal keeps the default policy, for comparison.
-    if !std::env::var("SCENARIO_SCHED").is_ok_and(|v| v == "normal")
-        && let Err(e) = sparring_engine::actor::batch_scheduling()
-    {
-        eprintln!("scenario bench: {e}");
-    }
+    // As the CLI: its runtime (current-thread) unless SCENARIO_RT=multi.
     let multi = std::env::var("SCENARIO_RT").is_ok_and(|v| v == "multi");
     let mut builder = if multi {
         tokio::runtime::Builder::new_multi_thread()

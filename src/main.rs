@@ -117,10 +117,6 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Before any thread starts: they all inherit it.
-    if let Err(e) = sparring_engine::actor::batch_scheduling() {
-        tracing::debug!("{e}");
-    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,

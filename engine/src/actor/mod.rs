@@ -22,7 +22,7 @@ pub use protocol::{
 };
 pub use queue::Ticket;
 pub use supervisor::{Game, GameArgs, GameHandle, GameMsg, SlotSpec};
-pub use worker::{Busy, BusyBoard, FaultPlan, WorkerSpec, batch_scheduling};
+pub use worker::{Busy, BusyBoard, FaultPlan, WorkerSpec};
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -51,23 +51,6 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// The calling thread and the threads it starts afterwards run under SCHED_BATCH; others keep theirs.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn batch_scheduling_is_inherited_by_later_threads() {
-        // SAFETY: sched_getscheduler(2) on the calling thread.
-        let policy = || unsafe { libc::sched_getscheduler(0) };
-        let before = policy();
-        let (mine, child) = std::thread::spawn(move || {
-            batch_scheduling().unwrap();
-            (policy(), std::thread::spawn(policy).join().unwrap())
-        })
-        .join()
-        .unwrap();
-        assert_eq!((mine, child), (libc::SCHED_BATCH, libc::SCHED_BATCH));
-        assert_eq!(policy(), before, "the test thread's own policy changed");
-    }
 
     struct Flagged(Arc<AtomicBool>);
     impl Judge for Flagged {}

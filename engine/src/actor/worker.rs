@@ -125,26 +125,6 @@ impl BusyBoard {
     }
 }
 
-/// Put the calling thread, and every thread it starts from now on (role compute threads, the async runtime's
-/// and its blocking pool's), under Linux's `SCHED_BATCH` policy; a no-op elsewhere. Call it first thing in a
-/// program that plays games, as `sparring` does. A game is a throughput workload: under the default policy a
-/// woken thread may preempt the one running on its CPU, so the runtime thread that takes the game loop's next
-/// step, or a commit's blocking thread, cut into a model's compute at each round's boundary. Batch threads
-/// finish their time slice instead (figures in `benches/README.md`). No privileges are needed; the nice value
-/// is unchanged.
-pub fn batch_scheduling() -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a valid, initialized parameter.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-        if rc != 0 {
-            return Err(format!("SCHED_BATCH: {}", std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
-}
-
 /// Message to a worker actor: its compute thread failed (the actor fails with it, and is restarted).
 pub enum WorkerMsg {
     Fail(String),
