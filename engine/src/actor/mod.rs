@@ -60,13 +60,9 @@ mod tests {
         }
     }
 
-    /// The queues are shared with the compute threads, so the supervisor must close them when the game stops:
-    /// otherwise a thread (and its model) outlives its game.
-    #[tokio::test(flavor = "current_thread")]
-    async fn stopping_the_game_ends_the_compute_threads() {
-        let dropped = Arc::new(AtomicBool::new(false));
+    /// A game with one role, a `Flagged` judge that sets `dropped` when it is dropped.
+    async fn judge_game(dropped: Arc<AtomicBool>) -> (GameHandle, tokio::task::JoinHandle<()>) {
         let mut registry = Registry::new();
-        let flag = Arc::clone(&dropped);
         registry.add_judge(
             KindInfo {
                 kind: "flagged".into(),
@@ -76,7 +72,7 @@ mod tests {
                 check: Arc::new(|_: &toml::Table, _: &BuildContext| Ok(())),
             },
             Arc::new(move |_: &toml::Table, _: &BuildContext| {
-                Ok(Box::new(Flagged(Arc::clone(&flag))) as Box<dyn Judge>)
+                Ok(Box::new(Flagged(Arc::clone(&dropped))) as Box<dyn Judge>)
             }),
         );
         let spec = WorkerSpec::Judge {
@@ -87,12 +83,20 @@ mod tests {
         };
         let mut slots = BTreeMap::new();
         slots.insert(Slot::Judge, SlotSpec::fresh(spec));
-        let (game, join) = GameHandle::start(GameArgs {
+        GameHandle::start(GameArgs {
             slots,
             max_restarts: 0,
         })
         .await
-        .expect("starts");
+        .expect("starts")
+    }
+
+    /// The queues are shared with the compute threads, so the supervisor must close them when the game stops:
+    /// otherwise a thread (and its model) outlives its game.
+    #[tokio::test(flavor = "current_thread")]
+    async fn stopping_the_game_ends_the_compute_threads() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (game, join) = judge_game(Arc::clone(&dropped)).await;
         assert!(game.call(Slot::Judge, Save).await.is_ok());
         game.stop();
         join.await.expect("supervisor stops");
@@ -115,33 +119,7 @@ mod tests {
     /// answering something the caller did not ask for.
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_the_role_does_not_serve_names_the_request_and_the_role() {
-        let mut registry = Registry::new();
-        registry.add_judge(
-            KindInfo {
-                kind: "flagged".into(),
-                about: String::new(),
-                roles: vec![Role::Judge],
-                params: None,
-                check: Arc::new(|_: &toml::Table, _: &BuildContext| Ok(())),
-            },
-            Arc::new(move |_: &toml::Table, _: &BuildContext| {
-                Ok(Box::new(Flagged(Arc::new(AtomicBool::new(false)))) as Box<dyn Judge>)
-            }),
-        );
-        let spec = WorkerSpec::Judge {
-            registry,
-            kind: "flagged".into(),
-            params: toml::Table::new(),
-            ctx: BuildContext::detached(Role::Judge),
-        };
-        let mut slots = BTreeMap::new();
-        slots.insert(Slot::Judge, SlotSpec::fresh(spec));
-        let (game, join) = GameHandle::start(GameArgs {
-            slots,
-            max_restarts: 0,
-        })
-        .await
-        .expect("starts");
+        let (game, join) = judge_game(Arc::new(AtomicBool::new(false))).await;
         let err = game
             .call(Slot::Judge, Generate(Vec::new()))
             .await

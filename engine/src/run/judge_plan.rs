@@ -1,8 +1,8 @@
 //! The judge's plan for a round: every request it will be asked about the defender's responses (pairs or
 //! scores, and the compliance labels) and about the valid rewrites, built while the defender generates, all but
-//! the texts still to come ([`judge_skeleton`]); the texts are filled in when they come ([`DefenderJudged::fill`],
-//! [`AttackerJudged::fill`]). And what the verdicts on the defender's responses become: its rewards
-//! ([`defender_rewards`]), then judgment records.
+//! the texts still to come ([`judge_skeleton`]); the texts are filled in when they come ([`Planned::fill`]).
+//! And what the verdicts on the defender's responses become: its rewards ([`defender_rewards`]), then judgment
+//! records.
 
 use super::records::PendingJudgment;
 use super::round::{Resp, Rw};
@@ -19,64 +19,38 @@ pub(super) enum Verdicts {
     Points(Judged<f64>),
 }
 
-/// The judge's requests on the defender's responses (pairs or scores), built while the defender generates;
-/// the response texts are filled in when they come.
-pub(super) enum DefenderJudged {
-    /// `(request index k, i, j)` per pair.
+/// The judge's requests on one side's groups (pairs or scores), built while the defender generates, their texts
+/// filled in later: on the defender's responses (a group: the responses to one defender request `k`; texts when
+/// they come) or on the valid rewrites (a group: one seed's rewrites; the representative responses once the
+/// defender's rewards are known).
+pub(super) enum Planned {
+    /// `(group, i, j)` per pair.
     Pairs(Vec<PairRequest>, Vec<(usize, usize, usize)>),
-    /// `(request index k, i)` per score.
-    Points(Vec<PointRequest>, Vec<(usize, usize)>),
-}
-
-/// The judge's requests on the valid rewrites (pairs or scores), built while the defender generates; the
-/// representative responses are filled in once the defender's rewards are known.
-pub(super) enum AttackerJudged {
-    /// `(seed index, i, j)` per pair.
-    Pairs(Vec<PairRequest>, Vec<(usize, usize, usize)>),
-    /// `(seed index, rewrite index)` per score.
+    /// `(group, i)` per score.
     Points(Vec<PointRequest>, Vec<(usize, usize)>),
 }
 
 /// Everything the judge will be asked about a round's defender responses and valid rewrites, but their texts.
 pub(super) struct JudgeSkeleton {
-    pub(super) defender: DefenderJudged,
+    pub(super) defender: Planned,
     /// Compliance labels, `(request index k, i)` each.
     pub(super) labels: (Vec<LabelRequest>, Vec<(usize, usize)>),
-    pub(super) attacker: AttackerJudged,
+    pub(super) attacker: Planned,
 }
 
-impl DefenderJudged {
-    /// Fill in the responses' texts: `text(request index k, response index i)`.
+impl Planned {
+    /// Fill in the texts: `text(group, member i)`.
     pub(super) fn fill(&mut self, text: impl Fn(usize, usize) -> Arc<str>) {
         match self {
-            DefenderJudged::Pairs(requests, at) => {
+            Planned::Pairs(requests, at) => {
                 for (r, &(k, i, j)) in requests.iter_mut().zip(at.iter()) {
                     r.a = text(k, i);
                     r.b = text(k, j);
                 }
             }
-            DefenderJudged::Points(requests, at) => {
+            Planned::Points(requests, at) => {
                 for (r, &(k, i)) in requests.iter_mut().zip(at.iter()) {
                     r.response = text(k, i);
-                }
-            }
-        }
-    }
-}
-
-impl AttackerJudged {
-    /// Fill in the rewrites' representative responses: `text(seed index, rewrite index)`.
-    pub(super) fn fill(&mut self, text: impl Fn(usize, usize) -> Arc<str>) {
-        match self {
-            AttackerJudged::Pairs(requests, at) => {
-                for (r, &(si, i, j)) in requests.iter_mut().zip(at.iter()) {
-                    r.a = text(si, i);
-                    r.b = text(si, j);
-                }
-            }
-            AttackerJudged::Points(requests, at) => {
-                for (r, &(si, ai)) in requests.iter_mut().zip(at.iter()) {
-                    r.response = text(si, ai);
                 }
             }
         }
@@ -170,7 +144,7 @@ fn defender_plan(
     answered: &Answered<'_>,
     suffixes: &Suffixes,
     empty: &Arc<str>,
-) -> DefenderJudged {
+) -> Planned {
     let Answered {
         requests,
         inputs,
@@ -198,7 +172,7 @@ fn defender_plan(
                     });
                 }
             }
-            DefenderJudged::Pairs(judged, at)
+            Planned::Pairs(judged, at)
         }
         PayoffMode::Pointwise => {
             let mut judged = Vec::with_capacity(requests.len() * per_request);
@@ -223,7 +197,7 @@ fn defender_plan(
                     });
                 }
             }
-            DefenderJudged::Points(judged, at)
+            Planned::Points(judged, at)
         }
     }
 }
@@ -266,7 +240,7 @@ fn attacker_plan(
     rewrites: &[Vec<Rw>],
     suffixes: &Suffixes,
     empty: &Arc<str>,
-) -> AttackerJudged {
+) -> Planned {
     match mode {
         PayoffMode::Pairwise => {
             let mut judged = Vec::new();
@@ -294,7 +268,7 @@ fn attacker_plan(
                     });
                 }
             }
-            AttackerJudged::Pairs(judged, at)
+            Planned::Pairs(judged, at)
         }
         PayoffMode::Pointwise => {
             let mut judged = Vec::new();
@@ -317,12 +291,12 @@ fn attacker_plan(
                     }
                 }
             }
-            AttackerJudged::Points(judged, at)
+            Planned::Points(judged, at)
         }
     }
 }
 
-/// The judge's verdicts on the defender's responses, with what each is about (as [`DefenderJudged`] lists
+/// The judge's verdicts on the defender's responses, with what each is about (as [`Planned`] lists
 /// them): judgment records once the defender's update is sent.
 pub(super) enum DefenderVerdicts {
     Pairs(Vec<(usize, usize, usize)>, Vec<Verdict<(f64, f64)>>, u64),
@@ -333,12 +307,12 @@ pub(super) enum DefenderVerdicts {
 /// The defender's rewards, per request from the verdicts on its responses.
 pub(super) fn defender_rewards(
     responses: &mut [Vec<Resp>],
-    plan: DefenderJudged,
+    plan: Planned,
     verdicts: Option<Verdicts>,
     weight: f64,
 ) -> DefenderVerdicts {
     match (plan, verdicts) {
-        (DefenderJudged::Pairs(_, at), Some(Verdicts::Pairs(out))) => {
+        (Planned::Pairs(_, at), Some(Verdicts::Pairs(out))) => {
             let (verdicts, version) = (out.verdicts, out.version);
             // `judge_skeleton` lists the pairs request by request: each request's pairs are one stretch.
             let mut from = 0;
@@ -353,7 +327,7 @@ pub(super) fn defender_rewards(
             }
             DefenderVerdicts::Pairs(at, verdicts, version)
         }
-        (DefenderJudged::Points(_, at), Some(Verdicts::Points(out))) => {
+        (Planned::Points(_, at), Some(Verdicts::Points(out))) => {
             let (mut verdicts, version) = (out.verdicts, out.version);
             let mut per_request: Vec<Vec<Judgment>> = vec![Vec::new(); responses.len()];
             for (&(k, i), verdict) in at.iter().zip(&mut verdicts) {

@@ -22,9 +22,7 @@
 use super::best_response::Deferred;
 use super::ctx::{Ctx, Pending};
 use super::eval::eval_phase;
-use super::judge_plan::{
-    AttackerJudged, DefenderJudged, JudgeSkeleton, Verdicts, defender_rewards, judge_skeleton,
-};
+use super::judge_plan::{JudgeSkeleton, Planned, Verdicts, defender_rewards, judge_skeleton};
 use super::records::{PendingJudgment, RoundLog};
 use super::{RunError, Timings, draw, ms};
 use crate::actor::{Compare, Complied, Faithful, Generate, Generated, Learn, Learned, Score};
@@ -440,7 +438,7 @@ impl<'c> Round<'c> {
     /// judgment records are made after it is sent.
     async fn judge_defender(
         &mut self,
-        mut plan: DefenderJudged,
+        mut plan: Planned,
         (mut label_requests, label_at): (Vec<LabelRequest>, Vec<(usize, usize)>),
     ) -> Result<(Labels, Option<Pending<Learned>>), RunError> {
         let cx = self.cx;
@@ -458,12 +456,12 @@ impl<'c> Round<'c> {
         let label_ask = (!label_requests.is_empty()).then_some(Complied(label_requests));
         let judge = async {
             match &mut plan {
-                DefenderJudged::Pairs(requests, _) => {
+                Planned::Pairs(requests, _) => {
                     let ask = (!requests.is_empty()).then(|| Compare(std::mem::take(requests)));
                     let (verdicts, labels) = cx.judge_both(ask, label_ask).await?;
                     Ok::<_, RunError>((verdicts.map(Verdicts::Pairs), labels))
                 }
-                DefenderJudged::Points(requests, _) => {
+                Planned::Points(requests, _) => {
                     let ask = (!requests.is_empty()).then(|| Score(std::mem::take(requests)));
                     let (verdicts, labels) = cx.judge_both(ask, label_ask).await?;
                     Ok((verdicts.map(Verdicts::Points), labels))
@@ -550,7 +548,7 @@ impl<'c> Round<'c> {
     /// rewards filled in by [`Self::learn`]).
     async fn judge_attacker(
         &mut self,
-        mut plan: AttackerJudged,
+        mut plan: Planned,
         labels: Labels,
     ) -> Result<Vec<Group>, RunError> {
         let cx = self.cx;
@@ -558,11 +556,11 @@ impl<'c> Round<'c> {
         plan.fill(|si, ai| self.representative_text(&self.rewrites[si][ai], &empty));
         let judge = async {
             Ok::<_, RunError>(match &mut plan {
-                AttackerJudged::Pairs(requests, _) if !requests.is_empty() => {
+                Planned::Pairs(requests, _) if !requests.is_empty() => {
                     let ask = Compare(std::mem::take(requests));
                     Some(Verdicts::Pairs(cx.call(Slot::Judge, ask).await?))
                 }
-                AttackerJudged::Points(requests, _) if !requests.is_empty() => {
+                Planned::Points(requests, _) if !requests.is_empty() => {
                     let ask = Score(std::mem::take(requests));
                     Some(Verdicts::Points(cx.call(Slot::Judge, ask).await?))
                 }
@@ -608,7 +606,7 @@ impl<'c> Round<'c> {
 
     /// The attacker's verdicts per seed, and its rewards from them (the invalid rewrites get the error reward);
     /// the verdicts become judgment records.
-    fn attacker_rewards(&mut self, plan: AttackerJudged, verdicts: Option<Verdicts>) {
+    fn attacker_rewards(&mut self, plan: Planned, verdicts: Option<Verdicts>) {
         let p = &self.cx.loaded.scenario.payoffs;
         let mut per_seed: Vec<Vec<Judgment>> = vec![Vec::new(); self.seeds.len()];
         let judgment = |seed_at, i, j, raw, parsed, version| PendingJudgment {
@@ -621,7 +619,7 @@ impl<'c> Round<'c> {
             version,
         };
         match plan {
-            AttackerJudged::Pairs(_, at) => {
+            Planned::Pairs(_, at) => {
                 let (verdicts, version) = match verdicts {
                     Some(Verdicts::Pairs(out)) => (out.verdicts, out.version),
                     _ => (Vec::new(), 0),
@@ -633,7 +631,7 @@ impl<'c> Round<'c> {
                         .push(judgment(si, i, Some(j), verdict.raw, parsed, version));
                 }
             }
-            AttackerJudged::Points(_, at) => {
+            Planned::Points(_, at) => {
                 let (verdicts, version) = match verdicts {
                     Some(Verdicts::Points(out)) => (out.verdicts, out.version),
                     _ => (Vec::new(), 0),
