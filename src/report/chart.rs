@@ -120,28 +120,24 @@ fn fonts() -> Result<()> {
         .ok_or_else(|| anyhow!("the embedded DejaVu Sans font does not load"))
 }
 
-/// Text style: `size` pixels, anchored at `(h, v)`.
-fn text(size: f64, bold: bool, color: RGBColor, h: HPos, v: VPos) -> TextStyle<'static> {
+/// The embedded font at `size` pixels.
+fn font(size: f64, bold: bool) -> plotters::style::FontDesc<'static> {
     let style = if bold {
         FontStyle::Bold
     } else {
         FontStyle::Normal
     };
-    (FONT, size, style)
-        .into_font()
-        .color(&color)
-        .pos(Pos::new(h, v))
+    (FONT, size, style).into_font()
+}
+
+/// Text style: `size` pixels, anchored at `(h, v)`.
+fn text(size: f64, bold: bool, color: RGBColor, h: HPos, v: VPos) -> TextStyle<'static> {
+    font(size, bold).color(&color).pos(Pos::new(h, v))
 }
 
 /// Width of `t` in pixels.
 fn width(t: &str, size: f64, bold: bool) -> f64 {
-    let style = if bold {
-        FontStyle::Bold
-    } else {
-        FontStyle::Normal
-    };
-    (FONT, size, style)
-        .into_font()
+    font(size, bold)
         .box_size(t)
         .map_or(0.0, |(w, _)| f64::from(w))
 }
