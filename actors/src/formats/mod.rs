@@ -24,6 +24,7 @@
 //! (RoPE on adjacent pairs). Verified: the converted HF checkpoint, run by a plain numpy Llama forward with
 //! rotate-half RoPE, reproduces the transformers fixtures (`logits.jsonl`) to 2e-6 relative.
 
+mod bytes;
 pub mod chat;
 pub mod convert;
 pub mod error;

@@ -24,6 +24,7 @@ use half::{bf16, f16};
 use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::bytes::Bytes;
 use super::{FormatError, Result, TensorSource};
 
 /// A safetensors element type (the `safetensors` crate's).
@@ -43,20 +44,6 @@ pub struct StInfo {
     pub shape: Vec<usize>,
     /// `[begin, end)` relative to the start of the data section.
     pub data_offsets: (usize, usize),
-}
-
-enum Bytes {
-    Owned(Vec<u8>),
-    Mapped(memmap2::Mmap),
-}
-
-impl Bytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Bytes::Owned(v) => v,
-            Bytes::Mapped(m) => m,
-        }
-    }
 }
 
 /// A parsed safetensors file.
@@ -91,10 +78,7 @@ impl SafetensorsFile {
     /// Memory-maps and parses a file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
-        // SAFETY: read-only private map; the file must not be modified while open (as for every model reader).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
-        let mut f = Self::parse_bytes(Bytes::Mapped(map))
+        let mut f = Self::parse_bytes(Bytes::map(path)?)
             .map_err(|e| e.with_context(path.display().to_string()))?;
         f.path = Some(path.to_path_buf());
         Ok(f)

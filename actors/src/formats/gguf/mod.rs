@@ -22,9 +22,9 @@ pub use write::GgufWriter;
 pub(crate) use write::put_header;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::bytes::Bytes;
 use super::quant::{self, GgmlType};
 use super::{FormatError, Result, TensorSource};
 
@@ -64,20 +64,6 @@ impl TensorInfo {
     }
 }
 
-enum Bytes {
-    Owned(Vec<u8>),
-    Mapped(memmap2::Mmap),
-}
-
-impl Bytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Bytes::Owned(v) => v,
-            Bytes::Mapped(m) => m,
-        }
-    }
-}
-
 /// A parsed GGUF file: metadata, tensor infos, and the (memory-mapped or owned) bytes.
 pub struct GgufFile {
     bytes: Bytes,
@@ -114,11 +100,7 @@ impl GgufFile {
     /// Memory-maps and parses a GGUF file. Errors name the path and the byte offset.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
-        // SAFETY: the map is read-only and private to this value; like every reader of model files we assume
-        // the file is not truncated or modified by another process while it is open.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
-        let mut g = Self::parse_bytes(Bytes::Mapped(map))
+        let mut g = Self::parse_bytes(Bytes::map(path)?)
             .map_err(|e| e.with_context(path.display().to_string()))?;
         g.path = Some(path.to_path_buf());
         Ok(g)
