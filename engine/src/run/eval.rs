@@ -177,22 +177,34 @@ async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> 
         .zip(answers)
         .zip(labels)
         .map(|((r, o), label)| EvalRec {
-            run: cx.run.clone(),
-            round,
-            set: r.seed.set.to_string(),
-            seed_id: r.seed.id.to_string(),
-            category: r.seed.category,
-            version,
-            key: r.key.clone(),
             input: r.input.clone(),
             output: o.text,
             complied_raw: label.raw,
             complied: label.value,
-            mode: EvalMode::Plain,
-            attack: None,
-            valid: None,
+            ..eval_rec(cx, round, version, r, EvalMode::Plain)
         })
         .collect())
+}
+
+/// The evaluation record of request `r` (its seed, key and mode), not yet answered: no input, output, label,
+/// attack or validity.
+fn eval_rec(cx: &Ctx<'_>, round: u32, version: u64, r: &GenRequest, mode: EvalMode) -> EvalRec {
+    EvalRec {
+        run: cx.run.clone(),
+        round,
+        set: r.seed.set.to_string(),
+        seed_id: r.seed.id.to_string(),
+        category: r.seed.category,
+        version,
+        key: r.key.clone(),
+        input: String::new(),
+        output: String::new(),
+        complied_raw: String::new(),
+        complied: None,
+        mode,
+        attack: None,
+        valid: None,
+    }
 }
 
 /// Eval sets rewritten by the current attacker (one attempt per seed), gated for faithfulness like the game
@@ -303,20 +315,13 @@ async fn defend_phase(
                 None => (String::new(), String::new(), String::new(), None),
             };
             EvalRec {
-                run: cx.run.clone(),
-                round,
-                set: r.seed.set.to_string(),
-                seed_id: r.seed.id.to_string(),
-                category: r.seed.category,
-                version,
-                key: r.key.clone(),
                 input,
                 output,
                 complied_raw,
                 complied,
-                mode,
                 attack: Some(a.text.clone()),
                 valid: Some(valid[i]),
+                ..eval_rec(cx, round, version, r, mode)
             }
         })
         .collect())
