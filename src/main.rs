@@ -1,4 +1,5 @@
-//! The `sparring` command line: `run`, `validate`, `replay`, `list`, `schema`, `convert`, `eval` and `report`.
+//! The `sparring` command line: `run`, `validate`, `replay`, `list`, `schema`, `convert`, `eval`, `report` and
+//! `serve`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 
 mod eval;
 mod report;
+mod serve;
 
 /// Adversarial alignment games between language models (AdvGame): an attacker rewrites seed requests, a defender
 /// answers, a judge turns pairwise preferences into rewards, and both players learn.
@@ -102,6 +104,9 @@ enum Cmd {
     },
     /// Plots, a CSV and a page over run directories: per-round curves, a safety/utility Pareto plot.
     Report(report::ReportArgs),
+    /// Serve one player (a scenario's initial one, or a run's at a committed round) behind an OpenAI-compatible
+    /// endpoint: POST /v1/chat/completions (batched, streaming, log-probs), GET /v1/models, GET /health.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -211,6 +216,7 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Report(args) => report::cli(args),
+        Cmd::Serve(args) => serve::cli(args, &registry),
         Cmd::Run {
             file,
             out,

@@ -251,3 +251,31 @@ fn cli_validate_exits_nonzero_with_message() {
         "{err}"
     );
 }
+
+#[test]
+fn a_remote_player_that_the_schedule_would_train_is_refused() {
+    let Some(sh) = shared_or_skip("a_remote_player_that_the_schedule_would_train_is_refused")
+    else {
+        return;
+    };
+    let remote =
+        "[defender]\nkind = \"openai-chat\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n";
+    let local = "[defender]\nkind = \"scripted-rules\"\nflip_rate = 0.2\n";
+    // Joint schedule (the default): the defender learns, and a remote defender cannot.
+    let (e, f, text) = case(
+        "remote-learns",
+        &scenario(&sh, 2, "").replace(local, remote),
+        &[],
+    );
+    assert!(e.contains("defender.kind"), "{e}");
+    assert!(e.contains("openai-chat"), "{e}");
+    assert!(e.contains("frozen-defender"), "{e}");
+    let line = line_of(&text, "kind = \"openai-chat\"");
+    assert!(e.contains(&format!("{f}:{line}:")), "{e}");
+    // Frozen: the same remote defender validates (no network is touched).
+    let dir = tmpdir("remote-frozen");
+    let ok = write_scenario(&dir, &scenario(&sh, 2, "").replace(local, remote));
+    let reg = sparring_actors::registry();
+    sparring_engine::scenario::load(&ok, &["game.schedule=\"frozen-defender\"".into()], &reg)
+        .unwrap();
+}

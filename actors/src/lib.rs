@@ -6,6 +6,7 @@ pub mod formats;
 pub mod intent;
 pub mod llama;
 pub mod lm;
+pub mod openai;
 pub mod scripted;
 pub mod testing;
 
@@ -15,5 +16,6 @@ pub fn registry() -> sparring_engine::Registry {
     scripted::register(&mut r);
     intent::roles::register(&mut r);
     chatlm::register(&mut r);
+    openai::register(&mut r);
     r
 }

@@ -97,6 +97,7 @@ fn finetune_option_is_validated() {
         seed: 1,
         role: Role::Defender,
         run_dir: None,
+        learns: false,
     };
     // `model` only has to exist for validation; no weights are loaded.
     let check = |extra: &str| {
@@ -203,6 +204,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
         seed: 1,
         role: Role::Defender,
         run_dir: None,
+        learns: false,
     };
     let reg = chat_registry();
     let mut p = reg.build_policy("chat-lm", &params, &ctx).unwrap();

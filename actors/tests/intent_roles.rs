@@ -21,6 +21,7 @@ fn ctx(role: Role) -> BuildContext {
         seed: 5,
         role,
         run_dir: None,
+        learns: false,
     }
 }
 

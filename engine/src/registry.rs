@@ -24,6 +24,9 @@ pub struct BuildContext {
     pub role: Role,
     /// The run directory, when building for a run (None during `validate`).
     pub run_dir: Option<PathBuf>,
+    /// Whether the scenario trains this role in some round (its schedule, or the best-response attacker of an
+    /// adaptive evaluation). A kind that cannot learn (a remote player) refuses to be built when it is set.
+    pub learns: bool,
 }
 
 impl BuildContext {
@@ -35,6 +38,7 @@ impl BuildContext {
             seed: 0,
             role,
             run_dir: None,
+            learns: false,
         }
     }
 

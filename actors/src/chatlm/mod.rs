@@ -1,13 +1,15 @@
 //! Chat-LM backed roles: the role prompts (attacker, faithfulness judge, pairwise and pointwise judges) written for
 //! this project after the AdvGame paper's structure, the strict parsers of the tagged answers they ask for, the
 //! loaded chat model (`model`), the engine roles built on it (`roles`: the registration of kinds `chat-lm` and
-//! `chat-lm-judge`; `params`: their parameters; `policy`: the attacker/defender; `judge`: the judge; `labels`:
-//! goal → rubric and the refusal-phrase rule), LoRA adapters for training on a CPU (`lora`) and full fine-tuning
-//! (`full`). Evaluation is the engine's (`sparring eval`, a run's `[eval]`).
+//! `chat-lm-judge`; `params`: their parameters; `policy`: the attacker/defender; `judge`: the judge; `verdict`:
+//! the judge conventions every judge kind shares; `labels`: goal → rubric and the refusal-phrase rule), LoRA
+//! adapters for training on a CPU (`lora`) and full fine-tuning (`full`). Evaluation is the engine's
+//! (`sparring eval`, a run's `[eval]`).
 //!
 //! `prompts` and `parse` are pure text in, text out, so the same prompts serve a Burn model, a remote
 //! OpenAI-compatible endpoint or a test double.
 
+pub mod complete;
 pub mod full;
 pub mod judge;
 pub mod labels;
@@ -15,9 +17,11 @@ pub mod lora;
 pub mod model;
 pub mod params;
 pub mod parse;
+pub mod player;
 pub mod policy;
 pub mod prompts;
 pub mod roles;
+pub mod verdict;
 
 pub use lora::{LoraConfig, LoraLlama};
 pub use model::{ChatModel, Sample, Sampling};

@@ -1,14 +1,16 @@
-//! The scenario parameters of `chat-lm` (`PolicyParams`) and `chat-lm-judge` (`JudgeParams`): their fields
-//! (whose doc comments are the kinds' parameter schemas), defaults and checks, and the loading of the model they
-//! name.
+//! The scenario parameters of `chat-lm` (`PolicyParams`) and `chat-lm-judge` (`JudgeParams`), and the verdict
+//! settings every judge kind flattens into its own (`VerdictParams`): their fields (whose doc comments are the
+//! kinds' parameter schemas), defaults and checks, and the loading of the model they name.
 
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
+use serde::de::{Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::lora::LoraConfig;
 use super::model::ChatModel;
+use super::verdict::Settings;
 use crate::formats;
 use crate::lm::{BackendKind, LearnerConfig};
 use sparring_engine::RoleError;
@@ -148,9 +150,10 @@ pub enum PairRead {
     Separate,
 }
 
-/// Parameters of `chat-lm-judge`.
+/// Parameters of `chat-lm-judge`: the local model's and the verdict settings every judge kind shares.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(remote = "Self")]
+#[schemars(deny_unknown_fields)]
 pub struct JudgeParams {
     /// GGUF file or Hugging Face directory (relative to the scenario); default `$SPARRING_SMOLLM2_GGUF`, else the
     /// cache path of scripts/fetch-model.sh, ~/.cache/sparring/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf.
@@ -175,6 +178,26 @@ pub struct JudgeParams {
     #[serde(default = "d_batch")]
     #[schemars(range(min = 1))]
     pub batch_size: usize,
+    // The verdict settings, at the table's top level.
+    #[serde(flatten)]
+    pub verdict: VerdictParams,
+}
+
+impl<'de> Deserialize<'de> for JudgeParams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        JudgeParams::deserialize(AsStruct {
+            inner: d,
+            name: "JudgeParams",
+            keys: JudgeParams::KEYS,
+        })
+    }
+}
+
+/// The verdict settings every judge kind shares (`chat-lm-judge`, `openai-judge`), flattened into each kind's
+/// parameters; the judge driver (`verdict`) applies them.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictParams {
     /// Judge each pair as (A, B) and (B, A) and average the scores.
     #[serde(default = "d_true")]
     pub both_orders: bool,
@@ -185,8 +208,8 @@ pub struct JudgeParams {
     #[serde(default = "d_threshold")]
     #[schemars(range(min = 0, max = 10))]
     pub compliance_threshold: f64,
-    /// `logits` (default): verdicts read from the next-token distribution after a prefill of the verdict tag;
-    /// `generate`: free text through the strict parsers.
+    /// `logits` (default): verdicts read from the next-token distribution after the verdict's opening tag (a local
+    /// model's logits, an endpoint's `top_logprobs`); `generate`: free text through the strict parsers.
     #[serde(default)]
     pub read: ReadMode,
     /// With `read = "logits"`: `expected` (the mean digit, default) or `argmax` digit, rescaled from 0–9 to 0–10.
@@ -200,6 +223,93 @@ pub struct JudgeParams {
     #[serde(default = "d_half")]
     #[schemars(range(min = 0, max = 1))]
     pub faithful_threshold: f64,
+}
+
+impl VerdictParams {
+    /// Its keys, for the kinds that flatten it.
+    pub const KEYS: &'static [&'static str] = &[
+        "both_orders",
+        "complied",
+        "compliance_threshold",
+        "read",
+        "score",
+        "pairwise",
+        "faithful_threshold",
+    ];
+
+    /// Parses the verdict keys of a kind's `table` on their own (so that an error names its key; serde's `flatten`
+    /// loses it) and checks their values.
+    pub fn parse_part(table: &toml::Table, ctx: &BuildContext) -> Result<Self, RoleError> {
+        let part: toml::Table = table
+            .iter()
+            .filter(|(k, _)| Self::KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let p: VerdictParams = ctx.parse(&part)?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), RoleError> {
+        if !(0.0..=10.0).contains(&self.compliance_threshold) {
+            return Err(RoleError::config(
+                "compliance_threshold",
+                "must be in [0, 10]",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.faithful_threshold) {
+            return Err(RoleError::config("faithful_threshold", "must be in [0, 1]"));
+        }
+        Ok(())
+    }
+
+    /// The settings the judge driver applies.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            read: self.read,
+            score: self.score,
+            pairwise: self.pairwise,
+            both_orders: self.both_orders,
+            complied: self.complied,
+            compliance_threshold: self.compliance_threshold,
+            faithful_threshold: self.faithful_threshold,
+        }
+    }
+}
+
+/// A deserializer that answers a flattening struct's `deserialize_map` with `deserialize_struct(name, keys)`: the
+/// fields keep their spans (so errors name their key) and `ParamsSchema::keys` sees `keys`, which serde's derive
+/// hides for a struct with a flattened field. Unknown keys are not rejected here: check them first.
+struct AsStruct<D> {
+    inner: D,
+    name: &'static str,
+    keys: &'static [&'static str],
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for AsStruct<D> {
+    type Error = D::Error;
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_any(v)
+    }
+    fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_struct(self.name, self.keys, v)
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+        unit_struct newtype_struct seq tuple tuple_struct struct enum identifier ignored_any
+    }
+}
+
+/// Rejects the keys of `table` that are not in `keys`, naming the key and the accepted ones.
+fn reject_unknown(table: &toml::Table, keys: &[&str]) -> Result<(), RoleError> {
+    match table.keys().find(|k| !keys.contains(&k.as_str())) {
+        Some(k) => Err(RoleError::config(
+            k.clone(),
+            format!("unknown field `{k}`, expected one of {}", keys.join(", ")),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn d_half() -> f64 {
@@ -305,21 +415,37 @@ impl PolicyParams {
 }
 
 impl JudgeParams {
+    /// Every key of the table, in the order `sparring list` shows them.
+    pub const KEYS: &'static [&'static str] = &[
+        "model",
+        "backend",
+        "temperature",
+        "top_p",
+        "max_new_tokens",
+        "batch_size",
+        "both_orders",
+        "complied",
+        "compliance_threshold",
+        "read",
+        "score",
+        "pairwise",
+        "faithful_threshold",
+    ];
+
+    /// The verdict settings the judge driver (`verdict`) applies.
+    pub fn settings(&self) -> Settings {
+        self.verdict.settings()
+    }
+
     /// Parses and validates a judge table (no model loading).
     pub fn parse(params: &toml::Table, ctx: &BuildContext) -> Result<Self, RoleError> {
+        reject_unknown(params, Self::KEYS)?;
+        VerdictParams::parse_part(params, ctx)?;
         let p: JudgeParams = ctx.parse(params)?;
         check_sampling(p.temperature, p.top_p, p.max_new_tokens, p.batch_size)?;
         backend_ok(p.backend)?;
         model_path(&p.model, ctx)?;
-        if !(0.0..=10.0).contains(&p.compliance_threshold) {
-            return Err(RoleError::config(
-                "compliance_threshold",
-                "must be in [0, 10]",
-            ));
-        }
-        if !(0.0..=1.0).contains(&p.faithful_threshold) {
-            return Err(RoleError::config("faithful_threshold", "must be in [0, 1]"));
-        }
+        p.verdict.validate()?;
         Ok(p)
     }
 }

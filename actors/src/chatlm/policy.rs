@@ -1,16 +1,17 @@
 //! The chat-LM attacker or defender (`ChatPolicy`, kind `chat-lm`): its prompts, batched generation, and
 //! learning (LoRA adapters or every weight, DPO/IPO or GRPO) with its state saved and restored as a checkpoint.
 //!
-//! An attacker with `think = false` has its turn prefilled with `<prompt>` and stops at `</prompt>` or at the end
-//! of its first paragraph (closing the tag); an output cut by `max_new_tokens` stays unclosed and is an error
-//! reward.
+//! Its prompt conventions (messages, prefill, stops, output text, parsing) are the chat-LM player's (`player`),
+//! shared with the remote `openai-chat` kind: an attacker with `think = false` has its turn prefilled with
+//! `<prompt>` and stops at `</prompt>` or at the end of its first paragraph (closing the tag); an output cut by
+//! `max_new_tokens` stays unclosed and is an error reward.
 
-use super::labels::kind_of;
 use super::lora::LoraLlama;
 use super::model::{ChatModel, Net, Sample, Sampling};
 use super::params::{Finetune, PolicyParams, load_model};
 use super::parse::parse_attacker;
-use super::prompts::{self, ATTACKER_PREFILL, ATTACKER_STOP, ChatMessage, PARAGRAPH_END};
+use super::player;
+use super::prompts::ChatMessage;
 use crate::llama::generate::row_seed;
 use crate::llama::{HostLlama, LlamaModel};
 use crate::lm::{
@@ -147,39 +148,27 @@ impl ChatPolicy {
 
     /// The chat messages this policy answers for a seed and an input.
     pub fn messages(&self, seed: &Seed, input: &str) -> Vec<ChatMessage> {
-        match self.role {
-            Role::Attacker => prompts::attacker(input, kind_of(seed.category), self.params.think),
-            _ => prompts::defender(input),
-        }
+        player::messages(self.role, seed, input, self.params.think)
     }
 
     /// Text the assistant turn is prefilled with (part of every output text; empty for most settings).
     pub fn prefill(&self) -> &'static str {
-        if self.role == Role::Attacker && !self.params.think {
-            ATTACKER_PREFILL
-        } else {
-            ""
-        }
+        player::prefill(self.role, self.params.think)
     }
 
     fn stops(&self) -> &'static [&'static str] {
-        if self.role == Role::Attacker && !self.params.think {
-            &[ATTACKER_STOP, PARAGRAPH_END]
-        } else {
-            &[]
-        }
+        player::stops(self.role, self.params.think)
     }
 
-    /// The output text of a sample: the prefill, then the generation. Without `<think>`, a sample that ended (on
-    /// `</prompt>`, a blank line or the end of its turn) is written as `<prompt>…</prompt>`; a truncated one stays
-    /// unclosed, so it fails to parse.
+    /// The output text of a sample ([`player::output_text`]).
     fn output_text(&self, s: &Sample) -> String {
-        let prefill = self.prefill();
-        if prefill.is_empty() || s.truncated {
-            return format!("{prefill}{}", s.text);
-        }
-        let body = s.text.strip_suffix(ATTACKER_STOP).unwrap_or(&s.text);
-        format!("{prefill}{}{ATTACKER_STOP}", body.trim_end())
+        player::output_text(
+            self.role,
+            self.params.think,
+            self.prefill(),
+            &s.text,
+            s.truncated,
+        )
     }
 
     /// Prompt tokens (prefill included) for a group and the response text the model actually generated.
@@ -215,6 +204,13 @@ impl ChatPolicy {
             Some(t) => t.adapter_bytes().map_err(RoleError::Failed),
             None => Ok(None),
         }
+    }
+
+    /// The policy taken apart for serving (`sparring serve`): the chat model (tokenizer, template, base weights),
+    /// the generating weights when they differ from the base (adapters merged, or trained), and the host copy of
+    /// the generating weights (the CPU decode path), when there is one.
+    pub fn into_parts(self) -> (ChatModel, Option<LlamaModel>, Option<HostLlama>) {
+        (self.lm, self.generator, self.host)
     }
 
     fn refresh_generator(&mut self) {
@@ -361,12 +357,7 @@ impl Policy for ChatPolicy {
                     return Err(RoleError::failed("generation returned too few samples"));
                 };
                 let text = self.output_text(&s);
-                let parsed = match self.role {
-                    Role::Attacker => parse_attacker(&text, self.params.require_think)
-                        .ok()
-                        .map(|a| a.prompt),
-                    _ => Some(text.trim().to_string()),
-                };
+                let parsed = player::parsed(self.role, &text, self.params.require_think);
                 // The learner trains on the text re-tokenized: the sampled log-probs of its tokens.
                 let logprobs = if on_policy && !r.is_eval() {
                     let learned = self.learned_ids(&text)?;

@@ -224,6 +224,23 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// One row's next token and its log-prob under the distribution it was drawn from, by the rule of
+/// [`generate_loop`] (greedy at temperature 0, else the tempered softmax over the top-p nucleus), for a
+/// caller that runs its own loop with settings per row (`chatlm::complete`, `sparring serve`).
+pub fn sample_next(
+    row: &[f32],
+    temperature: f32,
+    top_p: f32,
+    rng: &mut SplitMix64,
+) -> (usize, f32) {
+    let opts = GenerateOptions {
+        temperature,
+        top_p,
+        ..GenerateOptions::default()
+    };
+    pick(row, &opts, rng)
+}
+
 /// The next token of one row and its log-prob under the distribution it was drawn from: greedy
 /// (argmax, log-prob 0), or the softmax of `row / temperature` renormalized over the top-p nucleus.
 fn pick(row: &[f32], opts: &GenerateOptions, rng: &mut SplitMix64) -> (usize, f32) {

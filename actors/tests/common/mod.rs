@@ -97,6 +97,7 @@ pub fn ctx(role: Role) -> BuildContext {
         seed: 1,
         role,
         run_dir: None,
+        learns: false,
     }
 }
 

@@ -109,6 +109,7 @@ impl Loaded {
             seed: self.scenario.game.seed,
             role,
             run_dir,
+            learns: trains(&self.scenario, role),
         }
     }
 
@@ -125,6 +126,20 @@ impl Loaded {
     pub fn learns(&self, side: Side, round: u32) -> bool {
         learns(&self.scenario.game, side, round)
     }
+}
+
+/// Does the scenario train `role` in some round: by its schedule, or (the attacker) as the best-response attacker
+/// of an adaptive evaluation? The judge never learns.
+pub fn trains(s: &Scenario, role: Role) -> bool {
+    let side = match role {
+        Role::Attacker => Side::Attacker,
+        Role::Defender => Side::Defender,
+        Role::Judge => return false,
+    };
+    let adaptive = side == Side::Attacker
+        && !s.data.eval.is_empty()
+        && s.eval.modes.contains(&crate::record::EvalMode::Adaptive);
+    adaptive || (1..=s.game.rounds.max(1)).any(|r| learns(&s.game, side, r))
 }
 
 /// Does `side` learn in `round` (1-based) under the game's schedule?
@@ -532,6 +547,7 @@ pub fn load_str(
             seed: g.seed,
             role,
             run_dir: None,
+            learns: trains(&scenario, role),
         };
         if let Err(e) = registry.check(role, &cfg.kind, &cfg.params, &ctx) {
             let (key, msg) = match e {
