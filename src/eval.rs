@@ -145,8 +145,9 @@ pub fn summarize(recs: &[EvalRec]) -> (Vec<SetReport>, Option<f64>, Option<f64>)
     )
 }
 
-/// The state a role saved at `round` (a checkpoint if one was kept, else the per-round state file), if any.
-fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Option<Vec<u8>>> {
+/// The state a role saved at `round` (a checkpoint if one was kept, else the per-round state file), if any; `eval`
+/// and `serve` read a run's players with it.
+pub(crate) fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Option<Vec<u8>>> {
     for p in [
         run::checkpoint_path(run_dir, role, round),
         replay::state_path(run_dir, role, round),

@@ -187,31 +187,6 @@ fn requests(log: &Path, upto: u32) -> BTreeMap<String, usize> {
     out
 }
 
-/// A run file's text with its run id (`"run":"<name>-<hash>"`, which hashes the scenario and so the servers'
-/// URLs) masked.
-fn masked(f: &Path) -> String {
-    let text = std::fs::read_to_string(f).unwrap();
-    let id = std::fs::read_to_string(f.with_file_name("episodes.jsonl"))
-        .unwrap()
-        .lines()
-        .next()
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .and_then(|v| v["run"].as_str().map(str::to_string))
-        .expect("a run id in episodes.jsonl");
-    text.replace(&id, "RUN")
-}
-
-fn same_files(a: &Path, b: &Path) {
-    for f in ["episodes.jsonl", "metrics.jsonl", "summary.json"] {
-        assert!(
-            masked(&a.join(f)) == masked(&b.join(f)),
-            "{f} differs between {} and {}",
-            a.display(),
-            b.display()
-        );
-    }
-}
-
 #[test]
 fn a_game_against_served_players_completes_replays_offline_and_resumes_without_resending() {
     let what =
@@ -293,7 +268,7 @@ fn a_game_against_served_players_completes_replays_offline_and_resumes_without_r
         &sparring(&["run", "--resume", cut.to_str().unwrap(), "--quiet"]),
         "resume",
     );
-    same_files(&whole, &cut);
+    common::same_records(&whole, &cut);
 
     // No request of a committed round was sent again: the killed-and-resumed run sent each of them exactly as
     // often as the uninterrupted one.

@@ -488,6 +488,11 @@ fn openai_python_sdk() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !have {
+        // CI installs the SDK (.ci/run) and sets this: there, a missing SDK is a failure, not a skip.
+        assert!(
+            std::env::var_os("SPARRING_REQUIRE_OPENAI_SDK").is_none(),
+            "SPARRING_REQUIRE_OPENAI_SDK is set but python3 cannot import `openai` (pip install openai)"
+        );
         eprintln!(
             "SKIP openai_python_sdk: python3 with the `openai` package not found (pip install openai)"
         );

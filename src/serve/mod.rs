@@ -16,14 +16,14 @@ mod routes;
 mod sse;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use sparring_engine::registry::Registry;
-use sparring_engine::{Role, replay, run, scenario};
+use sparring_engine::{Role, replay, scenario};
 
 /// The options of `sparring serve`.
 #[derive(clap::Args, Debug)]
@@ -72,22 +72,6 @@ pub struct ServeArgs {
     pub set: Vec<String>,
 }
 
-/// The state a role saved at `round` (a kept checkpoint, else the per-round state file), as `sparring eval` reads it.
-fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Option<Vec<u8>>> {
-    for p in [
-        run::checkpoint_path(run_dir, role, round),
-        replay::state_path(run_dir, role, round),
-    ] {
-        match std::fs::read(&p) {
-            Ok(b) if !b.is_empty() => return Ok(Some(b)),
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow!("{}: {e}", p.display())),
-        }
-    }
-    Ok(None)
-}
-
 /// The player to build and the model ids it answers to.
 fn spec(a: &ServeArgs, registry: &Registry) -> Result<(player::Spec, Vec<String>)> {
     let role = match a.role.as_str() {
@@ -114,7 +98,7 @@ fn spec(a: &ServeArgs, registry: &Registry) -> Result<(player::Spec, Vec<String>
                     dir.display()
                 );
             }
-            let state = saved_state(dir, role.as_str(), r)?;
+            let state = crate::eval::saved_state(dir, role.as_str(), r)?;
             if state.is_none() && r > 0 && ctx.learns {
                 bail!(
                     "{}: no saved {role} state for round {r} (checkpoints/r{r}/{role}.bin or state/)",

@@ -132,3 +132,29 @@ pub fn run(
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// A run file's text with its run id (`"run":"<name>-<hash>"`, read from the run's `episodes.jsonl`) masked: two
+/// runs of one game whose scenarios differ only in where their servers listen compare equal.
+pub fn masked(f: &Path) -> String {
+    let text = std::fs::read_to_string(f).unwrap();
+    let id = std::fs::read_to_string(f.with_file_name("episodes.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["run"].as_str().map(str::to_string))
+        .expect("a run id in episodes.jsonl");
+    text.replace(&id, "RUN")
+}
+
+/// Asserts that two runs wrote the same episodes, metrics and summary (run ids masked).
+pub fn same_records(a: &Path, b: &Path) {
+    for f in ["episodes.jsonl", "metrics.jsonl", "summary.json"] {
+        assert!(
+            masked(&a.join(f)) == masked(&b.join(f)),
+            "{f} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
