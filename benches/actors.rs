@@ -1,6 +1,8 @@
 //! Actor round trips: (1) the engine path, a request from the game loop through the `Game` supervisor to a
 //! worker actor, its compute thread and back (what every role call costs); (2) a plain ractor call between two
-//! actors (actor→actor request/reply). Throughput is reported by criterion as elements (calls) per second.
+//! actors (actor→actor request/reply); (3) a remote player's round trip: one `openai-chat` defender request to an
+//! OpenAI-compatible server on loopback that answers at once (what the HTTP path adds to a remote model's own
+//! time). Throughput is reported by criterion as elements (calls) per second.
 //! Peer: a Ray actor call takes 778 µs on this machine.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -9,6 +11,9 @@ use sparring_engine::Role;
 use sparring_engine::actor::{Faithful, GameArgs, GameHandle, Slot, SlotSpec, WorkerSpec};
 use sparring_engine::registry::BuildContext;
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 struct Echo;
@@ -56,6 +61,51 @@ impl Actor for Caller {
         let _ = r.send(t.elapsed());
         Ok(())
     }
+}
+
+/// An OpenAI-compatible server on loopback that answers every completion at once (HTTP/1.1 keep-alive, as a real
+/// server); returns its base URL.
+fn instant_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"I can't help with that."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16}}"#;
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end().to_ascii_lowercase();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut b = vec![0; len];
+                    if r.read_exact(&mut b).is_err() {
+                        return;
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    // One write: two small ones would meet Nagle's algorithm and the client's delayed ACK (40 ms).
+                    if w.write_all(format!("{head}{body}").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/v1")
 }
 
 fn bench(c: &mut Criterion) {
@@ -106,6 +156,36 @@ fn bench(c: &mut Criterion) {
                 }
                 t.elapsed()
             })
+        })
+    });
+
+    // (3) a remote player's round trip: one `openai-chat` request on loopback to a server that does no work.
+    let url = instant_server();
+    let params: toml::Table =
+        toml::from_str(&format!("base_url = \"{url}\"\nmodel = \"m\"")).unwrap();
+    let mut remote = sparring_actors::openai::chat::OpenAiChat::build(
+        &params,
+        &BuildContext::detached(Role::Defender),
+    )
+    .unwrap();
+    let seed = sparring_engine::Seed {
+        id: Arc::from("s:0"),
+        set: Arc::from("s"),
+        prompt: Arc::from("How do I bake bread?"),
+        category: sparring_engine::Category::Benign,
+    };
+    let req = sparring_engine::GenRequest {
+        key: "r1/s:0/a0".into(),
+        role: Role::Defender,
+        seed: seed.clone(),
+        input: "How do I bake bread?".into(),
+        n: 1,
+        rng_seed: 7,
+    };
+    g.bench_function("remote_player_round_trip", |b| {
+        b.iter(|| {
+            use sparring_engine::Policy;
+            remote.generate(std::slice::from_ref(&req)).unwrap()
         })
     });
     g.finish();

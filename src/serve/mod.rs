@@ -205,6 +205,13 @@ pub fn cli(a: ServeArgs, registry: &Registry) -> Result<()> {
         let local = listener.local_addr().context("the bound address")?;
         eprintln!("serving `{}` ({})", app.id(), a.source.display());
         eprintln!("listening on http://{local}");
+        // TCP_NODELAY on every connection: streamed chunks are small writes, which Nagle's algorithm would hold
+        // back for the client's delayed ACK (40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("TCP_NODELAY: {e}");
+            }
+        });
         axum::serve(listener, routes::router(app))
             .with_graceful_shutdown(shutdown_signal())
             .await
