@@ -145,16 +145,16 @@ pub fn summarize(recs: &[EvalRec]) -> (Vec<SetReport>, Option<f64>, Option<f64>)
     )
 }
 
-/// The state a role saved at `round` (a checkpoint if one was kept, else the per-round state file), if any; `eval`
-/// and `serve` read a run's players with it.
+/// The state a role saved at `round` (a checkpoint if one was kept, else the per-round state file), if the run has
+/// one: empty for a role without state (a scripted kind), which is then built as it starts. `eval` and `serve` read
+/// a run's players with it.
 pub(crate) fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Option<Vec<u8>>> {
     for p in [
         run::checkpoint_path(run_dir, role, round),
         replay::state_path(run_dir, role, round),
     ] {
         match std::fs::read(&p) {
-            Ok(b) if !b.is_empty() => return Ok(Some(b)),
-            Ok(_) => return Ok(None),
+            Ok(b) => return Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(anyhow!("{}: {e}", p.display())),
         }
@@ -200,7 +200,9 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
                 (Slot::Judge, "judge"),
             ] {
                 if let Some(b) = saved_state(dir, role, r)? {
-                    init.insert(slot, b);
+                    if !b.is_empty() {
+                        init.insert(slot, b);
+                    }
                 } else if r > 0 && slot == Slot::Defender {
                     bail!(
                         "{}: no saved defender state for round {r} (checkpoints/r{r}/defender.bin or state/)",

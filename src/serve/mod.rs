@@ -105,7 +105,8 @@ fn spec(a: &ServeArgs, registry: &Registry) -> Result<(player::Spec, Vec<String>
                     dir.display()
                 );
             }
-            state
+            // An empty state: the role keeps none (a scripted kind); it is served as it starts.
+            state.filter(|s| !s.is_empty())
         }
         None if a.round.is_some() => bail!("--round needs a run directory"),
         None => None,
