@@ -145,6 +145,21 @@ pub fn summarize(recs: &[EvalRec]) -> (Vec<SetReport>, Option<f64>, Option<f64>)
     )
 }
 
+/// `--round`: the round asked for (default: the run's last committed one), checked against the run's log.
+pub(crate) fn committed_round(run_dir: &Path, round: Option<u32>) -> Result<u32> {
+    let last = replay::fold_committed(&run_dir.join(replay::LOG), drop)
+        .map_err(|e| anyhow!("{e}"))?
+        .last_round;
+    let r = round.unwrap_or(last);
+    if r > last {
+        bail!(
+            "--round {r}: {} has committed rounds up to {last}",
+            run_dir.display()
+        );
+    }
+    Ok(r)
+}
+
 /// The state a role saved at `round` (a checkpoint if one was kept, else the per-round state file), if the run has
 /// one: empty for a role without state (a scripted kind), which is then built as it starts. `eval` and `serve` read
 /// a run's players with it.
@@ -184,16 +199,7 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
     let mut round = None;
     let work = match &run_dir {
         Some(dir) => {
-            let last = replay::fold_committed(&dir.join(replay::LOG), drop)
-                .map_err(|e| anyhow!("{e}"))?
-                .last_round;
-            let r = a.round.unwrap_or(last);
-            if r > last {
-                bail!(
-                    "--round {r}: {} has committed rounds up to {last}",
-                    dir.display()
-                );
-            }
+            let r = committed_round(dir, a.round)?;
             for (slot, role) in [
                 (Slot::Attacker, "attacker"),
                 (Slot::Defender, "defender"),

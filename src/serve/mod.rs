@@ -88,16 +88,7 @@ fn spec(a: &ServeArgs, registry: &Registry) -> Result<(player::Spec, Vec<String>
     let ctx = loaded.context(role, run_dir.clone());
     let state = match &run_dir {
         Some(dir) => {
-            let last = replay::fold_committed(&dir.join(replay::LOG), drop)
-                .map_err(|e| anyhow!("{e}"))?
-                .last_round;
-            let r = a.round.unwrap_or(last);
-            if r > last {
-                bail!(
-                    "--round {r}: {} has committed rounds up to {last}",
-                    dir.display()
-                );
-            }
+            let r = crate::eval::committed_round(dir, a.round)?;
             let state = crate::eval::saved_state(dir, role.as_str(), r)?;
             if state.is_none() && r > 0 && ctx.learns {
                 bail!(

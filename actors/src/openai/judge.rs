@@ -129,6 +129,42 @@ impl OpenAiJudge {
         b
     }
 
+    /// One log-prob read per prompt: the direct prompt sent with `prefill` (continued by the server, or expected
+    /// at the start of the generated text) up to `stop`; `pick(tokens, at)` reads the verdict from the returned
+    /// tokens, where `at` is the position of the first token after `prefill`.
+    fn read_each<T>(
+        &self,
+        prompts: Vec<Prompt>,
+        prefill: &str,
+        stop: &str,
+        pick: impl Fn(&[TokenLogprob], usize) -> Option<T>,
+    ) -> Result<Vec<Read<T>>, RoleError> {
+        let bodies = prompts
+            .into_iter()
+            .map(|m| (m.key, self.read_body(m.messages, prefill, stop)))
+            .collect();
+        let prefilled = self.prefilled(prefill);
+        let sent = if prefilled { prefill } else { "" };
+        Ok(self
+            .send(bodies)?
+            .iter()
+            .map(|r| {
+                let probs = tokens(r).and_then(|toks| {
+                    let at = if prefilled {
+                        0
+                    } else {
+                        after_tag(toks, prefill, 0)?
+                    };
+                    pick(toks, at)
+                });
+                Read {
+                    text: Some(verdict_text(r, sent, stop)),
+                    probs,
+                }
+            })
+            .collect())
+    }
+
     /// Sends the bodies, each with the key of the game request it serves; one response per body.
     fn send(&self, bodies: Vec<(String, ChatRequest)>) -> Result<Vec<ChatResponse>, RoleError> {
         let n = bodies.len();
@@ -219,31 +255,9 @@ impl Reader for OpenAiJudge {
         prefill: &str,
         candidates: &[&str],
     ) -> Result<Vec<Read<Vec<f64>>>, RoleError> {
-        let stop = closing(prefill);
-        let bodies = prompts
-            .into_iter()
-            .map(|m| (m.key, self.read_body(m.messages, prefill, &stop)))
-            .collect();
-        let prefilled = self.prefilled(prefill);
-        let sent = if prefilled { prefill } else { "" };
-        Ok(self
-            .send(bodies)?
-            .iter()
-            .map(|r| {
-                let probs = tokens(r).and_then(|toks| {
-                    let at = if prefilled {
-                        0
-                    } else {
-                        after_tag(toks, prefill, 0)?
-                    };
-                    candidate_probs(toks.get(at)?, candidates)
-                });
-                Read {
-                    text: Some(verdict_text(r, sent, &stop)),
-                    probs,
-                }
-            })
-            .collect())
+        self.read_each(prompts, prefill, &closing(prefill), |toks, at| {
+            candidate_probs(toks.get(at)?, candidates)
+        })
     }
 
     fn read_pair(
@@ -256,34 +270,13 @@ impl Reader for OpenAiJudge {
     ) -> Result<Vec<Read<PairProbs>>, RoleError> {
         // `</score_A><score_B>` → `</score_B>`.
         let stop = closing(mid.rsplit_once('<').map_or(mid, |(_, open)| open));
-        let bodies = prompts
-            .into_iter()
-            .map(|m| (m.key, self.read_body(m.messages, prefill, &stop)))
-            .collect();
-        let prefilled = self.prefilled(prefill);
-        let sent = if prefilled { prefill } else { "" };
-        Ok(self
-            .send(bodies)?
-            .iter()
-            .map(|r| {
-                let probs = tokens(r).and_then(|toks| {
-                    let a = if prefilled {
-                        0
-                    } else {
-                        after_tag(toks, prefill, 0)?
-                    };
-                    let b = after_tag(toks, mid, a)?;
-                    Some((
-                        candidate_probs(toks.get(a)?, candidates)?,
-                        candidate_probs(toks.get(b)?, candidates)?,
-                    ))
-                });
-                Read {
-                    text: Some(verdict_text(r, sent, &stop)),
-                    probs,
-                }
-            })
-            .collect())
+        self.read_each(prompts, prefill, &stop, |toks, a| {
+            let b = after_tag(toks, mid, a)?;
+            Some((
+                candidate_probs(toks.get(a)?, candidates)?,
+                candidate_probs(toks.get(b)?, candidates)?,
+            ))
+        })
     }
 
     fn ask(&self, items: Vec<(Prompt, u64)>, stop: &[&str]) -> Result<Vec<String>, RoleError> {
