@@ -83,6 +83,21 @@ impl std::fmt::Debug for ParamsSchema {
     }
 }
 
+/// The message for a key of a role's table that is not among `keys` (worded as serde's `deny_unknown_fields`, so
+/// every kind reports an unknown key alike).
+pub fn unknown_key(key: &str, keys: &[&str]) -> String {
+    format!("unknown field `{key}`, expected one of {}", keys.join(", "))
+}
+
+/// Rejects the first key of `table` not in `keys`: an error naming the key and the accepted ones. For parameter
+/// structs that cannot use `deny_unknown_fields` (serde's `flatten` turns it off).
+pub fn reject_unknown(table: &toml::Table, keys: &[&str]) -> Result<(), RoleError> {
+    match table.keys().find(|k| !keys.contains(&k.as_str())) {
+        Some(k) => Err(RoleError::config(k.clone(), unknown_key(k, keys))),
+        None => Ok(()),
+    }
+}
+
 /// The parameters of a kind that takes none.
 #[derive(serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -14,7 +14,7 @@ use super::verdict::Settings;
 use crate::formats;
 use crate::lm::{BackendKind, LearnerConfig};
 use sparring_engine::RoleError;
-use sparring_engine::registry::BuildContext;
+use sparring_engine::registry::{BuildContext, reject_unknown};
 
 fn d_temp() -> f32 {
     0.7
@@ -301,17 +301,6 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for AsStruct<D> {
     }
 }
 
-/// Rejects the keys of `table` that are not in `keys`, naming the key and the accepted ones.
-fn reject_unknown(table: &toml::Table, keys: &[&str]) -> Result<(), RoleError> {
-    match table.keys().find(|k| !keys.contains(&k.as_str())) {
-        Some(k) => Err(RoleError::config(
-            k.clone(),
-            format!("unknown field `{k}`, expected one of {}", keys.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn d_half() -> f64 {
     0.5
 }
@@ -440,12 +429,12 @@ impl JudgeParams {
     /// Parses and validates a judge table (no model loading).
     pub fn parse(params: &toml::Table, ctx: &BuildContext) -> Result<Self, RoleError> {
         reject_unknown(params, Self::KEYS)?;
+        // Parsed and checked on their own first, so that an error names its key.
         VerdictParams::parse_part(params, ctx)?;
         let p: JudgeParams = ctx.parse(params)?;
         check_sampling(p.temperature, p.top_p, p.max_new_tokens, p.batch_size)?;
         backend_ok(p.backend)?;
         model_path(&p.model, ctx)?;
-        p.verdict.validate()?;
         Ok(p)
     }
 }

@@ -4,12 +4,13 @@
 //! A remote player cannot learn: a scenario that trains its role is refused at `validate` and at build time.
 
 use super::client::{Endpoint, response_text};
-use super::params::{EndpointParams, deserialize_strict, endpoint_keys, reject_unknown};
+use super::params::{EndpointParams, deserialize_strict, endpoint_keys};
 use super::wire::Message;
 use crate::chatlm::player;
 use crate::chatlm::prompts::ChatMessage;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
+use sparring_engine::registry::reject_unknown;
 use sparring_engine::registry::{BuildContext, CheckFn, KindInfo, ParamsSchema, Registry};
 use sparring_engine::{GenRequest, Generation, Group, LearnReport, Policy, Role, RoleError};
 use std::sync::Arc;

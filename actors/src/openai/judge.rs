@@ -12,13 +12,14 @@
 //! written back at the end of a completion that was not truncated. A judge does not learn.
 
 use super::client::{Endpoint, response_text};
-use super::params::{EndpointParams, deserialize_strict, endpoint_keys, reject_unknown};
+use super::params::{EndpointParams, deserialize_strict, endpoint_keys};
 use super::wire::{ChatRequest, ChatResponse, Message, TokenLogprob};
 use crate::chatlm::params::VerdictParams;
 use crate::chatlm::prompts::ChatMessage;
 use crate::chatlm::verdict::{self, PairProbs, Prompt, Read, Reader, Settings};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
+use sparring_engine::registry::reject_unknown;
 use sparring_engine::registry::{BuildContext, CheckFn, KindInfo, ParamsSchema, Registry};
 use sparring_engine::{
     FaithRequest, Judge, LabelRequest, PairRequest, PointRequest, Role, RoleError, Verdict,

@@ -1,7 +1,8 @@
 //! The parameters every endpoint kind shares (`EndpointParams`: URL, model, key variable, sampling, seeding,
 //! concurrency, rate limit, retries, timeouts, extra body fields, prefill), their validation, and the strict
-//! deserialization of a kind's table that flattens them (`deserialize_strict`, `reject_unknown`): serde's
-//! `flatten` turns off `deny_unknown_fields` and hides the keys from `ParamsSchema::keys`, this puts both back.
+//! deserialization of a kind's table that flattens them (`deserialize_strict`, with the engine's
+//! `registry::reject_unknown`): serde's `flatten` turns off `deny_unknown_fields` and hides the keys from
+//! `ParamsSchema::keys`, this puts both back.
 
 use crate::llama::generate::row_seed;
 use schemars::JsonSchema;
@@ -9,6 +10,7 @@ use serde::de::{Deserializer, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sparring_engine::RoleError;
+use sparring_engine::registry::unknown_key;
 
 /// `seed`: `true` (default) sends a per-sample seed derived from the request's rng seed, so a server that honours
 /// `seed` reproduces a run; `false` sends none; an integer is sent with every request.
@@ -215,21 +217,6 @@ fn positive(key: &str, x: f64) -> Result<(), RoleError> {
     }
 }
 
-/// Rejects keys of `table` not in `allowed` (naming the key and listing the accepted ones).
-pub fn reject_unknown(table: &toml::Table, allowed: &[&str]) -> Result<(), RoleError> {
-    match table.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(RoleError::config(k.clone(), unknown_message(k, allowed))),
-        None => Ok(()),
-    }
-}
-
-fn unknown_message(key: &str, allowed: &[&str]) -> String {
-    format!(
-        "unknown parameter `{key}`; expected one of: {}",
-        allowed.join(", ")
-    )
-}
-
 /// Deserializes a params struct that flattens [`EndpointParams`] as a struct with exactly `keys`: an unknown key
 /// is an error naming it, and `ParamsSchema::keys` sees `keys` (serde's derive hides a flattening struct's
 /// fields). `inner` is the struct's derived deserializer, e.g. from `#[serde(remote = "Self")]`:
@@ -272,7 +259,7 @@ where
     }
     let table = d.deserialize_struct(name, keys, Table)?;
     if let Some(k) = table.keys().find(|k| !keys.contains(&k.as_str())) {
-        return Err(D::Error::custom(unknown_message(k, keys)));
+        return Err(D::Error::custom(unknown_key(k, keys)));
     }
     inner(toml::Value::Table(table)).map_err(|e| D::Error::custom(e.message().trim()))
 }
@@ -280,6 +267,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sparring_engine::registry::reject_unknown;
 
     fn parse(text: &str) -> Result<EndpointParams, String> {
         toml::from_str::<EndpointParams>(text).map_err(|e| e.to_string())
