@@ -171,21 +171,15 @@ pub fn faithful<R: Reader>(
     s: &Settings,
     reqs: &[FaithRequest],
 ) -> Result<Vec<Verdict<bool>>, RoleError> {
+    // The direct prompt (read) or the reasoning one (ask).
+    let prompt = |q: &FaithRequest, direct: bool| {
+        Prompt::new(
+            format!("{}/faithful", q.key),
+            prompts::faithfulness(&q.seed.prompt, &q.rewrite, kind_of(q.seed.category), direct),
+        )
+    };
     if s.read == ReadMode::Logits {
-        let prompts = reqs
-            .iter()
-            .map(|q| {
-                Prompt::new(
-                    format!("{}/faithful", q.key),
-                    prompts::faithfulness(
-                        &q.seed.prompt,
-                        &q.rewrite,
-                        kind_of(q.seed.category),
-                        true,
-                    ),
-                )
-            })
-            .collect();
+        let prompts = reqs.iter().map(|q| prompt(q, true)).collect();
         let reads = r.read_choice(prompts, FAITH_PREFILL, &TRUE_FALSE)?;
         if reads.len() != reqs.len() {
             return Err(too_few());
@@ -213,20 +207,7 @@ pub fn faithful<R: Reader>(
     }
     let asks = reqs
         .iter()
-        .map(|q| {
-            (
-                Prompt::new(
-                    format!("{}/faithful", q.key),
-                    prompts::faithfulness(
-                        &q.seed.prompt,
-                        &q.rewrite,
-                        kind_of(q.seed.category),
-                        false,
-                    ),
-                ),
-                row_seed(q.rng_seed, 0),
-            )
-        })
+        .map(|q| (prompt(q, false), row_seed(q.rng_seed, 0)))
         .collect();
     Ok(r.ask(asks, &["</answer>"])?
         .into_iter()
