@@ -8,12 +8,12 @@
 //! A row's tokens depend only on its prompt, its settings and its seed (its own RNG stream, the sampling rule of
 //! `llama::generate`), never on the rows it is batched with, up to float summation order.
 
-use super::model::{ChatModel, Net};
+use super::model::{Cache, ChatModel, Net};
 use super::params::{JudgeParams, PolicyParams, load_model};
 use super::policy::ChatPolicy;
 use super::prompts::ChatMessage;
 use crate::llama::generate::{logsumexp, sample_next};
-use crate::llama::{HostCache, HostLlama, KvCache, LlamaError, LlamaModel, LogitsMode};
+use crate::llama::{HostLlama, LlamaModel};
 use crate::lm::BackendKind;
 use sparring_engine::registry::BuildContext;
 use sparring_engine::rng::SplitMix64;
@@ -137,11 +137,6 @@ fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
     idx.into_iter().map(|i| (i, row[i])).collect()
 }
 
-enum Cache {
-    Burn(KvCache),
-    Host(HostCache),
-}
-
 /// Completes every row as one left-padded batch on `net`, calling `sink(row, piece)` whenever a row's text grows
 /// or it ends; a `false` from the sink abandons that row (its client left). Returns the rows in order.
 pub fn complete(
@@ -170,33 +165,12 @@ pub fn complete(
     }
     let max_len = rows.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let max_new = rows.iter().map(|r| r.max_tokens).max().unwrap_or(0);
-    let (mut cache, vocab) = match net {
-        Net::Burn(m) => (
-            Cache::Burn(KvCache::new(m.config(), b, max_len + max_new, &m.device())),
-            m.config().vocab_size,
-        ),
-        Net::Host(h) => (
-            Cache::Host(HostCache::new(h.config(), b, max_len + max_new)),
-            h.config().vocab_size,
-        ),
-    };
-    let mut forward = |ids: &[Vec<u32>], valid: &[Vec<bool>]| -> Result<Vec<f32>, LlamaError> {
-        Ok(match (net, &mut cache) {
-            (Net::Burn(m), Cache::Burn(c)) => m
-                .forward_cached(ids, valid, c, LogitsMode::Last)?
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| LlamaError::Readback(format!("{e:?}")))?,
-            (Net::Host(h), Cache::Host(c)) => h.forward(ids, valid, c, false)?,
-            _ => {
-                return Err(LlamaError::Input(
-                    "internal: network and cache disagree".into(),
-                ));
-            }
-        })
-    };
+    let mut cache = Cache::new(net, b, max_len + max_new);
+    let vocab = net.vocab();
     let mut step = |ids: &[Vec<u32>], valid: &[Vec<bool>]| -> Result<Vec<f32>, String> {
-        let out = forward(ids, valid).map_err(|e| format!("{}: {e}", lm.path.display()))?;
+        let out = cache
+            .forward(net, ids, valid)
+            .map_err(|e| format!("{}: {e}", lm.path.display()))?;
         if out.len() != b * vocab {
             return Err(format!("{} logits for {b} rows of {vocab}", out.len()));
         }

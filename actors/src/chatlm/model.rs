@@ -10,7 +10,9 @@ use burn::tensor::Device;
 use super::prompts::ChatMessage;
 use crate::formats::{ChatTemplate, GgufFile, HfCheckpoint, TextTokenizer};
 use crate::llama::generate::generate_loop;
-use crate::llama::{GenerateOptions, HostCache, HostLlama, KvCache, LlamaModel, LogitsMode};
+use crate::llama::{
+    GenerateOptions, HostCache, HostLlama, KvCache, LlamaError, LlamaModel, LogitsMode,
+};
 
 /// Sampling settings of one generation call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,9 +29,51 @@ pub enum Net<'a> {
     Host(&'a HostLlama),
 }
 
-enum Cache {
+impl Net<'_> {
+    /// The vocabulary size (a row of logits).
+    pub fn vocab(&self) -> usize {
+        match self {
+            Net::Burn(m) => m.config().vocab_size,
+            Net::Host(h) => h.config().vocab_size,
+        }
+    }
+}
+
+/// The KV cache of one batch on a [`Net`]: the Burn module's or the host copy's.
+pub(super) enum Cache {
     Burn(KvCache),
     Host(HostCache),
+}
+
+impl Cache {
+    /// An empty cache on `net` for `b` rows of up to `capacity` positions.
+    pub(super) fn new(net: Net<'_>, b: usize, capacity: usize) -> Self {
+        match net {
+            Net::Burn(m) => Cache::Burn(KvCache::new(m.config(), b, capacity, &m.device())),
+            Net::Host(h) => Cache::Host(HostCache::new(h.config(), b, capacity)),
+        }
+    }
+
+    /// One left-padded chunk through `net`, appended to this cache: the last position's logits, `[b * vocab]` on
+    /// the host.
+    pub(super) fn forward(
+        &mut self,
+        net: Net<'_>,
+        ids: &[Vec<u32>],
+        valid: &[Vec<bool>],
+    ) -> Result<Vec<f32>, LlamaError> {
+        match (net, self) {
+            (Net::Burn(model), Cache::Burn(cache)) => model
+                .forward_cached(ids, valid, cache, LogitsMode::Last)?
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| LlamaError::Readback(format!("{e:?}"))),
+            (Net::Host(h), Cache::Host(cache)) => h.forward(ids, valid, cache, false),
+            _ => Err(LlamaError::Input(
+                "internal: network and cache disagree".into(),
+            )),
+        }
+    }
 }
 
 /// One generated sample.
@@ -225,23 +269,8 @@ impl ChatModel {
             let seeds: Vec<u64> = chunk.iter().map(|(_, s)| *s).collect();
             let b = prompts.len();
             let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
-            let mut cache = match net {
-                Net::Burn(model) => Cache::Burn(KvCache::new(
-                    model.config(),
-                    b.max(1),
-                    max_len + opts.max_new_tokens,
-                    &model.device(),
-                )),
-                Net::Host(h) => Cache::Host(HostCache::new(
-                    h.config(),
-                    b.max(1),
-                    max_len + opts.max_new_tokens,
-                )),
-            };
-            let vocab = match net {
-                Net::Burn(model) => model.config().vocab_size,
-                Net::Host(h) => h.config().vocab_size,
-            };
+            let mut cache = Cache::new(net, b.max(1), max_len + opts.max_new_tokens);
+            let vocab = net.vocab();
             // Tokens generated so far per row (seen as the next chunk's inputs) and rows whose stop string appeared.
             let mut seen: Vec<Vec<u32>> = vec![Vec::new(); b];
             let mut hit = vec![false; b];
@@ -255,19 +284,7 @@ impl ChatModel {
                     }
                 }
                 first = false;
-                let mut host = match (net, &mut cache) {
-                    (Net::Burn(model), Cache::Burn(cache)) => model
-                        .forward_cached(ids, valid, cache, LogitsMode::Last)?
-                        .into_data()
-                        .try_into_vec::<f32>()
-                        .map_err(|e| crate::llama::LlamaError::Readback(format!("{e:?}")))?,
-                    (Net::Host(h), Cache::Host(cache)) => h.forward(ids, valid, cache, false)?,
-                    _ => {
-                        return Err(crate::llama::LlamaError::Input(
-                            "internal: network and cache disagree".into(),
-                        ));
-                    }
-                };
+                let mut host = cache.forward(net, ids, valid)?;
                 if let (Some(end), false) = (end, stop.is_empty()) {
                     for r in 0..b {
                         if hit[r] || seen[r].is_empty() {
