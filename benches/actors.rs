@@ -16,9 +16,17 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A number and where its successor goes.
+struct Ping(u64, RpcReplyPort<u64>);
+impl ractor::Message for Ping {}
+
+/// How many pings to send, and where the elapsed time goes.
+struct Run(u64, RpcReplyPort<Duration>);
+impl ractor::Message for Run {}
+
 struct Echo;
 impl Actor for Echo {
-    type Msg = (u64, RpcReplyPort<u64>);
+    type Msg = Ping;
     type State = ();
     type Arguments = ();
     async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
@@ -27,7 +35,7 @@ impl Actor for Echo {
     async fn handle(
         &self,
         _: ActorRef<Self::Msg>,
-        (x, r): Self::Msg,
+        Ping(x, r): Self::Msg,
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
         let _ = r.send(x + 1);
@@ -38,9 +46,9 @@ impl Actor for Echo {
 /// Calls `Echo` `n` times for each request and replies with the elapsed time.
 struct Caller;
 impl Actor for Caller {
-    type Msg = (u64, RpcReplyPort<Duration>);
-    type State = ActorRef<(u64, RpcReplyPort<u64>)>;
-    type Arguments = ActorRef<(u64, RpcReplyPort<u64>)>;
+    type Msg = Run;
+    type State = ActorRef<Ping>;
+    type Arguments = ActorRef<Ping>;
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
@@ -51,12 +59,12 @@ impl Actor for Caller {
     async fn handle(
         &self,
         _: ActorRef<Self::Msg>,
-        (n, r): Self::Msg,
+        Run(n, r): Self::Msg,
         echo: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let t = Instant::now();
         for i in 0..n {
-            let _ = ractor::call!(echo, |rp| (i, rp))?;
+            let _ = ractor::call!(echo, |rp| Ping(i, rp))?;
         }
         let _ = r.send(t.elapsed());
         Ok(())
@@ -125,7 +133,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("actor_to_actor_call", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async { ractor::call!(caller, |rp| (iters, rp)).unwrap() })
+            rt.block_on(async { ractor::call!(caller, |rp| Run(iters, rp)).unwrap() })
         })
     });
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod eval;
+mod node;
 mod report;
 mod serve;
 
@@ -107,6 +108,9 @@ enum Cmd {
     /// Serve one player (a scenario's initial one, or a run's at a committed round) behind an OpenAI-compatible
     /// endpoint: POST /v1/chat/completions (batched, streaming, log-probs), GET /v1/models, GET /health.
     Serve(serve::ServeArgs),
+    /// Host role actors for games on other machines: a scenario's `[cluster]` lists this node, and a role's
+    /// `node = "NAME"` places the role here.
+    Node(node::NodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -185,6 +189,23 @@ fn real_main(cli: Cli) -> Result<()> {
                 s.defender.kind,
                 s.judge.kind
             );
+            if let Some(c) = &s.cluster {
+                let on =
+                    |r: &scenario::RoleCfg| r.node.clone().unwrap_or_else(|| "this process".into());
+                println!(
+                    "cluster: {} nodes ({}); attacker on {}, defender on {}, judge on {}; on node loss: {:?}",
+                    c.nodes.len(),
+                    c.nodes
+                        .iter()
+                        .map(|n| format!("{} at {}", n.name, n.addr))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    on(&s.attacker),
+                    on(&s.defender),
+                    on(&s.judge),
+                    format!("{:?}", c.on_node_loss).to_lowercase()
+                );
+            }
             Ok(())
         }
         Cmd::Replay { run_dir, json } => replay_cmd(&run_dir, json),
@@ -217,6 +238,7 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Cmd::Report(args) => report::cli(args),
         Cmd::Serve(args) => serve::cli(args, &registry),
+        Cmd::Node(args) => node::cli(args, &registry),
         Cmd::Run {
             file,
             out,

@@ -279,3 +279,60 @@ fn a_remote_player_that_the_schedule_would_train_is_refused() {
     sparring_engine::scenario::load(&ok, &["game.schedule=\"frozen-defender\"".into()], &reg)
         .unwrap();
 }
+
+#[test]
+fn cluster_tables_are_checked_and_keep_the_run_id() {
+    let Some(sh) = shared_or_skip("cluster_tables_are_checked") else {
+        return;
+    };
+    // A role placed on a node of a scenario without a cluster.
+    let (e, _, _) = case("cluster-none", &scenario(&sh, 2, ""), &["defender.node=a"]);
+    assert!(e.contains("`defender.node`"), "{e}");
+    assert!(e.contains("no `[cluster]` table"), "{e}");
+
+    // Every key of the table is checked, each error naming its key.
+    let bad = r#"
+[cluster]
+nodes = [{ name = "a", addr = "127.0.0.1:7401" }, { name = "a", addr = "nowhere" }]
+cookie_env = "SPARRING_TEST_SURELY_UNSET_COOKIE"
+heartbeat_ms = 500
+heartbeat_timeout_ms = 400
+chunk_kb = 9000
+"#;
+    let (e, f, text) = case("cluster-bad", &scenario(&sh, 2, bad), &["judge.node=z"]);
+    for want in [
+        "`cluster.nodes[1].name`: `a` is empty or listed twice",
+        "`cluster.nodes[1].addr`: `nowhere` is not HOST:PORT",
+        "`judge.node`: no node `z` in `cluster.nodes`",
+        "`cluster.cookie_env`: the environment variable `SPARRING_TEST_SURELY_UNSET_COOKIE`",
+        "`cluster.heartbeat_timeout_ms`: must be longer",
+        "`cluster.chunk_kb`: 9000 is over 8192",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    assert!(
+        e.contains(&format!("{f}:{}", line_of(&text, "heartbeat_timeout_ms"))),
+        "{e}"
+    );
+
+    // Where roles run is not part of the game: the run id is the same as in one process.
+    let dir = tmpdir("cluster-id");
+    let plain = write_scenario(&dir, &scenario(&sh, 2, ""));
+    let reg = sparring_actors::registry();
+    let id = |f: &Path, o: &[&str]| {
+        let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+        sparring_engine::scenario::load(f, &o, &reg)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .run_id
+    };
+    let placed = [
+        r#"cluster={nodes=[{name="a",addr="127.0.0.1:7401"},{name="b",addr="10.0.0.2:7400"}],cookie_env="PATH",on_node_loss="other"}"#,
+        "attacker.node=a",
+        "defender.node=b",
+    ];
+    assert_eq!(id(&plain, &[]), id(&plain, &placed));
+    // And a resumed run may move its roles.
+    for o in placed.iter().chain(&["cluster.on_node_loss=\"fail\""]) {
+        assert!(sparring_engine::scenario::resumable_override(o), "{o}");
+    }
+}

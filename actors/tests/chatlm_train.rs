@@ -98,6 +98,7 @@ fn finetune_option_is_validated() {
         role: Role::Defender,
         run_dir: None,
         learns: false,
+        node: None,
     };
     // `model` only has to exist for validation; no weights are loaded.
     let check = |extra: &str| {
@@ -205,6 +206,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
         role: Role::Defender,
         run_dir: None,
         learns: false,
+        node: None,
     };
     let reg = chat_registry();
     let mut p = reg.build_policy("chat-lm", &params, &ctx).unwrap();

@@ -22,6 +22,7 @@ fn ctx(role: Role) -> BuildContext {
         role,
         run_dir: None,
         learns: false,
+        node: None,
     }
 }
 

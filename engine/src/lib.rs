@@ -3,6 +3,7 @@
 #![allow(clippy::type_complexity)] // nested maps of (key, Vec) are spelled out where they are built
 
 pub mod actor;
+pub mod cluster;
 pub mod data;
 pub mod payoff;
 pub mod record;

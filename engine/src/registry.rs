@@ -27,6 +27,9 @@ pub struct BuildContext {
     /// Whether the scenario trains this role in some round (its schedule, or the best-response attacker of an
     /// adaptive evaluation). A kind that cannot learn (a remote player) refuses to be built when it is set.
     pub learns: bool,
+    /// The `[cluster]` node that will build the role, while this process only checks it: files the role reads
+    /// are looked for there (when it is built), not here.
+    pub node: Option<String>,
 }
 
 impl BuildContext {
@@ -39,6 +42,7 @@ impl BuildContext {
             role,
             run_dir: None,
             learns: false,
+            node: None,
         }
     }
 

@@ -222,7 +222,8 @@ impl<T> Verdict<T> {
 }
 
 /// An error from a role implementation or its construction.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// (Serde data: a role on another node answers with one.)
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum RoleError {
     /// A bad parameter; `key` is the path inside the role's table (e.g. `templates[2]`).
     #[error("{}{message}", key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]

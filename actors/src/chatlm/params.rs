@@ -331,7 +331,7 @@ fn model_path(p: &Option<PathBuf>, ctx: &BuildContext) -> Result<PathBuf, RoleEr
             )
         })?,
     };
-    if !path.exists() {
+    if ctx.node.is_none() && !path.exists() {
         return Err(RoleError::config(
             "model",
             format!(
@@ -392,7 +392,7 @@ impl PolicyParams {
                 ));
             }
             let a = ctx.resolve(a);
-            if !a.exists() {
+            if ctx.node.is_none() && !a.exists() {
                 return Err(RoleError::config(
                     "adapters",
                     format!("{} does not exist", a.display()),

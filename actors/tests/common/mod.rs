@@ -98,6 +98,7 @@ pub fn ctx(role: Role) -> BuildContext {
         role,
         run_dir: None,
         learns: false,
+        node: None,
     }
 }
 

@@ -16,7 +16,12 @@
 //!
 //! Requests that only read (generate, judge) also travel together as one call, answered in order: a pair
 //! `(A, B)` or an `Option<A>` of them is itself a request ([`Read`]), so batching state changes does not compile.
+//!
+//! To a role on another node a request travels as its [`Part`]s (a pair is two, an absent read none), which the
+//! node serves one by one with [`serve_part`]; the answer is decoded from theirs ([`Request::decode`]).
 
+use crate::cluster::RemoteRole;
+use crate::cluster::wire::{self, Part, shared_bytes};
 use crate::replay::{CommitJob, ReplayLog};
 use crate::roles::{
     FaithRequest, GenRequest, Generation, Group, Judge, LabelRequest, LearnReport, PairRequest,
@@ -39,16 +44,57 @@ pub trait Request: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn restore_point(&self, _answer: &Self::Answer) -> Option<Arc<Vec<u8>>> {
         None
     }
+
+    /// The primitive requests this one is made of, in order, encoded for a role on another node.
+    fn encode(&self, parts: &mut Vec<Part>) -> Result<(), String> {
+        parts.push(Part::of(Self::NAME, self)?);
+        Ok(())
+    }
+
+    /// The answer, from the encoded answers of [`Self::encode`]'s parts (in order).
+    fn decode(&self, answers: &mut dyn Iterator<Item = Vec<u8>>) -> Result<Self::Answer, String> {
+        let bytes = answers
+            .next()
+            .ok_or_else(|| format!("no answer to `{}`", Self::NAME))?;
+        wire::decode(&bytes, &format!("the answer to `{}`", Self::NAME))
+    }
+}
+
+/// Serve one encoded primitive request on `imp` (a node's role thread) and encode its answer. Replay requests
+/// never cross: the replay log stays with the game.
+pub fn serve_part(part: &Part, imp: &mut Implementation) -> Result<Vec<u8>, RoleError> {
+    fn serve<R: Request>(body: &[u8], imp: &mut Implementation) -> Result<Vec<u8>, RoleError> {
+        let request: R =
+            wire::decode(body, &format!("a `{}` request", R::NAME)).map_err(RoleError::Failed)?;
+        let answer = request.serve(imp)?;
+        wire::encode(&answer).map_err(RoleError::Failed)
+    }
+    let body = &part.body;
+    match part.name.as_str() {
+        Generate::NAME => serve::<Generate>(body, imp),
+        Learn::NAME => serve::<Learn>(body, imp),
+        Faithful::NAME => serve::<Faithful>(body, imp),
+        Compare::NAME => serve::<Compare>(body, imp),
+        Score::NAME => serve::<Score>(body, imp),
+        Complied::NAME => serve::<Complied>(body, imp),
+        Save::NAME => serve::<Save>(body, imp),
+        Load::NAME => serve::<Load>(body, imp),
+        other => Err(RoleError::Unsupported(format!(
+            "`{other}` is not served by a role on a node"
+        ))),
+    }
 }
 
 /// A request that changes nothing a restart would restore (generation and judging): these may travel together.
 pub trait Read: Request {}
 
-/// What a role's thread runs: a policy (attacker or defender), a judge or the replay log.
+/// What a role's thread runs: a policy (attacker or defender), a judge, the replay log, or a role on another node
+/// (whose requests the thread forwards).
 pub enum Implementation {
     Policy(Box<dyn Policy>),
     Judge(Box<dyn Judge>),
     Replay(ReplayLog),
+    Remote(RemoteRole),
 }
 
 impl Implementation {
@@ -57,6 +103,7 @@ impl Implementation {
             Implementation::Policy(_) => "a policy",
             Implementation::Judge(_) => "a judge",
             Implementation::Replay(_) => "the replay log",
+            Implementation::Remote(_) => "a role on another node",
         }
     }
 
@@ -138,6 +185,7 @@ pub struct Learned {
     pub report: LearnReport,
     pub version: u64,
     /// Shared, not copied: it is also the role's restore point.
+    #[serde(with = "shared_bytes")]
     pub state: Arc<Vec<u8>>,
 }
 
@@ -215,6 +263,7 @@ pub struct Save;
 /// A saved state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Saved {
+    #[serde(with = "shared_bytes")]
     pub state: Arc<Vec<u8>>,
 }
 
@@ -241,7 +290,7 @@ impl Request for Save {
 /// Replace the role's state with these saved bytes (`Policy::load` / `Judge::load`); on success they become its
 /// restore point. One built model serves many checkpoints this way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Load(pub Arc<Vec<u8>>);
+pub struct Load(#[serde(with = "shared_bytes")] pub Arc<Vec<u8>>);
 
 impl Request for Load {
     type Answer = ();
@@ -284,6 +333,15 @@ impl<A: Read, B: Read> Request for (A, B) {
     fn serve(&self, imp: &mut Implementation) -> Result<Self::Answer, RoleError> {
         Ok((self.0.serve(imp)?, self.1.serve(imp)?))
     }
+
+    fn encode(&self, parts: &mut Vec<Part>) -> Result<(), String> {
+        self.0.encode(parts)?;
+        self.1.encode(parts)
+    }
+
+    fn decode(&self, answers: &mut dyn Iterator<Item = Vec<u8>>) -> Result<Self::Answer, String> {
+        Ok((self.0.decode(answers)?, self.1.decode(answers)?))
+    }
 }
 
 impl<A: Read, B: Read> Read for (A, B) {}
@@ -295,6 +353,14 @@ impl<A: Read> Request for Option<A> {
 
     fn serve(&self, imp: &mut Implementation) -> Result<Self::Answer, RoleError> {
         self.as_ref().map(|r| r.serve(imp)).transpose()
+    }
+
+    fn encode(&self, parts: &mut Vec<Part>) -> Result<(), String> {
+        self.as_ref().map_or(Ok(()), |r| r.encode(parts))
+    }
+
+    fn decode(&self, answers: &mut dyn Iterator<Item = Vec<u8>>) -> Result<Self::Answer, String> {
+        self.as_ref().map(|r| r.decode(answers)).transpose()
     }
 }
 

@@ -54,7 +54,10 @@ impl<R: Request> Job for Envelope<R> {
     }
 
     fn serve(&self, imp: &mut Implementation) -> Result<Served, RoleError> {
-        let answer = self.request.serve(imp)?;
+        let answer = match imp {
+            Implementation::Remote(role) => role.call(&self.request)?,
+            imp => self.request.serve(imp)?,
+        };
         let reply = Arc::clone(&self.reply);
         Ok(Served {
             restore: self.request.restore_point(&answer),
@@ -204,13 +207,16 @@ impl Queues {
     }
 
     /// `slot`'s worker failed with `reason`: its thread's channel is dropped, and the oldest request (the one it
-    /// failed on) counts an attempt. When that request has used up `max_restarts`, it and the requests queued
-    /// behind it fail; the others wait for the restarted worker.
-    pub(crate) fn worker_failed(&self, slot: Slot, reason: &str, max_restarts: u32) {
+    /// failed on) counts an attempt (unless `max_restarts` is `None`: the worker's node was lost, not the
+    /// request). When that request has used up `max_restarts`, it and the requests queued behind it fail; the
+    /// others wait for the restarted worker.
+    pub(crate) fn worker_failed(&self, slot: Slot, reason: &str, max_restarts: Option<u32>) {
         let mut failed = Vec::new();
         if let Some(mut q) = self.get(slot) {
             q.jobs = None;
-            if let Some(f) = q.in_flight.front_mut() {
+            if let Some(max_restarts) = max_restarts
+                && let Some(f) = q.in_flight.front_mut()
+            {
                 f.attempts += 1;
                 if f.attempts > max_restarts {
                     let (what, attempts) = (f.job.name(), f.attempts);

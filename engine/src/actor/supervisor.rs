@@ -9,6 +9,7 @@ use super::Slot;
 use super::protocol::Request;
 use super::queue::{Envelope, Queues, Sent, Ticket};
 use super::worker::{Busy, BusyBoard, FaultPlan, Worker, WorkerArgs, WorkerMsg, WorkerSpec};
+use crate::cluster::Placement;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,10 +21,14 @@ pub enum GameMsg {
     Restarts(RpcReplyPort<BTreeMap<String, u64>>),
 }
 
+impl ractor::Message for GameMsg {}
+
 /// Everything the supervisor needs to (re)build one worker.
 #[derive(Clone)]
 pub struct SlotSpec {
     pub spec: WorkerSpec,
+    /// The node the role runs on (`None`: this process).
+    pub node: Option<Placement>,
     /// Restore point: state from the last committed round (empty = fresh).
     pub restore: Arc<Vec<u8>>,
     pub faults: FaultPlan,
@@ -34,6 +39,7 @@ impl SlotSpec {
     pub fn fresh(spec: WorkerSpec) -> Self {
         SlotSpec {
             spec,
+            node: None,
             restore: Default::default(),
             faults: FaultPlan::default(),
         }
@@ -48,6 +54,7 @@ pub struct GameArgs {
 
 struct SlotState {
     spec: WorkerSpec,
+    node: Option<Placement>,
     faults: FaultPlan,
     actor: Option<ActorRef<WorkerMsg>>,
     restarts: u64,
@@ -80,6 +87,7 @@ impl GameState {
         let args = WorkerArgs {
             slot,
             spec: s.spec.clone(),
+            node: s.node.clone(),
             restore,
             faults: s.faults.clone(),
             jobs: rx,
@@ -88,6 +96,48 @@ impl GameState {
             board: Arc::clone(&self.board),
         };
         Ok((args, tx))
+    }
+
+    /// If `slot`'s role runs on a node that is lost, move it per `cluster.on_node_loss` (another node, or this
+    /// process) and say so; an error when the role cannot move.
+    async fn move_off_lost_node(&mut self, slot: Slot) -> Result<bool, String> {
+        let Some(p) = self.slots.get(&slot).and_then(|s| s.node.clone()) else {
+            return Ok(false);
+        };
+        if !p.cluster.check_lost(&p.node).await {
+            return Ok(false);
+        }
+        let to = p
+            .cluster
+            .replace(&p.node, &p.cluster.lost_reason(&p.node))
+            .await?;
+        tracing::warn!(
+            slot = slot.as_str(),
+            from = %p.node,
+            to = to.as_deref().unwrap_or("this process"),
+            "node lost; moving its role"
+        );
+        if let Some(s) = self.slots.get_mut(&slot) {
+            s.node = to.map(|node| Placement {
+                cluster: Arc::clone(&p.cluster),
+                node,
+            });
+        }
+        Ok(true)
+    }
+
+    /// `slot`'s worker started: its queue goes to the worker's thread.
+    fn started(
+        &mut self,
+        slot: Slot,
+        incarnation: u64,
+        tx: crossbeam_channel::Sender<Sent>,
+        actor: ActorRef<WorkerMsg>,
+    ) {
+        self.queues.open(slot, incarnation, tx);
+        if let Some(s) = self.slots.get_mut(&slot) {
+            s.actor = Some(actor);
+        }
     }
 
     /// The slot whose worker is `cell`, if any.
@@ -132,6 +182,7 @@ impl Actor for Game {
         for (slot, spec) in args.slots {
             let s = SlotState {
                 spec: spec.spec,
+                node: spec.node,
                 faults: spec.faults,
                 actor: None,
                 restarts: 0,
@@ -152,27 +203,32 @@ impl Actor for Game {
                 (slot, incarnation, tx, actor)
             });
         }
-        let mut failed = None;
+        let mut failed = BTreeMap::new();
         while let Some(joined) = starting.join_next().await {
             let (slot, incarnation, tx, actor) =
                 joined.map_err(|e| format!("starting a worker: {e}"))?;
             match actor {
-                Ok(actor) => {
-                    st.queues.open(slot, incarnation, tx);
-                    if let Some(s) = st.slots.get_mut(&slot) {
-                        s.actor = Some(actor);
-                    }
-                }
-                // The first failure in slot order is the one reported, as when they started one by one.
+                Ok(actor) => st.started(slot, incarnation, tx, actor),
                 Err(e) => {
-                    if failed.as_ref().is_none_or(|(s, _)| slot < *s) {
-                        failed = Some((slot, e));
-                    }
+                    failed.insert(slot, e);
                 }
             }
         }
-        if let Some((_, e)) = failed {
-            return Err(e.into());
+        // A role whose node was lost while it started moves (per `cluster.on_node_loss`) and starts again; any
+        // other failure fails the game (the first in slot order is the one reported, as when they started one
+        // by one).
+        while let Some((slot, e)) = failed.pop_first() {
+            if !st.move_off_lost_node(slot).await? {
+                return Err(e.into());
+            }
+            let (args, tx) = st.worker_args(slot)?;
+            let incarnation = args.incarnation;
+            match Actor::spawn_linked(None, Worker, args, me.get_cell()).await {
+                Ok((actor, _)) => st.started(slot, incarnation, tx, actor),
+                Err(e) => {
+                    failed.insert(slot, spawn_error(e));
+                }
+            }
         }
         Ok(st)
     }
@@ -221,9 +277,19 @@ impl Actor for Game {
             s.restarts += 1;
             s.actor = None;
         }
+        // A role whose node is lost restarts elsewhere (per `cluster.on_node_loss`); its request did not fail,
+        // so the restart does not count against it.
+        let lost = match st.move_off_lost_node(slot).await {
+            Ok(lost) => lost,
+            Err(e) => {
+                st.queues.close(slot, e.clone(), &e);
+                return Ok(());
+            }
+        };
         // The oldest outstanding request is the one that failed; the ones queued behind it are re-sent with it,
         // or fail with it when it has used up its restarts.
-        st.queues.worker_failed(slot, &reason, st.max_restarts);
+        let max_restarts = (!lost).then_some(st.max_restarts);
+        st.queues.worker_failed(slot, &reason, max_restarts);
         let respawned = match st.worker_args(slot) {
             Ok((args, tx)) => {
                 let incarnation = args.incarnation;
@@ -235,12 +301,7 @@ impl Actor for Game {
             Err(e) => Err(e),
         };
         match respawned {
-            Ok((actor, incarnation, tx)) => {
-                st.queues.open(slot, incarnation, tx);
-                if let Some(s) = st.slots.get_mut(&slot) {
-                    s.actor = Some(actor);
-                }
-            }
+            Ok((actor, incarnation, tx)) => st.started(slot, incarnation, tx, actor),
             Err(e) => {
                 let e = format!("restarting the {} failed: {e}", slot.as_str());
                 st.queues.close(slot, e.clone(), &e);

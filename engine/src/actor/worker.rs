@@ -7,6 +7,8 @@
 use super::protocol::Implementation;
 use super::queue::{Queues, Sent};
 use super::{Slot, panic_text};
+use crate::cluster::wire::RoleSpec;
+use crate::cluster::{Placement, RemoteRole};
 use crate::registry::{BuildContext, Registry};
 use crate::replay::ReplayLog;
 use crate::roles::RoleError;
@@ -41,8 +43,42 @@ pub enum WorkerSpec {
 }
 
 impl WorkerSpec {
+    /// How a node builds this role (`None` for the replay log, which stays with the game).
+    fn remote(&self) -> Option<RoleSpec> {
+        let (WorkerSpec::Policy {
+            kind, params, ctx, ..
+        }
+        | WorkerSpec::Judge {
+            kind, params, ctx, ..
+        }) = self
+        else {
+            return None;
+        };
+        Some(RoleSpec {
+            role: ctx.role,
+            kind: kind.clone(),
+            params: toml::to_string(params).ok()?,
+            scenario_dir: ctx.scenario_dir.clone(),
+            seed: ctx.seed,
+            learns: ctx.learns,
+        })
+    }
+
+    /// Build the implementation here, or open it on `node`, restored to `restore` (when not empty).
+    fn place(&self, node: Option<&Placement>, restore: &[u8]) -> Result<Implementation, RoleError> {
+        match node {
+            None => self.build(restore),
+            Some(p) => {
+                let spec = self
+                    .remote()
+                    .ok_or_else(|| RoleError::failed("this role cannot run on a node"))?;
+                RemoteRole::open(&p.cluster, &p.node, spec, restore).map(Implementation::Remote)
+            }
+        }
+    }
+
     /// Build the implementation and restore it to `restore` (when not empty).
-    fn build(&self, restore: &[u8]) -> Result<Implementation, RoleError> {
+    pub(crate) fn build(&self, restore: &[u8]) -> Result<Implementation, RoleError> {
         Ok(match self {
             WorkerSpec::Policy {
                 registry,
@@ -130,6 +166,8 @@ pub enum WorkerMsg {
     Fail(String),
 }
 
+impl ractor::Message for WorkerMsg {}
+
 /// A worker actor: owns a compute thread (which takes requests from its role's queue and answers the callers
 /// directly) and stands for it in the supervision tree.
 pub struct Worker;
@@ -138,6 +176,8 @@ pub struct Worker;
 pub struct WorkerArgs {
     pub(crate) slot: Slot,
     pub(crate) spec: WorkerSpec,
+    /// The node the role runs on (`None`: this process).
+    pub(crate) node: Option<Placement>,
     pub(crate) restore: Arc<Vec<u8>>,
     pub(crate) faults: FaultPlan,
     pub(crate) jobs: crossbeam_channel::Receiver<Sent>,
@@ -189,8 +229,10 @@ fn compute_thread(
     ready: oneshot::Sender<Result<(), RoleError>>,
 ) {
     let name = a.slot.as_str();
-    let built = catch_unwind(AssertUnwindSafe(|| a.spec.build(&a.restore)))
-        .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
+    let built = catch_unwind(AssertUnwindSafe(|| {
+        a.spec.place(a.node.as_ref(), &a.restore)
+    }))
+    .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
     let mut imp = match built {
         Ok(imp) => {
             let _ = ready.send(Ok(()));

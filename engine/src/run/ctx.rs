@@ -8,6 +8,7 @@ use super::meters::Meters;
 use crate::actor::{
     FaultPlan, GameArgs, GameHandle, Generate, Judged, Read, Request, SlotSpec, Ticket, WorkerSpec,
 };
+use crate::cluster::Placement;
 use crate::registry::Registry;
 use crate::roles::{GenRequest, Generation, Verdict};
 use crate::scenario::{Loaded, RoleFault};
@@ -46,7 +47,7 @@ pub(super) async fn start_outside(
     init: &BTreeMap<Slot, Vec<u8>>,
 ) -> Result<(GameHandle, tokio::task::JoinHandle<()>), RunError> {
     GameHandle::start(GameArgs {
-        slots: role_slots(loaded, registry, work_dir, init),
+        slots: role_slots(loaded, registry, work_dir, init, &BTreeMap::new()),
         max_restarts: loaded.scenario.game.max_restarts,
     })
     .await
@@ -200,12 +201,14 @@ impl Ctx<'_> {
     }
 }
 
-/// The attacker, defender and judge workers of `loaded`, restored from `restore` where given.
+/// The attacker, defender and judge workers of `loaded`, restored from `restore` where given; a role `placed` on
+/// a node runs there (else in this process).
 pub(super) fn role_slots(
     loaded: &Loaded,
     registry: &Registry,
     run_dir: &Path,
     restore: &BTreeMap<Slot, Vec<u8>>,
+    placed: &BTreeMap<Role, Placement>,
 ) -> BTreeMap<Slot, SlotSpec> {
     let sc = &loaded.scenario;
     let mut slots = BTreeMap::new();
@@ -236,6 +239,7 @@ pub(super) fn role_slots(
             slot,
             SlotSpec {
                 spec,
+                node: placed.get(&role).cloned(),
                 restore: Arc::new(restore.get(&slot).cloned().unwrap_or_default()),
                 faults: fault_plan(fault),
             },

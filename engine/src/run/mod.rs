@@ -45,11 +45,12 @@ pub use commit::roundtrip;
 pub use eval::{CrossCell, EvalStep, crossplay, evaluate, evaluate_watched};
 
 use crate::actor::{GameArgs, GameHandle, Save, SlotSpec, WorkerSpec, lock};
+use crate::cluster::{Cluster, Placement};
 use crate::record::{EvalRec, Metrics, Record, Tally};
 use crate::registry::Registry;
 use crate::replay;
 use crate::rng::{SplitMix64, derive};
-use crate::roles::Seed;
+use crate::roles::{Role, Seed};
 use crate::scenario::Loaded;
 use crate::vocab::Slot;
 use commit::{CommitPipeline, Commits, json, metrics_line, write_atomic};
@@ -361,10 +362,23 @@ async fn start_game(
     restore: &BTreeMap<Slot, Vec<u8>>,
 ) -> Result<(GameHandle, tokio::task::JoinHandle<()>), RunError> {
     let sc = &loaded.scenario;
-    let mut slots = role_slots(loaded, registry, run_dir, restore);
+    let mut placed = BTreeMap::new();
+    if let Some(c) = &sc.cluster {
+        let cluster = Cluster::open(c).await.map_err(RunError)?;
+        for role in [Role::Attacker, Role::Defender, Role::Judge] {
+            if let Some(node) = &loaded.role(role).node
+                && let Some(node) = cluster.place(node).await.map_err(RunError)?
+            {
+                let cluster = Arc::clone(&cluster);
+                placed.insert(role, Placement { cluster, node });
+            }
+        }
+    }
+    let mut slots = role_slots(loaded, registry, run_dir, restore, &placed);
     slots.insert(
         Slot::Replay,
         SlotSpec {
+            node: None,
             spec: WorkerSpec::Replay {
                 run_dir: run_dir.to_path_buf(),
                 fsync: sc.replay.fsync,

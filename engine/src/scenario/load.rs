@@ -31,12 +31,23 @@ impl fmt::Display for Located {
 
 /// Keys that change how the engine schedules a run, not the game it plays (no record depends on them): they
 /// are left out of the run id, and a resumed run may change them (as it may `faults.*`).
-pub const SCHEDULING_KEYS: &[&str] = &["eval.adaptive.beside", "eval.adaptive.concurrent"];
+/// Where roles run (`[cluster]`, a role's `node`) is one of them: a game placed over nodes plays the same game.
+pub const SCHEDULING_KEYS: &[&str] = &[
+    "eval.adaptive.beside",
+    "eval.adaptive.concurrent",
+    "cluster",
+    "attacker.node",
+    "defender.node",
+    "judge.node",
+];
 
 /// May a `--set KEY=VALUE` override apply to a resumed run?
 pub fn resumable_override(set: &str) -> bool {
-    parse_override(set)
-        .is_ok_and(|(key, _)| key.starts_with("faults.") || SCHEDULING_KEYS.contains(&key.as_str()))
+    parse_override(set).is_ok_and(|(key, _)| {
+        key.starts_with("faults.")
+            || key.starts_with("cluster.")
+            || SCHEDULING_KEYS.contains(&key.as_str())
+    })
 }
 
 /// Remove the dotted `key` from `table`, and the tables it leaves empty.
@@ -110,6 +121,7 @@ impl Loaded {
             role,
             run_dir,
             learns: trains(&self.scenario, role),
+            node: None,
         }
     }
 
@@ -548,6 +560,7 @@ pub fn load_str(
             role,
             run_dir: None,
             learns: trains(&scenario, role),
+            node: cfg.node.clone(),
         };
         if let Err(e) = registry.check(role, &cfg.kind, &cfg.params, &ctx) {
             let (key, msg) = match e {
@@ -561,6 +574,8 @@ pub fn load_str(
             errs.push(loc.at(Some(&key), msg));
         }
     }
+
+    check_cluster(&scenario, &mut |key, msg| errs.push(loc.at(Some(key), msg)));
 
     if !errs.is_empty() {
         return Err(ScenarioError { errors: errs });
@@ -603,4 +618,96 @@ pub fn load_str(
         eval,
         scenario,
     })
+}
+
+/// `[cluster]` and the roles' `node` keys: unique node names with `HOST:PORT` addresses, a cookie variable that
+/// is set, every `node` listed, heartbeats that can time out.
+fn check_cluster(scenario: &Scenario, err: &mut dyn FnMut(&str, String)) {
+    let placed: Vec<(Role, &str)> = [Role::Attacker, Role::Defender, Role::Judge]
+        .into_iter()
+        .filter_map(|r| {
+            let cfg = match r {
+                Role::Attacker => &scenario.attacker,
+                Role::Defender => &scenario.defender,
+                Role::Judge => &scenario.judge,
+            };
+            cfg.node.as_deref().map(|n| (r, n))
+        })
+        .collect();
+    let Some(c) = &scenario.cluster else {
+        for (role, _) in placed {
+            err(
+                &format!("{role}.node"),
+                "names a node, but the scenario has no `[cluster]` table listing nodes".into(),
+            );
+        }
+        return;
+    };
+    let mut names = BTreeSet::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        if n.name.is_empty() || !names.insert(n.name.as_str()) {
+            err(
+                &format!("cluster.nodes[{i}].name"),
+                format!("`{}` is empty or listed twice", n.name),
+            );
+        }
+        let port = n.addr.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+        if !matches!(port, Some((h, Ok(p))) if !h.is_empty() && p > 0) {
+            err(
+                &format!("cluster.nodes[{i}].addr"),
+                format!("`{}` is not HOST:PORT", n.addr),
+            );
+        }
+    }
+    if c.nodes.is_empty() {
+        err("cluster.nodes", "lists no node".into());
+    }
+    for (role, node) in placed {
+        if !names.contains(node) {
+            err(
+                &format!("{role}.node"),
+                format!(
+                    "no node `{node}` in `cluster.nodes` (listed: {})",
+                    names.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+    if c.cookie_env.is_empty() {
+        err("cluster.cookie_env", "names no environment variable".into());
+    } else if std::env::var_os(&c.cookie_env).is_none_or(|v| v.is_empty()) {
+        err(
+            "cluster.cookie_env",
+            format!(
+                "the environment variable `{}` (the cluster's cookie) is not set",
+                c.cookie_env
+            ),
+        );
+    }
+    for (key, v) in [
+        ("cluster.heartbeat_ms", c.heartbeat_ms),
+        ("cluster.heartbeat_timeout_ms", c.heartbeat_timeout_ms),
+        ("cluster.connect_timeout_ms", c.connect_timeout_ms),
+        ("cluster.max_transfer_mb", c.max_transfer_mb),
+        ("cluster.chunk_kb", c.chunk_kb),
+    ] {
+        if v == 0 {
+            err(key, "must be at least 1".into());
+        }
+    }
+    if c.chunk_kb > 8192 {
+        err(
+            "cluster.chunk_kb",
+            format!("{} is over 8192 (a cluster frame holds 16 MiB)", c.chunk_kb),
+        );
+    }
+    if c.heartbeat_timeout_ms <= c.heartbeat_ms {
+        err(
+            "cluster.heartbeat_timeout_ms",
+            format!(
+                "must be longer than `cluster.heartbeat_ms` ({} ms), or every node is lost between two heartbeats",
+                c.heartbeat_ms
+            ),
+        );
+    }
 }

@@ -55,6 +55,84 @@ pub struct Scenario {
     /// Fault injection (tests only).
     #[serde(default)]
     pub faults: FaultsCfg,
+    /// Nodes (`sparring node` processes) that host roles: a role table's `node = "NAME"` places it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterCfg>,
+}
+
+/// `[cluster]`: the nodes a game may place roles on, how it authenticates, and what it does when a node is lost.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterCfg {
+    /// The nodes, each started with `sparring node --listen ADDR --name NAME`.
+    pub nodes: Vec<NodeCfg>,
+    /// The environment variable that holds the cluster's cookie (the shared secret every node was started with).
+    pub cookie_env: String,
+    /// When a node is lost (its session closed, or no heartbeat answer in `heartbeat_timeout_ms`): restart its
+    /// roles in this process (`local`), on the next listed node that answers (`other`), or fail the run (`fail`).
+    #[serde(default)]
+    pub on_node_loss: NodeLoss,
+    /// Milliseconds between heartbeats to each node.
+    #[serde(default = "heartbeat_ms")]
+    #[schemars(range(min = 1))]
+    pub heartbeat_ms: u64,
+    /// A node that has not answered a heartbeat for this long (milliseconds) is lost.
+    #[serde(default = "heartbeat_timeout_ms")]
+    #[schemars(range(min = 1))]
+    pub heartbeat_timeout_ms: u64,
+    /// How long (milliseconds) to wait for a node to accept the connection and authenticate.
+    #[serde(default = "connect_timeout_ms")]
+    #[schemars(range(min = 1))]
+    pub connect_timeout_ms: u64,
+    /// Payloads larger than this (KiB) go to and from a node in chunks of this size, each acknowledged
+    /// (at most 8192: a cluster frame holds 16 MiB).
+    #[serde(default = "chunk_kb")]
+    #[schemars(range(min = 1, max = 8192))]
+    pub chunk_kb: u64,
+    /// The largest payload (a learner batch, a saved state) sent to or from a node, in MiB; larger ones fail
+    /// their request.
+    #[serde(default = "max_transfer_mb")]
+    #[schemars(range(min = 1))]
+    pub max_transfer_mb: u64,
+}
+
+fn heartbeat_ms() -> u64 {
+    500
+}
+fn heartbeat_timeout_ms() -> u64 {
+    5000
+}
+fn connect_timeout_ms() -> u64 {
+    10_000
+}
+fn chunk_kb() -> u64 {
+    1024
+}
+fn max_transfer_mb() -> u64 {
+    4096
+}
+
+/// One node of `[cluster]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCfg {
+    /// The node's name (its `--name`; role tables refer to it).
+    pub name: String,
+    /// Where it listens, `HOST:PORT`.
+    pub addr: String,
+}
+
+/// `cluster.on_node_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeLoss {
+    /// Restart the lost node's roles in the game's own process.
+    #[default]
+    Local,
+    /// Restart them on the next listed node that answers (in list order after the lost one, wrapping around).
+    Other,
+    /// Fail the run.
+    Fail,
 }
 
 /// Which sides learn.
@@ -199,6 +277,9 @@ impl Default for PayoffCfg {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoleCfg {
     pub kind: String,
+    /// The `[cluster]` node that hosts the role (absent: this process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(flatten)]
     pub params: toml::Table,
 }

@@ -19,7 +19,10 @@ impl JsonSchema for RoleCfg {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "object",
-            "properties": { "kind": { "type": "string", "description": "The role's kind (see `sparring list`)." } },
+            "properties": {
+                "kind": { "type": "string", "description": "The role's kind (see `sparring list`)." },
+                "node": node_schema()
+            },
             "required": ["kind"]
         })
     }
@@ -119,6 +122,7 @@ pub fn json_schema(registry: &Registry) -> Schema {
                 "kind".into(),
                 serde_json::json!({ "type": "string", "enum": [info.kind], "description": info.about }),
             );
+            props.insert("node".into(), node_schema());
         }
         let req = obj
             .entry("required")
@@ -156,7 +160,8 @@ pub fn json_schema(registry: &Registry) -> Schema {
             "description": about,
             "type": "object",
             "properties": {
-                "kind": { "type": "string", "enum": kinds, "description": "The role's kind (see `sparring list`)." }
+                "kind": { "type": "string", "enum": kinds, "description": "The role's kind (see `sparring list`)." },
+                "node": node_schema()
             },
             "required": ["kind"],
             "oneOf": branches
@@ -166,4 +171,12 @@ pub fn json_schema(registry: &Registry) -> Schema {
         }
     }
     root
+}
+
+/// A role table's `node` key (every kind accepts it).
+fn node_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "string",
+        "description": "The `[cluster]` node that hosts the role (absent: this process)."
+    })
 }
