@@ -1,6 +1,7 @@
 //! The supervised actors that play a game. A `Game` supervisor (ractor) spawns one linked worker per role
 //! (Attacker, Defender, Judge, Replay); each worker owns an OS thread that builds and runs the role's
-//! implementation (a `Policy`, a `Judge` or the replay log), so compute never blocks the async runtime.
+//! implementation (a `Policy`, a `Judge` or the replay log), so compute never blocks the async runtime. A role
+//! placed on another node ([`crate::cluster`]) has the same worker and thread, which forwards its requests there.
 //!
 //! - [`protocol`]: the typed requests a role serves and their answers (serde data).
 //! - [`queue`]: each role's request queue, which outlives the role's workers: nothing queued is lost in a crash.
@@ -32,8 +33,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Run `f` (a role's build or request, on its thread), a panic becoming `RoleError::Panic`.
+pub(crate) fn caught<T>(
+    f: impl FnOnce() -> Result<T, crate::roles::RoleError>,
+) -> Result<T, crate::roles::RoleError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(crate::roles::RoleError::Panic(panic_text(p.as_ref()))))
+}
+
 /// The message of a caught panic.
-pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

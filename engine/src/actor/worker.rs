@@ -1,12 +1,13 @@
 //! A role's worker: a ractor actor that stands for the role in the supervision tree, and the OS thread it owns,
-//! which builds the role's implementation and serves the requests of the role's queue, oldest first. A panic
+//! which builds the role's implementation (or opens it on the role's node) and serves the requests of the role's
+//! queue, oldest first. A panic
 //! (caught on the thread) or an error fails the actor, so that the supervisor restarts it; the thread, whose
 //! implementation may be half-updated, ends. Also the fault injection of scenario files (`[faults]`) and the
 //! busy intervals the game's meters read.
 
 use super::protocol::Implementation;
 use super::queue::{Queues, Sent};
-use super::{Slot, panic_text};
+use super::{Slot, caught};
 use crate::cluster::wire::RoleSpec;
 use crate::cluster::{Placement, RemoteRole};
 use crate::registry::{BuildContext, Registry};
@@ -14,7 +15,6 @@ use crate::replay::ReplayLog;
 use crate::roles::RoleError;
 use crate::scenario::RoleFault;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,10 +229,7 @@ fn compute_thread(
     ready: oneshot::Sender<Result<(), RoleError>>,
 ) {
     let name = a.slot.as_str();
-    let built = catch_unwind(AssertUnwindSafe(|| {
-        a.spec.place(a.node.as_ref(), &a.restore)
-    }))
-    .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
+    let built = caught(|| a.spec.place(a.node.as_ref(), &a.restore));
     let mut imp = match built {
         Ok(imp) => {
             let _ = ready.send(Ok(()));
@@ -251,7 +248,7 @@ fn compute_thread(
         }
         let start = Instant::now();
         a.board.start(a.slot, start);
-        let result = catch_unwind(AssertUnwindSafe(|| {
+        let result = caught(|| {
             if f.panic_on_request.contains(&n) {
                 panic!("injected fault: {name} panics on request {n}");
             }
@@ -261,8 +258,7 @@ fn compute_thread(
                 )));
             }
             job.serve(&mut imp)
-        }))
-        .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))));
+        });
         let busy = Busy {
             start,
             end: Instant::now(),

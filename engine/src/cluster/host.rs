@@ -5,7 +5,7 @@
 
 use super::wire::{self, Body, Call, HOST_GROUP, HostMsg, MAX_CHUNK, Part, Reply, RoleSpec};
 use crate::actor::protocol::{Implementation, serve_part};
-use crate::actor::{WorkerSpec, panic_text};
+use crate::actor::{WorkerSpec, caught};
 use crate::registry::{BuildContext, Registry};
 use crate::roles::{Role, RoleError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -13,7 +13,6 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -376,10 +375,7 @@ fn role_thread(
     downloads: &Downloads,
 ) {
     let on_node = |e: RoleError| RoleError::Failed(format!("on node `{node}`: {e}"));
-    let built = build.and_then(|spec| {
-        catch_unwind(AssertUnwindSafe(|| spec.build(&restore)))
-            .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))))
-    });
+    let built = build.and_then(|spec| caught(|| spec.build(&restore)));
     let mut imp = match built {
         Ok(imp) => {
             reply(opened, Reply::Done(Body::Inline(Vec::new())));
@@ -407,8 +403,7 @@ fn serve(bytes: &[u8], imp: &mut Implementation) -> Result<Vec<u8>, RoleError> {
     let parts: Vec<Part> = wire::decode(bytes, "a request's parts").map_err(RoleError::Failed)?;
     let mut answers = Vec::with_capacity(parts.len());
     for part in &parts {
-        let a = catch_unwind(AssertUnwindSafe(|| serve_part(part, imp)))
-            .unwrap_or_else(|p| Err(RoleError::Panic(panic_text(p.as_ref()))))?;
+        let a = caught(|| serve_part(part, imp))?;
         answers.push(serde_bytes::ByteBuf::from(a));
     }
     wire::encode(&answers).map_err(RoleError::Failed)
