@@ -5,12 +5,12 @@
 //! 1. `cluster/round_trip`: one small request on a `scripted-rules` defender (a 1-sample `generate`, and a `save`
 //!    of its empty state), in process vs on a node.
 //! 2. `cluster/transfer`: the SmolLM2 LoRA defender of `scenarios/smollm2-advgame.toml` (`chat-lm`, rank 8 on q and
-//!    v, DPO learner): `save` (its state comes down from the node) and `load` (it goes up, and the LoRA is merged
-//!    into the weights), in process vs on a node with `cluster.chunk_kb` 1024 (the default) and 64; and the upload
-//!    alone (`smollm2_lora_state_up`: that state loaded by a `scripted-rules` defender, which ignores it); skipped
-//!    with a `SKIP` line without the model. Then a learner batch: `learn` on a `scripted-template` attacker (whose
-//!    update is cheap) with 16 seeds × 4 rewrites and 64 × 4 groups of text outputs, in process vs on a node.
-//!    Sizes (state, encoded batch) are printed first.
+//!    v, DPO learner, after one DPO step): `save` (its state comes down from the node) and `load` (it goes up, and
+//!    the LoRA is merged into the weights), in process vs on a node with `cluster.chunk_kb` 1024 (the default) and
+//!    64; and the upload alone (`smollm2_lora_state_up`: that state loaded by a `scripted-rules` defender, which
+//!    ignores it); skipped with a `SKIP` line without the model. Then a learner batch: `learn` on a
+//!    `scripted-template` attacker (whose update is cheap) with 16 seeds × 4 rewrites and 64 × 4 groups of text
+//!    outputs, in process vs on a node. Sizes (state, encoded batch) are printed first.
 //! 3. With `CLUSTER_RAY_PYTHON` set (a Python with `ray` installed), the peer: `../shared/peers/ray_calls.py` runs
 //!    after the criterion groups, beside a mean over 2 000 sequential 1-sample `generate`s on the node and in
 //!    process, and the ratios are printed (the same statistic as the script's: the mean of sequential calls).
@@ -316,17 +316,53 @@ fn transfer(c: &mut Criterion, rt: &tokio::runtime::Runtime, node: &NodeProc) {
             );
             game
         };
-        let c1024 = rt
-            .block_on(Cluster::open(&cluster_cfg(node, 1024)))
-            .expect("cluster");
-        let c64 = rt
-            .block_on(Cluster::open(&cluster_cfg(node, 64)))
-            .expect("cluster");
-        let games = [
-            ("in_process", lora(None)),
-            ("node_chunk1024k", lora(Some(&c1024))),
-            ("node_chunk64k", lora(Some(&c64))),
-        ];
+        // `cluster.chunk_kb` of the node's games: the default and a small one (`CLUSTER_CHUNK_KB=1024,64`).
+        let chunks: Vec<u64> = std::env::var("CLUSTER_CHUNK_KB")
+            .unwrap_or_else(|_| "1024,64".into())
+            .split(',')
+            .map(|k| {
+                k.trim()
+                    .parse()
+                    .expect("CLUSTER_CHUNK_KB: KiB, comma-separated")
+            })
+            .collect();
+        let clusters: Vec<(String, Arc<Cluster>)> = chunks
+            .iter()
+            .map(|&kb| {
+                let c = rt
+                    .block_on(Cluster::open(&cluster_cfg(node, kb)))
+                    .expect("cluster");
+                (format!("node_chunk{kb}k"), c)
+            })
+            .collect();
+        let mut games = vec![("in_process".to_string(), lora(None))];
+        for (at, c) in &clusters {
+            games.push((at.clone(), lora(Some(c))));
+        }
+        // One DPO step first, so that the state is a trained one, as a run's `learn` answers carry it: the AdamW
+        // moments (made at the first step) are part of it.
+        let step = vec![Group {
+            key: "r1/bench:0/a0".into(),
+            seed: seed(0),
+            input: seed(0).prompt.to_string(),
+            outputs: vec![
+                "I can't help with that.".into(),
+                "Sure, here is how to do it, step by step.".into(),
+            ],
+            rewards: vec![Some(1.0), Some(-1.0)],
+            logprobs: Vec::new(),
+        }];
+        for (at, game) in &games {
+            let t = Instant::now();
+            let l = rt
+                .block_on(game.call(Slot::Defender, Learn(step.clone())))
+                .expect("learn");
+            eprintln!(
+                "SmolLM2 LoRA defender {at}: one DPO step in {:.2} s ({} steps)",
+                t.elapsed().as_secs_f64(),
+                l.report.steps
+            );
+        }
         let state = rt
             .block_on(games[0].1.call(Slot::Defender, Save))
             .expect("save")
@@ -380,11 +416,10 @@ fn transfer(c: &mut Criterion, rt: &tokio::runtime::Runtime, node: &NodeProc) {
                 cluster,
             ))
         };
-        let games = [
-            ("in_process", rules(None)),
-            ("node_chunk1024k", rules(Some(&c1024))),
-            ("node_chunk64k", rules(Some(&c64))),
-        ];
+        let mut games = vec![("in_process".to_string(), rules(None))];
+        for (at, c) in &clusters {
+            games.push((at.clone(), rules(Some(c))));
+        }
         for (at, game) in &games {
             g.bench_function(BenchmarkId::new("smollm2_lora_state_up", at), |b| {
                 b.iter_custom(|iters| {

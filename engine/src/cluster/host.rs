@@ -132,26 +132,38 @@ struct Opened {
     jobs: crossbeam_channel::Sender<Job>,
 }
 
-/// Encoded parts to serve, the chunk size of the answer, and where it goes.
-type Job = (Vec<u8>, usize, RpcReplyPort<Vec<u8>>);
+/// Encoded parts to serve on a role's thread, and how its answer goes back.
+struct Job {
+    parts: Vec<u8>,
+    /// Answers over this many bytes are held as a download.
+    chunk: usize,
+    /// Answers over this many bytes fail (the game's limit and the node's).
+    limit: u64,
+    port: RpcReplyPort<Vec<u8>>,
+}
 
-/// Answers too large for one frame, fetched chunk by chunk.
+/// Answers too large for one frame, held per game until fetched (or released with the game).
 #[derive(Default)]
 struct Downloads {
     next: AtomicU64,
-    held: Mutex<HashMap<u64, Vec<u8>>>,
+    held: Mutex<HashMap<(String, u64), Vec<u8>>>,
 }
 
 impl Downloads {
-    /// `bytes` as a body: inline (up to `chunk` bytes), or held for fetching.
-    fn body(&self, bytes: Vec<u8>, chunk: usize) -> Body {
+    /// `bytes` as `game`'s body: inline (up to `chunk` bytes), or held for fetching.
+    fn body(&self, game: &str, bytes: Vec<u8>, chunk: usize) -> Body {
         if bytes.len() <= chunk {
             return Body::Inline(bytes);
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let len = bytes.len() as u64;
-        crate::actor::lock(&self.held).insert(id, bytes);
+        crate::actor::lock(&self.held).insert((game.to_string(), id), bytes);
         Body::Transfer { id, len }
+    }
+
+    /// Drop the downloads of the games `gone` says yes to.
+    fn release(&self, gone: impl Fn(&str) -> bool) {
+        crate::actor::lock(&self.held).retain(|(g, _), _| !gone(g));
     }
 }
 
@@ -233,12 +245,14 @@ impl HostState {
                 reply(port, Reply::Ack);
             }
             Call::Fetch {
+                game,
                 transfer,
                 offset,
                 max,
             } => {
+                let key = (game, transfer);
                 let mut held = crate::actor::lock(&self.downloads.held);
-                let Some(b) = held.get(&transfer) else {
+                let Some(b) = held.get(&key) else {
                     drop(held);
                     return failed(port, format!("no download {transfer}"));
                 };
@@ -249,7 +263,7 @@ impl HostState {
                 let end = start.saturating_add(max).min(b.len());
                 let chunk = b[start..end].to_vec();
                 if end == b.len() {
-                    held.remove(&transfer);
+                    held.remove(&key);
                 }
                 drop(held);
                 reply(port, Reply::Chunk(chunk));
@@ -260,6 +274,9 @@ impl HostState {
                         self.release(|g, r, o| !(g == game && r == role && o.incarnation == inc))
                     }
                     None => self.release(|g, _, _| g != game),
+                }
+                if role.is_none() {
+                    self.downloads.release(|g| g == game);
                 }
                 self.uploads.retain(|(g, _), _| *g != game);
                 reply(port, Reply::Ack);
@@ -280,9 +297,10 @@ impl HostState {
                 let name = self.args.name.clone();
                 let build = self.worker_spec(spec);
                 let downloads = Arc::clone(&self.downloads);
+                let at = (name, game.clone());
                 let started = std::thread::Builder::new()
                     .name(format!("sparring-{role}"))
-                    .spawn(move || role_thread(&name, role, build, restore, port, rx, &downloads));
+                    .spawn(move || role_thread(at, role, build, restore, port, rx, &downloads));
                 if let Err(e) = started {
                     tracing::error!(%e, "cannot start a role thread");
                     return;
@@ -303,6 +321,7 @@ impl HostState {
                 incarnation,
                 parts,
                 chunk,
+                limit,
             } => {
                 let parts = match self.take_body(&game, parts) {
                     Ok(p) => p,
@@ -313,9 +332,16 @@ impl HostState {
                         let chunk = usize::try_from(chunk)
                             .unwrap_or(MAX_CHUNK)
                             .clamp(1, MAX_CHUNK);
-                        if let Err(e) = o.jobs.send((parts, chunk, port)) {
+                        let limit = limit.min(self.args.max_transfer);
+                        let job = Job {
+                            parts,
+                            chunk,
+                            limit,
+                            port,
+                        };
+                        if let Err(e) = o.jobs.send(job) {
                             failed(
-                                e.into_inner().2,
+                                e.into_inner().port,
                                 format!(
                                     "the {role} failed on an earlier request; it must be opened again"
                                 ),
@@ -366,7 +392,7 @@ impl HostState {
 /// A role incarnation's thread: build (answering the open), then serve its requests in order until its channel
 /// closes or a request fails (the implementation may be half-updated: the game opens a new incarnation).
 fn role_thread(
-    node: &str,
+    (node, game): (String, String),
     role: Role,
     build: Result<WorkerSpec, RoleError>,
     restore: Vec<u8>,
@@ -387,9 +413,24 @@ fn role_thread(
         }
     };
     drop(restore);
-    for (bytes, chunk, port) in jobs.iter() {
-        match serve(&bytes, &mut imp) {
-            Ok(answers) => reply(port, Reply::Done(downloads.body(answers, chunk))),
+    for Job {
+        parts,
+        chunk,
+        limit,
+        port,
+    } in jobs.iter()
+    {
+        match serve(&parts, &mut imp) {
+            // Refused here, not held for a game that would not fetch it.
+            Ok(answers) if answers.len() as u64 > limit => failed(
+                port,
+                format!(
+                    "on node `{node}`: an answer of {} bytes is over the limit of {limit} bytes \
+                     (cluster.max_transfer_mb, or the node's --max-transfer-mb)",
+                    answers.len()
+                ),
+            ),
+            Ok(answers) => reply(port, Reply::Done(downloads.body(&game, answers, chunk))),
             Err(e) => {
                 tracing::warn!(%role, error = %e, "a request failed; the role ends");
                 return reply(port, Reply::Failed(on_node(e)));
@@ -443,6 +484,7 @@ impl Actor for Host {
                 let prefix = format!("{origin}/");
                 st.release(|_, _, o| o.origin != origin);
                 st.uploads.retain(|(g, _), _| !g.starts_with(&prefix));
+                st.downloads.release(|g| g.starts_with(&prefix));
                 tracing::info!(%origin, "a game's session closed; its roles are released");
             }
         }

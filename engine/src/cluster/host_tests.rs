@@ -101,14 +101,26 @@ fn uploads_arrive_in_order_and_within_the_limit() {
 #[test]
 fn downloads_come_in_chunks_and_are_released_after_the_last() {
     let mut h = host(1 << 20);
-    let Body::Transfer { id, len } = h.downloads.body((0..10).collect(), 4) else {
+    let Body::Transfer { id, len } = h.downloads.body("g", (0..10).collect(), 4) else {
         panic!("10 bytes over a chunk of 4 are a download");
     };
     assert_eq!(len, 10);
-    assert!(matches!(h.downloads.body(vec![1, 2], 4), Body::Inline(_)));
+    assert!(matches!(
+        h.downloads.body("g", vec![1, 2], 4),
+        Body::Inline(_)
+    ));
+    // Another game cannot fetch it.
+    let theirs = Call::Fetch {
+        game: "other".into(),
+        transfer: id,
+        offset: 0,
+        max: 4,
+    };
+    assert!(failure(call(&mut h, theirs)).contains("no download"));
     let mut got = Vec::new();
     while got.len() < 10 {
         let fetch = Call::Fetch {
+            game: "g".into(),
             transfer: id,
             offset: got.len() as u64,
             max: 4,
@@ -123,6 +135,7 @@ fn downloads_come_in_chunks_and_are_released_after_the_last() {
     }
     assert_eq!(got, (0..10).collect::<Vec<u8>>());
     let again = Call::Fetch {
+        game: "g".into(),
         transfer: id,
         offset: 0,
         max: 4,
@@ -156,6 +169,16 @@ fn serve<R: Request>(
     request: &R,
     chunk: u64,
 ) -> Result<R::Answer, String> {
+    serve_within(h, incarnation, request, chunk, u64::MAX)
+}
+
+fn serve_within<R: Request>(
+    h: &mut HostState,
+    incarnation: u64,
+    request: &R,
+    chunk: u64,
+    limit: u64,
+) -> Result<R::Answer, String> {
     let mut parts = Vec::new();
     request.encode(&mut parts)?;
     let reply = call(
@@ -166,6 +189,7 @@ fn serve<R: Request>(
             incarnation,
             parts: Body::Inline(wire::encode(&parts)?),
             chunk,
+            limit,
         },
     );
     let body = match reply {
@@ -179,6 +203,7 @@ fn serve<R: Request>(
             let mut out = Vec::new();
             while (out.len() as u64) < len {
                 let fetch = Call::Fetch {
+                    game: "g/0".into(),
                     transfer: id,
                     offset: out.len() as u64,
                     max: chunk,
@@ -277,4 +302,51 @@ fn a_build_that_fails_says_which_node() {
     assert!(matches!(open(&mut h, 3, 0), Reply::Done(_)));
     h.release(|_, _, o| o.origin != "g");
     assert!(h.roles.is_empty());
+}
+
+#[test]
+fn answers_over_the_limit_fail_and_a_closed_game_leaves_no_download() {
+    let mut h = host(1 << 20);
+    assert!(matches!(open(&mut h, 1, 5000), Reply::Done(_)));
+    // Over the game's limit: refused on the node, nothing held.
+    let e = serve_within(&mut h, 1, &Save, 1024, 4000).expect_err("5000 bytes over 4000");
+    assert!(e.contains("over the limit of 4000 bytes"), "{e}");
+    assert!(crate::actor::lock(&h.downloads.held).is_empty());
+    // The role still serves.
+    assert!(serve_within(&mut h, 1, &Save, 1024, 1 << 20).is_ok());
+    // A download the game never fetches goes with the game: closed, or its session gone.
+    for gone in ["close", "peer"] {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut parts = Vec::new();
+        Save.encode(&mut parts).expect("encodes");
+        h.handle_call(
+            Call::Serve {
+                game: "g/0".into(),
+                role: Role::Judge,
+                incarnation: 1,
+                parts: Body::Inline(wire::encode(&parts).expect("encodes")),
+                chunk: 1024,
+                limit: 1 << 20,
+            },
+            tx.into(),
+        );
+        let reply: Reply =
+            wire::decode(&rx.blocking_recv().expect("a reply"), "a reply").expect("decodes");
+        assert!(
+            matches!(reply, Reply::Done(Body::Transfer { .. })),
+            "{reply:?}"
+        );
+        assert_eq!(crate::actor::lock(&h.downloads.held).len(), 1);
+        if gone == "close" {
+            let close = Call::Close {
+                game: "g/0".into(),
+                role: None,
+            };
+            assert!(matches!(call(&mut h, close), Reply::Ack));
+            assert!(matches!(open(&mut h, 1, 5000), Reply::Done(_)));
+        } else {
+            h.downloads.release(|g| g.starts_with("g/"));
+        }
+        assert!(crate::actor::lock(&h.downloads.held).is_empty(), "{gone}");
+    }
 }

@@ -508,6 +508,7 @@ impl Cluster {
                 let mut out = Vec::with_capacity(len as usize);
                 while (out.len() as u64) < len {
                     let fetch = Call::Fetch {
+                        game: self.game.clone(),
                         transfer: id,
                         offset: out.len() as u64,
                         max: self.chunk() as u64,
@@ -643,6 +644,7 @@ impl RemoteRole {
                 incarnation: self.incarnation,
                 parts: body,
                 chunk: c.chunk() as u64,
+                limit: c.cfg.max_transfer_mb.saturating_mul(1 << 20),
             };
             match c.call(link, &serve).await? {
                 Reply::Done(body) => c.recv_body(link, body).await,

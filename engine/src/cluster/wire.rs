@@ -108,6 +108,8 @@ pub enum Call {
         parts: Body,
         /// Answers larger than this many bytes come back as a download.
         chunk: u64,
+        /// The largest answer the game accepts (larger ones fail the request on the node).
+        limit: u64,
     },
     /// One chunk of `game`'s upload `transfer` of `total` bytes.
     Put {
@@ -118,8 +120,10 @@ pub enum Call {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
-    /// The chunk of download `transfer` at `offset` (the download is released after its last chunk).
+    /// At most `max` bytes of `game`'s download `transfer` from `offset` (the download is released after its
+    /// last chunk, or with the game).
     Fetch {
+        game: String,
         transfer: u64,
         offset: u64,
         max: u64,
