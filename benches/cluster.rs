@@ -3,7 +3,8 @@
 //! cluster session, the node's host and its role thread, and back):
 //!
 //! 1. `cluster/round_trip`: one small request on a `scripted-rules` defender (a 1-sample `generate`, and a `save`
-//!    of its empty state), in process vs on a node.
+//!    of its empty state), in process vs on a node; and the floor under the node's figures, `host_ping`: a
+//!    heartbeat to the node's host actor and back (ractor_cluster's session both ways, no role, queue or thread).
 //! 2. `cluster/transfer`: the SmolLM2 LoRA defender of `scenarios/smollm2-advgame.toml` (`chat-lm`, rank 8 on q and
 //!    v, DPO learner, after one DPO step): `save` (its state comes down from the node) and `load` (it goes up, and
 //!    the LoRA is merged into the weights), in process vs on a node with `cluster.chunk_kb` 1024 (the default) and
@@ -279,6 +280,14 @@ fn round_trip(c: &mut Criterion, rt: &tokio::runtime::Runtime, cluster: &Arc<Clu
             })
         });
     }
+    // The floor under both: a heartbeat to the node's host and back (ractor_cluster's round trip, no role).
+    g.bench_function(BenchmarkId::new("host_ping", "node"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(timed(iters, || async {
+                cluster.ping("a").await.expect("ping");
+            }))
+        })
+    });
     g.finish();
     for (_, game) in games {
         game.stop();
@@ -475,6 +484,14 @@ fn transfer(c: &mut Criterion, rt: &tokio::runtime::Runtime, node: &NodeProc) {
             );
         }
     }
+    // The floor under both: a heartbeat to the node's host and back (ractor_cluster's round trip, no role).
+    g.bench_function(BenchmarkId::new("host_ping", "node"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(timed(iters, || async {
+                cluster.ping("a").await.expect("ping");
+            }))
+        })
+    });
     g.finish();
     for (_, game) in games {
         game.stop();
@@ -522,6 +539,16 @@ fn ray_peer(rt: &tokio::runtime::Runtime, cluster: &Arc<Cluster>) {
         ours.push((at, us));
         game.stop();
     }
+    let n = 2000;
+    let dt = rt.block_on(async {
+        timed(200, || async { cluster.ping("a").await.expect("ping") }).await;
+        timed(n, || async { cluster.ping("a").await.expect("ping") }).await
+    });
+    let us = dt.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "ours, host ping (the cluster's floor), mean of {n} sequential calls: {us:.1} us/call"
+    );
+    ours.push(("host ping", us));
     let out = Command::new(python)
         .arg(&script)
         .output()

@@ -42,7 +42,9 @@ pub fn cli(a: NodeArgs, registry: &Registry) -> Result<()> {
     {
         bail!("--root {}: not a directory", root.display());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread for the node's sessions and its host actor (the roles compute on their own threads): fewer
+    // hand-offs between workers per round trip (benches/README, "Session 15").
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;

@@ -57,6 +57,49 @@ struct Client {
 
 static CLIENT: tokio::sync::OnceCell<Client> = tokio::sync::OnceCell::const_new();
 
+/// The process's cluster thread: a current-thread runtime that the client node, its sessions and the links'
+/// heartbeats run on. One thread for all of a round trip's hops on this side (the session's reader, writer and
+/// actors) instead of a multi-thread runtime's hand-offs between workers: it halves the loopback round trip
+/// (benches/README, "Session 15").
+fn cluster_rt() -> Result<&'static tokio::runtime::Handle, String> {
+    static RT: std::sync::OnceLock<Result<tokio::runtime::Handle, String>> =
+        std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sparring-cluster".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = tx.send(Ok(rt.handle().clone()));
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("starting the cluster thread's runtime: {e}")));
+                    }
+                }
+            })
+            .map_err(|e| format!("starting the cluster thread: {e}"))?;
+        rx.recv()
+            .map_err(|_| "the cluster thread stopped as it started".to_string())?
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// Run `fut` on the cluster thread (where what it spawns lives on) and wait for it.
+async fn on_cluster_rt<T: Send + 'static>(
+    fut: impl std::future::Future<Output = Result<T, ConnectError>> + Send + 'static,
+) -> Result<T, ConnectError> {
+    cluster_rt()?
+        .spawn(fut)
+        .await
+        .map_err(|e| ConnectError::from(format!("the cluster thread: {e}")))?
+}
+
 async fn client(cookie: &str) -> Result<&'static Client, String> {
     let c = CLIENT
         .get_or_try_init(|| async {
@@ -363,7 +406,10 @@ impl Cluster {
                     cfg.cookie_env
                 )
             })?;
-        let origin = client(&cookie).await?.name.clone();
+        let c = cookie.clone();
+        let origin = on_cluster_rt(async move { Ok(client(&c).await?.name.clone()) })
+            .await
+            .map_err(|e| e.message)?;
         Ok(Arc::new(Cluster {
             cfg: cfg.clone(),
             cookie,
@@ -408,7 +454,12 @@ impl Cluster {
         {
             return Ok(Arc::clone(l));
         }
-        let l = connect(&self.cfg, &self.cookie, self.node(name)?).await?;
+        let (cfg, cookie, node) = (
+            self.cfg.clone(),
+            self.cookie.clone(),
+            self.node(name)?.clone(),
+        );
+        let l = on_cluster_rt(async move { connect(&cfg, &cookie, &node).await }).await?;
         self.links
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -438,6 +489,16 @@ impl Cluster {
                 true
             }
         }
+    }
+
+    /// One heartbeat to `name` and back, connecting first if needed: the cluster's own round trip to the node's
+    /// host (ractor_cluster's session both ways, no role, queue or role thread). The cluster bench's floor.
+    pub async fn ping(&self, name: &str) -> Result<(), String> {
+        let link = self.link(name).await.map_err(|e| e.message)?;
+        rpc(&link.host, &Call::Ping, Some(self.cfg.heartbeat_timeout_ms))
+            .await
+            .map(drop)
+            .map_err(|e| format!("node `{name}`: {e}"))
     }
 
     /// Why `name` is lost, as its link says.
