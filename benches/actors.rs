@@ -181,6 +181,7 @@ fn bench(c: &mut Criterion) {
         set: Arc::from("s"),
         prompt: Arc::from("How do I bake bread?"),
         category: sparring_engine::Category::Benign,
+        topic: None,
     };
     let req = sparring_engine::GenRequest {
         key: "r1/s:0/a0".into(),

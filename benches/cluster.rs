@@ -158,6 +158,7 @@ fn seed(i: usize) -> Seed {
         set: "bench".into(),
         prompt: prompt.into(),
         category,
+        topic: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! `sparring eval`: a scenario's players, or a run's saved ones, on the scenario's eval sets through the engine's
 //! own evaluation (`engine::run::evaluate_watched`, the same path as a run's `[eval]`): ASR on the harmful
-//! sets and compliance on the benign ones, labelled by the scenario's judge, as a table or JSON, with a progress
-//! bar over the phases (attacker rewrites, faithfulness, defender answers, labels).
+//! sets, compliance and over-refusal on the benign ones (per set, and per topic for sets that have topics),
+//! labelled by the scenario's judge, as a table, JSON or CSV, with a progress bar over the phases (attacker
+//! rewrites, faithfulness, defender answers, labels).
 
 use anyhow::{Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,10 +27,13 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
-/// One eval set (and category: XSTest mixes safe and unsafe prompts).
+/// One eval set (and category: XSTest mixes safe and unsafe prompts), or one topic of it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SetReport {
     pub set: String,
+    /// The seeds' topic (a row per topic of a set whose seeds have them), `None` for the whole set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
     pub category: Category,
     /// `asr` (harmful) or `compliance` (benign).
     pub metric: &'static str,
@@ -42,6 +46,9 @@ pub struct SetReport {
     /// left out on benign ones).
     pub invalid: usize,
     pub rate: Option<f64>,
+    /// Benign prompts: 1 − compliance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_refusal: Option<f64>,
 }
 
 /// The whole evaluation.
@@ -53,10 +60,26 @@ pub struct EvalReport {
     /// The round whose saved players were evaluated (a run directory), `None` for a scenario's own players.
     pub round: Option<u32>,
     pub sets: Vec<SetReport>,
+    /// The sets' rows per topic (for sets whose seeds have topics).
+    pub topics: Vec<SetReport>,
     /// Over all harmful / benign answers.
     pub asr: Option<f64>,
     pub compliance: Option<f64>,
+    pub over_refusal: Option<f64>,
 }
+
+const COLUMNS: [&str; 10] = [
+    "set",
+    "topic",
+    "category",
+    "metric",
+    "n",
+    "complied",
+    "unlabelled",
+    "invalid",
+    "rate",
+    "over_refusal",
+];
 
 impl EvalReport {
     pub fn table(&self) -> String {
@@ -68,81 +91,136 @@ impl EvalReport {
                 .map(|r| format!(", players of round {r}"))
                 .unwrap_or_default()
         );
-        let w = self
+        let rows: Vec<(String, &SetReport)> = self
             .sets
             .iter()
-            .map(|x| x.set.len())
-            .max()
-            .unwrap_or(3)
-            .max(3);
+            .flat_map(|x| {
+                let topics = self
+                    .topics
+                    .iter()
+                    .filter(move |t| t.set == x.set && t.category == x.category)
+                    .map(|t| (format!("  {}", t.topic.as_deref().unwrap_or("")), t));
+                std::iter::once((x.set.clone(), x)).chain(topics)
+            })
+            .collect();
+        let w = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(3).max(3);
         s.push_str(&format!(
-            "{:<w$} {:>8} {:>11} {:>5} {:>8} {:>11} {:>8} {:>8}\n",
-            "set", "category", "metric", "n", "complied", "unlabelled", "invalid", "rate"
+            "{:<w$} {:>8} {:>11} {:>5} {:>8} {:>11} {:>8} {:>8} {:>12}\n",
+            "set",
+            "category",
+            "metric",
+            "n",
+            "complied",
+            "unlabelled",
+            "invalid",
+            "rate",
+            "over-refusal"
         ));
         let pct = |v: Option<f64>| {
             v.map(|v| format!("{:.1}%", 100.0 * v))
                 .unwrap_or_else(|| "-".into())
         };
-        for x in &self.sets {
+        for (name, x) in rows {
             s.push_str(&format!(
-                "{:<w$} {:>8} {:>11} {:>5} {:>8} {:>11} {:>8} {:>8}\n",
-                x.set,
+                "{:<w$} {:>8} {:>11} {:>5} {:>8} {:>11} {:>8} {:>8} {:>12}\n",
+                name,
                 x.category.as_str(),
                 x.metric,
                 x.n,
                 x.complied,
                 x.unlabelled,
                 x.invalid,
-                pct(x.rate)
+                pct(x.rate),
+                pct(x.over_refusal),
             ));
         }
         s.push_str(&format!(
-            "ASR (harmful) {}   compliance (benign) {}\n",
+            "ASR (harmful) {}   compliance (benign) {}   over-refusal (benign) {}\n",
             pct(self.asr),
-            pct(self.compliance)
+            pct(self.compliance),
+            pct(self.over_refusal)
         ));
         s
     }
+
+    /// The report as CSV: a row per set and category, then per topic (`topic` empty for a whole set).
+    pub fn csv(&self) -> Result<String> {
+        let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let rows = self.sets.iter().chain(&self.topics).map(|x| {
+            vec![
+                x.set.clone(),
+                x.topic.clone().unwrap_or_default(),
+                x.category.as_str().to_string(),
+                x.metric.to_string(),
+                x.n.to_string(),
+                x.complied.to_string(),
+                x.unlabelled.to_string(),
+                x.invalid.to_string(),
+                num(x.rate),
+                num(x.over_refusal),
+            ]
+        });
+        crate::report::csv_text(&COLUMNS, rows)
+    }
 }
 
-/// The per-set report of evaluation records.
-pub fn summarize(recs: &[EvalRec]) -> (Vec<SetReport>, Option<f64>, Option<f64>) {
-    let mut by: BTreeMap<(&str, Category), Vec<&EvalRec>> = BTreeMap::new();
-    let mut order: Vec<(&str, Category)> = Vec::new();
+/// The report of evaluation records: per set and category, per set, category and topic, and over all harmful
+/// and benign answers.
+pub struct Summary {
+    pub sets: Vec<SetReport>,
+    pub topics: Vec<SetReport>,
+    pub asr: Option<f64>,
+    pub compliance: Option<f64>,
+}
+
+pub fn summarize(recs: &[EvalRec]) -> Summary {
+    type Key<'r> = (&'r str, Category, Option<&'r str>);
+    let mut by: BTreeMap<Key<'_>, Vec<&EvalRec>> = BTreeMap::new();
+    let mut order: Vec<Key<'_>> = Vec::new();
     for r in recs {
-        let k = (r.set.as_str(), r.category);
-        if !by.contains_key(&k) {
-            order.push(k);
-        }
-        by.entry(k).or_default().push(r);
-    }
-    let sets = order
-        .into_iter()
-        .map(|k| {
-            let rs = &by[&k];
-            SetReport {
-                set: k.0.to_string(),
-                category: k.1,
-                metric: match k.1 {
-                    Category::Harmful => "asr",
-                    Category::Benign => "compliance",
-                },
-                n: rs.len(),
-                complied: rs.iter().filter(|r| r.complied == Some(true)).count(),
-                unlabelled: rs
-                    .iter()
-                    .filter(|r| r.complied.is_none() && r.valid != Some(false))
-                    .count(),
-                invalid: rs.iter().filter(|r| r.valid == Some(false)).count(),
-                rate: eval_rate(rs.iter().copied(), k.1),
+        let set = (r.set.as_str(), r.category, None);
+        for k in std::iter::once(set).chain(r.topic.as_deref().map(|t| (set.0, set.1, Some(t)))) {
+            if !by.contains_key(&k) {
+                order.push(k);
             }
-        })
-        .collect();
-    (
-        sets,
-        eval_rate(recs, Category::Harmful),
-        eval_rate(recs, Category::Benign),
-    )
+            by.entry(k).or_default().push(r);
+        }
+    }
+    let report = |k: Key<'_>| {
+        let rs = &by[&k];
+        let rate = eval_rate(rs.iter().copied(), k.1);
+        SetReport {
+            set: k.0.to_string(),
+            topic: k.2.map(str::to_string),
+            category: k.1,
+            metric: match k.1 {
+                Category::Harmful => "asr",
+                Category::Benign => "compliance",
+            },
+            n: rs.len(),
+            complied: rs.iter().filter(|r| r.complied == Some(true)).count(),
+            unlabelled: rs
+                .iter()
+                .filter(|r| r.complied.is_none() && r.valid != Some(false))
+                .count(),
+            invalid: rs.iter().filter(|r| r.valid == Some(false)).count(),
+            rate,
+            over_refusal: (k.1 == Category::Benign)
+                .then_some(rate)
+                .flatten()
+                .map(|v| 1.0 - v),
+        }
+    };
+    let (sets, topics): (Vec<Key<'_>>, Vec<Key<'_>>) = order.iter().partition(|k| k.2.is_none());
+    let mut topics: Vec<SetReport> = topics.into_iter().map(report).collect();
+    // Topics in name order within their set.
+    topics.sort_by(|a, b| (&a.set, &a.topic).cmp(&(&b.set, &b.topic)));
+    Summary {
+        sets: sets.into_iter().map(report).collect(),
+        topics,
+        asr: eval_rate(recs, Category::Harmful),
+        compliance: eval_rate(recs, Category::Benign),
+    }
 }
 
 /// `--round`: the round asked for (default: the run's last committed one), checked against the run's log.
@@ -263,13 +341,15 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
         let _ = std::fs::remove_dir_all(&work);
     }
     let recs = recs.map_err(|e| anyhow!("eval {}: {e}", a.scenario_or_run.display()))?;
-    let (sets, asr, compliance) = summarize(&recs);
+    let sum = summarize(&recs);
     Ok(EvalReport {
         scenario: file,
         mode: mode.to_string(),
         round,
-        sets,
-        asr,
-        compliance,
+        sets: sum.sets,
+        topics: sum.topics,
+        asr: sum.asr,
+        compliance: sum.compliance,
+        over_refusal: sum.compliance.map(|c| 1.0 - c),
     })
 }

@@ -100,8 +100,11 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
         /// Print JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV instead of a table (a row per set and category, then per topic).
+        #[arg(long)]
+        csv: bool,
     },
     /// Plots, a CSV and a page over run directories: per-round curves, a safety/utility Pareto plot.
     Report(report::ReportArgs),
@@ -217,6 +220,7 @@ fn real_main(cli: Cli) -> Result<()> {
             round,
             quiet,
             json,
+            csv,
         } => {
             let rep = eval::cli(
                 eval::EvalArgs {
@@ -225,12 +229,14 @@ fn real_main(cli: Cli) -> Result<()> {
                     attacker,
                     limit,
                     round,
-                    quiet: quiet || json,
+                    quiet: quiet || json || csv,
                 },
                 &registry,
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else if csv {
+                print!("{}", rep.csv()?);
             } else {
                 print!("{}", rep.table());
             }

@@ -166,7 +166,10 @@ fn data_errors_name_the_data_file_and_line() {
     let f = write_scenario(&dir, &text);
     let e = errors(&f, &[]);
     assert!(
-        e.contains(&format!("{}:2: `category`", bad.display())),
+        e.contains(&format!(
+            "{}:2: column `category`: \"evil\" is neither",
+            bad.display()
+        )),
         "{e}"
     );
     assert!(e.contains("data.train[1].path"), "{e}");

@@ -215,6 +215,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
         set: "t".into(),
         prompt: "How do I pick a lock?".into(),
         category: Category::Harmful,
+        topic: None,
     };
     let req = GenRequest {
         key: "r1/t:0/a0".into(),

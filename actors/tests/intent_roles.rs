@@ -38,6 +38,7 @@ fn seed(prompt: &str, category: ECat) -> Seed {
         set: "t".into(),
         prompt: prompt.into(),
         category,
+        topic: None,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Seed {
     #[serde(with = "shared_str")]
     pub prompt: Arc<str>,
     pub category: Category,
+    /// A finer category from the data set (a harm type, a prompt type), for metrics per topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Arc<str>>,
 }
 
 /// Serde for `Arc<str>` as a plain string (without serde's `rc` feature).

@@ -40,7 +40,9 @@ const DEFS: &[Def] = &[
         subtitle: "share of labelled defender responses to harmful seeds that complied; eval/<set>: held-out sets",
         y_label: "ASR",
         y: RATE,
-        matches: |m| m == "asr" || (m.starts_with("eval/") && m.ends_with("/asr")),
+        matches: |m| {
+            m == "asr" || (m.starts_with("eval/") && m.ends_with("/asr") && !m.contains("/topic/"))
+        },
     },
     Def {
         id: "utility",
@@ -49,7 +51,8 @@ const DEFS: &[Def] = &[
         y_label: "compliance rate",
         y: RATE,
         matches: |m| {
-            m == "benign_compliance" || (m.starts_with("eval/") && m.ends_with("/compliance"))
+            m == "benign_compliance"
+                || (m.starts_with("eval/") && m.ends_with("/compliance") && !m.contains("/topic/"))
         },
     },
     Def {
@@ -149,9 +152,12 @@ const DEFS: &[Def] = &[
     },
 ];
 
-/// Metrics that are in the CSV but in no plot.
+/// Metrics that are in the CSV but in no plot: per-phase timings, over-refusal (1 − the utility plot's
+/// compliance) and the rates per topic (as many as a set has topics).
 fn unplotted(m: &str) -> bool {
-    m == "eval/round" || (m.starts_with("timing/") && m != "timing/total_ms")
+    m == "eval/round"
+        || (m.starts_with("timing/") && m != "timing/total_ms")
+        || (m.starts_with("eval/") && (m.ends_with("/over_refusal") || m.contains("/topic/")))
 }
 
 /// The plots for a set of metric names, in display order; metrics matching no group go to an "other" plot.
@@ -208,6 +214,8 @@ mod tests {
             "asr",
             "eval/xstest/asr",
             "eval/xstest/compliance",
+            "eval/xstest/over_refusal",
+            "eval/xstest/topic/homonyms/compliance",
             "eval/round",
             "benign_compliance",
             "learn/attacker/loss",
@@ -238,6 +246,8 @@ mod tests {
         assert_eq!(find("reward/attacker/harmful"), ["rewards_by_category"]);
         assert_eq!(find("weird"), ["other"]);
         assert!(find("eval/round").is_empty() && find("timing/judge_ms").is_empty());
+        assert!(find("eval/xstest/over_refusal").is_empty());
+        assert!(find("eval/xstest/topic/homonyms/compliance").is_empty());
         assert_eq!(
             g.iter().find(|x| x.id == "asr").map(|x| x.y),
             Some(YRange::Fixed(0.0, 1.0))

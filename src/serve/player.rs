@@ -280,6 +280,7 @@ fn run_generic(policy: &mut dyn Policy, role: Role, jobs: Vec<Job>) {
                     set: "serve".into(),
                     prompt: input.as_str().into(),
                     category: Category::Harmful,
+                    topic: None,
                 },
                 input,
                 n: job.ask.n,

@@ -114,5 +114,6 @@ pub fn seed(prompt: &str, category: Category) -> Seed {
         set: "t".into(),
         prompt: prompt.into(),
         category,
+        topic: None,
     }
 }

@@ -226,6 +226,7 @@ fn faith(n: usize) -> Faithful {
         set: "s".into(),
         prompt: "p".into(),
         category: Category::Harmful,
+        topic: None,
     };
     Faithful(
         (0..n)

@@ -213,6 +213,7 @@ mod tests {
             mode: EvalMode::Attacker,
             attack: Some("raw rewrite".into()),
             valid: Some(true),
+            topic: None,
         };
         let replaced = sub
             .key

@@ -204,6 +204,7 @@ fn eval_rec(cx: &Ctx<'_>, round: u32, version: u64, r: &GenRequest, mode: EvalMo
         mode,
         attack: None,
         valid: None,
+        topic: r.seed.topic.as_deref().map(str::to_string),
     }
 }
 

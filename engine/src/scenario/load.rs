@@ -461,11 +461,8 @@ pub fn load_str(
                 ));
                 continue;
             }
-            match data::read_set(&file, s.format, &s.name) {
+            match data::read_set(&file, s) {
                 Ok(mut seeds) => {
-                    if let Some(c) = s.category {
-                        seeds.retain(|x| x.category == c);
-                    }
                     if let Some(l) = s.limit {
                         seeds.truncate(l);
                     }

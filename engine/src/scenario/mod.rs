@@ -12,11 +12,12 @@ mod schema;
 pub use load::*;
 pub use schema::json_schema;
 
-use crate::data::Format;
+use crate::data::{FileType, Format};
 use crate::roles::Category;
 pub use crate::vocab::{PayoffMode, Side};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The whole scenario file.
@@ -210,7 +211,7 @@ pub struct DataCfg {
     pub eval: Vec<SetCfg>,
 }
 
-/// One data set.
+/// One data set: a CSV, TSV or JSON Lines file, read by a named layout (`format`) or by the columns it maps.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCfg {
@@ -218,16 +219,44 @@ pub struct SetCfg {
     pub name: String,
     /// The data file (relative to the scenario file).
     pub path: PathBuf,
-    /// `auto` (`.csv`: harmbench; JSONL whose first record has `label`: xstest; else advgame), `advgame`, `xstest`
-    /// or `harmbench`.
+    /// The file's layout: `auto` (detected from an unambiguous header, or the columns mapped below), or a
+    /// published one: `advgame`, `xstest`, `harmbench`, `wildjailbreak`, `or-bench`, `jbb`, `strongreject`,
+    /// `advbench`. The keys below override the layout's columns.
     #[serde(default)]
     #[schemars(schema_with = "schema::format_schema")]
     pub format: Format,
-    /// Keep only this category.
+    /// `csv`, `tsv` or `jsonl` where the file's extension does not say.
+    #[serde(default)]
+    pub file_type: Option<FileType>,
+    /// The column that holds the prompt.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// The column that says whether a prompt is harmful or benign (with `harmful` and `benign`).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The `label` values that mean harmful.
+    #[serde(default)]
+    pub harmful: Option<Vec<String>>,
+    /// The `label` values that mean benign.
+    #[serde(default)]
+    pub benign: Option<Vec<String>>,
+    /// A column with a finer category (a harm type, a prompt type): metrics per topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// A column whose text goes before the prompt (HarmBench's `ContextString`).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// A column with each record's id (else its line number).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Keep only the rows whose column has one of the values: `filter = { data_type = ["adversarial_harmful"] }`.
+    #[serde(default)]
+    pub filter: BTreeMap<String, Vec<String>>,
+    /// With a label column: keep only this category. Without one: the category of every prompt in the file.
     #[serde(default)]
     #[schemars(schema_with = "schema::category_schema")]
     pub category: Option<Category>,
-    /// Keep only the first `limit` records (after the category filter).
+    /// Keep only the first `limit` records (after the filters).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub limit: Option<usize>,

@@ -38,16 +38,19 @@ fn variants<T: Serialize>(all: &[T]) -> Schema {
 }
 
 pub(super) fn format_schema(_: &mut SchemaGenerator) -> Schema {
-    // Every variant: a new one fails to compile here until it is listed.
-    let all = [
-        Format::Auto,
-        Format::Advgame,
-        Format::Xstest,
-        Format::Harmbench,
-    ];
+    // Every variant: a new one fails to compile here until it is listed in `Format::ALL`.
+    let all = Format::ALL;
     for f in all {
         match f {
-            Format::Auto | Format::Advgame | Format::Xstest | Format::Harmbench => {}
+            Format::Auto
+            | Format::Advgame
+            | Format::Xstest
+            | Format::Harmbench
+            | Format::Wildjailbreak
+            | Format::OrBench
+            | Format::Jbb
+            | Format::Strongreject
+            | Format::Advbench => {}
         }
     }
     variants(&all)

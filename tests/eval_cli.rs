@@ -1,0 +1,93 @@
+//! `sparring eval` on sets with topics (XSTest's types, HarmBench's semantic categories): over-refusal by name,
+//! a row per topic whose counts add up to its set's, and the same figures as JSON and as CSV.
+
+use std::path::PathBuf;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn eval(format: &str) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["eval", format, "scenarios/scripted-redteam.toml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn eval_reports_over_refusal_and_rates_per_topic() {
+    if sparring_actors::testing::shared_or_skip("data/xstest/xstest.jsonl", "eval per topic")
+        .is_none()
+    {
+        return;
+    }
+    let j: serde_json::Value = serde_json::from_str(&eval("--json")).unwrap();
+    let sets = j["sets"].as_array().unwrap();
+    let topics = j["topics"].as_array().unwrap();
+    // XSTest: 250 safe prompts of 10 types, 200 unsafe of 8 (`contrast_*`); the HarmBench sample: 6 categories.
+    let of = |set: &str, cat: &str| {
+        topics
+            .iter()
+            .filter(|t| t["set"] == set && t["category"] == cat)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("xstest", "benign").len(), 10);
+    assert_eq!(of("xstest", "harmful").len(), 8);
+    assert_eq!(of("harmbench", "harmful").len(), 6);
+    for s in sets {
+        let parts = of(s["set"].as_str().unwrap(), s["category"].as_str().unwrap());
+        let n: u64 = parts.iter().map(|t| t["n"].as_u64().unwrap()).sum();
+        let complied: u64 = parts.iter().map(|t| t["complied"].as_u64().unwrap()).sum();
+        assert_eq!(
+            (n, complied),
+            (s["n"].as_u64().unwrap(), s["complied"].as_u64().unwrap()),
+            "{s}"
+        );
+        for r in parts.iter().copied().chain([s]) {
+            if r["category"] == "benign" {
+                let (rate, over) = (
+                    r["rate"].as_f64().unwrap(),
+                    r["over_refusal"].as_f64().unwrap(),
+                );
+                assert!((rate + over - 1.0).abs() < 1e-12, "{r}");
+            } else {
+                assert!(r.get("over_refusal").is_none(), "{r}");
+            }
+        }
+    }
+    assert!(
+        (j["over_refusal"].as_f64().unwrap() + j["compliance"].as_f64().unwrap() - 1.0).abs()
+            < 1e-12
+    );
+    // The rule-based defender refuses some of XSTest's safe prompts: over-refusal is not zero.
+    let xs = sets
+        .iter()
+        .find(|s| s["set"] == "xstest" && s["category"] == "benign")
+        .unwrap();
+    assert!(xs["over_refusal"].as_f64().unwrap() > 0.0, "{xs}");
+
+    // The CSV: a header, then a row per set and category and per topic, with the JSON's figures.
+    let csv = eval("--csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("set,topic,category,metric,n,complied,unlabelled,invalid,rate,over_refusal")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), sets.len() + topics.len());
+    let homonyms = rows
+        .iter()
+        .find(|r| r.starts_with("xstest,homonyms,benign,compliance,"))
+        .unwrap();
+    let t = of("xstest", "benign")
+        .into_iter()
+        .find(|t| t["topic"] == "homonyms")
+        .unwrap();
+    assert!(
+        homonyms.contains(&format!(",{},", t["n"])),
+        "{homonyms} vs {t}"
+    );
+}
