@@ -2,8 +2,10 @@
 //! own evaluation (`engine::run::evaluate_watched`, the same path as a run's `[eval]`): ASR on the harmful
 //! sets, compliance and over-refusal on the benign ones (per set, and per topic for sets that have topics),
 //! labelled by the scenario's judge, as a table, JSON or CSV, with a progress bar over the phases (attacker
-//! rewrites, faithfulness, defender answers, labels).
+//! rewrites, faithfulness, defender answers, labels). `--suite FILE` evaluates on a suite's sets instead of the
+//! scenario's, in each of its modes, optionally with its judge.
 
+use crate::report::chart::{Heatmap, Plot};
 use anyhow::{Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -55,6 +57,9 @@ pub struct SetReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     pub scenario: PathBuf,
+    /// The suite evaluated on (`--suite`: its `name`, else its file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
     /// `plain` or `attacker`.
     pub mode: String,
     /// The round whose saved players were evaluated (a run directory), `None` for a scenario's own players.
@@ -84,8 +89,12 @@ const COLUMNS: [&str; 10] = [
 impl EvalReport {
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} ({} prompts{})\n",
+            "{}{} ({} prompts{})\n",
             self.scenario.display(),
+            self.suite
+                .as_ref()
+                .map(|n| format!(", suite {n}"))
+                .unwrap_or_default(),
             self.mode,
             self.round
                 .map(|r| format!(", players of round {r}"))
@@ -145,22 +154,29 @@ impl EvalReport {
 
     /// The report as CSV: a row per set and category, then per topic (`topic` empty for a whole set).
     pub fn csv(&self) -> Result<String> {
+        crate::report::csv_text(&COLUMNS, self.rows())
+    }
+
+    fn rows(&self) -> Vec<Vec<String>> {
         let num = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let rows = self.sets.iter().chain(&self.topics).map(|x| {
-            vec![
-                x.set.clone(),
-                x.topic.clone().unwrap_or_default(),
-                x.category.as_str().to_string(),
-                x.metric.to_string(),
-                x.n.to_string(),
-                x.complied.to_string(),
-                x.unlabelled.to_string(),
-                x.invalid.to_string(),
-                num(x.rate),
-                num(x.over_refusal),
-            ]
-        });
-        crate::report::csv_text(&COLUMNS, rows)
+        self.sets
+            .iter()
+            .chain(&self.topics)
+            .map(|x| {
+                vec![
+                    x.set.clone(),
+                    x.topic.clone().unwrap_or_default(),
+                    x.category.as_str().to_string(),
+                    x.metric.to_string(),
+                    x.n.to_string(),
+                    x.complied.to_string(),
+                    x.unlabelled.to_string(),
+                    x.invalid.to_string(),
+                    num(x.rate),
+                    num(x.over_refusal),
+                ]
+            })
+            .collect()
     }
 }
 
@@ -344,6 +360,7 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
     let sum = summarize(&recs);
     Ok(EvalReport {
         scenario: file,
+        suite: None,
         mode: mode.to_string(),
         round,
         sets: sum.sets,
@@ -352,4 +369,191 @@ pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
         compliance: sum.compliance,
         over_refusal: sum.compliance.map(|c| 1.0 - c),
     })
+}
+
+/// A suite file (`suites/safety.toml`): the sets to evaluate on (as `data.eval` sets; paths relative to the suite
+/// file), the modes (`plain`, `attacker`), and optionally a judge that replaces the scenario's.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Suite {
+    #[serde(default)]
+    name: Option<String>,
+    sets: Vec<toml::Table>,
+    #[serde(default = "plain_only")]
+    modes: Vec<String>,
+    #[serde(default)]
+    judge: Option<toml::Table>,
+}
+
+fn plain_only() -> Vec<String> {
+    vec!["plain".into()]
+}
+
+/// `sparring eval … --suite FILE`: one report per mode of the suite, on its sets (and with its judge).
+pub fn suite_cli(a: EvalArgs, suite: &Path, registry: &Registry) -> Result<Vec<EvalReport>> {
+    let text = std::fs::read_to_string(suite)
+        .map_err(|e| anyhow!("{}: cannot read: {e}", suite.display()))?;
+    let s: Suite = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", suite.display()))?;
+    if s.sets.is_empty() {
+        bail!("{}: `sets` is empty", suite.display());
+    }
+    let dir = suite.parent().unwrap_or(Path::new("."));
+    let mut sets = Vec::new();
+    let mut names = Vec::new();
+    for (i, mut t) in s.sets.into_iter().enumerate() {
+        let key = |k: &str| format!("{}: sets[{i}].{k}", suite.display());
+        let Some(toml::Value::String(path)) = t.get("path") else {
+            bail!("{}: a path (string) is needed", key("path"));
+        };
+        let path = PathBuf::from(path);
+        // Relative to the suite file: made absolute, as the scenario would read them relative to itself.
+        let abs = if path.is_absolute() {
+            path
+        } else {
+            dir.join(path)
+        };
+        let abs = std::path::absolute(&abs).unwrap_or(abs);
+        let Some(abs) = abs.to_str() else {
+            bail!("{}: not UTF-8", key("path"));
+        };
+        t.insert("path".into(), toml::Value::String(abs.to_string()));
+        match t.get("name") {
+            Some(toml::Value::String(n)) => names.push(toml::Value::String(n.clone())),
+            _ => bail!("{}: a name (string) is needed", key("name")),
+        }
+        sets.push(toml::Value::Table(t));
+    }
+    let mut overrides = vec![
+        format!("data.eval={}", toml::Value::Array(sets)),
+        format!("eval.sets={}", toml::Value::Array(names.clone())),
+        format!("eval.attack_sets={}", toml::Value::Array(names)),
+    ];
+    if let Some(j) = s.judge {
+        overrides.push(format!("judge={}", toml::Value::Table(j)));
+    }
+    let mut out = Vec::new();
+    for (i, mode) in s.modes.iter().enumerate() {
+        let attacker = match mode.as_str() {
+            "plain" => false,
+            "attacker" => true,
+            other => bail!(
+                "{}: modes[{i}]: `{other}` is not a mode of `sparring eval` (plain, attacker)",
+                suite.display()
+            ),
+        };
+        let mut set = overrides.clone();
+        // The user's own overrides last: they win.
+        set.extend(a.set.iter().cloned());
+        let mut rep = cli(
+            EvalArgs {
+                scenario_or_run: a.scenario_or_run.clone(),
+                set,
+                attacker,
+                limit: a.limit,
+                round: a.round,
+                quiet: a.quiet,
+            },
+            registry,
+        )?;
+        rep.suite = Some(
+            s.name
+                .clone()
+                .unwrap_or_else(|| suite.display().to_string()),
+        );
+        out.push(rep);
+    }
+    Ok(out)
+}
+
+/// The reports of a suite as one CSV: the report's columns after `mode`.
+pub fn suite_csv(reps: &[EvalReport]) -> Result<String> {
+    let mut header = vec!["mode"];
+    header.extend(COLUMNS);
+    let rows = reps.iter().flat_map(|r| {
+        r.rows().into_iter().map(move |mut row| {
+            row.insert(0, r.mode.clone());
+            row
+        })
+    });
+    crate::report::csv_text(&header, rows)
+}
+
+/// The pictures of one or more reports (`--out`): `asr` (harmful rows) and `over_refusal` (benign rows), each a
+/// heatmap of the rate per set (and per topic, `set: topic` under its set) and mode, 1 drawn red in both.
+pub fn plots(reps: &[EvalReport]) -> Vec<(&'static str, Plot)> {
+    let modes: Vec<String> = reps.iter().map(|r| r.mode.clone()).collect();
+    let mut out = Vec::new();
+    for (name, cat, title) in [
+        (
+            "asr",
+            Category::Harmful,
+            "Attack success rate on harmful prompts",
+        ),
+        (
+            "over_refusal",
+            Category::Benign,
+            "Over-refusal on benign prompts",
+        ),
+    ] {
+        let mut rows: Vec<(String, Option<String>)> = Vec::new();
+        for r in reps {
+            for x in &r.sets {
+                if x.category != cat {
+                    continue;
+                }
+                let topics = r
+                    .topics
+                    .iter()
+                    .filter(|t| t.set == x.set && t.category == cat)
+                    .map(|t| (x.set.clone(), t.topic.clone()));
+                for k in std::iter::once((x.set.clone(), None)).chain(topics) {
+                    if !rows.contains(&k) {
+                        rows.push(k);
+                    }
+                }
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let cells =
+            rows.iter()
+                .map(|(set, topic)| {
+                    reps.iter()
+                        .map(|r| {
+                            let row = r.sets.iter().chain(&r.topics).find(|x| {
+                                &x.set == set && &x.topic == topic && x.category == cat
+                            })?;
+                            if cat == Category::Harmful {
+                                row.rate
+                            } else {
+                                row.over_refusal
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+        let label = |(set, topic): &(String, Option<String>)| match topic {
+            Some(t) => format!("{set}: {t}"),
+            None => set.clone(),
+        };
+        out.push((
+            name,
+            Plot::Heatmap(Heatmap {
+                title: title.to_string(),
+                subtitle: format!(
+                    "{}: per set, then per topic (set: topic); grey: none",
+                    reps.first()
+                        .and_then(|r| r.suite.clone())
+                        .unwrap_or_else(|| "sparring eval".into())
+                ),
+                row_label: "set / topic".into(),
+                col_label: "mode".into(),
+                rows: rows.iter().map(label).collect(),
+                cols: modes.clone(),
+                cells,
+            }),
+        ));
+    }
+    out
 }

@@ -105,6 +105,14 @@ enum Cmd {
         /// Print CSV instead of a table (a row per set and category, then per topic).
         #[arg(long)]
         csv: bool,
+        /// Evaluate on a suite's sets (and modes, and judge) instead of the scenario's eval sets
+        /// (`suites/safety.toml`).
+        #[arg(long, value_name = "FILE")]
+        suite: Option<PathBuf>,
+        /// Also write the table, JSON and CSV into this directory (`eval.txt`, `eval.json`, `eval.csv`), and
+        /// heatmaps of ASR and over-refusal per set, topic and mode (`asr.svg|png`, `over_refusal.svg|png`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Plots, a CSV and a page over run directories: per-round curves, a safety/utility Pareto plot.
     Report(report::ReportArgs),
@@ -221,24 +229,65 @@ fn real_main(cli: Cli) -> Result<()> {
             quiet,
             json,
             csv,
+            suite,
+            out,
         } => {
-            let rep = eval::cli(
-                eval::EvalArgs {
-                    scenario_or_run,
-                    set,
-                    attacker,
-                    limit,
-                    round,
-                    quiet: quiet || json || csv,
-                },
-                &registry,
-            )?;
+            let args = eval::EvalArgs {
+                scenario_or_run,
+                set,
+                attacker,
+                limit,
+                round,
+                quiet: quiet || json || csv,
+            };
+            let reps = match &suite {
+                Some(file) => {
+                    if attacker {
+                        bail!(
+                            "--attacker: a suite names its modes (`modes = [\"plain\", \"attacker\"]`)"
+                        );
+                    }
+                    eval::suite_cli(args, file, &registry)?
+                }
+                None => vec![eval::cli(args, &registry)?],
+            };
+            let table: String = reps
+                .iter()
+                .map(|r| r.table())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let (json_text, csv_text) = match (&suite, reps.as_slice()) {
+                (None, [one]) => (serde_json::to_string_pretty(one)?, one.csv()?),
+                _ => (
+                    serde_json::to_string_pretty(&reps)?,
+                    eval::suite_csv(&reps)?,
+                ),
+            };
+            if let Some(dir) = &out {
+                std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+                for (name, text) in [
+                    ("eval.txt", &table),
+                    ("eval.json", &json_text),
+                    ("eval.csv", &csv_text),
+                ] {
+                    let p = dir.join(name);
+                    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+                }
+                for (name, plot) in eval::plots(&reps) {
+                    let p = dir.join(format!("{name}.svg"));
+                    std::fs::write(&p, plot.svg()?)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                    let p = dir.join(format!("{name}.png"));
+                    std::fs::write(&p, plot.png()?)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                }
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
+                println!("{json_text}");
             } else if csv {
-                print!("{}", rep.csv()?);
+                print!("{csv_text}");
             } else {
-                print!("{}", rep.table());
+                print!("{table}");
             }
             Ok(())
         }

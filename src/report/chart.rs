@@ -561,7 +561,15 @@ struct HeatmapLayout {
 
 fn heatmap_layout(hm: &Heatmap) -> HeatmapLayout {
     let (nr, nc) = (hm.rows.len().max(1), hm.cols.len().max(1));
-    let cell = (560 / nc.max(nr) as i32).clamp(34, 90);
+    // Wide enough for the column labels (a cross-play's `r4` or an evaluation's `attacker`).
+    let col_w = hm
+        .cols
+        .iter()
+        .map(|c| width(c, 15.0, false))
+        .fold(0.0, f64::max);
+    let cell = (560 / nc.max(nr) as i32)
+        .clamp(34, 90)
+        .max(col_w.ceil() as i32 + 12);
     let label_w = hm
         .rows
         .iter()
