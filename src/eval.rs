@@ -423,6 +423,29 @@ pub fn suite_cli(a: EvalArgs, suite: &Path, registry: &Registry) -> Result<Vec<E
         }
         sets.push(toml::Value::Table(t));
     }
+    // A suite's set may not take a training set's name (seed ids are `<set>:<id>` across both).
+    let scenario_file = if a.scenario_or_run.is_dir() {
+        a.scenario_or_run.join(replay::SCENARIO)
+    } else {
+        a.scenario_or_run.clone()
+    };
+    let train: Vec<String> = std::fs::read_to_string(&scenario_file)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .and_then(|t| t.get("data")?.get("train")?.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| Some(s.get("name")?.as_str()?.to_string()))
+        .collect();
+    for n in &names {
+        if let Some(n) = n.as_str().filter(|n| train.iter().any(|t| t == n)) {
+            bail!(
+                "{}: set `{n}` has the name of a training set of {}: rename it in the suite",
+                suite.display(),
+                scenario_file.display()
+            );
+        }
+    }
     let mut overrides = vec![
         format!("data.eval={}", toml::Value::Array(sets)),
         format!("eval.sets={}", toml::Value::Array(names.clone())),

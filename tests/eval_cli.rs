@@ -187,5 +187,22 @@ fn a_suite_evaluates_its_own_sets_in_each_mode() {
             .unwrap()
             .starts_with(b"\x89PNG")
     );
+    // A suite set may not take the name of one of the scenario's training sets.
+    std::fs::write(
+        dir.join("clash.toml"),
+        "[[sets]]\nname = \"advgame-harmful\"\npath = \"data/mine.csv\"\nprompt = \"text\"\ncategory = \"harmful\"\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["eval", "scenarios/scripted-redteam.toml", "--suite"])
+        .arg(dir.join("clash.toml"))
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("set `advgame-harmful` has the name of a training set"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
