@@ -59,7 +59,7 @@ static CLIENT: tokio::sync::OnceCell<Client> = tokio::sync::OnceCell::const_new(
 
 /// The process's cluster thread: a current-thread runtime that the client node, its sessions and the links'
 /// heartbeats run on. One thread for all of a round trip's hops on this side (the session's reader, writer and
-/// actors) instead of a multi-thread runtime's hand-offs between workers: it halves the loopback round trip
+/// actors) instead of a multi-thread runtime's hand-offs between workers: 15–20 % off the loopback round trip
 /// (benches/README, "Session 15").
 fn cluster_rt() -> Result<&'static tokio::runtime::Handle, String> {
     static RT: std::sync::OnceLock<Result<tokio::runtime::Handle, String>> =
