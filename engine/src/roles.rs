@@ -213,14 +213,25 @@ pub struct LabelRequest {
 pub struct Verdict<T> {
     pub raw: String,
     pub value: Option<T>,
+    /// A graded score in [0, 1] where the judge gives one: the StrongREJECT score (compliance labels of the LM
+    /// judges with `complied = "strongreject"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 impl<T> Verdict<T> {
+    /// A verdict without a graded score.
     pub fn new(raw: impl Into<String>, value: Option<T>) -> Self {
         Verdict {
             raw: raw.into(),
             value,
+            score: None,
         }
+    }
+
+    /// The verdict with graded score `score`.
+    pub fn with_score(self, score: Option<f64>) -> Self {
+        Verdict { score, ..self }
     }
 }
 

@@ -2,13 +2,15 @@
 //! this project after the AdvGame paper's structure, the strict parsers of the tagged answers they ask for, the
 //! loaded chat model (`model`), the engine roles built on it (`roles`: the registration of kinds `chat-lm` and
 //! `chat-lm-judge`; `params`: their parameters; `policy`: the attacker/defender; `judge`: the judge; `verdict`:
-//! the judge conventions every judge kind shares; `labels`: goal → rubric and the refusal-phrase rule), LoRA
+//! the judge conventions every judge kind shares; `labels`: goal → rubric and the refusal-phrase rule; `rubrics`
+//! and `classify`: the StrongREJECT rubric and the HarmBench classifier as compliance labels), LoRA
 //! adapters for training on a CPU (`lora`) and full fine-tuning (`full`). Evaluation is the engine's
 //! (`sparring eval`, a run's `[eval]`).
 //!
-//! `prompts` and `parse` are pure text in, text out, so the same prompts serve a Burn model, a remote
+//! `prompts`, `parse` and `rubrics` are pure text in, text out, so the same prompts serve a Burn model, a remote
 //! OpenAI-compatible endpoint or a test double.
 
+pub mod classify;
 pub mod complete;
 pub mod full;
 pub mod judge;
@@ -21,6 +23,7 @@ pub mod player;
 pub mod policy;
 pub mod prompts;
 pub mod roles;
+pub mod rubrics;
 pub mod verdict;
 
 pub use lora::{LoraConfig, LoraLlama};

@@ -6,10 +6,12 @@
 //! for `read = "generate"`); how a pair is scored (`separate`: two pointwise reads; `joint`: one prompt, B's digit
 //! read after A's most likely digit; `both_orders`: the swapped pair too, scores averaged); how a distribution over
 //! the digits becomes a score (expected or most likely digit, rescaled from 0–9 to 0–10) and over `True`/`False`
-//! a faithfulness verdict (P(True) ≥ `faithful_threshold`); how `complied` labels (the refusal-phrase rule, or a
-//! pointwise Compliance score ≥ `compliance_threshold`); pointwise scores on [0, 1] (the 0–10 score / 10); and the
-//! raw strings recorded with each verdict. A verdict that cannot be read is missing (`value: None`), never guessed.
+//! a faithfulness verdict (P(True) ≥ `faithful_threshold`); how `complied` labels (the refusal-phrase rule, a
+//! pointwise Compliance score ≥ `compliance_threshold`, or the StrongREJECT rubric and the HarmBench classifier of
+//! `classify`, which also give a graded score); pointwise scores on [0, 1] (the 0–10 score / 10); and the raw
+//! strings recorded with each verdict. A verdict that cannot be read is missing (`value: None`), never guessed.
 
+use super::classify;
 use super::labels::{is_refusal, kind_of, rubric_of};
 use super::params::{ComplyRule, PairRead, ReadMode, ScoreRead};
 use super::parse::{parse_faithfulness, parse_pairwise, parse_pointwise};
@@ -36,6 +38,8 @@ pub struct Settings {
     pub compliance_threshold: f64,
     /// Minimum P(True) / (P(True) + P(False)) of a faithful rewrite.
     pub faithful_threshold: f64,
+    /// Minimum P(yes) of a HarmBench-classifier compliance label (`complied = "harmbench"`, `read = "logits"`).
+    pub harmbench_threshold: f64,
 }
 
 /// What a reader saw of one verdict: the text the model produced, if it produced any (a local logit read produces
@@ -161,7 +165,7 @@ fn checked(probs: Option<Vec<f64>>, n: usize) -> Option<Vec<f64>> {
     probs.filter(|p| p.len() == n)
 }
 
-fn too_few() -> RoleError {
+pub(super) fn too_few() -> RoleError {
     RoleError::failed("judge returned too few answers")
 }
 
@@ -458,7 +462,7 @@ pub fn score<R: Reader>(
         .collect())
 }
 
-/// Compliance labels.
+/// Compliance labels (with a graded score under `strongreject` and `harmbench`).
 pub fn complied<R: Reader>(
     r: &R,
     s: &Settings,
@@ -498,5 +502,7 @@ pub fn complied<R: Reader>(
                 .map(|v| Verdict::new(v.raw, v.value.map(|x| x >= th)))
                 .collect())
         }
+        ComplyRule::StrongReject => classify::strongreject(r, s, reqs),
+        ComplyRule::HarmBench => classify::harmbench(r, s, reqs),
     }
 }

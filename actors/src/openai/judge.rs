@@ -3,10 +3,11 @@
 //! parsers, raw strings). This file is the endpoint's [`Reader`].
 //!
 //! `read = "logits"` sends the direct prompt with `logprobs` and `top_logprobs` (a few tokens: the answer is a
-//! tag, a digit, a closing tag) and reads the candidates' probabilities (digits, `True`/`False`, matched by their
-//! text trimmed of leading spaces; absent ones count 0) at the verdict's position: the first generated token when
-//! the endpoint continues a prefilled turn (`prefill = true`), else the token right after the opening tag
-//! (`<score>`, `<answer>`, `<score_A>`; B's digit after `</score_A><score_B>`) in the generated tokens. No
+//! tag, a digit, a closing tag; more for a prefill holding earlier answers) and reads the candidates'
+//! probabilities (digits, `True`/`False`, `yes`/`no`, matched by their text trimmed of leading spaces; absent ones
+//! count 0) at the verdict's position: the first generated token when the endpoint continues a prefilled turn
+//! (`prefill = true`), else the token right after the whole prefill (`<score>`, `<answer>`, `<score_A>`,
+//! `<refused>0</refused><convincing>`; B's digit after `</score_A><score_B>`) in the generated tokens. No
 //! log-probs there: the text goes through the strict parsers; unparseable: the verdict is missing. `read =
 //! "generate"` sends the reasoning prompt and parses the free text. A stop string the server cut (OpenAI-style) is
 //! written back at the end of a completion that was not truncated. A judge does not learn.
@@ -35,6 +36,9 @@ const DEFAULT_TEMPERATURE: f64 = 0.0;
 const DEFAULT_TOP_P: f64 = 1.0;
 /// Most tokens of a verdict read from log-probs (`<score_A>7</score_A><score_B>3` takes about 12).
 const READ_TOKENS: u64 = 16;
+/// Most tokens of a read whose prefill holds earlier answers (StrongREJECT's scales after
+/// `<refused>0</refused><convincing>`: about 24 tokens when the turn is not prefilled).
+const LONG_READ_TOKENS: u64 = 48;
 /// Alternatives asked for at each position of a log-prob read.
 const TOP_LOGPROBS: u64 = 20;
 
@@ -67,7 +71,8 @@ impl OpenAiJudgeParams {
         "read",
         "score",
         "pairwise",
-        "faithful_threshold"
+        "faithful_threshold",
+        "harmbench_threshold"
     );
 
     /// Parses and validates a judge table (no network). Each flattened part is first parsed on its own keys, so
@@ -123,7 +128,12 @@ impl OpenAiJudge {
     /// scenario's `extra` sets them).
     fn read_body(&self, m: Vec<ChatMessage>, prefill: &str, stop: &str) -> ChatRequest {
         let mut b = self.endpoint.body(wire_messages(m), prefill);
-        b.max_tokens = Some(b.max_tokens.map_or(READ_TOKENS, |n| n.min(READ_TOKENS)));
+        let cap = if prefill.matches('<').count() > 1 {
+            LONG_READ_TOKENS
+        } else {
+            READ_TOKENS
+        };
+        b.max_tokens = Some(b.max_tokens.map_or(cap, |n| n.min(cap)));
         b.logprobs.get_or_insert(true);
         b.top_logprobs.get_or_insert(TOP_LOGPROBS);
         Endpoint::add_stops(&mut b, &[stop]);

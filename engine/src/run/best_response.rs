@@ -214,6 +214,9 @@ mod tests {
             attack: Some("raw rewrite".into()),
             valid: Some(true),
             topic: None,
+            score: None,
+            shown: None,
+            seed_prompt: None,
         };
         let replaced = sub
             .key

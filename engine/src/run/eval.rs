@@ -178,16 +178,18 @@ async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> 
         .zip(labels)
         .map(|((r, o), label)| EvalRec {
             input: r.input.clone(),
+            shown: o.parsed.filter(|p| *p != o.text),
             output: o.text,
             complied_raw: label.raw,
             complied: label.value,
+            score: label.score,
             ..eval_rec(cx, round, version, r, EvalMode::Plain)
         })
         .collect())
 }
 
 /// The evaluation record of request `r` (its seed, key and mode), not yet answered: no input, output, label,
-/// attack or validity.
+/// score, attack or validity.
 fn eval_rec(cx: &Ctx<'_>, round: u32, version: u64, r: &GenRequest, mode: EvalMode) -> EvalRec {
     EvalRec {
         run: cx.run.clone(),
@@ -205,6 +207,9 @@ fn eval_rec(cx: &Ctx<'_>, round: u32, version: u64, r: &GenRequest, mode: EvalMo
         attack: None,
         valid: None,
         topic: r.seed.topic.as_deref().map(str::to_string),
+        score: None,
+        shown: None,
+        seed_prompt: None,
     }
 }
 
@@ -311,15 +316,28 @@ async fn defend_phase(
         .zip(&attacks.gens)
         .enumerate()
         .map(|(i, (r, a))| {
-            let (input, output, complied_raw, complied) = match answered.remove(&i) {
-                Some((input, o, label)) => (input, o.text, label.raw, label.value),
-                None => (String::new(), String::new(), String::new(), None),
+            let (input, output, shown, complied_raw, complied, score) = match answered.remove(&i) {
+                Some((input, o, label)) => {
+                    let shown = o.parsed.filter(|p| *p != o.text);
+                    (input, o.text, shown, label.raw, label.value, label.score)
+                }
+                None => (
+                    String::new(),
+                    String::new(),
+                    None,
+                    String::new(),
+                    None,
+                    None,
+                ),
             };
             EvalRec {
                 input,
                 output,
+                shown,
+                seed_prompt: Some(r.seed.prompt.to_string()),
                 complied_raw,
                 complied,
+                score,
                 attack: Some(a.text.clone()),
                 valid: Some(valid[i]),
                 ..eval_rec(cx, round, version, r, mode)

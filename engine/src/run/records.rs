@@ -98,6 +98,7 @@ impl RoundLog {
                     attack_key: attack_key.clone(),
                     input: self.defender_requests[k].input.clone(),
                     output: r.out.text.clone(),
+                    shown: r.out.parsed.clone().filter(|p| *p != r.out.text),
                     complied_raw: r.complied_raw.clone(),
                     complied: r.complied,
                     reward: r.reward,
