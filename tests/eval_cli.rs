@@ -74,7 +74,9 @@ fn eval_reports_over_refusal_and_rates_per_topic() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("set,topic,category,metric,n,complied,unlabelled,invalid,rate,over_refusal")
+        Some(
+            "set,topic,category,metric,n,complied,unlabelled,invalid,rate,over_refusal,strongreject"
+        )
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), sets.len() + topics.len());
@@ -135,11 +137,19 @@ fn a_suite_evaluates_its_own_sets_in_each_mode() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // --csv (as --json and --quiet) keeps the progress display off.
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let csv = String::from_utf8(o.stdout).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("mode,set,topic,category,metric,n,complied,unlabelled,invalid,rate,over_refusal")
+        Some(
+            "mode,set,topic,category,metric,n,complied,unlabelled,invalid,rate,over_refusal,strongreject"
+        )
     );
     let rows: Vec<&str> = lines.collect();
     for mode in ["plain", "attacker"] {
@@ -187,6 +197,45 @@ fn a_suite_evaluates_its_own_sets_in_each_mode() {
             .unwrap()
             .starts_with(b"\x89PNG")
     );
+    // The bar charts: per set a bar per mode, with its value (the CSV's rate: ASR of `mine`'s harmful prompt,
+    // over-refusal of its benign one); per topic, XSTest's types.
+    let bars = svg_texts(&std::fs::read_to_string(out.join("bars.svg")).unwrap());
+    let rate = |mode: &str, cat: &str| {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("{mode},mine,,{cat},")))
+            .unwrap();
+        let cols: Vec<&str> = row.split(',').collect();
+        // An empty rate (no valid rewrite of a benign prompt) is drawn as `n/a`.
+        match if cat == "harmful" { cols[9] } else { cols[10] } {
+            "" => "n/a".to_string(),
+            v => format!("{:.2}", v.parse::<f64>().unwrap()),
+        }
+    };
+    for t in ["mine", "xs", "plain", "attacker"] {
+        assert!(bars.iter().any(|x| x == t), "bars.svg lacks {t}: {bars:?}");
+    }
+    for mode in ["plain", "attacker"] {
+        for cat in ["harmful", "benign"] {
+            assert!(
+                bars.contains(&rate(mode, cat)),
+                "{mode} {cat}: {}",
+                rate(mode, cat)
+            );
+        }
+    }
+    let topics = svg_texts(&std::fs::read_to_string(out.join("topics.svg")).unwrap());
+    assert!(topics.iter().any(|x| x == "xs: homonyms"), "{topics:?}");
+    assert!(
+        !topics.iter().any(|x| x == "mine"),
+        "topics.svg: `mine` has no topics"
+    );
+    for f in ["bars.png", "topics.png"] {
+        assert!(
+            std::fs::read(out.join(f)).unwrap().starts_with(b"\x89PNG"),
+            "{f}"
+        );
+    }
     // A suite set may not take the name of one of the scenario's training sets.
     std::fs::write(
         dir.join("clash.toml"),
@@ -205,4 +254,21 @@ fn a_suite_evaluates_its_own_sets_in_each_mode() {
         "{e}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The texts of an SVG document (plotters writes each on its own line inside `<text …>`).
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            Some(
+                t.split_once('>')?
+                    .1
+                    .split_once("</text>")?
+                    .0
+                    .trim()
+                    .to_string(),
+            )
+        })
+        .collect()
 }

@@ -3,61 +3,23 @@
 //! run never committed. A scripted defender saves an empty state: both `serve` and `eval` take it as "build the
 //! role as it starts" (they used to refuse it as missing).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 mod spine_common;
 use spine_common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sparring");
 
-/// A `sparring serve` child process, killed on drop.
-struct Served {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(run: &Path, extra: &[&str]) -> Served {
-    let mut child = Command::new(BIN)
-        .arg("serve")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
         .arg(run)
         .args(["--role", "defender", "--addr", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                let port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok());
-                let _ = tx.send(Ok(port));
-            }
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        let _ = tx.send(Err(seen));
-    });
-    let port = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(Some(port))) => port,
-        Ok(Err(stderr)) => panic!("sparring serve ended without listening:\n{stderr}"),
-        other => panic!("sparring serve printed no `listening on` line: {other:?}"),
-    };
-    Served { child, port }
+        .args(extra);
+    start_serving(cmd)
 }
 
 /// POSTs a greedy completion; returns (status, body).

@@ -1,6 +1,7 @@
 //! The report's plots, drawn with `plotters`: line charts over rounds (one line per run × metric, legend on the
-//! right), the safety/utility (Pareto) scatter and the cross-play heatmap. A `Plot` draws onto any plotters backend
-//! and is written as SVG and as PNG; text uses the embedded DejaVu Sans (no system font, no C library).
+//! right), the safety/utility (Pareto) scatter, the cross-play heatmap, and `sparring eval`'s grouped bar charts
+//! (a rate per set or topic and mode). A `Plot` draws onto any plotters backend and is written as SVG and as PNG;
+//! text uses the embedded DejaVu Sans (no system font, no C library).
 
 use anyhow::{Result, anyhow};
 use plotters::coord::{CoordTranslate, Shift};
@@ -101,12 +102,37 @@ pub struct Heatmap {
     pub cells: Vec<Vec<Option<f64>>>,
 }
 
+/// One panel of a [`Bars`] chart: a group of horizontal bars per row (top to bottom), one bar per series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarPanel {
+    /// Drawn above the panel (e.g. `Attack success rate on harmful prompts`).
+    pub title: String,
+    /// The value axis' description (e.g. `ASR`).
+    pub x_label: String,
+    /// The groups' names (e.g. the sets, or `set: topic`).
+    pub groups: Vec<String>,
+    /// `values[group][series]`, rates in [0, 1]; `None`: no bar, `n/a` written instead.
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+/// Grouped bar charts of rates in [0, 1] (`sparring eval`: per set or topic, a bar per mode), panels stacked
+/// top to bottom, each bar's value written at its end, one legend for all panels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bars {
+    pub title: String,
+    pub subtitle: String,
+    /// The series (a bar of each group per series, in this order, coloured from the palette): the legend.
+    pub series: Vec<String>,
+    pub panels: Vec<BarPanel>,
+}
+
 /// One plot of the report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plot {
     Line(LineChart),
     Pareto(Pareto),
     Heatmap(Heatmap),
+    Bars(Bars),
 }
 
 /// Registers the embedded DejaVu Sans (regular and bold) as plotters' "sans-serif", once.
@@ -289,6 +315,7 @@ impl Plot {
             Plot::Line(_) => (1000, 600),
             Plot::Pareto(_) => (1000, 760),
             Plot::Heatmap(hm) => heatmap_layout(hm).size,
+            Plot::Bars(b) => bars_layout(b).size,
         }
     }
 
@@ -330,6 +357,7 @@ impl Plot {
             Plot::Line(c) => line_chart(c, root),
             Plot::Pareto(p) => pareto_chart(p, root),
             Plot::Heatmap(hm) => heatmap_chart(hm, root),
+            Plot::Bars(b) => bars_chart(b, root),
         }
     }
 }
@@ -679,8 +707,148 @@ fn heatmap_chart<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Bar chart geometry: the picture size, the left edge of the value axis (group labels to its left), the top of
+/// the first panel, and per panel its top and its height (title, bars and axis).
+struct BarsLayout {
+    size: (u32, u32),
+    left: i32,
+    panels: Vec<(i32, i32)>,
+    group_h: i32,
+    bar_h: i32,
+}
+
+/// Width of the bar charts; the value axis ends `BARS_RIGHT` pixels before the right edge (room for the values).
+const BARS_W: i32 = 1000;
+const BARS_RIGHT: i32 = 80;
+/// A panel's title row and its value axis (ticks and description) below the bars.
+const PANEL_TITLE: i32 = 30;
+const PANEL_AXIS: i32 = 52;
+
+fn bars_layout(b: &Bars) -> BarsLayout {
+    let bar_h = if b.series.len() > 4 { 14 } else { 20 };
+    let group_h = bar_h * b.series.len().max(1) as i32 + 14;
+    let label_w = b
+        .panels
+        .iter()
+        .flat_map(|p| &p.groups)
+        .map(|g| width(g, 15.0, false))
+        .fold(80.0, f64::max)
+        .min(380.0);
+    let left = (label_w + 36.0).ceil() as i32;
+    // Header (title, subtitle), then the legend row, then the panels.
+    let mut y = 108;
+    let mut panels = Vec::new();
+    for p in &b.panels {
+        let h = PANEL_TITLE + group_h * p.groups.len().max(1) as i32 + PANEL_AXIS;
+        panels.push((y, h));
+        y += h + 18;
+    }
+    BarsLayout {
+        size: (BARS_W as u32, (y + 8).max(240) as u32),
+        left,
+        panels,
+        group_h,
+        bar_h,
+    }
+}
+
+/// Horizontal grouped bars: per panel, a band per group with a bar per series, its value at its end (`n/a` where
+/// there is none); the series' legend under the header.
+fn bars_chart<DB: DrawingBackend>(b: &Bars, root: &DrawingArea<DB, Shift>) -> DrawResult<(), DB> {
+    header(root, &b.title, &b.subtitle)?;
+    let BarsLayout {
+        left,
+        panels,
+        group_h,
+        bar_h,
+        ..
+    } = bars_layout(b);
+    // Legend: a swatch and the series' name, in a row.
+    let mut x = 20;
+    for (i, name) in b.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        root.draw(&Rectangle::new([(x, 74), (x + 14, 88)], color.filled()))?;
+        let name = fit(name, 15.0, false, 220.0);
+        let w = width(&name, 15.0, false).ceil() as i32;
+        root.draw(&Text::new(
+            name,
+            (x + 20, 81),
+            text(15.0, false, INK, HPos::Left, VPos::Center),
+        ))?;
+        x += w + 44;
+    }
+    let label_max = f64::from(left - 36);
+    for (p, &(top, h)) in b.panels.iter().zip(&panels) {
+        root.draw(&Text::new(
+            fit(&p.title, 17.0, true, f64::from(BARS_W - 40)),
+            (20, top + 4),
+            text(17.0, true, INK, HPos::Left, VPos::Top),
+        ))?;
+        let n = p.groups.len().max(1);
+        let area = root.clone().shrink(
+            (left, top + PANEL_TITLE),
+            (BARS_W - BARS_RIGHT - left, h - PANEL_TITLE),
+        );
+        let mut chart = ChartBuilder::on(&area)
+            .x_label_area_size(PANEL_AXIS)
+            .build_cartesian_2d(0.0..1.0, 0.0..n as f64)?;
+        chart
+            .configure_mesh()
+            .x_desc(p.x_label.as_str())
+            .x_labels(6)
+            .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
+            .axis_style(INK)
+            .label_style((FONT, 14).into_font().color(&INK))
+            .axis_desc_style((FONT, 15).into_font().color(&INK))
+            .x_label_formatter(&|v| tick(*v, 1.0))
+            .draw()?;
+        // Data units per pixel of height: a group is `group_h` pixels, one unit.
+        let unit = 1.0 / f64::from(group_h);
+        let value_style = text(13.0, false, INK, HPos::Left, VPos::Center);
+        for (g, name) in p.groups.iter().enumerate() {
+            let band_top = (n - g) as f64;
+            let (lx, ly) = chart.backend_coord(&(0.0, band_top - 0.5));
+            root.draw(&Text::new(
+                fit(name, 15.0, false, label_max),
+                (lx - 10, ly),
+                text(15.0, false, INK, HPos::Right, VPos::Center),
+            ))?;
+            let row = p.values.get(g).map(Vec::as_slice).unwrap_or_default();
+            for s in 0..b.series.len() {
+                let y1 = band_top - f64::from(7 + bar_h * s as i32) * unit;
+                let y0 = y1 - f64::from(bar_h - 3) * unit;
+                let mid = (y0 + y1) / 2.0;
+                let v = row.get(s).copied().flatten().filter(|v| v.is_finite());
+                let color = PALETTE[s % PALETTE.len()];
+                let (label, at, style) = match v {
+                    Some(v) => {
+                        let v = v.clamp(0.0, 1.0);
+                        chart
+                            .plotting_area()
+                            .draw(&Rectangle::new([(0.0, y0), (v, y1)], color.filled()))?;
+                        (format!("{v:.2}"), v, value_style.clone())
+                    }
+                    None => ("n/a".into(), 0.0, value_style.color(&MUTED)),
+                };
+                let (px, py) = chart.backend_coord(&(at, mid));
+                root.draw(&Text::new(label, (px + 5, py), style))?;
+            }
+        }
+        // The bars' baseline.
+        let (x0, y0) = chart.backend_coord(&(0.0, 0.0));
+        let (_, y1) = chart.backend_coord(&(0.0, n as f64));
+        root.draw(&PathElement::new(
+            vec![(x0, y0), (x0, y1)],
+            INK.stroke_width(1),
+        ))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -718,5 +886,62 @@ mod tests {
         );
         let png = c.png().unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+
+    /// The texts of an SVG document (plotters writes each on its own line inside `<text …>`).
+    pub(crate) fn svg_texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                Some(
+                    t.split_once('>')?
+                        .1
+                        .split_once("</text>")?
+                        .0
+                        .trim()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grouped_bars_show_their_groups_series_and_values() {
+        let b = Plot::Bars(Bars {
+            title: "Rates per set and mode".into(),
+            subtitle: "sub".into(),
+            series: vec!["plain".into(), "attacker".into()],
+            panels: vec![
+                BarPanel {
+                    title: "ASR".into(),
+                    x_label: "ASR".into(),
+                    groups: vec!["harmbench".into(), "xstest".into()],
+                    values: vec![vec![Some(0.7), Some(0.25)], vec![Some(1.0), None]],
+                },
+                BarPanel {
+                    title: "Over-refusal".into(),
+                    x_label: "over-refusal".into(),
+                    groups: vec!["xstest: homonyms".into()],
+                    values: vec![vec![Some(0.4), Some(0.0)]],
+                },
+            ],
+        });
+        let texts = svg_texts(&b.svg().unwrap());
+        for t in [
+            "harmbench",
+            "xstest: homonyms",
+            "attacker",
+            "0.70",
+            "0.25",
+            "1.00",
+            "0.40",
+            "0.00",
+            "n/a",
+        ] {
+            assert!(texts.iter().any(|x| x == t), "{t} missing: {texts:?}");
+        }
+        let png = b.png().unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(b.size().0, 1000);
     }
 }

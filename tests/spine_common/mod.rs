@@ -158,3 +158,48 @@ pub fn same_records(a: &Path, b: &Path) {
         );
     }
 }
+
+/// A `sparring serve` child process, killed on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (a `sparring serve … --addr 127.0.0.1:0`) and waits for its `listening on` line: the server and
+/// the port it took.
+pub fn start_serving(mut cmd: std::process::Command) -> Served {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok());
+                let _ = tx.send(Ok(port));
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        let _ = tx.send(Err(seen));
+    });
+    let port = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Ok(Some(port))) => port,
+        Ok(Err(stderr)) => panic!("sparring serve ended without listening:\n{stderr}"),
+        other => panic!("sparring serve printed no `listening on` line: {other:?}"),
+    };
+    Served { child, port }
+}
