@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 mod eval;
 mod node;
+mod rejudge;
 mod report;
 mod serve;
 
@@ -80,6 +81,15 @@ enum Cmd {
     /// Evaluate a scenario's defender (or a run's, at its last committed round or a kept checkpoint): ASR on the
     /// harmful eval sets and compliance on the benign ones, labelled by the scenario's judge — the same
     /// evaluation as a run's `[eval]`.
+    ///
+    /// A served model (`sparring serve`, vLLM, llama.cpp, …) is evaluated by replacing the defender with an
+    /// `openai-chat` player: `--set 'defender={kind="openai-chat", base_url="http://127.0.0.1:8080/v1",
+    /// model="sparring-defender"}'` (an inline table replaces the whole role; `sparring list` has the kind's
+    /// keys). Evaluation trains nothing, so the scenario's schedule need not freeze it. An endpoint that cannot
+    /// be reached fails at once, naming the role and the URL.
+    ///
+    /// Progress (stderr): the mode (of a suite's), its sets and prompts, and the current phase (attacker
+    /// rewrites, faithfulness, defender answers, labels) with its ETA; none with --quiet, --json or --csv.
     Eval {
         /// Scenario file or run directory.
         scenario_or_run: PathBuf,
@@ -109,8 +119,10 @@ enum Cmd {
         /// (`suites/safety.toml`).
         #[arg(long, value_name = "FILE")]
         suite: Option<PathBuf>,
-        /// Also write the table, JSON and CSV into this directory (`eval.txt`, `eval.json`, `eval.csv`), and
-        /// heatmaps of ASR and over-refusal per set, topic and mode (`asr.svg|png`, `over_refusal.svg|png`).
+        /// Also write the table, JSON and CSV into this directory (`eval.txt`, `eval.json`, `eval.csv`), heatmaps
+        /// of ASR and over-refusal per set, topic and mode (`asr.svg|png`, `over_refusal.svg|png`), and grouped
+        /// bar charts of the rate per set and mode (`bars.svg|png`: ASR on the harmful sets, over-refusal on the
+        /// benign ones) and, for sets with topics, per topic and mode (`topics.svg|png`).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -119,6 +131,9 @@ enum Cmd {
     /// Serve one player (a scenario's initial one, or a run's at a committed round) behind an OpenAI-compatible
     /// endpoint: POST /v1/chat/completions (batched, streaming, log-probs), GET /v1/models, GET /health.
     Serve(serve::ServeArgs),
+    /// Re-judge a run's logged interactions with another judge (or payoffs), without generating anything: new
+    /// verdicts, rewards, metrics and a report, written beside the run; continues a killed re-judging.
+    Rejudge(rejudge::RejudgeArgs),
     /// Host role actors for games on other machines: a scenario's `[cluster]` lists this node, and a role's
     /// `node = "NAME"` places the role here.
     Node(node::NodeArgs),
@@ -294,6 +309,16 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Report(args) => report::cli(args),
         Cmd::Serve(args) => serve::cli(args, &registry),
         Cmd::Node(args) => node::cli(args, &registry),
+        Cmd::Rejudge(args) => {
+            let json = args.json;
+            let c = rejudge::cli(args, &registry)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("{}", c.table());
+            }
+            Ok(())
+        }
         Cmd::Run {
             file,
             out,
@@ -325,7 +350,14 @@ fn real_main(cli: Cli) -> Result<()> {
                 (None, Some(f)) => {
                     let loaded = scenario::load(f, &set, &registry).map_err(|e| anyhow!("{e}"))?;
                     let dir = out.unwrap_or_else(|| default_run_dir(&loaded));
-                    (loaded, dir, false)
+                    let resuming = unfinished_run_of(&loaded, &dir)?;
+                    if resuming && !(quiet || json) {
+                        eprintln!(
+                            "{} holds an unfinished run of this scenario: continuing it",
+                            dir.display()
+                        );
+                    }
+                    (loaded, dir, resuming)
                 }
                 (None, None) => bail!("give a scenario FILE (or --resume RUN_DIR)"),
             };
@@ -348,6 +380,42 @@ fn real_main(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether `dir` holds an unfinished run of `loaded`'s scenario (then `sparring run FILE --out DIR` continues it,
+/// as `--resume DIR` does). A directory without a run is a fresh run; a run of another scenario (another run id:
+/// the scenario's hash, without its faults, base directory and scheduling keys) or a finished one is an error.
+fn unfinished_run_of(loaded: &Loaded, dir: &Path) -> Result<bool> {
+    let log = dir.join(replay::LOG);
+    if !log.exists() {
+        return Ok(false);
+    }
+    let info = dir.join("run.json");
+    let run_id = std::fs::read_to_string(&info)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("run_id")?.as_str().map(str::to_string));
+    if run_id.as_deref() != Some(loaded.run_id.as_str()) {
+        bail!(
+            "{} holds a run of another scenario ({}; this one is `{}`): choose another --out",
+            dir.display(),
+            run_id.map_or_else(
+                || format!("{} unreadable", info.display()),
+                |r| format!("`{r}`")
+            ),
+            loaded.run_id
+        );
+    }
+    let last = replay::fold_committed(&log, drop)
+        .map_err(|e| anyhow!("{e}"))?
+        .last_round;
+    if last >= loaded.scenario.game.rounds {
+        bail!(
+            "{} holds a finished run of this scenario ({last} rounds): choose another --out",
+            dir.display()
+        );
+    }
+    Ok(true)
 }
 
 /// The async runtime of every command: one thread carries the engine's messages (supervision, the replay

@@ -3,6 +3,7 @@
 
 mod spine_common;
 use spine_common::*;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,32 +138,56 @@ fn sigkill_then_resume_equals_uninterrupted_run() {
     );
 }
 
+/// `sparring run FILE --out DIR` on a directory that holds an unfinished run of the same scenario continues it
+/// (to the same records as an uninterrupted run); a finished run or another scenario's is refused, and so is a
+/// `--resume` that changes the scenario.
 #[test]
-fn resume_refuses_scenario_changes_and_fresh_run_refuses_existing_dir() {
+fn run_on_an_unfinished_run_continues_it_and_refuses_finished_or_other_runs() {
     let Some(sh) = shared_or_skip("resume_refuses") else {
         return;
     };
     let bin = env!("CARGO_BIN_EXE_sparring");
     let dir = tmpdir("resume-refuse");
-    let f = write_scenario(&dir, &scenario(&sh, 1, ""));
-    let out = dir.join("run");
-    assert!(
+    let f = write_scenario(&dir, &scenario(&sh, 3, ""));
+    let run = |out: &Path, extra: &[&str]| {
         Command::new(bin)
             .args(["run", "-q", "--out"])
-            .arg(&out)
+            .arg(out)
             .arg(&f)
-            .status()
+            .args(extra)
+            .output()
             .unwrap()
-            .success()
+    };
+    let straight = dir.join("straight");
+    assert!(run(&straight, &[]).status.success());
+    // A run stopped early: the attacker fails every request from its fifth on until the supervisor gives
+    // up (faults are not part of the scenario's identity).
+    let out = dir.join("run");
+    let fail: Vec<String> = (5..60).map(|k| k.to_string()).collect();
+    let faults = format!(
+        "faults.attacker={{ error_on_request = [{}] }}",
+        fail.join(", ")
     );
-    let st = Command::new(bin)
-        .args(["run", "-q", "--out"])
-        .arg(&out)
-        .arg(&f)
-        .output()
-        .unwrap();
+    let st = run(&out, &["--set", &faults]);
     assert!(!st.status.success());
-    assert!(String::from_utf8_lossy(&st.stderr).contains("already holds a run"));
+    let log = read(&out.join("episodes.jsonl"));
+    assert!(log.contains("\"type\":\"commit\""), "no round committed");
+    assert_ne!(log, read(&straight.join("episodes.jsonl")));
+    let st = run(&out, &[]);
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for file in ["episodes.jsonl", "metrics.jsonl", "summary.json"] {
+        assert_eq!(read(&out.join(file)), read(&straight.join(file)), "{file}");
+    }
+    let st = run(&out, &[]);
+    assert!(!st.status.success());
+    assert!(String::from_utf8_lossy(&st.stderr).contains("holds a finished run"));
+    let st = run(&out, &["--set", "game.seed=12"]);
+    assert!(!st.status.success());
+    assert!(String::from_utf8_lossy(&st.stderr).contains("holds a run of another scenario"));
     let st = Command::new(bin)
         .args(["run", "--set", "game.rounds=3", "--resume"])
         .arg(&out)
@@ -253,4 +278,44 @@ fn sigkill_while_rounds_wait_for_an_adaptive_evaluation_then_resume() {
         );
     }
     assert_eq!(commits(&log), 4);
+}
+
+/// `checkpoints.keep_last = N`: of the kept rounds after round 0, only the N most recent stay; round 0 and the
+/// last round are kept; a value under 1 is refused.
+#[test]
+fn keep_last_rotates_the_kept_checkpoints() {
+    let Some(sh) = shared_or_skip("keep_last") else {
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_sparring");
+    let dir = tmpdir("keep-last");
+    let f = write_scenario(&dir, &scenario(&sh, 5, ""));
+    let out = dir.join("run");
+    let st = Command::new(bin)
+        .args(["run", "-q", "--out"])
+        .arg(&out)
+        .arg(&f)
+        .args(["--set", "checkpoints={ every = 1, keep_last = 2 }"])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let mut kept: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["r0", "r4", "r5"]);
+    let st = Command::new(bin)
+        .args(["validate"])
+        .arg(&f)
+        .args(["--set", "checkpoints.keep_last=0"])
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    assert!(String::from_utf8_lossy(&st.stderr).contains("keep_last"));
 }

@@ -15,7 +15,14 @@ fn enc(l: &Language, s: &str) -> Vec<Token> {
 }
 
 fn oracle(noise: f64) -> Oracle {
-    Oracle::new(lang(), OracleConfig { noise, seed: 42 })
+    Oracle::new(
+        lang(),
+        OracleConfig {
+            noise,
+            seed: 42,
+            bias: None,
+        },
+    )
 }
 
 #[test]

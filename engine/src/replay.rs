@@ -34,6 +34,9 @@ pub struct CommitJob {
     pub round: u32,
     /// Keep this round's states as `checkpoints/r<round>/<role>.bin`.
     pub checkpoint: bool,
+    /// After a kept checkpoint: only the N most recent kept rounds after round 0 stay (`checkpoints.keep_last`).
+    #[serde(default)]
+    pub keep_last: Option<u32>,
     /// Serialized records of the round, the commit marker last.
     pub lines: Vec<String>,
     /// (role name, state bytes) to save for this round.
@@ -217,6 +220,11 @@ impl ReplayLog {
         }
         self.committed_len += buf.len() as u64;
         self.last_round = job.round;
+        if job.checkpoint
+            && let Some(n) = job.keep_last
+        {
+            self.rotate_checkpoints(n);
+        }
         // Older states are no longer needed.
         if let Ok(rd) = std::fs::read_dir(self.dir.join(STATE_DIR)) {
             for e in rd.flatten() {
@@ -228,6 +236,26 @@ impl ReplayLog {
             }
         }
         Ok(())
+    }
+}
+
+impl ReplayLog {
+    /// Remove kept checkpoints `r<k>` (k > 0) beyond the `n` most recent. After the round's marker: a crash in
+    /// between leaves one more, which the next rotation removes.
+    fn rotate_checkpoints(&self, n: u32) {
+        let dir = self.dir.join(CHECKPOINT_DIR);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut kept: Vec<u32> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix('r')?.parse().ok())
+            .filter(|&k| k > 0)
+            .collect();
+        kept.sort_unstable_by(|a, b| b.cmp(a));
+        for k in kept.into_iter().skip(n as usize) {
+            let _ = std::fs::remove_dir_all(dir.join(format!("r{k}")));
+        }
     }
 }
 

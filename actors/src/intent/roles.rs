@@ -495,6 +495,22 @@ pub struct OracleParams {
     /// the intent game's ASR and utility) or `any` (every `COMPLY`, the prefix-style label).
     #[serde(default)]
     pub compliance: ComplianceLabel,
+    /// A hackable judge, for reward-hacking experiments: a response containing `word` (a word of the intent
+    /// language, e.g. `ans:gardening`) is worth `weight` more in pairwise and pointwise verdicts, as an LM judge
+    /// that over-rewards a keyword. Compliance labels and faithfulness stay exact.
+    #[serde(default)]
+    pub bias: Option<BiasParams>,
+}
+
+/// `intent-oracle`'s `bias`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BiasParams {
+    /// The over-rewarded word.
+    pub word: String,
+    /// How much it adds to a response's exact score (0–1 scale; pointwise scores saturate at 1).
+    #[schemars(range(min = 0))]
+    pub weight: f64,
 }
 
 /// What `intent-oracle` labels as complied.
@@ -510,10 +526,34 @@ pub enum ComplianceLabel {
 
 impl OracleParams {
     fn check(&self) -> Result<(), RoleError> {
+        self.config(0).map(drop)
+    }
+
+    /// The oracle's settings (`seed`: the scenario's, unless the table sets one).
+    fn config(&self, seed: u64) -> Result<OracleConfig, RoleError> {
         if !(self.noise.is_finite() && (0.0..=1.0).contains(&self.noise)) {
             return Err(RoleError::config("noise", "must be in [0, 1]"));
         }
-        Ok(())
+        let bias = match &self.bias {
+            None => None,
+            Some(b) => {
+                if !(b.weight.is_finite() && b.weight >= 0.0) {
+                    return Err(RoleError::config("bias.weight", "must be a number ≥ 0"));
+                }
+                let Some(token) = Language::builtin().token(&b.word) else {
+                    return Err(RoleError::config(
+                        "bias.word",
+                        format!("`{}` is not a word of the intent language", b.word),
+                    ));
+                };
+                Some((token, b.weight))
+            }
+        };
+        Ok(OracleConfig {
+            noise: self.noise,
+            seed: self.seed.unwrap_or(seed),
+            bias,
+        })
     }
 }
 
@@ -698,8 +738,7 @@ pub fn register(reg: &mut Registry) {
         },
         Arc::new(|p: &toml::Table, c: &BuildContext| {
             let params: OracleParams = c.parse(p)?;
-            params.check()?;
-            Ok(Box::new(OracleJudge::with_label(OracleConfig { noise: params.noise, seed: params.seed.unwrap_or(c.seed) }, params.compliance)) as Box<dyn Judge>)
+            Ok(Box::new(OracleJudge::with_label(params.config(c.seed)?, params.compliance)) as Box<dyn Judge>)
         }),
     );
 }

@@ -41,6 +41,8 @@ pub(super) struct CommitPipeline {
     pub(super) run: String,
     pub(super) round: u32,
     pub(super) checkpoint: bool,
+    /// `checkpoints.keep_last`.
+    pub(super) keep_last: Option<u32>,
     pub(super) log: RoundLog,
     /// States the round replaced: freed on the blocking thread (freeing a model's state returns its pages to
     /// the system, which takes a while).
@@ -71,6 +73,7 @@ impl CommitPipeline {
             run,
             round,
             checkpoint,
+            keep_last,
             mut log,
             retired,
             states,
@@ -127,6 +130,7 @@ impl CommitPipeline {
         let job = CommitJob {
             round,
             checkpoint,
+            keep_last,
             lines,
             states,
         };

@@ -27,6 +27,7 @@
 //! - `records`: how a played round becomes its log records;
 //! - `commit`: the commit pipeline and the run directory's writes;
 //! - `eval`: held-out evaluation, of a run's round or of saved players, and cross-play;
+//! - `rejudge`: a finished run's interactions judged again by another judge (`sparring rejudge`);
 //! - `best_response`: best-response games (the adaptive evaluation);
 //! - `ctx`: the game loop's handle on the roles;
 //! - `meters`: role time and compute intervals.
@@ -38,11 +39,13 @@ mod eval;
 mod judge_plan;
 mod meters;
 mod records;
+mod rejudge;
 mod round;
 
 pub use best_response::{best_response, best_response_scenario};
 pub use commit::roundtrip;
 pub use eval::{CrossCell, EvalStep, crossplay, evaluate, evaluate_watched};
+pub use rejudge::{RejudgeStep, Rejudged, rejudge};
 
 use crate::actor::{GameArgs, GameHandle, Save, SlotSpec, WorkerSpec, lock};
 use crate::cluster::{Cluster, Placement};
@@ -486,6 +489,7 @@ async fn play_rounds(
             run: cx.run.clone(),
             round,
             checkpoint: sc.checkpoints.keeps(round, sc.game.rounds),
+            keep_last: sc.checkpoints.keep_last,
             log,
             retired,
             tally: Arc::clone(tally),

@@ -517,6 +517,12 @@ pub fn load_str(
     if scenario.eval.adaptive.seeds_per_round == Some(0) {
         errs.push(loc.at(Some("eval.adaptive.seeds_per_round"), "must be at least 1"));
     }
+    if scenario.checkpoints.keep_last == Some(0) {
+        errs.push(loc.at(
+            Some("checkpoints.keep_last"),
+            "must be at least 1 (round 0 and the last round are always kept)",
+        ));
+    }
     if scenario.eval.adaptive.concurrent == 0 {
         errs.push(loc.at(
             Some("eval.adaptive.concurrent"),

@@ -424,6 +424,11 @@ pub struct CheckpointCfg {
     /// Also keep every N-th round (0: only round 0 and the last).
     #[serde(default)]
     pub every: u32,
+    /// Rotation: of the kept rounds after round 0, only the N most recent stay (round 0 and, at the end, the last
+    /// round are always kept). Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_last: Option<u32>,
 }
 
 impl CheckpointCfg {
