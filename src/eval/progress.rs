@@ -35,8 +35,9 @@ fn style(template: &str) -> ProgressStyle {
 /// The progress of `sparring eval` on stderr (hidden with `--quiet`, `--json`, `--csv`): an overall bar over the
 /// phases of all modes, e.g. `[00:00:12] ███░░ 3/6 phases · mode 2/2 (attacker) · 2 sets (xstest, harmbench) ·
 /// 450 prompts`, and the current phase's bar, `defender answers · 37/120 ███░░ ETA 00:00:09`. A mode evaluates
-/// all its sets together, phase by phase; a phase reports after each `eval.chunk` requests (0, the default: once,
-/// when it is done), so a chunked evaluation moves its bar and ETA as it goes.
+/// all its sets together, phase by phase; a phase reports when it starts (an empty one ends there) and after each
+/// `eval.chunk` requests (0, the default: once, when it is done), so a chunked evaluation moves its bar and ETA as it
+/// goes.
 pub struct Progress {
     multi: MultiProgress,
     overall: ProgressBar,
@@ -212,6 +213,11 @@ mod tests {
                 p.phase.length(),
             )
         };
+        // A phase tells when it starts.
+        assert_eq!(
+            step(&w, "defender", 0, 5),
+            (0, "defender answers".into(), 0, Some(5))
+        );
         assert_eq!(
             step(&w, "defender", 2, 5),
             (0, "defender answers".into(), 2, Some(5))

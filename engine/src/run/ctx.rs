@@ -29,7 +29,7 @@ pub(super) struct Ctx<'a> {
     pub(super) initial: &'a BTreeMap<Slot, Vec<u8>>,
     /// Role time and compute intervals of the game's requests.
     pub(super) meters: Arc<Meters>,
-    /// Told after each chunk of an evaluation phase.
+    /// Told when an evaluation phase starts and after each of its chunks.
     pub(super) on_eval: Option<&'a (dyn Fn(&EvalStep) + Sync)>,
     /// At most `eval.adaptive.concurrent` adaptive evaluation sub-runs play at once: a later one waits for a
     /// slot.
@@ -175,6 +175,8 @@ impl Ctx<'_> {
     ) -> Result<(Vec<Generation>, u64), RunError> {
         let mut out = Vec::with_capacity(reqs.len());
         let mut version = 0;
+        // The phase starts (an empty one ends here): progress shows it before its first chunk is answered.
+        self.tell(phase, 0, reqs.len());
         for c in reqs.chunks(self.chunks(reqs)) {
             let (gens, v) = self.generate(slot, c.to_vec()).await?;
             out.extend(gens.into_iter().map(|mut g| g.remove(0)));
@@ -192,6 +194,7 @@ impl Ctx<'_> {
         request: fn(Vec<T>) -> R,
     ) -> Result<Vec<Verdict<bool>>, RunError> {
         let mut out = Vec::with_capacity(reqs.len());
+        self.tell(phase, 0, reqs.len());
         for c in reqs.chunks(self.chunks(reqs)) {
             let judged = self.call(Slot::Judge, request(c.to_vec())).await?;
             out.extend(judged.verdicts);

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Progress of an evaluation phase: `done` of `total` requests answered.
+/// Progress of an evaluation phase: `done` of `total` requests answered (told with `done = 0` when the phase
+/// starts, then after each chunk).
 #[derive(Debug, Clone)]
 pub struct EvalStep {
     /// `attacker` (rewrites), `faithfulness`, `defender` (answers) or `labels`.
