@@ -118,6 +118,49 @@ pub fn fold_committed(path: &Path, mut each: impl FnMut(Record)) -> Result<Commi
     Ok(out)
 }
 
+/// The committed rounds of a log, one at a time: each round's records and its commit marker, read line by line
+/// (memory is one round's). A missing file has none.
+pub fn committed_rounds(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<(Vec<Record>, CommitRec), String>>, String> {
+    // A first pass checks the log and finds its last committed round (and so where its tail begins).
+    let last = fold_committed(path, drop)?.last_round;
+    let lines = match File::open(path) {
+        Ok(f) => Some(BufReader::new(f).lines()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let mut lines = lines.into_iter().flatten().enumerate();
+    let mut done = last == 0;
+    Ok(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut body = Vec::new();
+        for (n, line) in lines.by_ref() {
+            let rec = line
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|l| {
+                    serde_json::from_str::<Record>(&l)
+                        .map_err(|e| format!("{}:{}: bad record: {e}", path.display(), n + 1))
+                });
+            match rec {
+                Ok(Record::Commit(c)) => {
+                    done = c.round >= last;
+                    return Some(Ok((body, c)));
+                }
+                Ok(r) => body.push(r),
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        done = true;
+        None
+    }))
+}
+
 fn fsync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -474,6 +517,22 @@ mod tests {
         let all = read_committed(&path).unwrap();
         assert_eq!(all.records, committed);
         assert_eq!(all.len, c.len);
+        // Round by round: each round's records with its marker, the tail left out.
+        let rounds: Vec<(Vec<Record>, CommitRec)> = committed_rounds(&path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let want = |r: u32| match commit(r) {
+            Record::Commit(c) => (vec![learn(r)], c),
+            _ => unreachable!(),
+        };
+        assert_eq!(rounds, vec![want(1), want(2)]);
+        assert_eq!(
+            committed_rounds(&dir.join("missing.jsonl"))
+                .unwrap()
+                .count(),
+            0
+        );
 
         // Garbage in a committed round.
         let bad = line(&learn(1)) + "{not json\n" + &line(&commit(1));

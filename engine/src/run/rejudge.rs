@@ -80,8 +80,11 @@ pub async fn rejudge(
             out.display()
         )));
     }
-    let original = replay::read_committed(&from.join(replay::LOG)).map_err(RunError)?;
-    if original.last_round == 0 {
+    let log_path = from.join(replay::LOG);
+    let last_round = replay::fold_committed(&log_path, drop)
+        .map_err(RunError)?
+        .last_round;
+    if last_round == 0 {
         return Err(rerr(format!(
             "{}: no committed round to re-judge",
             from.join(replay::LOG).display()
@@ -105,13 +108,9 @@ pub async fn rejudge(
     .map_err(RunError)?;
     let cx = Ctx::outside(loaded, registry, out, &game, None);
     let result = async {
-        let mut body = Vec::new();
-        for rec in original.records {
-            let Record::Commit(c) = rec else {
-                body.push(rec);
-                continue;
-            };
-            let round_body = std::mem::take(&mut body);
+        // Round by round as the log is read: memory is one round's.
+        for round in replay::committed_rounds(&log_path).map_err(RunError)? {
+            let (round_body, c) = round.map_err(RunError)?;
             if c.round <= done {
                 continue;
             }
@@ -135,7 +134,7 @@ pub async fn rejudge(
             if let Some(f) = on_round {
                 f(&RejudgeStep {
                     round,
-                    rounds: original.last_round,
+                    rounds: last_round,
                 });
             }
         }
@@ -145,7 +144,7 @@ pub async fn rejudge(
     game.stop();
     let _ = join.await;
     result?;
-    close_out(out, done, original.last_round)
+    close_out(out, done, last_round)
 }
 
 /// Create (or check, to continue it) the output directory: the resolved scenario and `run.json`.
