@@ -60,11 +60,11 @@ impl std::error::Error for ParseError {}
 
 /// One tag occurrence: byte range of the whole element and of its content.
 #[derive(Debug, Clone, Copy)]
-struct Element {
-    start: usize,
-    end: usize,
-    content_start: usize,
-    content_end: usize,
+pub(super) struct Element {
+    pub(super) start: usize,
+    pub(super) end: usize,
+    pub(super) content_start: usize,
+    pub(super) content_end: usize,
 }
 
 /// Finds the single `<tag>…</tag>` element in `text`; `None` when absent.
@@ -100,7 +100,8 @@ fn element(text: &str, tag: &'static str) -> Result<Option<Element>, ParseError>
     }))
 }
 
-fn required(text: &str, tag: &'static str) -> Result<Element, ParseError> {
+/// The single `<tag>…</tag>` element of `text`: absent, unclosed, repeated or a stray closing tag is an error.
+pub(super) fn required(text: &str, tag: &'static str) -> Result<Element, ParseError> {
     element(text, tag)?.ok_or(ParseError::Missing { tag })
 }
 
@@ -114,7 +115,7 @@ fn content<'a>(text: &'a str, e: &Element, tag: &'static str) -> Result<&'a str,
 }
 
 /// Byte offset of the first non-whitespace char of `text[from..to]`, if any.
-fn first_non_ws(text: &str, from: usize, to: usize) -> Option<usize> {
+pub(super) fn first_non_ws(text: &str, from: usize, to: usize) -> Option<usize> {
     text[from..to]
         .char_indices()
         .find(|(_, c)| !c.is_whitespace())
