@@ -12,9 +12,9 @@
 //! The new directory is committed round by round like a run's (`episodes.jsonl` with commit markers), so a
 //! killed re-judging continues from its last committed round.
 
-use super::commit::{json, metrics_line, roundtrip, write_atomic};
+use super::commit::{json, roundtrip, write_atomic};
 use super::ctx::{Ctx, role_slots};
-use super::{RunError, rerr};
+use super::{RunError, reopen_run_dir, rerr, write_summary};
 use crate::actor::{Compare, Complied, GameArgs, GameHandle, Judged, Score};
 use crate::payoff::{self, Judgment};
 use crate::record::{JudgmentRec, Metrics, Record, Tally, metrics};
@@ -183,26 +183,11 @@ fn open_out(from: &Path, loaded: &Loaded, out: &Path) -> Result<(), RunError> {
 
 /// `metrics.jsonl` and `summary.json` of the re-judged directory, from its log.
 fn close_out(out: &Path, done: u32, last_round: u32) -> Result<Rejudged, RunError> {
+    // As a run closes: its committed rounds folded back (`reopen_run_dir`), then its closing files.
+    let tally = std::sync::Mutex::new(Tally::default());
     let mut per_round = Vec::new();
-    let mut tally = Tally::default();
-    replay::fold_committed(&out.join(replay::LOG), |r| match r {
-        Record::Commit(c) => per_round.push((c.round, c.metrics)),
-        other => tally.add(&other),
-    })
-    .map_err(RunError)?;
-    let mut text = String::new();
-    for (round, m) in &per_round {
-        text.push_str(&metrics_line(*round, m)?);
-        text.push('\n');
-    }
-    write_atomic(&out.join("metrics.jsonl"), text.as_bytes())?;
-    let summary = roundtrip(&tally.metrics())?;
-    write_atomic(
-        &out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)
-            .map_err(|e| rerr(e.to_string()))?
-            .as_bytes(),
-    )?;
+    reopen_run_dir(out, &tally, &mut per_round)?;
+    let (summary, _) = write_summary(out, &tally, &per_round, last_round)?;
     Ok(Rejudged {
         out_dir: out.to_path_buf(),
         first_round: done + 1,
