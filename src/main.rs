@@ -391,10 +391,7 @@ fn unfinished_run_of(loaded: &Loaded, dir: &Path) -> Result<bool> {
         return Ok(false);
     }
     let info = dir.join("run.json");
-    let run_id = std::fs::read_to_string(&info)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("run_id")?.as_str().map(str::to_string));
+    let run_id = run::recorded_run_id(dir);
     if run_id.as_deref() != Some(loaded.run_id.as_str()) {
         bail!(
             "{} holds a run of another scenario ({}; this one is `{}`): choose another --out",

@@ -308,6 +308,14 @@ fn reopen_run_dir(
     Ok((info.run_id, committed.last_round))
 }
 
+/// The run id a run directory's `run.json` records (`None` when it is missing or unreadable).
+pub fn recorded_run_id(run_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(run_dir.join("run.json")).ok()?;
+    serde_json::from_str::<RunInfo>(&text)
+        .ok()
+        .map(|i| i.run_id)
+}
+
 /// Open a fresh run directory (not one that holds a run) with the resolved scenario and the run's id; the id.
 fn open_run_dir(loaded: &Loaded, run_dir: &Path) -> Result<String, RunError> {
     if run_dir.join(replay::LOG).exists() {

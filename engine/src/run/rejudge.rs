@@ -163,12 +163,7 @@ fn open_out(from: &Path, loaded: &Loaded, out: &Path) -> Result<(), RunError> {
     }
     std::fs::create_dir_all(out).map_err(|e| rerr(format!("{}: {e}", out.display())))?;
     write_atomic(&scenario, loaded.resolved.as_bytes())?;
-    let info_path = from.join("run.json");
-    let run_id = std::fs::read_to_string(&info_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("run_id")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| loaded.run_id.clone());
+    let run_id = super::recorded_run_id(from).unwrap_or_else(|| loaded.run_id.clone());
     let info = RejudgeInfo {
         run_id,
         created_unix: std::time::SystemTime::now()
