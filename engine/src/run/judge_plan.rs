@@ -57,23 +57,24 @@ impl Planned {
     }
 }
 
-/// Key suffixes of the judge's requests, by index: a request's key is its prefix's key plus one of these.
-struct Suffixes {
+/// Key suffixes of the judge's requests, by index: a request's key is its prefix's key plus one of these (the game's
+/// and `rejudge`'s requests alike).
+pub(super) struct Suffixes {
     /// `/p<i>-<j>`: a pair of responses or of rewrites.
-    pair: Vec<Vec<String>>,
+    pub(super) pair: Vec<Vec<String>>,
     /// `/d<i>`: a response's label (its key).
-    response: Vec<String>,
+    pub(super) response: Vec<String>,
     /// `/d<i>/label`: a response's label (its sampling seed).
-    label: Vec<String>,
+    pub(super) label: Vec<String>,
     /// `/d<i>/score`: a response's score.
-    response_score: Vec<String>,
+    pub(super) response_score: Vec<String>,
     /// `/a<i>/score`: a rewrite's score.
-    rewrite_score: Vec<String>,
+    pub(super) rewrite_score: Vec<String>,
 }
 
 impl Suffixes {
     /// The suffixes of indices `0..n`.
-    fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         let each = |f: fn(usize) -> String| -> Vec<String> { (0..n).map(f).collect() };
         Suffixes {
             pair: (0..n)

@@ -14,6 +14,7 @@
 
 use super::commit::{json, roundtrip, write_atomic};
 use super::ctx::{Ctx, role_slots};
+use super::judge_plan::Suffixes;
 use super::{RunError, reopen_run_dir, rerr, write_summary};
 use crate::actor::{Compare, Complied, GameArgs, GameHandle, Judged, Score};
 use crate::payoff::{self, Judgment};
@@ -192,11 +193,6 @@ fn close_out(out: &Path, done: u32, last_round: u32) -> Result<Rejudged, RunErro
     })
 }
 
-/// Pair key suffix `/p<i>-<j>`.
-fn pair_suffix(i: usize, j: usize) -> String {
-    format!("/p{i}-{j}")
-}
-
 /// A seed as the judge's requests carry it, from a logged rewrite (the seed's topic is not logged).
 fn seed_of(r: &crate::record::RewriteRec) -> Seed {
     Seed {
@@ -222,7 +218,8 @@ impl Asked {
         }
     }
 
-    /// Ask about group `g`'s `members` (indices into `texts`) against `context`: all pairs, or each alone.
+    /// Ask about group `g`'s `members` (indices into `texts`) against `context`: all pairs (keys `prefix` +
+    /// `pairs[i][j]`), or each alone (`prefix` + `scores[i]`).
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
@@ -232,13 +229,13 @@ impl Asked {
         (seed, goal, context): (&Seed, Goal, &Arc<str>),
         members: &[usize],
         texts: &[Arc<str>],
-        score_suffix: &str,
+        (pairs, scores): (&[Vec<String>], &[String]),
     ) {
         let prefix = keys.prefix(prefix);
         match self {
             Asked::Pairs(reqs, at) => {
                 for (i, j) in payoff::all_pairs(members) {
-                    let (key, rng_seed) = prefix.with(&pair_suffix(i, j));
+                    let (key, rng_seed) = prefix.with(&pairs[i][j]);
                     at.push((g, i, j));
                     reqs.push(PairRequest {
                         key,
@@ -253,7 +250,7 @@ impl Asked {
             }
             Asked::Points(reqs, at) => {
                 for &i in members {
-                    let (key, rng_seed) = prefix.with(&format!("/{score_suffix}{i}/score"));
+                    let (key, rng_seed) = prefix.with(&scores[i]);
                     at.push((g, i));
                     reqs.push(PointRequest {
                         key,
@@ -361,6 +358,7 @@ async fn rejudge_round(
         }
     };
     // 1. The defender: pairs or scores among each group's responses (against the rewrite), with the labels.
+    let sfx = Suffixes::new(groups.iter().map(|g| g.1.len()).max().unwrap_or(0));
     let mut asked = Asked::new(mode);
     let mut labels = Vec::new();
     let mut label_at = Vec::new();
@@ -385,14 +383,14 @@ async fn rejudge_round(
             (&seed, goal, &context),
             &idx,
             &texts,
-            "d",
+            (&sfx.pair, &sfx.response_score),
         );
         let prefix = keys.prefix(attack_key);
         for (i, text) in texts.iter().enumerate() {
             label_at.push(members[i]);
             labels.push(LabelRequest {
-                key: prefix.key_with(&format!("/d{i}")),
-                rng_seed: prefix.seed_with(&format!("/d{i}/label")),
+                key: prefix.key_with(&sfx.response[i]),
+                rng_seed: prefix.seed_with(&sfx.label[i]),
                 seed: seed.clone(),
                 prompt: Arc::clone(&context),
                 response: Arc::clone(text),
@@ -442,6 +440,7 @@ async fn rejudge_round(
             .and_then(|&g| groups[g].1.get(i))
             .map_or_else(|| Arc::from(""), |&n| shown(&recs[n]))
     };
+    let sfx = Suffixes::new(seeds.iter().map(|s| s.1.len()).max().unwrap_or(0));
     let mut asked = Asked::new(mode);
     for (s, (seed_key, members)) in seeds.iter().enumerate() {
         let Record::Rewrite(first) = &recs[members[0]] else {
@@ -470,7 +469,7 @@ async fn rejudge_round(
             (&seed, goal, &context),
             &valid,
             &texts,
-            "a",
+            (&sfx.pair, &sfx.rewrite_score),
         );
     }
     let attacker = asked.ask(cx, seeds.len(), None).await?;
