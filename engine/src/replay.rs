@@ -118,11 +118,17 @@ pub fn fold_committed(path: &Path, mut each: impl FnMut(Record)) -> Result<Commi
     Ok(out)
 }
 
-/// The committed rounds of a log, one at a time: each round's records and its commit marker, read line by line
-/// (memory is one round's). A missing file has none.
+/// The last committed round of a log (0: none; a missing file has none), and its committed rounds, one at a time:
+/// each round's records and its commit marker, read line by line (memory is one round's).
 pub fn committed_rounds(
     path: &Path,
-) -> Result<impl Iterator<Item = Result<(Vec<Record>, CommitRec), String>>, String> {
+) -> Result<
+    (
+        u32,
+        impl Iterator<Item = Result<(Vec<Record>, CommitRec), String>>,
+    ),
+    String,
+> {
     // A first pass checks the log and finds its last committed round (and so where its tail begins).
     let last = fold_committed(path, drop)?.last_round;
     let lines = match File::open(path) {
@@ -132,7 +138,7 @@ pub fn committed_rounds(
     };
     let mut lines = lines.into_iter().flatten().enumerate();
     let mut done = last == 0;
-    Ok(std::iter::from_fn(move || {
+    let rounds = std::iter::from_fn(move || {
         if done {
             return None;
         }
@@ -158,7 +164,8 @@ pub fn committed_rounds(
         }
         done = true;
         None
-    }))
+    });
+    Ok((last, rounds))
 }
 
 fn fsync_dir(dir: &Path) {
@@ -206,6 +213,11 @@ impl ReplayLog {
             committed_len: committed.len,
             last_round: committed.last_round,
         })
+    }
+
+    /// The last committed round of the log (0: none).
+    pub fn last_round(&self) -> u32 {
+        self.last_round
     }
 
     /// Write the round's states, then its records and commit marker; flush and fsync; remove older states.
@@ -518,21 +530,17 @@ mod tests {
         assert_eq!(all.records, committed);
         assert_eq!(all.len, c.len);
         // Round by round: each round's records with its marker, the tail left out.
-        let rounds: Vec<(Vec<Record>, CommitRec)> = committed_rounds(&path)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let (last, rounds) = committed_rounds(&path).unwrap();
+        assert_eq!(last, 2);
+        let rounds: Vec<(Vec<Record>, CommitRec)> = rounds.collect::<Result<_, _>>().unwrap();
         let want = |r: u32| match commit(r) {
             Record::Commit(c) => (vec![learn(r)], c),
             _ => unreachable!(),
         };
         assert_eq!(rounds, vec![want(1), want(2)]);
-        assert_eq!(
-            committed_rounds(&dir.join("missing.jsonl"))
-                .unwrap()
-                .count(),
-            0
-        );
+        let missing = dir.join("missing.jsonl");
+        let (last, none) = committed_rounds(&missing).unwrap();
+        assert_eq!((last, none.count()), (0, 0));
 
         // Garbage in a committed round.
         let bad = line(&learn(1)) + "{not json\n" + &line(&commit(1));

@@ -82,9 +82,7 @@ pub async fn rejudge(
         )));
     }
     let log_path = from.join(replay::LOG);
-    let last_round = replay::fold_committed(&log_path, drop)
-        .map_err(RunError)?
-        .last_round;
+    let (last_round, rounds) = replay::committed_rounds(&log_path).map_err(RunError)?;
     if last_round == 0 {
         return Err(rerr(format!(
             "{}: no committed round to re-judge",
@@ -94,9 +92,7 @@ pub async fn rejudge(
     open_out(from, loaded, out)?;
     let mut log =
         ReplayLog::open(out, true).map_err(|e| rerr(format!("{}: {e}", out.display())))?;
-    let done = replay::fold_committed(&out.join(replay::LOG), drop)
-        .map_err(RunError)?
-        .last_round;
+    let done = log.last_round();
 
     // Only the judge plays: nothing is generated.
     let mut slots = role_slots(loaded, registry, out, &BTreeMap::new(), &BTreeMap::new());
@@ -110,7 +106,7 @@ pub async fn rejudge(
     let cx = Ctx::outside(loaded, registry, out, &game, None);
     let result = async {
         // Round by round as the log is read: memory is one round's.
-        for round in replay::committed_rounds(&log_path).map_err(RunError)? {
+        for round in rounds {
             let (round_body, c) = round.map_err(RunError)?;
             if c.round <= done {
                 continue;
