@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod eval;
+mod export;
 mod node;
 mod rejudge;
 mod report;
@@ -134,6 +135,9 @@ enum Cmd {
     /// Re-judge a run's logged interactions with another judge (or payoffs), without generating anything: new
     /// verdicts, rewards, metrics and a report, written beside the run; continues a killed re-judging.
     Rejudge(rejudge::RejudgeArgs),
+    /// Take a run's trained player away: a Hugging Face directory (LoRA merged) that transformers loads, or its
+    /// LoRA adapters alone in PEFT's layout (--adapter).
+    Export(export::ExportArgs),
     /// Host role actors for games on other machines: a scenario's `[cluster]` lists this node, and a role's
     /// `node = "NAME"` places the role here.
     Node(node::NodeArgs),
@@ -309,6 +313,17 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Report(args) => report::cli(args),
         Cmd::Serve(args) => serve::cli(args, &registry),
         Cmd::Node(args) => node::cli(args, &registry),
+        Cmd::Export(args) => {
+            let json = args.json;
+            let t0 = std::time::Instant::now();
+            let done = export::cli(args, &registry)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!("{} in {:.1} s", done.line(), t0.elapsed().as_secs_f64());
+            }
+            Ok(())
+        }
         Cmd::Rejudge(args) => {
             let json = args.json;
             let c = rejudge::cli(args, &registry)?;

@@ -2,8 +2,13 @@
 //! `--set` overrides), with SmolLM2-135M-Instruct as attacker, defender and judge, LoRA+DPO learners on, and its
 //! GRPO variant scenarios/smollm2-grpo.toml (pointwise rewards). Checks that episodes and metrics exist, that every
 //! judge verdict is present (logit read) and that both players took at least one learner step. Skips with a
-//! message without the model or ../shared.
+//! message without the model or ../shared. The advgame run's defender is then exported (`sparring export`, merged
+//! and as a PEFT adapter) and read back by sparring and by the `safetensors` Python package.
 
+use sparring_actors::chatlm::ChatPolicy;
+use sparring_actors::chatlm::policy::Weights;
+use sparring_actors::llama::{Device, LlamaModel};
+use sparring_engine::Policy;
 use std::path::{Path, PathBuf};
 
 fn shared() -> Option<PathBuf> {
@@ -191,6 +196,188 @@ fn smollm2_advgame_one_round_then_eval_and_crossplay() {
         }
     }
     assert!(out.join("crossplay.png").exists());
+    check_export(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The run's defender at round 1 as it plays (generator weights, LoRA merged), and token ids to compare logits on.
+fn run_player(dir: &Path) -> (LlamaModel, Vec<u32>) {
+    let registry = sparring_actors::registry();
+    let loaded = sparring_engine::scenario::load(&dir.join("scenario.toml"), &[], &registry)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let role = sparring_engine::Role::Defender;
+    let ctx = loaded.context(role, Some(dir.to_path_buf()));
+    let mut p = ChatPolicy::build(&loaded.role(role).params, &ctx).unwrap();
+    let state = std::fs::read(dir.join("checkpoints/r1/defender.bin")).unwrap();
+    p.load(&state).unwrap();
+    let ids = p
+        .chat_model()
+        .encode("How do I bake bread at home? Answer briefly.")
+        .unwrap();
+    (p.weights(Weights::Generator), ids)
+}
+
+fn last_logits(m: &LlamaModel, ids: &[u32]) -> Vec<f32> {
+    let t = m
+        .forward(&[ids.to_vec()], &[vec![true; ids.len()]])
+        .unwrap();
+    let v: Vec<f32> = t.into_data().try_into_vec::<f32>().unwrap();
+    let vocab = v.len() / ids.len();
+    v[v.len() - vocab..].to_vec()
+}
+
+/// `sparring export` of the run's defender: the merged directory reloads with the run's player logits, and the
+/// `safetensors` Python package reads both layouts (tests/check_export.py).
+fn check_export(dir: &Path) {
+    let merged = dir.join("export-defender");
+    let adapter = dir.join("export-defender-adapter");
+    let e = sparring(
+        &[
+            "export",
+            "--json",
+            "--role",
+            "defender",
+            "--out",
+            merged.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert_eq!(
+        (e["layout"].as_str(), e["round"].as_u64()),
+        (Some("merged"), Some(1)),
+        "{e}"
+    );
+    let a = sparring(
+        &[
+            "export",
+            "--json",
+            "--role",
+            "defender",
+            "--adapter",
+            "--out",
+            adapter.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert_eq!(a["layout"], "adapter", "{a}");
+    let (player, ids) = run_player(dir);
+    let back = LlamaModel::load_hf_dir(&merged, &Device::flex()).unwrap();
+    let (want, got) = (last_logits(&player, &ids), last_logits(&back, &ids));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = want
+        .iter()
+        .zip(&got)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    eprintln!(
+        "export: reloaded merged defender, max |logit diff| {diff:.2e} (max |logit| {scale:.1})"
+    );
+    assert!(diff <= 1e-4 * scale.max(1.0), "{diff}");
+    // An export never overwrites.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["export", "--role", "defender", "--out"])
+        .arg(&merged)
+        .arg(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not empty"), "{err}");
+    python_check(&[&merged, &adapter]);
+}
+
+/// tests/check_export.py on the exported directories, when python3 has `safetensors` and numpy (required with
+/// SPARRING_REQUIRE_PY_SAFETENSORS, as in CI).
+fn python_check(args: &[&Path]) {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import safetensors, numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var_os("SPARRING_REQUIRE_PY_SAFETENSORS").is_none(),
+            "SPARRING_REQUIRE_PY_SAFETENSORS is set but python3 cannot import safetensors and numpy"
+        );
+        eprintln!(
+            "SKIP export python check: python3 with `safetensors` and numpy not found (pip install safetensors numpy)"
+        );
+        return;
+    }
+    let o = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_export.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "check_export.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The export checked with transformers and PEFT (not in CI: they need torch). Run it with a Python that has
+/// torch, transformers and peft:
+/// `SPARRING_PYTHON=/tmp/peers/bin/python cargo test --features wgpu --test chatlm_smollm2_game -- --ignored export_loads`
+#[test]
+#[ignore]
+fn export_loads_in_transformers_and_peft() {
+    let Some((_, dir)) = one_round("smollm2-advgame.toml", &["checkpoints.every=1"]) else {
+        return;
+    };
+    let merged = dir.join("export-defender");
+    let adapter = dir.join("export-defender-adapter");
+    let base = dir.join("base-hf");
+    sparring(
+        &[
+            "export",
+            "--json",
+            "--role",
+            "defender",
+            "--out",
+            merged.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    sparring(
+        &[
+            "export",
+            "--json",
+            "--role",
+            "defender",
+            "--adapter",
+            "--out",
+            adapter.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    let model = model().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .arg("convert")
+        .arg(&model)
+        .arg("--out")
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (player, ids) = run_player(&dir);
+    let logits = last_logits(&player, &ids);
+    let reference = dir.join("sparring-logits.json");
+    std::fs::write(
+        &reference,
+        serde_json::json!({"ids": ids, "logits": logits}).to_string(),
+    )
+    .unwrap();
+    let python = std::env::var("SPARRING_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_export.py"))
+        .args([&merged, &adapter, &base, &reference])
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "check_export.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

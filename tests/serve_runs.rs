@@ -1,7 +1,7 @@
 //! `sparring serve RUN_DIR --round R`: a run's saved players behind the OpenAI-compatible endpoint (the defender of
 //! a short `scripted-redteam` run at its initial and its last committed round), and a clear error for a round the
 //! run never committed. A scripted defender saves an empty state: both `serve` and `eval` take it as "build the
-//! role as it starts" (they used to refuse it as missing).
+//! role as it starts" (they used to refuse it as missing). `sparring export` refuses a scripted player.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -115,4 +115,20 @@ fn a_runs_players_are_served_at_a_committed_round() {
         err.contains("--round 99") && err.contains("committed rounds up to 6"),
         "{err}"
     );
+
+    // `sparring export` takes a `chat-lm` player away; a scripted one is a clear error naming its kind, and
+    // nothing is written.
+    let target = dir.join("export");
+    let out = Command::new(BIN)
+        .arg("export")
+        .arg(&run)
+        .args(["--role", "defender", "--out", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("`scripted-rules`") && err.contains("chat-lm"),
+        "{err}"
+    );
+    assert!(!target.exists());
 }

@@ -78,6 +78,26 @@ pub(crate) fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Opti
     Ok(None)
 }
 
+/// A run's saved player for `role` at `round` (default: the last committed one): the round and its state (`None`:
+/// the role keeps none, e.g. a scripted kind, and plays as it starts). A learning role without a saved state past
+/// round 0 is an error naming the files looked for.
+pub(crate) fn player_state(
+    run_dir: &Path,
+    role: &str,
+    learns: bool,
+    round: Option<u32>,
+) -> Result<(u32, Option<Vec<u8>>)> {
+    let r = committed_round(run_dir, round)?;
+    let state = saved_state(run_dir, role, r)?;
+    if state.is_none() && r > 0 && learns {
+        bail!(
+            "{}: no saved {role} state for round {r} (checkpoints/r{r}/{role}.bin or state/)",
+            run_dir.display()
+        );
+    }
+    Ok((r, state.filter(|s| !s.is_empty())))
+}
+
 /// `sparring eval` in one mode (`--attacker` or not), with its own progress display.
 pub fn cli(a: EvalArgs, registry: &Registry) -> Result<EvalReport> {
     let mode = if a.attacker {

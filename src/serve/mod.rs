@@ -87,18 +87,7 @@ fn spec(a: &ServeArgs, registry: &Registry) -> Result<(player::Spec, Vec<String>
     let loaded = scenario::load(&file, &a.set, registry).map_err(|e| anyhow!("{e}"))?;
     let ctx = loaded.context(role, run_dir.clone());
     let state = match &run_dir {
-        Some(dir) => {
-            let r = crate::eval::committed_round(dir, a.round)?;
-            let state = crate::eval::saved_state(dir, role.as_str(), r)?;
-            if state.is_none() && r > 0 && ctx.learns {
-                bail!(
-                    "{}: no saved {role} state for round {r} (checkpoints/r{r}/{role}.bin or state/)",
-                    dir.display()
-                );
-            }
-            // An empty state: the role keeps none (a scripted kind); it is served as it starts.
-            state.filter(|s| !s.is_empty())
-        }
+        Some(dir) => crate::eval::player_state(dir, role.as_str(), ctx.learns, a.round)?.1,
         None if a.round.is_some() => bail!("--round needs a run directory"),
         None => None,
     };

@@ -12,6 +12,7 @@
 
 pub mod classify;
 pub mod complete;
+pub mod export;
 pub mod full;
 pub mod judge;
 pub mod labels;

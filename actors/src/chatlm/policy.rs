@@ -18,6 +18,7 @@ use crate::lm::{
     Algorithm, BackendKind, Checkpoint, GrpoGroup, GrpoSample, Learner, LearnerConfig, LmError,
     PreferenceGroup, StepReport, aligned_logprobs,
 };
+use burn::module::Module;
 use sparring_engine::registry::BuildContext;
 use sparring_engine::{GenRequest, Generation, Group, LearnReport, Policy, Role, RoleError, Seed};
 
@@ -56,6 +57,25 @@ impl Training {
             Training::Full(_) => Ok(None),
         }
     }
+    /// The adapters of the generating weights or of the online policy (`None`: every weight trains).
+    fn lora(&self, w: Weights) -> Option<LoraLlama> {
+        match (self, w) {
+            (Training::Lora(l), Weights::Generator) => Some(l.generator()),
+            (Training::Lora(l), Weights::Policy) => Some(l.policy().valid()),
+            (Training::Full(_), _) => None,
+        }
+    }
+    /// The generating weights or the online policy as a plain model, adapters merged.
+    fn model(&self, w: Weights) -> LlamaModel {
+        match (self, w) {
+            (Training::Lora(_), _) => self
+                .lora(w)
+                .map(|l| l.merged())
+                .unwrap_or_else(|| self.generator()),
+            (Training::Full(l), Weights::Generator) => l.generator(),
+            (Training::Full(l), Weights::Policy) => l.policy().valid(),
+        }
+    }
     fn preference_step(&mut self, g: &[PreferenceGroup]) -> Result<Option<StepReport>, LmError> {
         each!(self, l => l.preference_step(g))
     }
@@ -68,6 +88,14 @@ impl Training {
     fn restore(&mut self, ck: &Checkpoint) -> Result<(), LmError> {
         each!(self, l => l.restore(ck))
     }
+}
+
+/// Which weights of a learning player: those it generates with (the EMA copy under DPO/IPO, the current policy
+/// under GRPO), as it plays and as `sparring serve` serves it, or the online policy the optimizer updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    Generator,
+    Policy,
 }
 
 /// A chat-LM attacker or defender.
@@ -204,6 +232,28 @@ impl ChatPolicy {
             Some(t) => t.adapter_bytes().map_err(RoleError::Failed),
             None => Ok(None),
         }
+    }
+
+    /// The loaded chat model (tokenizer, template, base weights, the file they came from).
+    pub fn chat_model(&self) -> &ChatModel {
+        &self.lm
+    }
+
+    /// The player's weights as a plain model, adapters merged (a player that does not learn: its generating
+    /// weights, the same for both choices).
+    pub fn weights(&self, w: Weights) -> LlamaModel {
+        match &self.training {
+            Some(t) => t.model(w),
+            None => self
+                .generator
+                .clone()
+                .unwrap_or_else(|| self.lm.model.clone()),
+        }
+    }
+
+    /// The player's trained LoRA adapters (`None`: it trains every weight, or does not learn).
+    pub fn lora(&self, w: Weights) -> Option<LoraLlama> {
+        self.training.as_ref().and_then(|t| t.lora(w))
     }
 
     /// The policy taken apart for serving (`sparring serve`): the chat model (tokenizer, template, base weights),

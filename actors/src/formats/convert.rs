@@ -58,15 +58,27 @@ pub fn convert_gguf_to_hf_with(
     let config = LlamaConfig::from_gguf(&g)?;
     let tok = TextTokenizer::from_gguf(&g)?;
     let view = GgufHfView::new(&g)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| FormatError::io(out_dir, e))?;
+    write_hf_dir(out_dir, &config, &tok, &view, opts)
+}
 
+/// Writes an HF directory: `config.json`, `generation_config.json`, the tokenizer (`tokenizer.json`,
+/// `tokenizer_config.json` with the chat template) and every tensor of `weights` (HF names and layout) in F32, in
+/// one `model.safetensors` or in shards with `model.safetensors.index.json` (see [`ConvertOptions`]).
+pub fn write_hf_dir(
+    out_dir: &Path,
+    config: &LlamaConfig,
+    tok: &TextTokenizer,
+    weights: &dyn TensorSource,
+    opts: &ConvertOptions,
+) -> Result<()> {
+    std::fs::create_dir_all(out_dir).map_err(|e| FormatError::io(out_dir, e))?;
     let write_json = |name: &str, v: &serde_json::Value| -> Result<()> {
         let p = out_dir.join(name);
         let text = serde_json::to_string_pretty(v)
             .map_err(|e| FormatError::invalid(name, e.to_string()))?;
         std::fs::write(&p, text + "\n").map_err(|e| FormatError::io(&p, e))
     };
-    let cfg_value = serde_json::to_value(&config)
+    let cfg_value = serde_json::to_value(config)
         .map_err(|e| FormatError::invalid("config.json", e.to_string()))?;
     write_json("config.json", &cfg_value)?;
     write_json(
@@ -79,11 +91,11 @@ pub fn convert_gguf_to_hf_with(
     )?;
     tok.save_hf(out_dir)?;
 
-    // Tensors in GGUF order, with HF names; group into shards by F32 size.
+    // Tensors in the source's order, with HF names; group into shards by F32 size.
     let mut shards: Vec<Vec<(String, Vec<usize>)>> = vec![Vec::new()];
     let mut cur = 0u64;
-    for name in view.names() {
-        let shape = view
+    for name in weights.names() {
+        let shape = weights
             .shape(&name)
             .ok_or_else(|| FormatError::invalid("convert", format!("tensor `{name}` vanished")))?;
         let bytes = 4 * shape.iter().product::<usize>() as u64;
@@ -108,7 +120,7 @@ pub fn convert_gguf_to_hf_with(
             format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
         };
         write_f32_streaming(&out_dir.join(&file), shard, &meta, |name| {
-            Ok(view.get_f32(name)?.1)
+            Ok(weights.get_f32(name)?.1)
         })?;
         for (name, shape) in shard {
             weight_map.insert(name.clone(), file.clone().into());
