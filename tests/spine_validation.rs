@@ -339,3 +339,42 @@ chunk_kb = 9000
         assert!(sparring_engine::scenario::resumable_override(o), "{o}");
     }
 }
+
+#[test]
+fn a_shared_model_is_named_once_and_its_backend_is_the_roles() {
+    let Some(sh) = shared_or_skip("a_shared_model_is_named_once") else {
+        return;
+    };
+    let local = "[defender]\nkind = \"scripted-rules\"\nflip_rate = 0.2\n";
+    let chat = "[defender]\nkind = \"chat-lm\"\nmodel = \"base\"\n";
+    // The role's `model = "base"` takes [models.base]'s path: a missing file is named at the role's key.
+    let text = scenario(&sh, 2, "").replace(local, chat)
+        + "\n[models.base]\npath = \"nowhere/base.gguf\"\nbackend = \"flex\"\n";
+    let (e, _, _) = case("models-missing", &text, &[]);
+    assert!(
+        e.contains("defender.model") && e.contains("nowhere/base.gguf"),
+        "{e}"
+    );
+    // A role may not put a shared model on another backend.
+    let (e, _, _) = case("models-backend", &text, &["defender.backend=\"wgpu\""]);
+    assert!(
+        e.contains("defender.backend") && e.contains("models.base"),
+        "{e}"
+    );
+    // With the real model: it validates, and the role reads the declared path and backend.
+    let Some(model) = sparring_actors::testing::smollm2_or_skip("a_shared_model_is_named_once")
+    else {
+        return;
+    };
+    let text = text.replace("nowhere/base.gguf", &model.display().to_string());
+    let dir = tmpdir("models-ok");
+    let f = write_scenario(&dir, &text);
+    let reg = sparring_actors::registry();
+    let l = sparring_engine::scenario::load(&f, &[], &reg).unwrap_or_else(|e| panic!("{e}"));
+    let p = &l.scenario.defender.params;
+    assert_eq!(
+        p["model"].as_str(),
+        Some(model.display().to_string().as_str())
+    );
+    assert_eq!(p["backend"].as_str(), Some("flex"));
+}

@@ -314,7 +314,7 @@ pub struct Completer {
     /// The generating weights when they differ from `lm.model` (adapters merged, a restored full fine-tune).
     generator: Option<LlamaModel>,
     /// The host copy of the generating weights (CPU backend).
-    host: Option<HostLlama>,
+    host: Option<std::sync::Arc<HostLlama>>,
     pub defaults: Defaults,
 }
 
@@ -367,7 +367,7 @@ impl Completer {
     ) -> Self {
         // On the CPU the host copy decodes; should it fail, the Burn module does (as ChatPolicy falls back).
         let host = (backend == BackendKind::Flex)
-            .then(|| HostLlama::from_model(generator.as_ref().unwrap_or(&lm.model)).ok())
+            .then(|| lm.host_copy(generator.as_ref(), None).ok())
             .flatten();
         Completer {
             lm,

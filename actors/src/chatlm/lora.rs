@@ -82,6 +82,25 @@ impl LoraConfig {
         Ok(())
     }
 
+    /// The projections the adapters change.
+    pub fn projections(&self) -> Vec<Projection> {
+        self.targets
+            .iter()
+            .filter_map(|t| {
+                Some(match t.as_str() {
+                    "q" => Projection::Q,
+                    "k" => Projection::K,
+                    "v" => Projection::V,
+                    "o" => Projection::O,
+                    "gate" => Projection::Gate,
+                    "up" => Projection::Up,
+                    "down" => Projection::Down,
+                    _ => return None,
+                })
+            })
+            .collect()
+    }
+
     fn wants(&self, t: &str) -> bool {
         self.targets.iter().any(|x| x == t)
     }
@@ -383,5 +402,20 @@ impl CausalLm for LoraLlama {
         batch.check(self.vocab_size(), self.max_len())?;
         self.forward_rows(&batch.tokens, &batch.mask, batch.batch, batch.len)
             .map_err(LmError::Input)
+    }
+    fn forward_tail(&self, batch: &TokenBatch, tail: usize) -> Option<Result<Tensor<3>, LmError>> {
+        Some(
+            batch
+                .check(self.vocab_size(), self.max_len())
+                .and_then(|_| {
+                    let s = batch.len.max(1);
+                    let rows: Vec<Vec<u32>> = batch.tokens.chunks(s).map(<[u32]>::to_vec).collect();
+                    let valid: Vec<Vec<bool>> =
+                        batch.mask.chunks(s).map(<[bool]>::to_vec).collect();
+                    self.base
+                        .forward_tail(&rows, &valid, Some(self), tail)
+                        .map_err(|e| LmError::Input(e.to_string()))
+                }),
+        )
     }
 }

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod prompts;
 pub mod roles;
 pub mod rubrics;
+pub mod shared;
 pub mod verdict;
 
 pub use lora::{LoraConfig, LoraLlama};

@@ -103,6 +103,8 @@ pub struct ChatModel {
     pub path: PathBuf,
     /// Rows per forward batch when generating.
     pub max_batch: usize,
+    /// The process-wide loaded file these weights are shared with ([`super::shared`]), if loaded through it.
+    shared: Option<std::sync::Arc<super::shared::Loaded>>,
 }
 
 /// Chooses the continuation of a row (`row`, its next-token logits) for `ChatModel::logits_after`; `None` = none.
@@ -140,6 +142,15 @@ impl ChatModel {
                 TextTokenizer::from_gguf(&g).map_err(|e| fail(path, e))?,
             )
         };
+        Self::from_parts(model, tokenizer, path)
+    }
+
+    /// A chat model around loaded weights and their tokenizer (the chat template compiled from it).
+    pub fn from_parts(
+        model: LlamaModel,
+        tokenizer: TextTokenizer,
+        path: &Path,
+    ) -> Result<Self, String> {
         let template = ChatTemplate::from_tokenizer(&tokenizer).map_err(|e| fail(path, e))?;
         let mut stop_tokens: Vec<u32> = Vec::new();
         for t in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>"] {
@@ -159,7 +170,48 @@ impl ChatModel {
             stop_tokens,
             path: path.to_path_buf(),
             max_batch: 16,
+            shared: None,
         })
+    }
+
+    /// The same model, marked as sharing the process-wide loaded file `loaded`.
+    pub(super) fn shared_with(mut self, loaded: std::sync::Arc<super::shared::Loaded>) -> Self {
+        self.shared = Some(loaded);
+        self
+    }
+
+    /// The host copy of the base weights, shared by every role of the process that loaded this file on this
+    /// backend (built on first use); `None` for a model not loaded through [`super::shared`].
+    pub fn base_host(&self) -> Option<Result<std::sync::Arc<crate::llama::HostLlama>, String>> {
+        self.shared.as_ref().map(|l| l.host())
+    }
+
+    /// The host copy (CPU decode path) of `generator` (`None`: these base weights). Shares the process-wide host
+    /// copy of the base where it can: all of it for the base weights, and every matrix but those of the
+    /// projections in `changed` for a LoRA-merged generator (`changed: None`: every weight may differ).
+    pub fn host_copy(
+        &self,
+        generator: Option<&LlamaModel>,
+        changed: Option<&[crate::llama::Projection]>,
+    ) -> Result<std::sync::Arc<crate::llama::HostLlama>, String> {
+        use crate::llama::HostLlama;
+        use std::sync::Arc;
+        let own = |m: &LlamaModel| {
+            HostLlama::from_model(m)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        };
+        match (generator, changed, self.base_host()) {
+            (None, _, Some(base)) => base,
+            (None, _, None) => own(&self.model),
+            (Some(g), Some(changed), Some(base)) => {
+                let base = base?;
+                HostLlama::sharing(g, &base, &|p| changed.contains(&p))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            }
+            (Some(g), _, _) => own(g),
+        }
     }
 
     /// Renders messages with the chat template (generation prompt appended) and tokenizes them.

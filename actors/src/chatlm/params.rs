@@ -476,7 +476,7 @@ pub(super) fn load_model(
     let path = model_path(p, ctx)?;
     let device =
         crate::lm::device(backend).map_err(|e| RoleError::config("backend", e.to_string()))?;
-    let mut m = ChatModel::load(&path, &device).map_err(RoleError::Failed)?;
+    let mut m = super::shared::load(&path, backend, &device).map_err(RoleError::Failed)?;
     m.max_batch = batch;
     Ok(m)
 }

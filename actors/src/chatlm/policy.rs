@@ -21,6 +21,7 @@ use crate::lm::{
 use burn::module::Module;
 use sparring_engine::registry::BuildContext;
 use sparring_engine::{GenRequest, Generation, Group, LearnReport, Policy, Role, RoleError, Seed};
+use std::sync::Arc;
 
 /// The trainable part of a policy: LoRA adapters over frozen weights, or every weight.
 enum Training {
@@ -108,7 +109,7 @@ pub struct ChatPolicy {
     generator: Option<LlamaModel>,
     /// On the CPU backend: a host copy of the generating weights for the fast decode path
     /// (`llama::HostLlama`), refreshed whenever they change.
-    host: Option<HostLlama>,
+    host: Option<Arc<HostLlama>>,
 }
 
 impl ChatPolicy {
@@ -259,7 +260,7 @@ impl ChatPolicy {
     /// The policy taken apart for serving (`sparring serve`): the chat model (tokenizer, template, base weights),
     /// the generating weights when they differ from the base (adapters merged, or trained), and the host copy of
     /// the generating weights (the CPU decode path), when there is one.
-    pub fn into_parts(self) -> (ChatModel, Option<LlamaModel>, Option<HostLlama>) {
+    pub fn into_parts(self) -> (ChatModel, Option<LlamaModel>, Option<Arc<HostLlama>>) {
         (self.lm, self.generator, self.host)
     }
 
@@ -278,13 +279,17 @@ impl ChatPolicy {
         if self.params.backend != BackendKind::Flex {
             return Ok(());
         }
-        let model = self.generator.as_ref().unwrap_or(&self.lm.model);
-        let fresh = match self.host.take() {
-            Some(mut h) => h.refresh(model).map(|_| h),
-            None => HostLlama::from_model(model),
+        // LoRA changes only the adapted projections; a full fine-tune may change every weight.
+        let changed = match self.params.finetune_mode() {
+            Finetune::Lora => Some(self.params.lora.clone().unwrap_or_default().projections()),
+            Finetune::Full => None,
         };
-        self.host =
-            Some(fresh.map_err(|e| RoleError::failed(format!("host copy of the weights: {e}")))?);
+        self.host = None;
+        let fresh = self
+            .lm
+            .host_copy(self.generator.as_ref(), changed.as_deref())
+            .map_err(|e| RoleError::failed(format!("host copy of the weights: {e}")))?;
+        self.host = Some(fresh);
         Ok(())
     }
 

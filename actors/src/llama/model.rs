@@ -70,6 +70,9 @@ pub enum LogitsMode {
     All,
     /// Only at the last position of the chunk: `[batch, 1, vocab]` (generation).
     Last,
+    /// At the last `n` positions: `[batch, n, vocab]` (learning: the response tokens' log-probs, without the
+    /// prompt's logits).
+    Tail(usize),
 }
 
 /// Preallocated key/value cache for a batch of left-padded rows.
@@ -427,7 +430,7 @@ impl LlamaModel {
     /// Forward over a cache-less batch (training, scoring): `ids` are left-padded rows of equal
     /// length, `valid[r][j]` false on padding. Returns logits `[batch, seq, vocab]`.
     pub fn forward(&self, ids: &[Vec<u32>], valid: &[Vec<bool>]) -> Result<Tensor<3>, LlamaError> {
-        self.forward_inner(ids, valid, None)
+        self.forward_inner(ids, valid, None, LogitsMode::All)
     }
 
     /// As [`forward`](Self::forward), with `hook`'s terms added to the projections.
@@ -437,7 +440,19 @@ impl LlamaModel {
         valid: &[Vec<bool>],
         hook: &dyn ProjectionHook,
     ) -> Result<Tensor<3>, LlamaError> {
-        self.forward_inner(ids, valid, Some(hook))
+        self.forward_inner(ids, valid, Some(hook), LogitsMode::All)
+    }
+
+    /// As [`forward`](Self::forward) (with `hook`'s terms, if any), the logits of the last `tail` positions
+    /// only: `[batch, tail, vocab]`.
+    pub fn forward_tail(
+        &self,
+        ids: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        hook: Option<&dyn ProjectionHook>,
+        tail: usize,
+    ) -> Result<Tensor<3>, LlamaError> {
+        self.forward_inner(ids, valid, hook, LogitsMode::Tail(tail))
     }
 
     fn forward_inner(
@@ -445,12 +460,13 @@ impl LlamaModel {
         ids: &[Vec<u32>],
         valid: &[Vec<bool>],
         hook: Hook<'_>,
+        mode: LogitsMode,
     ) -> Result<Tensor<3>, LlamaError> {
         let (b, s) = check_rect(ids, valid)?;
         let starts = vec![0usize; b];
         let plan = self.plan(valid, &starts, 0, s, None)?;
         let x = self.embed_ids(ids, b, s)?;
-        Ok(self.run(x, &plan, None, LogitsMode::All, hook))
+        Ok(self.run(x, &plan, None, mode, hook))
     }
 
     /// Forward a chunk of new tokens through the cache: `ids` (equal-length rows, left-padded
@@ -603,6 +619,11 @@ impl LlamaModel {
             LogitsMode::Last => {
                 let s = x.dims()[1];
                 x.narrow(1, s - 1, 1)
+            }
+            LogitsMode::Tail(n) => {
+                let s = x.dims()[1];
+                let n = n.clamp(1, s);
+                x.narrow(1, s - n, n)
             }
         };
         let x = rms_norm(x, self.norm.val(), eps);

@@ -118,6 +118,12 @@ pub trait CausalLm: Module {
     fn device(&self) -> Device;
     /// Logits `[batch, len, vocab]`; padding positions produce unspecified (finite) values.
     fn forward_batch(&self, batch: &TokenBatch) -> Result<Tensor<3>, LmError>;
+    /// The logits of the last `tail` positions only, `[batch, tail, vocab]`, when the model can skip the head on
+    /// the others (`None`: it cannot; [`forward_batch`](Self::forward_batch) and narrow).
+    fn forward_tail(&self, batch: &TokenBatch, tail: usize) -> Option<Result<Tensor<3>, LmError>> {
+        let _ = (batch, tail);
+        None
+    }
 }
 
 /// A causal LM with incremental decoding, usable by the batched sampler.

@@ -10,9 +10,10 @@ use super::batch::{CausalLm, TokenBatch, to_vec_f32};
 
 /// Per-token log-probs of each response given its prompt.
 ///
-/// Returns `(logp, mask)`, both `[B, L-1]` where `L` is the padded length of `prompt ++ response`:
-/// `logp[b, t]` is log p(token t+1 | tokens ≤ t) and `mask[b, t]` is 1 where token t+1 belongs to
-/// the response. Response token `k` of row `b` sits at column `L - 1 - |response_b| + k`.
+/// Returns `(logp, mask)`, both `[B, T]`, right-aligned: with `L` the padded length of `prompt ++ response`,
+/// column `c` holds log p(token `L - T + c` | the tokens before it) and `mask` is 1 where that token belongs to
+/// the response, so response token `k` of row `b` sits at column `T - |response_b| + k`. `T` is `L - 1` for a
+/// model without [`CausalLm::forward_tail`], else the longest response (the prompt's logits are never computed).
 pub fn response_token_logprobs<M: CausalLm, P: AsRef<[u32]>, R: AsRef<[u32]>>(
     model: &M,
     pairs: &[(P, R)],
@@ -31,22 +32,33 @@ pub fn response_token_logprobs<M: CausalLm, P: AsRef<[u32]>, R: AsRef<[u32]>>(
     let batch = TokenBatch::left_padded(&seqs, pad)?;
     let (b, l) = (batch.batch, batch.len);
     let device = model.device();
-    let logits = model.forward_batch(&batch)?;
-    let v = logits.dims()[2];
-    let logp = log_softmax(logits.narrow(1, 0, l - 1), 2);
-    let mut targets = Vec::with_capacity(b * (l - 1));
-    let mut mask = Vec::with_capacity(b * (l - 1));
+    // Columns kept: `t` positions ending before the last, where the longest response is predicted — the whole
+    // sequence for a model that computes every position's logits anyway (the intent game's), only the responses'
+    // for one that can skip the head on the prompt (the chat models': a large vocabulary).
+    let longest = pairs
+        .iter()
+        .map(|(_, r)| r.as_ref().len())
+        .max()
+        .unwrap_or(1);
+    let (logits, t) = match model.forward_tail(&batch, longest + 1) {
+        Some(tail) => (tail?.narrow(1, 0, longest), longest),
+        None => (model.forward_batch(&batch)?.narrow(1, 0, l - 1), l - 1),
+    };
+    let logp = log_softmax(logits, 2);
+    let mut targets = Vec::with_capacity(b * t);
+    let mut mask = Vec::with_capacity(b * t);
     for (row, (_, r)) in pairs.iter().enumerate() {
         let rl = r.as_ref().len();
-        for t in 1..l {
-            targets.push(batch.tokens[row * l + t] as i64);
-            mask.push(if t >= l - rl { 1.0f32 } else { 0.0 });
+        // Column c predicts token l - t + c of the row.
+        for c in 0..t {
+            let pos = l - t + c;
+            targets.push(batch.tokens[row * l + pos] as i64);
+            mask.push(if pos >= l - rl { 1.0f32 } else { 0.0 });
         }
     }
-    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, l - 1, 1]), &device);
-    let _ = v;
-    let tok_logp = logp.gather(2, targets).reshape([b, l - 1]);
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, l - 1]), &device);
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t, 1]), &device);
+    let tok_logp = logp.gather(2, targets).reshape([b, t]);
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, t]), &device);
     Ok((tok_logp * mask.clone(), mask))
 }
 

@@ -346,7 +346,7 @@ pub fn load_str(
     };
 
     // Types and unknown keys.
-    let scenario: Scenario = tomlpath::from_str_located(&merged).map_err(|e| {
+    let mut scenario: Scenario = tomlpath::from_str_located(&merged).map_err(|e| {
         let mut l = loc.at(e.key.as_deref(), e.message.clone());
         if e.key.is_none()
             && overrides.is_empty()
@@ -372,6 +372,9 @@ pub fn load_str(
 
     // Semantics.
     let mut errs: Vec<Located> = Vec::new();
+    resolve_models(&mut scenario, &mut |key, msg| {
+        errs.push(loc.at(Some(key), msg))
+    });
     let g = &scenario.game;
     if scenario.schema != 1 {
         errs.push(loc.at(
@@ -621,6 +624,49 @@ pub fn load_str(
         eval,
         scenario,
     })
+}
+
+/// A role's `model = "NAME"` naming a `[models.NAME]` takes its `path` (absent: the role's default model) and its
+/// `backend` (a role that names another backend is an error: a shared model lives on one).
+fn resolve_models(scenario: &mut Scenario, err: &mut dyn FnMut(&str, String)) {
+    let models = scenario.models.clone();
+    for role in [Role::Attacker, Role::Defender, Role::Judge] {
+        let cfg = match role {
+            Role::Attacker => &mut scenario.attacker,
+            Role::Defender => &mut scenario.defender,
+            Role::Judge => &mut scenario.judge,
+        };
+        let Some(name) = cfg.params.get("model").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let Some(decl) = models.get(name) else {
+            continue;
+        };
+        let name = name.to_string();
+        match &decl.path {
+            Some(p) => {
+                cfg.params
+                    .insert("model".into(), toml::Value::String(p.display().to_string()));
+            }
+            None => {
+                cfg.params.remove("model");
+            }
+        }
+        if let Some(b) = &decl.backend {
+            match cfg.params.get("backend").and_then(|v| v.as_str()) {
+                Some(mine) if mine != b => err(
+                    &format!("{role}.backend"),
+                    format!(
+                        "`{mine}`, but the shared model `models.{name}` lives on `{b}` (drop the role's backend)"
+                    ),
+                ),
+                _ => {
+                    cfg.params
+                        .insert("backend".into(), toml::Value::String(b.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// `[cluster]` and the roles' `node` keys: unique node names with `HOST:PORT` addresses, a cookie variable that

@@ -38,6 +38,10 @@ pub struct Scenario {
     /// How judge verdicts become rewards.
     #[serde(default)]
     pub payoffs: PayoffCfg,
+    /// Model files shared by several roles: `[models.NAME]` with `path` and `backend`; a role's `model = "NAME"`
+    /// takes both (the file is loaded once per process; each role keeps its own adapters and optimizer state).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelDecl>,
     /// The attacker: `kind` (see `sparring list`) and that kind's parameters.
     pub attacker: RoleCfg,
     /// The defender: `kind` (see `sparring list`) and that kind's parameters.
@@ -311,6 +315,18 @@ pub struct RoleCfg {
     pub node: Option<String>,
     #[serde(flatten)]
     pub params: toml::Table,
+}
+
+/// `[models.NAME]`: a model file several roles use.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDecl {
+    /// The model file or directory, relative to the scenario (absent: the roles' default model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The backend it lives on (a role naming the model may not name another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// `[replay]`

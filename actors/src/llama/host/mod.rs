@@ -47,9 +47,9 @@ pub struct HostLlama {
     cfg: LlamaConfig,
     precision: Precision,
     /// `[vocab, hidden]`, f32 for the lookup.
-    embed: Vec<f32>,
+    embed: std::sync::Arc<Vec<f32>>,
     /// The head `[vocab, hidden]`.
-    head: Mat,
+    head: std::sync::Arc<Mat>,
     norm: Vec<f32>,
     layers: Vec<HostLayer>,
     inv_freq: Vec<f32>,

@@ -6,8 +6,9 @@ use half::slice::HalfFloatSliceExt;
 
 use super::super::error::LlamaError;
 use super::super::kernels::{self, WRef};
-use super::super::model::LlamaModel;
+use super::super::model::{LlamaModel, Projection};
 use super::{HostLlama, Precision};
+use std::sync::Arc;
 
 /// One weight matrix `[n, k]`, packed for the kernels ([`kernels::pack_panels`]).
 pub(super) enum Mat {
@@ -36,18 +37,20 @@ impl Mat {
     }
 }
 
+/// A decoder layer's host weights; the matrices are reference-counted, so a host copy whose model shares frozen
+/// weights with another's shares their matrices too ([`HostLlama::sharing`]).
 pub(super) struct HostLayer {
     pub(super) attn_norm: Vec<f32>,
     /// `[(heads + 2 kv_heads) * head_dim, hidden]`: Q rows, then K, then V.
-    pub(super) wqkv: Mat,
+    pub(super) wqkv: Arc<Mat>,
     pub(super) bqkv: Option<Vec<f32>>,
     /// `[hidden, heads * head_dim]`
-    pub(super) wo: Mat,
+    pub(super) wo: Arc<Mat>,
     pub(super) mlp_norm: Vec<f32>,
     /// `[2 * ffn, hidden]`: gate rows, then up rows.
-    pub(super) wgu: Mat,
+    pub(super) wgu: Arc<Mat>,
     /// `[hidden, ffn]`
-    pub(super) wdown: Mat,
+    pub(super) wdown: Arc<Mat>,
 }
 
 fn read2(t: burn::tensor::Tensor<2>) -> Result<(usize, usize, Vec<f32>), LlamaError> {
@@ -87,23 +90,72 @@ impl HostLlama {
 
     /// Copies the weights of `model` (any device) to the host, matrices stored as `precision`.
     pub fn with_precision(model: &LlamaModel, precision: Precision) -> Result<Self, LlamaError> {
+        Self::build(model, precision, None)
+    }
+
+    /// The host copy of `model`, a model whose weights are `base`'s model's except the projections `changed` says
+    /// (LoRA adapters merged into some projections): the embedding, head, norms, biases and every fused matrix
+    /// none of whose projections changed are `base`'s own (shared, not copied); the rest is read from `model`.
+    /// In `base`'s precision.
+    pub fn sharing(
+        model: &LlamaModel,
+        base: &HostLlama,
+        changed: &dyn Fn(Projection) -> bool,
+    ) -> Result<Self, LlamaError> {
+        Self::build(model, base.precision, Some((base, changed)))
+    }
+
+    fn build(
+        model: &LlamaModel,
+        precision: Precision,
+        base: Option<(&HostLlama, &dyn Fn(Projection) -> bool)>,
+    ) -> Result<Self, LlamaError> {
         let cfg = model.config().clone();
-        let (_, _, embed) = read2(model.embed.val())?;
-        let out_major = |ts: &[burn::tensor::Tensor<2>]| -> Result<Mat, LlamaError> {
+        if let Some((b, _)) = base
+            && b.layers.len() != model.blocks.len()
+        {
+            return Err(LlamaError::BadConfig(format!(
+                "a host copy of {} layers cannot share a base of {}",
+                model.blocks.len(),
+                b.layers.len()
+            )));
+        }
+        let out_major = |ts: &[burn::tensor::Tensor<2>]| -> Result<Arc<Mat>, LlamaError> {
             let mut v = Vec::new();
             let mut k = 0;
             for t in ts {
                 k = t.dims()[0];
                 push_out_major(&mut v, t.clone())?;
             }
-            Ok(Mat::new(v, k, precision))
+            Ok(Arc::new(Mat::new(v, k, precision)))
         };
-        let head = match &model.head {
-            Some(h) => out_major(&[h.val()])?,
-            None => Mat::new(embed.clone(), cfg.hidden_size, precision),
+        // A fused matrix of the base when none of its projections changed, else read from the model.
+        let fused = |l: usize,
+                     projs: &[Projection],
+                     pick: fn(&HostLayer) -> &Arc<Mat>,
+                     ts: &[burn::tensor::Tensor<2>]|
+         -> Result<Arc<Mat>, LlamaError> {
+            match base {
+                Some((b, changed)) if !projs.iter().any(|&p| changed(p)) => {
+                    Ok(Arc::clone(pick(&b.layers[l])))
+                }
+                _ => out_major(ts),
+            }
+        };
+        let (embed, head, norm) = match base {
+            Some((b, _)) => (Arc::clone(&b.embed), Arc::clone(&b.head), b.norm.clone()),
+            None => {
+                let (_, _, embed) = read2(model.embed.val())?;
+                let head = match &model.head {
+                    Some(h) => out_major(&[h.val()])?,
+                    None => Arc::new(Mat::new(embed.clone(), cfg.hidden_size, precision)),
+                };
+                (Arc::new(embed), head, read1(model.norm.val())?)
+            }
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
-        for b in &model.blocks {
+        for (l, b) in model.blocks.iter().enumerate() {
+            use Projection::*;
             let bqkv = match (&b.attn.q_bias, &b.attn.k_bias, &b.attn.v_bias) {
                 (Some(q), Some(k), Some(v)) => {
                     let mut all = read1(q.val())?;
@@ -113,19 +165,25 @@ impl HostLlama {
                 }
                 _ => None,
             };
+            let qkv = [b.attn.q.val(), b.attn.k.val(), b.attn.v.val()];
             layers.push(HostLayer {
                 attn_norm: read1(b.attn_norm.val())?,
-                wqkv: out_major(&[b.attn.q.val(), b.attn.k.val(), b.attn.v.val()])?,
+                wqkv: fused(l, &[Q, K, V], |h| &h.wqkv, &qkv)?,
                 bqkv,
-                wo: out_major(&[b.attn.o.val()])?,
+                wo: fused(l, &[O], |h| &h.wo, &[b.attn.o.val()])?,
                 mlp_norm: read1(b.mlp_norm.val())?,
-                wgu: out_major(&[b.mlp.gate.val(), b.mlp.up.val()])?,
-                wdown: out_major(&[b.mlp.down.val()])?,
+                wgu: fused(
+                    l,
+                    &[Gate, Up],
+                    |h| &h.wgu,
+                    &[b.mlp.gate.val(), b.mlp.up.val()],
+                )?,
+                wdown: fused(l, &[Down], |h| &h.wdown, &[b.mlp.down.val()])?,
             });
         }
         let inv_freq = cfg.inv_freq();
         Ok(Self {
-            norm: read1(model.norm.val())?,
+            norm,
             cfg,
             precision,
             embed,
