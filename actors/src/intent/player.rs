@@ -168,6 +168,7 @@ pub fn d_learner() -> LearnerConfig {
         is_clip: 2.0,
         baseline: Baseline::Group,
         pad_token: PAD,
+        micro_batch: None,
         optim: OptimConfig {
             lr: 1e-3,
             min_lr: 1e-4,

@@ -12,7 +12,7 @@ use super::checkpoint::{Checkpoint, TensorRecord};
 use super::logprob::response_token_logprobs;
 pub use super::loss::Baseline;
 use super::loss::{dpo_loss, grpo_group_advantages, grpo_loss, ipo_loss, select_pair};
-use super::optim::{AdamW, OptimConfig};
+use super::optim::{AdamW, OptimConfig, flat_grads};
 use super::params::{flat_params, load_module_records, module_records};
 use super::{LmError, SplitMix64};
 
@@ -65,6 +65,12 @@ pub struct LearnerConfig {
     /// Padding token for batching. Default 0.
     #[serde(default)]
     pub pad_token: u32,
+    /// DPO/IPO: pairs per forward/backward pass (default: all the step's pairs in one). The step's gradient is
+    /// the sum over the passes, so the step is the same up to float rounding, with the activations of only this
+    /// many pairs in memory at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub micro_batch: Option<usize>,
     /// Optimizer and schedule.
     #[serde(default)]
     pub optim: OptimConfig,
@@ -79,6 +85,7 @@ impl Default for LearnerConfig {
             is_clip: d_clip(),
             baseline: Baseline::default(),
             pad_token: 0,
+            micro_batch: None,
             optim: OptimConfig::default(),
         }
     }
@@ -95,11 +102,24 @@ impl LearnerConfig {
                 "learner.ema_decay: must be in [0, 1]".into(),
             ));
         }
+        if self.micro_batch == Some(0) {
+            return Err(LmError::Config(
+                "learner.micro_batch: must be at least 1".into(),
+            ));
+        }
         if !(self.is_clip.is_finite() && self.is_clip > 0.0) {
             return Err(LmError::Config("learner.is_clip: must be > 0".into()));
         }
         self.optim.validate()
     }
+}
+
+/// What one forward pass of a preference step gives ([`Learner::preference_pass`]).
+struct PreferencePass {
+    loss: Tensor<1>,
+    correct: usize,
+    kl: f32,
+    tokens: f64,
 }
 
 /// A group of responses to one prompt with their rewards (`None` = missing verdict).
@@ -316,32 +336,66 @@ impl<M: CausalLm> Learner<M> {
         if p == 0 {
             return Ok(None);
         }
-        let all: Vec<(&[u32], &[u32])> = chosen.iter().chain(rejected.iter()).copied().collect();
-        let pad = self.cfg.pad_token;
-        let device = self.policy.device();
+        // Pairs per forward/backward pass; the step's gradient is the sum over the passes (each pass's loss
+        // weighted by its share of the pairs), so the step is the same up to float rounding.
+        let chunk = self.cfg.micro_batch.unwrap_or(p).clamp(1, p);
         let reference = self.reference().clone();
-        let (ref_tok, _) = response_token_logprobs(&reference, &all, pad)?;
-        let [b, t] = ref_tok.dims();
-        let ref_lp = to_vec_f32(ref_tok.clone().sum_dim(1).reshape([b]))?;
-        let ref_tok = host_tensor(to_vec_f32(ref_tok)?, [b, t], &device);
-        let ref_w = host_tensor(ref_lp[..p].to_vec(), [p], &device);
-        let ref_l = host_tensor(ref_lp[p..].to_vec(), [p], &device);
-        let (lp_tok, mask) = response_token_logprobs(&self.policy, &all, pad)?;
-        // KL(ref‖π) on the generator's samples (the generator is the reference): k3 with r = π/ref.
-        let kl = mean_k3(lp_tok.clone().detach() - ref_tok, mask)?;
-        let lp = lp_tok.sum_dim(1).reshape([b]);
-        let pi_w = lp.clone().narrow(0, 0, p);
-        let pi_l = lp.clone().narrow(0, p, p);
-        let margins = to_vec_f32(lp.detach())?;
-        let acc = (0..p)
-            .filter(|i| (margins[*i] - ref_lp[*i]) - (margins[p + i] - ref_lp[p + i]) > 0.0)
-            .count() as f32
-            / p as f32;
-        let loss = match self.cfg.algorithm {
-            Algorithm::Ipo => ipo_loss(pi_w, pi_l, ref_w, ref_l, self.cfg.beta),
-            _ => dpo_loss(pi_w, pi_l, ref_w, ref_l, self.cfg.beta),
+        let (mut grads, mut loss_v, mut correct) = (None::<Vec<Option<Tensor<1>>>>, 0f32, 0usize);
+        let (mut kl_sum, mut kl_tokens, mut kl_one) = (0f64, 0f64, 0f32);
+        for start in (0..p).step_by(chunk) {
+            let n = chunk.min(p - start);
+            let pass = self.preference_pass(
+                &reference,
+                &chosen[start..start + n],
+                &rejected[start..start + n],
+            )?;
+            let loss = if n == p {
+                pass.loss
+            } else {
+                pass.loss.mul_scalar(n as f64 / p as f64)
+            };
+            let g = loss.backward();
+            loss_v += to_vec_f32(loss.detach())?
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN);
+            let flat = flat_grads(&self.policy, &g);
+            grads = Some(match grads {
+                None => flat,
+                Some(acc) => acc
+                    .into_iter()
+                    .zip(flat)
+                    .map(|(a, b)| match (a, b) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        (a, b) => a.or(b),
+                    })
+                    .collect(),
+            });
+            correct += pass.correct;
+            kl_one = pass.kl;
+            kl_sum += pass.kl as f64 * pass.tokens;
+            kl_tokens += pass.tokens;
+        }
+        let kl = if chunk == p {
+            kl_one
+        } else {
+            (kl_sum / kl_tokens.max(1.0)) as f32
         };
-        let report = self.apply(loss, p)?;
+        let acc = correct as f32 / p as f32;
+        let policy = self.policy.clone();
+        let (policy, stats) = self.optim.step_flat(policy, grads.unwrap_or_default())?;
+        self.policy = policy;
+        let report = StepReport {
+            step: self.optim.step,
+            loss: loss_v,
+            grad_norm: stats.grad_norm,
+            lr: stats.lr,
+            examples: p,
+            reward_accuracy: None,
+            mean_kl: None,
+            is_weight: None,
+            is_clipped: None,
+        };
         if let Some(ema) = self.ema.take() {
             self.ema = Some(ema_update(ema, &self.policy, self.cfg.ema_decay));
         }
@@ -462,6 +516,50 @@ impl<M: CausalLm> Learner<M> {
         }
         self.optim = AdamW::new(self.cfg.optim.clone())?;
         Ok(())
+    }
+
+    /// One forward pass of a DPO/IPO step over some pairs: their loss (mean over them), how many the policy
+    /// already ranks right, and the mean k3 KL(ref‖π) over their response tokens with the token count.
+    fn preference_pass(
+        &self,
+        reference: &M,
+        chosen: &[(&[u32], &[u32])],
+        rejected: &[(&[u32], &[u32])],
+    ) -> Result<PreferencePass, LmError> {
+        let p = chosen.len();
+        let all: Vec<(&[u32], &[u32])> = chosen.iter().chain(rejected.iter()).copied().collect();
+        let pad = self.cfg.pad_token;
+        let device = self.policy.device();
+        let (ref_tok, _) = response_token_logprobs(reference, &all, pad)?;
+        let [b, t] = ref_tok.dims();
+        let ref_lp = to_vec_f32(ref_tok.clone().sum_dim(1).reshape([b]))?;
+        let ref_tok = host_tensor(to_vec_f32(ref_tok)?, [b, t], &device);
+        let ref_w = host_tensor(ref_lp[..p].to_vec(), [p], &device);
+        let ref_l = host_tensor(ref_lp[p..].to_vec(), [p], &device);
+        let (lp_tok, mask) = response_token_logprobs(&self.policy, &all, pad)?;
+        let tokens = to_vec_f32(mask.clone().sum())?
+            .first()
+            .copied()
+            .unwrap_or(0.0) as f64;
+        // KL(ref‖π) on the generator's samples (the generator is the reference): k3 with r = π/ref.
+        let kl = mean_k3(lp_tok.clone().detach() - ref_tok, mask)?;
+        let lp = lp_tok.sum_dim(1).reshape([b]);
+        let pi_w = lp.clone().narrow(0, 0, p);
+        let pi_l = lp.clone().narrow(0, p, p);
+        let margins = to_vec_f32(lp.detach())?;
+        let correct = (0..p)
+            .filter(|i| (margins[*i] - ref_lp[*i]) - (margins[p + i] - ref_lp[p + i]) > 0.0)
+            .count();
+        let loss = match self.cfg.algorithm {
+            Algorithm::Ipo => ipo_loss(pi_w, pi_l, ref_w, ref_l, self.cfg.beta),
+            _ => dpo_loss(pi_w, pi_l, ref_w, ref_l, self.cfg.beta),
+        };
+        Ok(PreferencePass {
+            loss,
+            correct,
+            kl,
+            tokens,
+        })
     }
 
     fn apply(&mut self, loss: Tensor<1>, examples: usize) -> Result<StepReport, LmError> {

@@ -183,23 +183,17 @@ impl AdamW {
         model: M,
         grads: &Gradients,
     ) -> Result<(M, OptimStats), LmError> {
-        // Gradients in parameter order.
-        let grads_flat: Vec<Option<Tensor<1>>> = {
-            use burn::module::{ModuleVisitor, Param};
-            struct V<'a>(&'a Gradients, Vec<Option<Tensor<1>>>);
-            impl ModuleVisitor for V<'_> {
-                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                    let g = p.val().grad(self.0).map(|g| {
-                        let n = g.shape().num_elements();
-                        g.reshape([n])
-                    });
-                    self.1.push(g);
-                }
-            }
-            let mut v = V(grads, Vec::new());
-            model.visit(&mut v);
-            v.1
-        };
+        let flat = flat_grads(&model, grads);
+        self.step_flat(model, flat)
+    }
+
+    /// One AdamW step with the gradients given in parameter order ([`flat_grads`], possibly summed over
+    /// micro-batches); `None`: the parameter has none and is left unchanged.
+    pub fn step_flat<M: Module>(
+        &mut self,
+        model: M,
+        grads_flat: Vec<Option<Tensor<1>>>,
+    ) -> Result<(M, OptimStats), LmError> {
         if self.m.is_empty() {
             let params = flat_params(&model);
             self.m = params.iter().map(|p| p.zeros_like()).collect();
@@ -262,6 +256,24 @@ impl AdamW {
         });
         Ok((model, OptimStats { grad_norm, lr }))
     }
+}
+
+/// The gradients of `model`'s parameters in a loss's `grads`, flattened, in parameter order (`None`: no gradient).
+pub fn flat_grads<M: Module>(model: &M, grads: &Gradients) -> Vec<Option<Tensor<1>>> {
+    use burn::module::{ModuleVisitor, Param};
+    struct V<'a>(&'a Gradients, Vec<Option<Tensor<1>>>);
+    impl ModuleVisitor for V<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let g = p.val().grad(self.0).map(|g| {
+                let n = g.shape().num_elements();
+                g.reshape([n])
+            });
+            self.1.push(g);
+        }
+    }
+    let mut v = V(grads, Vec::new());
+    model.visit(&mut v);
+    v.1
 }
 
 fn param_ranks<M: Module>(m: &M) -> Vec<usize> {
