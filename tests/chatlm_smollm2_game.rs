@@ -226,11 +226,11 @@ fn last_logits(m: &LlamaModel, ids: &[u32]) -> Vec<f32> {
     v[v.len() - vocab..].to_vec()
 }
 
-/// `sparring export` of the run's defender: the merged directory reloads with the run's player logits, and the
-/// `safetensors` Python package reads both layouts (tests/check_export.py).
-fn check_export(dir: &Path) {
+/// `sparring export` of the run's defender (round 1), merged and as an adapter, into the run directory.
+fn export_defender(dir: &Path) -> (PathBuf, PathBuf) {
     let merged = dir.join("export-defender");
     let adapter = dir.join("export-defender-adapter");
+    let out = |p: &Path| p.to_str().unwrap().to_string();
     let e = sparring(
         &[
             "export",
@@ -238,7 +238,7 @@ fn check_export(dir: &Path) {
             "--role",
             "defender",
             "--out",
-            merged.to_str().unwrap(),
+            &out(&merged),
         ],
         dir,
     );
@@ -255,11 +255,18 @@ fn check_export(dir: &Path) {
             "defender",
             "--adapter",
             "--out",
-            adapter.to_str().unwrap(),
+            &out(&adapter),
         ],
         dir,
     );
     assert_eq!(a["layout"], "adapter", "{a}");
+    (merged, adapter)
+}
+
+/// `sparring export` of the run's defender: the merged directory reloads with the run's player logits, and the
+/// `safetensors` Python package reads both layouts (tests/check_export.py).
+fn check_export(dir: &Path) {
+    let (merged, adapter) = export_defender(dir);
     let (player, ids) = run_player(dir);
     let back = LlamaModel::load_hf_dir(&merged, &Device::flex()).unwrap();
     let (want, got) = (last_logits(&player, &ids), last_logits(&back, &ids));
@@ -323,32 +330,8 @@ fn export_loads_in_transformers_and_peft() {
     let Some((_, dir)) = one_round("smollm2-advgame.toml", &["checkpoints.every=1"]) else {
         return;
     };
-    let merged = dir.join("export-defender");
-    let adapter = dir.join("export-defender-adapter");
+    let (merged, adapter) = export_defender(&dir);
     let base = dir.join("base-hf");
-    sparring(
-        &[
-            "export",
-            "--json",
-            "--role",
-            "defender",
-            "--out",
-            merged.to_str().unwrap(),
-        ],
-        &dir,
-    );
-    sparring(
-        &[
-            "export",
-            "--json",
-            "--role",
-            "defender",
-            "--adapter",
-            "--out",
-            adapter.to_str().unwrap(),
-        ],
-        &dir,
-    );
     let model = model().unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
         .arg("convert")

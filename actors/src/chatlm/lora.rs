@@ -404,18 +404,13 @@ impl CausalLm for LoraLlama {
             .map_err(LmError::Input)
     }
     fn forward_tail(&self, batch: &TokenBatch, tail: usize) -> Option<Result<Tensor<3>, LmError>> {
-        Some(
-            batch
-                .check(self.vocab_size(), self.max_len())
-                .and_then(|_| {
-                    let s = batch.len.max(1);
-                    let rows: Vec<Vec<u32>> = batch.tokens.chunks(s).map(<[u32]>::to_vec).collect();
-                    let valid: Vec<Vec<bool>> =
-                        batch.mask.chunks(s).map(<[bool]>::to_vec).collect();
-                    self.base
-                        .forward_tail(&rows, &valid, Some(self), tail)
-                        .map_err(|e| LmError::Input(e.to_string()))
-                }),
-        )
+        let run = || {
+            batch.check(self.vocab_size(), self.max_len())?;
+            let (rows, valid) = batch.rows();
+            self.base
+                .forward_tail(&rows, &valid, Some(self), tail)
+                .map_err(|e| LmError::Input(e.to_string()))
+        };
+        Some(run())
     }
 }

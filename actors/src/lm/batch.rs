@@ -22,6 +22,15 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
+    /// The rows and their validity masks, one `Vec` per row (what `LlamaModel::forward` takes).
+    pub fn rows(&self) -> (Vec<Vec<u32>>, Vec<Vec<bool>>) {
+        let s = self.len.max(1);
+        (
+            self.tokens.chunks(s).map(<[u32]>::to_vec).collect(),
+            self.mask.chunks(s).map(<[bool]>::to_vec).collect(),
+        )
+    }
+
     /// Left-pad `seqs` to the longest one with `pad`. Errors on an empty batch or an empty row.
     pub fn left_padded<S: AsRef<[u32]>>(seqs: &[S], pad: u32) -> Result<Self, LmError> {
         if seqs.is_empty() {
