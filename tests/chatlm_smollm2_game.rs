@@ -308,7 +308,12 @@ fn python_check(args: &[&Path]) {
         );
         return;
     }
-    let o = std::process::Command::new("python3")
+    check_export_py("python3", args);
+}
+
+/// Runs tests/check_export.py with `python` on `args`; fails the test when it fails.
+fn check_export_py(python: &str, args: &[&Path]) {
+    let o = std::process::Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_export.py"))
         .args(args)
         .output()
@@ -350,17 +355,7 @@ fn export_loads_in_transformers_and_peft() {
     )
     .unwrap();
     let python = std::env::var("SPARRING_PYTHON").unwrap_or_else(|_| "python3".into());
-    let o = std::process::Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_export.py"))
-        .args([&merged, &adapter, &base, &reference])
-        .output()
-        .unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-    assert!(
-        o.status.success(),
-        "check_export.py: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    check_export_py(&python, &[&merged, &adapter, &base, &reference]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
