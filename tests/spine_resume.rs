@@ -319,3 +319,49 @@ fn keep_last_rotates_the_kept_checkpoints() {
     assert!(!st.status.success());
     assert!(String::from_utf8_lossy(&st.stderr).contains("keep_last"));
 }
+
+/// A run directory another process is writing (its `run.lock` held) is refused by `--resume`, with the owner's
+/// pid; once the owner is gone (its lock released, as the OS does however a process ends) the same resume goes
+/// ahead.
+#[test]
+fn a_second_resume_of_a_directory_in_use_is_refused() {
+    let Some(sh) = shared_or_skip("a_second_resume") else {
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_sparring");
+    let dir = tmpdir("run-lock");
+    let f = write_scenario(&dir, &scenario(&sh, 3, ""));
+    let out = dir.join("run");
+    let st = Command::new(bin)
+        .args(["run", "-q", "--out"])
+        .arg(&out)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // Another process's lock, as a running `sparring run` holds it.
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(out.join("run.lock"))
+        .unwrap();
+    held.try_lock().unwrap();
+    std::fs::write(out.join("run.lock"), "4242").unwrap();
+    let st = Command::new(bin)
+        .args(["run", "-q", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success() && err.contains("in use by process 4242"),
+        "{err}"
+    );
+    drop(held);
+    resume(&out, &[]);
+    assert_eq!(commits(&out.join("episodes.jsonl")), 3);
+}

@@ -240,6 +240,7 @@ async fn run_with(
     // committed, so records fold in log order.
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
     let mut per_round: Vec<(u32, Metrics)> = Vec::new();
+    let _lock = lock_run_dir(run_dir)?;
     let (run, last_round) = if resume {
         reopen_run_dir(run_dir, &tally, &mut per_round)?
     } else {
@@ -285,6 +286,51 @@ async fn run_with(
         restarts,
         first_round,
     })
+}
+
+/// The run directory's lock file: another process that opens the directory for a run fails fast.
+pub const LOCK: &str = "run.lock";
+
+/// Held while a run writes its directory: an advisory lock on `<run>/run.lock` (which holds the owner's pid), taken
+/// without waiting and released by the OS when the process ends, however it ends. The file stays.
+struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Locks `run_dir` for a run (creating it), or says which process holds it.
+fn lock_run_dir(run_dir: &Path) -> Result<RunLock, RunError> {
+    use std::io::{Read, Write};
+    std::fs::create_dir_all(run_dir).map_err(|e| rerr(format!("{}: {e}", run_dir.display())))?;
+    let path = run_dir.join(LOCK);
+    let io = |e: std::io::Error| rerr(format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(io)?;
+            write!(file, "{}", std::process::id()).map_err(io)?;
+            Ok(RunLock { _file: file })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            file.read_to_string(&mut pid).ok();
+            let owner = match pid.trim() {
+                "" => "another process".to_string(),
+                p => format!("process {p}"),
+            };
+            Err(rerr(format!(
+                "{} is in use by {owner} (a run writing it holds {}): two runs cannot write one directory",
+                run_dir.display(),
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 /// Reopen a run directory to resume its run: the run's id and last committed round, its committed rounds
