@@ -163,10 +163,11 @@ fn dpo_and_ipo_steps_lower_the_loss_and_update_the_ema() {
     }
 }
 
-/// `micro_batch = 1`: one pair per forward/backward pass, gradients summed — the same steps (loss, KL, gradient
-/// norm, over three steps) as all pairs in one pass, up to float rounding; 0 is refused.
+/// `micro_batch = 1`: one pair (DPO, IPO) or sample (GRPO) per forward/backward pass, gradients summed — the same
+/// steps (loss, KL, gradient norm, importance weights; over three steps) as one pass, up to float rounding; 0 is
+/// refused.
 #[test]
-fn micro_batched_preference_steps_equal_one_pass() {
+fn micro_batched_steps_equal_one_pass() {
     for algo in [Algorithm::Dpo, Algorithm::Ipo] {
         let mut whole = learner(algo, 5);
         let mut micro = learner_with(algo, 5, Some(1));
@@ -189,6 +190,25 @@ fn micro_batched_preference_steps_equal_one_pass() {
             // near-zero gradient moves a weight by up to 2·lr; the next steps' losses and norms show the updates.)
             assert!(step > 0 || a.grad_norm > 0.0);
         }
+    }
+    // GRPO: one sample per pass.
+    let mut whole = learner(Algorithm::Grpo, 5);
+    let mut micro = learner_with(Algorithm::Grpo, 5, Some(1));
+    for step in 0..3 {
+        let a = whole.grpo_step(&grpo_samples()).unwrap().unwrap();
+        let b = micro.grpo_step(&grpo_samples()).unwrap().unwrap();
+        let close = |x: f32, y: f32| (x - y).abs() <= 1e-5 * x.abs().max(1.0);
+        assert_eq!(a.examples, b.examples);
+        for (x, y) in [
+            (a.loss, b.loss),
+            (a.grad_norm, b.grad_norm),
+            (a.mean_kl.unwrap(), b.mean_kl.unwrap()),
+            (a.is_weight.unwrap(), b.is_weight.unwrap()),
+            (a.is_clipped.unwrap(), b.is_clipped.unwrap()),
+        ] {
+            assert!(close(x, y), "grpo step {step}: {a:?} vs {b:?}");
+        }
+        assert!(a.grad_norm > 0.0);
     }
     let cfg = LearnerConfig {
         micro_batch: Some(0),

@@ -65,9 +65,9 @@ pub struct LearnerConfig {
     /// Padding token for batching. Default 0.
     #[serde(default)]
     pub pad_token: u32,
-    /// DPO/IPO: pairs per forward/backward pass (default: all the step's pairs in one). The step's gradient is
-    /// the sum over the passes, so the step is the same up to float rounding, with the activations of only this
-    /// many pairs in memory at once.
+    /// Pairs (DPO/IPO) or samples (GRPO) per forward/backward pass (default: all of the step's in one). The
+    /// step's gradient is the sum over the passes, so the step is the same up to float rounding, with the
+    /// activations of only this many in memory at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub micro_batch: Option<usize>,
@@ -120,6 +120,32 @@ struct PreferencePass {
     correct: usize,
     kl: f32,
     tokens: f64,
+}
+
+/// What one forward pass of a GRPO step gives: its loss (mean over its samples), the mean k3 KL over its tokens
+/// with their count, and the truncated importance weights' sum, clipped count and count.
+struct GrpoPass {
+    loss: Tensor<1>,
+    kl: f32,
+    tokens: f64,
+    w_sum: f64,
+    clipped: usize,
+    n: usize,
+}
+
+/// Adds a pass's gradients (in parameter order) to the sum so far.
+fn add_grads(acc: &mut Option<Vec<Option<Tensor<1>>>>, flat: Vec<Option<Tensor<1>>>) {
+    *acc = Some(match acc.take() {
+        None => flat,
+        Some(sum) => sum
+            .into_iter()
+            .zip(flat)
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            })
+            .collect(),
+    });
 }
 
 /// A group of responses to one prompt with their rewards (`None` = missing verdict).
@@ -340,7 +366,7 @@ impl<M: CausalLm> Learner<M> {
         // weighted by its share of the pairs), so the step is the same up to float rounding.
         let chunk = self.cfg.micro_batch.unwrap_or(p).clamp(1, p);
         let reference = self.reference().clone();
-        let (mut grads, mut loss_v, mut correct) = (None::<Vec<Option<Tensor<1>>>>, 0f32, 0usize);
+        let (mut grads, mut loss_v, mut correct) = (None, 0f32, 0usize);
         let (mut kl_sum, mut kl_tokens, mut kl_one) = (0f64, 0f64, 0f32);
         for start in (0..p).step_by(chunk) {
             let n = chunk.min(p - start);
@@ -359,18 +385,7 @@ impl<M: CausalLm> Learner<M> {
                 .first()
                 .copied()
                 .unwrap_or(f32::NAN);
-            let flat = flat_grads(&self.policy, &g);
-            grads = Some(match grads {
-                None => flat,
-                Some(acc) => acc
-                    .into_iter()
-                    .zip(flat)
-                    .map(|(a, b)| match (a, b) {
-                        (Some(a), Some(b)) => Some(a + b),
-                        (a, b) => a.or(b),
-                    })
-                    .collect(),
-            });
+            add_grads(&mut grads, flat_grads(&self.policy, &g));
             correct += pass.correct;
             kl_one = pass.kl;
             kl_sum += pass.kl as f64 * pass.tokens;
@@ -382,20 +397,7 @@ impl<M: CausalLm> Learner<M> {
             (kl_sum / kl_tokens.max(1.0)) as f32
         };
         let acc = correct as f32 / p as f32;
-        let policy = self.policy.clone();
-        let (policy, stats) = self.optim.step_flat(policy, grads.unwrap_or_default())?;
-        self.policy = policy;
-        let report = StepReport {
-            step: self.optim.step,
-            loss: loss_v,
-            grad_norm: stats.grad_norm,
-            lr: stats.lr,
-            examples: p,
-            reward_accuracy: None,
-            mean_kl: None,
-            is_weight: None,
-            is_clipped: None,
-        };
+        let report = self.step_with(grads, loss_v, p)?;
         if let Some(ema) = self.ema.take() {
             self.ema = Some(ema_update(ema, &self.policy, self.cfg.ema_decay));
         }
@@ -445,6 +447,54 @@ impl<M: CausalLm> Learner<M> {
             })
             .collect();
         let adv_all = grpo_group_advantages(&keyed, self.cfg.baseline);
+        let total = used.len();
+        let chunk = self.cfg.micro_batch.unwrap_or(total).clamp(1, total);
+        let reference = self.reference().clone();
+        let (mut grads, mut loss_v) = (None, 0f32);
+        let (mut kl_sum, mut kl_tokens, mut kl_one) = (0f64, 0f64, 0f32);
+        let (mut w_sum, mut clipped, mut n) = (0.0f64, 0usize, 0usize);
+        for part in used.chunks(chunk) {
+            let pass = self.grpo_pass(&reference, groups, part, &adv_all)?;
+            let loss = if part.len() == total {
+                pass.loss
+            } else {
+                pass.loss.mul_scalar(part.len() as f64 / total as f64)
+            };
+            let g = loss.backward();
+            loss_v += to_vec_f32(loss.detach())?
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN);
+            add_grads(&mut grads, flat_grads(&self.policy, &g));
+            kl_one = pass.kl;
+            kl_sum += pass.kl as f64 * pass.tokens;
+            kl_tokens += pass.tokens;
+            w_sum += pass.w_sum;
+            clipped += pass.clipped;
+            n += pass.n;
+        }
+        let kl = if chunk == total {
+            kl_one
+        } else {
+            (kl_sum / kl_tokens.max(1.0)) as f32
+        };
+        let report = self.step_with(grads, loss_v, total)?;
+        Ok(Some(StepReport {
+            mean_kl: Some(kl),
+            is_weight: Some((w_sum / n.max(1) as f64) as f32),
+            is_clipped: Some(clipped as f32 / n.max(1) as f32),
+            ..report
+        }))
+    }
+
+    /// One forward pass of a GRPO step over some of its samples (`used`: group and sample indices).
+    fn grpo_pass(
+        &self,
+        reference: &M,
+        groups: &[GrpoGroup],
+        used: &[(usize, usize)],
+        adv_all: &[Vec<f32>],
+    ) -> Result<GrpoPass, LmError> {
         let sample = |&(gi, si): &(usize, usize)| &groups[gi].samples[si];
         let pairs: Vec<(&[u32], &[u32])> = used
             .iter()
@@ -452,11 +502,14 @@ impl<M: CausalLm> Learner<M> {
             .collect();
         let pad = self.cfg.pad_token;
         let device = self.policy.device();
-        let reference = self.reference().clone();
-        let (ref_lp, _) = response_token_logprobs(&reference, &pairs, pad)?;
+        let (ref_lp, _) = response_token_logprobs(reference, &pairs, pad)?;
         let [b, t] = ref_lp.dims();
         let ref_lp = host_tensor(to_vec_f32(ref_lp)?, [b, t], &device);
         let (logp, mask) = response_token_logprobs(&self.policy, &pairs, pad)?;
+        let tokens = to_vec_f32(mask.clone().sum())?
+            .first()
+            .copied()
+            .unwrap_or(0.0) as f64;
         // The behaviour log-probs: the sampler's where known, else the policy's own (weight 1).
         let lp_host = to_vec_f32(logp.clone().detach())?;
         let mut gen_lp = lp_host.clone();
@@ -477,13 +530,14 @@ impl<M: CausalLm> Learner<M> {
         let adv = host_tensor(adv, [b], &device);
         let kl = mean_k3(ref_lp.clone() - logp.clone().detach(), mask.clone())?;
         let loss = grpo_loss(logp, gen_lp, ref_lp, mask, adv, self.cfg.beta, c);
-        let report = self.apply(loss, used.len())?;
-        Ok(Some(StepReport {
-            mean_kl: Some(kl),
-            is_weight: Some((w_sum / n.max(1) as f64) as f32),
-            is_clipped: Some(clipped as f32 / n.max(1) as f32),
-            ..report
-        }))
+        Ok(GrpoPass {
+            loss,
+            kl,
+            tokens,
+            w_sum,
+            clipped,
+            n,
+        })
     }
 
     /// One supervised step (warm start): minimises the mean per-token negative log-likelihood
@@ -559,6 +613,29 @@ impl<M: CausalLm> Learner<M> {
             correct,
             kl,
             tokens,
+        })
+    }
+
+    /// The optimizer step with a loss's gradients summed over passes.
+    fn step_with(
+        &mut self,
+        grads: Option<Vec<Option<Tensor<1>>>>,
+        loss: f32,
+        examples: usize,
+    ) -> Result<StepReport, LmError> {
+        let policy = self.policy.clone();
+        let (policy, stats) = self.optim.step_flat(policy, grads.unwrap_or_default())?;
+        self.policy = policy;
+        Ok(StepReport {
+            step: self.optim.step,
+            loss,
+            grad_norm: stats.grad_norm,
+            lr: stats.lr,
+            examples,
+            reward_accuracy: None,
+            mean_kl: None,
+            is_weight: None,
+            is_clipped: None,
         })
     }
 
