@@ -133,19 +133,67 @@ struct GrpoPass {
     n: usize,
 }
 
-/// Adds a pass's gradients (in parameter order) to the sum so far.
-fn add_grads(acc: &mut Option<Vec<Option<Tensor<1>>>>, flat: Vec<Option<Tensor<1>>>) {
-    *acc = Some(match acc.take() {
-        None => flat,
-        Some(sum) => sum
-            .into_iter()
-            .zip(flat)
-            .map(|(a, b)| match (a, b) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            })
-            .collect(),
-    });
+/// The forward/backward passes of one step: their gradients (in parameter order) summed, their losses (each
+/// weighted by its pass's share of the step) added, and the mean k3 KL over all their tokens.
+#[derive(Default)]
+struct Passes {
+    grads: Option<Vec<Option<Tensor<1>>>>,
+    loss: f32,
+    count: usize,
+    kl_last: f32,
+    kl_sum: f64,
+    tokens: f64,
+}
+
+impl Passes {
+    /// One pass over `share.0` of the step's `share.1` examples: its loss (the mean over them) is weighted by that
+    /// share, back-propagated through `policy`, and its gradients added.
+    fn add<M: Module>(
+        &mut self,
+        policy: &M,
+        loss: Tensor<1>,
+        share: (usize, usize),
+        kl: f32,
+        tokens: f64,
+    ) -> Result<(), LmError> {
+        let (n, total) = share;
+        let loss = if n == total {
+            loss
+        } else {
+            loss.mul_scalar(n as f64 / total as f64)
+        };
+        let g = loss.backward();
+        self.loss += to_vec_f32(loss.detach())?
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
+        let flat = flat_grads(policy, &g);
+        self.grads = Some(match self.grads.take() {
+            None => flat,
+            Some(sum) => sum
+                .into_iter()
+                .zip(flat)
+                .map(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                })
+                .collect(),
+        });
+        self.count += 1;
+        self.kl_last = kl;
+        self.kl_sum += kl as f64 * tokens;
+        self.tokens += tokens;
+        Ok(())
+    }
+
+    /// The step's KL: a single pass's own, else the passes' token-weighted mean.
+    fn kl(&self) -> f32 {
+        if self.count == 1 {
+            self.kl_last
+        } else {
+            (self.kl_sum / self.tokens.max(1.0)) as f32
+        }
+    }
 }
 
 /// A group of responses to one prompt with their rewards (`None` = missing verdict).
@@ -366,8 +414,7 @@ impl<M: CausalLm> Learner<M> {
         // weighted by its share of the pairs), so the step is the same up to float rounding.
         let chunk = self.cfg.micro_batch.unwrap_or(p).clamp(1, p);
         let reference = self.reference().clone();
-        let (mut grads, mut loss_v, mut correct) = (None, 0f32, 0usize);
-        let (mut kl_sum, mut kl_tokens, mut kl_one) = (0f64, 0f64, 0f32);
+        let (mut passes, mut correct) = (Passes::default(), 0usize);
         for start in (0..p).step_by(chunk) {
             let n = chunk.min(p - start);
             let pass = self.preference_pass(
@@ -375,29 +422,12 @@ impl<M: CausalLm> Learner<M> {
                 &chosen[start..start + n],
                 &rejected[start..start + n],
             )?;
-            let loss = if n == p {
-                pass.loss
-            } else {
-                pass.loss.mul_scalar(n as f64 / p as f64)
-            };
-            let g = loss.backward();
-            loss_v += to_vec_f32(loss.detach())?
-                .first()
-                .copied()
-                .unwrap_or(f32::NAN);
-            add_grads(&mut grads, flat_grads(&self.policy, &g));
             correct += pass.correct;
-            kl_one = pass.kl;
-            kl_sum += pass.kl as f64 * pass.tokens;
-            kl_tokens += pass.tokens;
+            passes.add(&self.policy, pass.loss, (n, p), pass.kl, pass.tokens)?;
         }
-        let kl = if chunk == p {
-            kl_one
-        } else {
-            (kl_sum / kl_tokens.max(1.0)) as f32
-        };
+        let kl = passes.kl();
         let acc = correct as f32 / p as f32;
-        let report = self.step_with(grads, loss_v, p)?;
+        let report = self.step_with(passes.grads, passes.loss, p)?;
         if let Some(ema) = self.ema.take() {
             self.ema = Some(ema_update(ema, &self.policy, self.cfg.ema_decay));
         }
@@ -450,35 +480,23 @@ impl<M: CausalLm> Learner<M> {
         let total = used.len();
         let chunk = self.cfg.micro_batch.unwrap_or(total).clamp(1, total);
         let reference = self.reference().clone();
-        let (mut grads, mut loss_v) = (None, 0f32);
-        let (mut kl_sum, mut kl_tokens, mut kl_one) = (0f64, 0f64, 0f32);
+        let mut passes = Passes::default();
         let (mut w_sum, mut clipped, mut n) = (0.0f64, 0usize, 0usize);
         for part in used.chunks(chunk) {
             let pass = self.grpo_pass(&reference, groups, part, &adv_all)?;
-            let loss = if part.len() == total {
-                pass.loss
-            } else {
-                pass.loss.mul_scalar(part.len() as f64 / total as f64)
-            };
-            let g = loss.backward();
-            loss_v += to_vec_f32(loss.detach())?
-                .first()
-                .copied()
-                .unwrap_or(f32::NAN);
-            add_grads(&mut grads, flat_grads(&self.policy, &g));
-            kl_one = pass.kl;
-            kl_sum += pass.kl as f64 * pass.tokens;
-            kl_tokens += pass.tokens;
             w_sum += pass.w_sum;
             clipped += pass.clipped;
             n += pass.n;
+            passes.add(
+                &self.policy,
+                pass.loss,
+                (part.len(), total),
+                pass.kl,
+                pass.tokens,
+            )?;
         }
-        let kl = if chunk == total {
-            kl_one
-        } else {
-            (kl_sum / kl_tokens.max(1.0)) as f32
-        };
-        let report = self.step_with(grads, loss_v, total)?;
+        let kl = passes.kl();
+        let report = self.step_with(passes.grads, passes.loss, total)?;
         Ok(Some(StepReport {
             mean_kl: Some(kl),
             is_weight: Some((w_sum / n.max(1) as f64) as f32),
@@ -616,7 +634,7 @@ impl<M: CausalLm> Learner<M> {
         })
     }
 
-    /// The optimizer step with a loss's gradients summed over passes.
+    /// The optimizer step with a loss's gradients (summed over its passes; in parameter order).
     fn step_with(
         &mut self,
         grads: Option<Vec<Option<Tensor<1>>>>,
@@ -645,20 +663,8 @@ impl<M: CausalLm> Learner<M> {
             .first()
             .copied()
             .unwrap_or(f32::NAN);
-        let policy = self.policy.clone();
-        let (policy, stats) = self.optim.step(policy, &grads)?;
-        self.policy = policy;
-        Ok(StepReport {
-            step: self.optim.step,
-            loss: loss_v,
-            grad_norm: stats.grad_norm,
-            lr: stats.lr,
-            examples,
-            reward_accuracy: None,
-            mean_kl: None,
-            is_weight: None,
-            is_clipped: None,
-        })
+        let flat = flat_grads(&self.policy, &grads);
+        self.step_with(Some(flat), loss_v, examples)
     }
 
     /// Everything needed to resume bit-identically: policy, EMA/reference, optimizer moments
