@@ -45,13 +45,6 @@ impl Training {
     fn steps(&self) -> u64 {
         each!(self, l => l.steps())
     }
-    /// The generating weights (EMA for DPO/IPO, current for GRPO) as a plain model, adapters merged.
-    fn generator(&self) -> LlamaModel {
-        match self {
-            Training::Lora(l) => l.generator().merged(),
-            Training::Full(l) => l.generator(),
-        }
-    }
     fn adapter_bytes(&self) -> Result<Option<Vec<u8>>, String> {
         match self {
             Training::Lora(l) => l.generator().adapter_bytes().map(Some),
@@ -66,13 +59,12 @@ impl Training {
             (Training::Full(_), _) => None,
         }
     }
-    /// The generating weights or the online policy as a plain model, adapters merged.
+    /// The generating weights (EMA for DPO/IPO, current for GRPO) or the online policy as a plain model, adapters
+    /// merged.
     fn model(&self, w: Weights) -> LlamaModel {
         match (self, w) {
-            (Training::Lora(_), _) => self
-                .lora(w)
-                .map(|l| l.merged())
-                .unwrap_or_else(|| self.generator()),
+            (Training::Lora(l), Weights::Generator) => l.generator().merged(),
+            (Training::Lora(l), Weights::Policy) => l.policy().valid().merged(),
             (Training::Full(l), Weights::Generator) => l.generator(),
             (Training::Full(l), Weights::Policy) => l.policy().valid(),
         }
@@ -266,7 +258,7 @@ impl ChatPolicy {
 
     fn refresh_generator(&mut self) {
         if let Some(t) = &self.training {
-            self.generator = Some(t.generator());
+            self.generator = Some(t.model(Weights::Generator));
         }
         // A failed host copy falls back to generating with the Burn module.
         if self.sync_host().is_err() {

@@ -192,10 +192,4 @@ impl HostLlama {
             inv_freq,
         })
     }
-
-    /// Re-reads the weights (after training steps on `model`).
-    pub fn refresh(&mut self, model: &LlamaModel) -> Result<(), LlamaError> {
-        *self = Self::with_precision(model, self.precision)?;
-        Ok(())
-    }
 }
