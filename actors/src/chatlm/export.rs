@@ -15,7 +15,7 @@ use super::lora::{LoraConfig, LoraLlama};
 use crate::formats::TextTokenizer;
 use crate::formats::convert::{ConvertOptions, write_hf_dir};
 use crate::formats::gguf::unpermute_qk;
-use crate::formats::safetensors::write_f32_streaming;
+use crate::formats::safetensors::to_bytes_f32;
 use crate::formats::{FormatError, GgufFile, LlamaConfig as HfConfig, Result, TensorSource};
 use crate::llama::load::{LayerTensor, WeightNaming};
 use crate::llama::{LlamaModel, RopeLayout};
@@ -60,60 +60,43 @@ pub fn write_peft_adapter(lora: &LoraLlama, base_name: &str, out: &Path) -> Resu
     let base = lora.base().config();
     let permuted = base.rope_layout == RopeLayout::Interleaved;
     let adapters = lora
-        .adapter_tensors()
+        .adapter_matrices()
         .map_err(|m| FormatError::invalid("adapters", m))?;
     let mut tensors = Vec::with_capacity(adapters.len());
-    for (name, shape, data) in adapters {
-        // `layers.{i}.{target}.lora_a` [in, r] / `.lora_b` [r, out].
-        let bad = || FormatError::invalid("adapters", format!("unexpected adapter `{name}`"));
-        let mut parts = name.split('.');
-        let (Some("layers"), Some(layer), Some(target), Some(which), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(bad());
+    for m in adapters {
+        let bad = || {
+            let what = format!("unexpected adapter {}.{}", m.target, m.which);
+            FormatError::invalid("adapters", what)
         };
-        let module = peft_module(target).ok_or_else(bad)?;
-        let [rows, cols] = shape[..] else {
+        let module = peft_module(m.target).ok_or_else(bad)?;
+        let [rows, cols] = m.shape[..] else {
             return Err(bad());
         };
         // PEFT stores both as torch Linear weights: A `[r, in]`, B `[out, r]`, i.e. ours transposed.
-        let mut t = transpose(&data, rows, cols);
-        let heads = match target {
+        let mut t = transpose(&m.data, rows, cols);
+        let heads = match m.target {
             "q" => Some(base.num_heads),
             "k" => Some(base.num_kv_heads),
             _ => None,
         };
-        if let (true, "lora_b", Some(n)) = (permuted, which, heads) {
+        if let (true, "lora_b", Some(n)) = (permuted, m.which, heads) {
             t = unpermute_qk(&t, &[cols, rows], n)?;
         }
-        let ab = if which == "lora_a" {
+        let ab = if m.which == "lora_a" {
             "lora_A"
         } else {
             "lora_B"
         };
-        tensors.push((
-            format!("base_model.model.model.layers.{layer}.{module}.{ab}.weight"),
-            vec![cols, rows],
-            t,
-        ));
+        let name = format!(
+            "base_model.model.model.layers.{}.{module}.{ab}.weight",
+            m.layer
+        );
+        tensors.push((name, vec![cols, rows], t));
     }
-    let shapes: Vec<(String, Vec<usize>)> = tensors
-        .iter()
-        .map(|(n, s, _)| (n.clone(), s.clone()))
-        .collect();
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
-    let mut data = tensors.into_iter().map(|(_, _, d)| d);
-    write_f32_streaming(
-        &out.join("adapter_model.safetensors"),
-        &shapes,
-        &meta,
-        |_| Ok(data.next().unwrap_or_default()),
-    )?;
+    let p = out.join("adapter_model.safetensors");
+    std::fs::write(&p, to_bytes_f32(&tensors, &meta)).map_err(|e| FormatError::io(&p, e))?;
     let config = adapter_config(cfg, base_name);
     let p = out.join("adapter_config.json");
     let text = serde_json::to_string_pretty(&config)

@@ -109,6 +109,17 @@ impl LoraConfig {
 /// A named tensor: `(name, shape, row-major data)`.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
+/// One adapter matrix read back ([`LoraLlama::adapter_matrices`]).
+pub struct AdapterMatrix {
+    pub layer: usize,
+    /// The projection: one of [`TARGETS`].
+    pub target: &'static str,
+    /// `lora_a` (`[in, r]`) or `lora_b` (`[r, out]`).
+    pub which: &'static str,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
 /// One adapter: `A [in, r]`, `B [r, out]`; the delta of `x` is `x·A·B·scale`.
 #[derive(Module, Debug)]
 pub struct LoraPair {
@@ -249,25 +260,43 @@ impl LoraLlama {
         m
     }
 
-    /// The adapters as `(name, shape, data)`: `layers.{i}.{target}.lora_a` `[in, r]` and `.lora_b` `[r, out]`.
-    pub fn adapter_tensors(&self) -> Result<Vec<NamedTensor>, String> {
+    /// The adapter matrices read back, layer by layer, in [`TARGETS`] order, A before B.
+    pub fn adapter_matrices(&self) -> Result<Vec<AdapterMatrix>, String> {
         let mut out = Vec::new();
         for (l, b) in self.blocks.iter().enumerate() {
             for t in TARGETS {
                 if let Some(p) = b.get(t) {
                     for (n, w) in [("lora_a", p.a.val()), ("lora_b", p.b.val())] {
-                        let dims = w.dims().to_vec();
+                        let shape = w.dims().to_vec();
                         let data = w
                             .inner()
                             .into_data()
                             .try_into_vec::<f32>()
                             .map_err(|e| format!("reading adapter {l}.{t}.{n}: {e:?}"))?;
-                        out.push((format!("layers.{l}.{t}.{n}"), dims, data));
+                        out.push(AdapterMatrix {
+                            layer: l,
+                            target: t,
+                            which: n,
+                            shape,
+                            data,
+                        });
                     }
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The adapters as `(name, shape, data)`: `layers.{i}.{target}.lora_a` `[in, r]` and `.lora_b` `[r, out]`.
+    pub fn adapter_tensors(&self) -> Result<Vec<NamedTensor>, String> {
+        Ok(self
+            .adapter_matrices()?
+            .into_iter()
+            .map(|m| {
+                let name = format!("layers.{}.{}.{}", m.layer, m.target, m.which);
+                (name, m.shape, m.data)
+            })
+            .collect())
     }
 
     /// The adapters as safetensors bytes; metadata records rank, alpha, targets and the RoPE layout.
