@@ -332,17 +332,7 @@ fn a_second_resume_of_a_directory_in_use_is_refused() {
     let dir = tmpdir("run-lock");
     let f = write_scenario(&dir, &scenario(&sh, 3, ""));
     let out = dir.join("run");
-    let st = Command::new(bin)
-        .args(["run", "-q", "--out"])
-        .arg(&out)
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    run(Some(&f), &out, &[]);
     // Another process's lock, as a running `sparring run` holds it.
     let held = std::fs::OpenOptions::new()
         .read(true)
