@@ -9,7 +9,7 @@ use sparring_actors::chatlm::export::{source_config, write_merged, write_peft_ad
 use sparring_actors::chatlm::policy::Weights;
 use sparring_actors::chatlm::{ChatPolicy, POLICY_KIND};
 use sparring_engine::registry::Registry;
-use sparring_engine::{Policy, Role, replay, run, scenario};
+use sparring_engine::{Policy, Role, run, scenario};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `sparring export`.
@@ -99,11 +99,7 @@ pub fn cli(a: ExportArgs, registry: &Registry) -> Result<Exported> {
         _ => Weights::Generator,
     };
     check_out(&a.out)?;
-    let run_dir = a.source.is_dir().then(|| a.source.clone());
-    let file = match &run_dir {
-        Some(d) => d.join(replay::SCENARIO),
-        None => a.source.clone(),
-    };
+    let (run_dir, file) = crate::eval::scenario_or_run(&a.source);
     let loaded = scenario::load(&file, &a.set, registry).map_err(|e| anyhow!("{e}"))?;
     let cfg = loaded.role(role);
     if cfg.kind != POLICY_KIND {

@@ -78,6 +78,16 @@ pub(crate) fn saved_state(run_dir: &Path, role: &str, round: u32) -> Result<Opti
     Ok(None)
 }
 
+/// A scenario file or a run directory, as the commands that take either read it: the run directory (if it is one)
+/// and the scenario file to load (the run's resolved `scenario.toml`).
+pub(crate) fn scenario_or_run(source: &Path) -> (Option<PathBuf>, PathBuf) {
+    if source.is_dir() {
+        (Some(source.to_path_buf()), source.join(replay::SCENARIO))
+    } else {
+        (None, source.to_path_buf())
+    }
+}
+
 /// A run's saved player for `role` at `round` (default: the last committed one): the round and its state (`None`:
 /// the role keeps none, e.g. a scripted kind, and plays as it starts). A learning role without a saved state past
 /// round 0 is an error naming the files looked for.
@@ -118,14 +128,7 @@ pub(super) fn eval_mode(
     progress: &Progress,
     index: usize,
 ) -> Result<EvalReport> {
-    let run_dir = a
-        .scenario_or_run
-        .is_dir()
-        .then(|| a.scenario_or_run.clone());
-    let file = match &run_dir {
-        Some(d) => d.join(replay::SCENARIO),
-        None => a.scenario_or_run.clone(),
-    };
+    let (run_dir, file) = scenario_or_run(&a.scenario_or_run);
     let mut loaded = load_for_eval(&file, &a.set, registry)?;
     if loaded.eval.is_empty() {
         bail!("{}: `data.eval` has no sets to evaluate on", file.display());

@@ -6,7 +6,6 @@ use super::{EvalArgs, EvalReport, eval_mode};
 use anyhow::{Result, anyhow, bail};
 use sparring_engine::record::EvalMode;
 use sparring_engine::registry::Registry;
-use sparring_engine::replay;
 use std::path::{Path, PathBuf};
 
 /// A suite file (`suites/safety.toml`): the sets to evaluate on (as `data.eval` sets; paths relative to the suite
@@ -62,11 +61,7 @@ pub fn suite_cli(a: EvalArgs, suite: &Path, registry: &Registry) -> Result<Vec<E
         sets.push(toml::Value::Table(t));
     }
     // A suite's set may not take a training set's name (seed ids are `<set>:<id>` across both).
-    let scenario_file = if a.scenario_or_run.is_dir() {
-        a.scenario_or_run.join(replay::SCENARIO)
-    } else {
-        a.scenario_or_run.clone()
-    };
+    let (_, scenario_file) = super::scenario_or_run(&a.scenario_or_run);
     let train: Vec<String> = std::fs::read_to_string(&scenario_file)
         .ok()
         .and_then(|t| toml::from_str::<toml::Table>(&t).ok())

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use sparring_engine::registry::Registry;
-use sparring_engine::{Role, replay, scenario};
+use sparring_engine::{Role, scenario};
 
 /// The options of `sparring serve`.
 #[derive(clap::Args, Debug)]
@@ -79,11 +79,7 @@ fn spec(a: &ServeArgs, registry: &Registry) -> Result<(player::Spec, Vec<String>
         "defender" => Role::Defender,
         _ => Role::Judge,
     };
-    let run_dir = a.source.is_dir().then(|| a.source.clone());
-    let file = match &run_dir {
-        Some(d) => d.join(replay::SCENARIO),
-        None => a.source.clone(),
-    };
+    let (run_dir, file) = crate::eval::scenario_or_run(&a.source);
     let loaded = scenario::load(&file, &a.set, registry).map_err(|e| anyhow!("{e}"))?;
     let ctx = loaded.context(role, run_dir.clone());
     let state = match &run_dir {
