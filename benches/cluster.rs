@@ -199,6 +199,7 @@ fn batch(seeds: usize, outputs: usize) -> Vec<Group> {
                 .collect();
             Group {
                 key: format!("r1/bench:{i}"),
+                role: Role::Attacker,
                 input: s.prompt.to_string(),
                 seed: s,
                 outputs: outs,
@@ -243,6 +244,7 @@ fn smollm2_defender() -> (toml::Table, BuildContext) {
         run_dir: None,
         learns: true,
         node: None,
+        self_play: false,
     };
     (t, ctx)
 }
@@ -353,6 +355,7 @@ fn transfer(c: &mut Criterion, rt: &tokio::runtime::Runtime, node: &NodeProc) {
         // moments (made at the first step) are part of it.
         let step = vec![Group {
             key: "r1/bench:0/a0".into(),
+            role: Role::Defender,
             seed: seed(0),
             input: seed(0).prompt.to_string(),
             outputs: vec![

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's intent-game table, through `sparring run` and `sparring report`:
-#   original (the warm-started defender, checkpoint r0) vs sequential vs AdvGame-DPO vs GRPO, seeds 0 1 2.
+#   original (the warm-started defender, checkpoint r0) vs sequential vs AdvGame-DPO vs GRPO vs self-play (one
+#   policy playing both sides, learning from both sides' batches), seeds 0 1 2.
 # adaptive ASR: a best-response attacker trained K rounds against each frozen defender, all by ONE procedure
 #   (scenarios/intent-redteam.toml: its warm-started attacker, DPO, pairwise oracle judge), on held-out harmful seeds;
 # fixed-attack ASR: the defender (greedy) on every held-out harmful seed behind every framing, a success being a
@@ -19,7 +20,7 @@ BIN="${CARGO_TARGET_DIR:-target}/debug/sparring"
 mkdir -p "$OUT"
 start=$(date +%s)
 dirs=()
-for recipe in sequential advgame-dpo grpo; do
+for recipe in sequential advgame-dpo grpo self-play; do
   for seed in $SEEDS; do
     d="$OUT/$recipe-s$seed"
     rm -rf "$d"
@@ -52,12 +53,16 @@ anyc = {(p["run"], p["round"]): p["plain_sets"].get("intent-fixed-attacks")
 last = {}
 for p in pts:
     last[p["run"]] = max(last.get(p["run"], 0), p["round"])
-rows = {"original (warm start)": [], "sequential": [], "AdvGame-DPO (joint)": [], "GRPO (joint)": []}
-name = {"sequential": "sequential", "advgame-dpo": "AdvGame-DPO (joint)", "grpo": "GRPO (joint)"}
+rows = {"original (warm start)": [], "sequential": [], "AdvGame-DPO (joint)": [], "GRPO (joint)": [],
+        "self-play's warm start (one policy, r0)": [], "self-play (one policy, DPO)": []}
+name = {"sequential": "sequential", "advgame-dpo": "AdvGame-DPO (joint)", "grpo": "GRPO (joint)",
+        "self-play": "self-play (one policy, DPO)"}
 for p in pts:
     recipe = p["run"].rsplit("-s", 1)[0]
     if p["round"] == 0 and recipe == "advgame-dpo":
         rows["original (warm start)"].append(p)
+    elif p["round"] == 0 and recipe == "self-play":
+        rows["self-play's warm start (one policy, r0)"].append(p)
     elif p["round"] == last[p["run"]] and p["round"] > 0:
         rows[name[recipe]].append(p)
 def cell(vals):

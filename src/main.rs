@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use sparring_engine::Role;
 use sparring_engine::record::Metrics;
 use sparring_engine::replay;
 use sparring_engine::run::{self, Progress, RunSummary};
@@ -203,20 +204,30 @@ fn real_main(cli: Cli) -> Result<()> {
         Cmd::Validate { file, set } => {
             let loaded = scenario::load(&file, &set, &registry).map_err(|e| anyhow!("{e}"))?;
             let s = &loaded.scenario;
+            let players = if loaded.self_play() {
+                format!("one player `{}` on both sides", s.attacker.kind)
+            } else {
+                format!(
+                    "attacker `{}`, defender `{}`",
+                    s.attacker.kind,
+                    s.role(Role::Defender).kind
+                )
+            };
             println!(
-                "{}: ok — `{}`: {} rounds, {} seeds/round, A={}, D={}, schedule {:?}; {} training seeds, {} eval sets; \
-                 attacker `{}`, defender `{}`, judge `{}`",
+                "{}: ok — `{}`: {} rounds, {} seeds/round, A={}, D={}, schedule {}; {} training seeds, {} eval sets; \
+                 {players}, judge `{}`",
                 file.display(),
                 s.game.name,
                 s.game.rounds,
                 s.game.seeds_per_round,
                 s.game.attacks_per_seed,
                 s.game.responses_per_attack,
-                s.game.schedule,
+                serde_json::to_value(s.game.schedule)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
                 loaded.train.len(),
                 loaded.eval.len(),
-                s.attacker.kind,
-                s.defender.kind,
                 s.judge.kind
             );
             if let Some(c) = &s.cluster {
@@ -231,7 +242,7 @@ fn real_main(cli: Cli) -> Result<()> {
                         .collect::<Vec<_>>()
                         .join(", "),
                     on(&s.attacker),
-                    on(&s.defender),
+                    on(s.role(Role::Defender)),
                     on(&s.judge),
                     format!("{:?}", c.on_node_loss).to_lowercase()
                 );

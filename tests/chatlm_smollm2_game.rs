@@ -85,6 +85,10 @@ fn one_round(scenario: &str, extra: &[&str]) -> Option<(serde_json::Value, PathB
         .join(scenario);
     let registry = sparring_actors::registry();
     let mut overrides = tiny_overrides(&sh, &model);
+    // A self-play scenario's one player is its `[attacker]` table: there is no defender table to override.
+    if scenario.contains("self-play") {
+        overrides.retain(|o| !o.starts_with("defender."));
+    }
     overrides.extend(extra.iter().map(|s| s.to_string()));
     let loaded = sparring_engine::scenario::load(&file, &overrides, &registry)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -356,6 +360,38 @@ fn export_loads_in_transformers_and_peft() {
     .unwrap();
     let python = std::env::var("SPARRING_PYTHON").unwrap_or_else(|_| "python3".into());
     check_export_py(&python, &[&merged, &adapter, &base, &reference]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Self-play: one LoRA player writes the rewrites and answers them, and its one update per round (the attacker's
+/// learn record) learns from both sides' pairs; its state is the defender's too, and `sparring eval` plays two
+/// copies of it.
+#[test]
+fn smollm2_self_play_one_round() {
+    let Some((m, dir)) = one_round("smollm2-self-play.toml", &[]) else {
+        return;
+    };
+    let num = |k: &str| m[k].as_f64().unwrap_or(0.0);
+    assert_eq!(num("judge/missing"), 0.0, "missing verdicts: {m}");
+    assert!(num("parse_rate") > 0.0 && num("responses") > 0.0, "{m}");
+    assert_eq!(num("learn/attacker/steps"), 1.0, "{m}");
+    assert!(m["learn/defender/steps"].is_null(), "a second learner: {m}");
+    assert!(
+        m["learn/attacker/loss"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "{m}"
+    );
+    let log = std::fs::read_to_string(dir.join("episodes.jsonl")).unwrap();
+    assert!(
+        log.contains("\"type\":\"response\""),
+        "no defender response"
+    );
+    let a = std::fs::read(dir.join("checkpoints/r1/attacker.bin")).unwrap();
+    let d = std::fs::read(dir.join("checkpoints/r1/defender.bin")).unwrap();
+    assert!(!a.is_empty() && a == d);
+    let e = sparring(&["eval", "--json", "--limit", "1"], &dir);
+    assert_eq!(e["round"], 1, "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -61,7 +61,9 @@ fn every_intent_scenario_runs_shortened() {
         "intent-sequential",
         "intent-grpo",
         "intent-redteam",
+        "intent-self-play",
     ] {
+        let self_play = name == "intent-self-play";
         let dir = tmp(name);
         let sets = short(&[
             "game.rounds=2",
@@ -69,10 +71,11 @@ fn every_intent_scenario_runs_shortened() {
             "eval.every=0",
             "eval.adaptive.rounds=1",
         ]);
-        // `phase_rounds` only exists for the sequential schedule.
+        // `phase_rounds` only exists for the sequential schedule, and a self-play scenario has no defender table.
         let sets: Vec<String> = sets
             .into_iter()
             .filter(|s| name == "intent-sequential" || !s.starts_with("game.phase_rounds"))
+            .filter(|s| !(self_play && s.starts_with("defender.")))
             .collect();
         let s = run(name, &sets, &dir);
         assert_eq!(s.rounds, 2, "{name}");
@@ -106,6 +109,10 @@ fn every_intent_scenario_runs_shortened() {
                 0.0,
                 "{name}: the frozen defender learned"
             );
+        } else if self_play {
+            // One update of the one player per round, recorded as the attacker's.
+            assert_eq!(steps("attacker"), 2.0, "{name}");
+            assert_eq!(steps("defender"), 0.0, "{name}");
         } else {
             assert!(
                 steps("defender") >= 1.0,
@@ -121,6 +128,139 @@ fn every_intent_scenario_runs_shortened() {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The self-play scenario: one player, whose state is also the defender's (the same bytes), whose checkpoints
+/// reproduce the run's own evaluation when two copies of it play (`evaluate`), and whose records are the same
+/// after a crash of the player (restarted by the supervisor) and after a SIGKILL of the run and `--resume`.
+#[test]
+fn a_self_play_run_is_one_player_that_restarts_and_resumes_exactly() {
+    let sets = [
+        "game.seeds_per_round=6",
+        "attacker.warm_start.steps=60",
+        "game.rounds=3",
+        "eval.every=0",
+        "eval.modes=[\"plain\",\"attacker\"]",
+        "replay.fsync=false",
+    ];
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let clean = tmp("self-play-clean");
+    let s = run("intent-self-play", &sets, &clean);
+    assert_eq!(s.rounds, 3);
+    for r in [0, 3] {
+        let a = std::fs::read(run::checkpoint_path(&clean, "attacker", r)).unwrap();
+        let d = std::fs::read(run::checkpoint_path(&clean, "defender", r)).unwrap();
+        assert!(
+            !a.is_empty() && a == d,
+            "r{r}: the defender's state is not the player's"
+        );
+    }
+    // Two copies of the player, both from the round-3 checkpoint, give the run's own evaluation.
+    let committed = replay::read_committed(&clean.join(replay::LOG)).unwrap();
+    let logged: Vec<_> = committed
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Eval(e) if e.mode == EvalMode::Attacker => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!logged.is_empty());
+    let registry = sparring_actors::registry();
+    let loaded = scenario::load(&clean.join("scenario.toml"), &[], &registry).unwrap();
+    assert!(loaded.self_play());
+    let mut init = BTreeMap::new();
+    for (slot, role) in [
+        (Slot::Attacker, "attacker"),
+        (Slot::Defender, "defender"),
+        (Slot::Judge, "judge"),
+    ] {
+        init.insert(
+            slot,
+            std::fs::read(run::checkpoint_path(&clean, role, 3)).unwrap(),
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let again = rt
+        .block_on(run::evaluate(
+            &loaded,
+            &registry,
+            &clean,
+            init,
+            EvalMode::Attacker,
+            3,
+        ))
+        .unwrap();
+    assert_eq!(again, logged);
+    let episodes = std::fs::read(clean.join(replay::LOG)).unwrap();
+    let metrics = std::fs::read(clean.join("metrics.jsonl")).unwrap();
+
+    // The player panics on its 4th request (its first learning step: after its starting save, the round's
+    // rewrites and its answers): restarted from its last state, it plays the round again to the same records.
+    let crashed = tmp("self-play-crash");
+    let mut with_fault = sets.clone();
+    with_fault.push("faults.attacker.panic_on_request=[4]".into());
+    let s = run("intent-self-play", &with_fault, &crashed);
+    assert_eq!(s.restarts.get("attacker"), Some(&1), "{:?}", s.restarts);
+    assert_eq!(std::fs::read(crashed.join(replay::LOG)).unwrap(), episodes);
+    assert_eq!(
+        std::fs::read(crashed.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+
+    // SIGKILL after the first commit, then `--resume`.
+    let killed = tmp("self-play-killed");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"));
+    cmd.args(["run", "-q", "--out"]).arg(&killed);
+    cmd.arg(root().join("scenarios/intent-self-play.toml"));
+    for s in sets
+        .iter()
+        .chain(["faults.round_delay_ms=400".to_string()].iter())
+    {
+        cmd.args(["--set", s]);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = killed.join(replay::LOG);
+    let t0 = std::time::Instant::now();
+    while replay::read_committed(&log).map_or(0, |c| c.last_round) < 1 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        assert!(t0.elapsed().as_secs() < 120, "no commit within 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        replay::read_committed(&log).unwrap().last_round < 3,
+        "killed too late"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args(["run", "-q", "--set", "faults.round_delay_ms=0", "--resume"])
+        .arg(&killed)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), episodes);
+    assert_eq!(
+        std::fs::read(killed.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+    for d in [clean, crashed, killed] {
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
 

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A policy whose version is the number of its learning steps. As the attacker, its rewrite `i` of a seed is the
-/// seed followed by `#i`; as the defender, its answer `i` is `answer i`.
+/// A policy whose version is the number of its learning steps. As the attacker (the role a request names), its
+/// rewrite `i` of a seed is the seed followed by `#i`; as the defender, its answer `i` is `answer i`. Its learn
+/// reports count the groups of each side it learned from (`groups/attacker`, `groups/defender`).
 struct Counting {
-    role: Role,
     learned: u64,
 }
 impl Policy for Counting {
@@ -23,7 +23,7 @@ impl Policy for Counting {
             .iter()
             .map(|r| {
                 (0..r.n)
-                    .map(|i| match self.role {
+                    .map(|i| match r.role {
                         Role::Attacker => Generation::plain(format!("{} #{i}", r.input)),
                         _ => Generation::plain(format!("answer {i}")),
                     })
@@ -31,10 +31,15 @@ impl Policy for Counting {
             })
             .collect())
     }
-    fn learn(&mut self, _groups: &[Group]) -> Result<LearnReport, RoleError> {
+    fn learn(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
         self.learned += 1;
+        let mut metrics = BTreeMap::new();
+        for g in groups {
+            *metrics.entry(format!("groups/{}", g.role)).or_insert(0.0) += 1.0;
+        }
         Ok(LearnReport {
             steps: 1,
+            metrics,
             ..LearnReport::default()
         })
     }
@@ -90,12 +95,7 @@ fn registry() -> Registry {
     let mut r = Registry::new();
     r.add_policy(
         info("counting", vec![Role::Attacker, Role::Defender]),
-        Arc::new(|_, cx| {
-            Ok(Box::new(Counting {
-                role: cx.role,
-                learned: 0,
-            }))
-        }),
+        Arc::new(|_, _| Ok(Box::new(Counting { learned: 0 }))),
     );
     r.add_judge(
         info("ties", vec![Role::Judge]),
@@ -108,8 +108,14 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Six rounds of the test kinds over the intent game's training seeds, under the `[game]` lines `schedule`.
+/// Six rounds of the test kinds over the intent game's training seeds, under the `[game]` lines `schedule` (a
+/// `self-play` schedule has no `[defender]` table).
 fn counting_scenario(schedule: &str) -> String {
+    let defender = if schedule.contains("self-play") {
+        ""
+    } else {
+        "[defender]\nkind = \"counting\"\n"
+    };
     let train = repo().join("scenarios/intent-data/train.jsonl");
     format!(
         r#"schema = 1
@@ -131,9 +137,7 @@ format = "advgame"
 [attacker]
 kind = "counting"
 
-[defender]
-kind = "counting"
-
+{defender}
 [judge]
 kind = "ties"
 
@@ -304,6 +308,40 @@ fn a_frozen_attacker_game_never_moves_the_attackers_version() {
     assert_eq!(learners(&recs, 6), vec![vec![D]; 6]);
     let v: Vec<(u32, u64, u64)> = (1..=6).map(|r| (r, 0, u64::from(r) - 1)).collect();
     assert_eq!(output_versions(&recs), v);
+}
+
+/// Self-play: one player writes both sides' outputs of a round with the same weights, and one update per round
+/// (recorded as the attacker's) learns from both sides' groups: the defender's, one per valid rewrite (2 seeds ×
+/// 2 rewrites), and the attacker's, one per seed.
+#[test]
+fn a_self_play_game_is_one_player_learning_both_sides_in_one_step() {
+    let recs = play_counting("schedule-self-play", "schedule = \"self-play\"");
+    assert_eq!(learners(&recs, 6), vec![vec![A]; 6]);
+    assert_eq!(
+        learn_steps(&recs),
+        (1..=6).map(|r| (r, A, u64::from(r))).collect::<Vec<_>>()
+    );
+    let v: Vec<(u32, u64, u64)> = (1..=6)
+        .map(|r| (r, u64::from(r) - 1, u64::from(r) - 1))
+        .collect();
+    assert_eq!(output_versions(&recs), v);
+    for r in &recs {
+        if let Record::Learn(l) = r {
+            let m = &l.report.metrics;
+            assert_eq!(
+                m.get("groups/defender"),
+                Some(&4.0),
+                "round {}: {m:?}",
+                l.round
+            );
+            assert_eq!(
+                m.get("groups/attacker"),
+                Some(&2.0),
+                "round {}: {m:?}",
+                l.round
+            );
+        }
+    }
 }
 
 /// Short settings for the shipped intent scenarios: small warm starts, few seeds, the evaluation after the last

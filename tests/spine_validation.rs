@@ -145,6 +145,57 @@ fn sequential_needs_phase_rounds_and_kinds_must_exist() {
     );
 }
 
+/// `self-play` takes one player, the `[attacker]` table: a `[defender]` beside it is an error at `defender`, a
+/// scenario of another schedule without one is an error, and the player's kind must be able to defend.
+#[test]
+fn self_play_has_one_player_that_can_play_both_sides() {
+    let Some(sh) = shared_or_skip("self_play_validation") else {
+        return;
+    };
+    let base = scenario(&sh, 2, "");
+    let self_play = base.replace(
+        "responses_per_attack = 2",
+        "responses_per_attack = 2\nschedule = \"self-play\"",
+    );
+    let (e, f, text) = case("self-play-defender", &self_play, &[]);
+    assert!(
+        e.contains(&format!("{f}:{}:", line_of(&text, "[defender]")))
+            && e.contains("`defender`: under `game.schedule = \"self-play\"`")
+            && e.contains("remove `[defender]`"),
+        "{e}"
+    );
+    // The scripted attacker cannot defend.
+    let no_defender = self_play.replace(
+        "[defender]\nkind = \"scripted-rules\"\nflip_rate = 0.2\n",
+        "",
+    );
+    assert!(!no_defender.contains("scripted-rules"));
+    let (e, _, _) = case("self-play-kind", &no_defender, &[]);
+    assert!(
+        e.contains("`attacker.kind`: `scripted-template` cannot play the defender"),
+        "{e}"
+    );
+    let joint_without = base.replace(
+        "[defender]\nkind = \"scripted-rules\"\nflip_rate = 0.2\n",
+        "",
+    );
+    let (e, _, _) = case("joint-no-defender", &joint_without, &[]);
+    assert!(e.contains("missing table `[defender]`"), "{e}");
+    // The intent player can play both sides; faults go to the attacker's.
+    let reg = sparring_actors::registry();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/intent-self-play.toml");
+    let l = sparring_engine::scenario::load(&shipped, &[], &reg).unwrap();
+    assert!(l.self_play() && l.scenario.defender.is_none());
+    assert_eq!(l.role(sparring_engine::Role::Defender).kind, "intent-lm");
+    let two = l.two_players();
+    assert!(!two.self_play() && two.scenario.defender.is_some());
+    let e = errors(&shipped, &["faults.defender.delay_ms=1"]);
+    assert!(
+        e.contains("`faults.defender`") && e.contains("faults.attacker"),
+        "{e}"
+    );
+}
+
 #[test]
 fn data_errors_name_the_data_file_and_line() {
     let Some(sh) = shared_or_skip("data_errors") else {
@@ -371,7 +422,7 @@ fn a_shared_model_is_named_once_and_its_backend_is_the_roles() {
     let f = write_scenario(&dir, &text);
     let reg = sparring_actors::registry();
     let l = sparring_engine::scenario::load(&f, &[], &reg).unwrap_or_else(|e| panic!("{e}"));
-    let p = &l.scenario.defender.params;
+    let p = &l.role(sparring_engine::Role::Defender).params;
     assert_eq!(
         p["model"].as_str(),
         Some(model.display().to_string().as_str())

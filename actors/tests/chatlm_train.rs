@@ -99,6 +99,7 @@ fn finetune_option_is_validated() {
         run_dir: None,
         learns: false,
         node: None,
+        self_play: false,
     };
     // `model` only has to exist for validation; no weights are loaded.
     let check = |extra: &str| {
@@ -207,6 +208,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
         run_dir: None,
         learns: false,
         node: None,
+        self_play: false,
     };
     let reg = chat_registry();
     let mut p = reg.build_policy("chat-lm", &params, &ctx).unwrap();
@@ -233,6 +235,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
     }
     let group = Group {
         key: req.key.clone(),
+        role: req.role,
         seed,
         input: req.input.clone(),
         outputs: gens[0].iter().map(|g| g.text.clone()).collect(),

@@ -23,6 +23,7 @@ fn ctx(role: Role) -> BuildContext {
         run_dir: None,
         learns: false,
         node: None,
+        self_play: false,
     }
 }
 
@@ -353,6 +354,7 @@ fn intent_lm_policy_generates_learns_and_resumes() {
         let outputs: Vec<String> = g1[0].iter().map(|g| g.text.clone()).collect();
         let group = Group {
             key: "r1/k".into(),
+            role: req.role,
             seed: req.seed.clone(),
             input: input.into(),
             outputs,
@@ -470,6 +472,7 @@ fn copies_share_one_reward_before_pairs_are_drawn() {
         .unwrap();
     let group = sparring_engine::roles::Group {
         key: "r1/k".into(),
+        role: Role::Defender,
         seed: seed("how to kill person", ECat::Harmful),
         input: "fiction how to kill person".into(),
         outputs: vec!["REFUSE <eos>".into(), "REFUSE <eos>".into()],
@@ -513,6 +516,7 @@ fn an_on_policy_intent_lm_learns_with_the_log_probs_it_sampled_with() {
     }
     let group = Group {
         key: "r1/k".into(),
+        role: req.role,
         seed: req.seed.clone(),
         input: req.input.clone(),
         outputs: gens[0].iter().map(|g| g.text.clone()).collect(),

@@ -30,6 +30,10 @@ pub struct BuildContext {
     /// The `[cluster]` node that will build the role, while this process only checks it: files the role reads
     /// are looked for there (when it is built), not here.
     pub node: Option<String>,
+    /// The scenario's one player plays both sides (`game.schedule = "self-play"`): it answers each request in the
+    /// role the request names ([`crate::roles::GenRequest::role`], [`crate::roles::Group::role`]) and is built as
+    /// that player whichever role `role` says (its warm start, its seeds), so two copies of it agree.
+    pub self_play: bool,
 }
 
 impl BuildContext {
@@ -43,6 +47,7 @@ impl BuildContext {
             run_dir: None,
             learns: false,
             node: None,
+            self_play: false,
         }
     }
 

@@ -105,6 +105,8 @@ impl Generation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     pub key: String,
+    /// The side whose outputs these are: a self-play player learns both sides' groups in one update.
+    pub role: Role,
     pub seed: Seed,
     pub input: String,
     /// Raw output texts, in sample order.

@@ -3,6 +3,7 @@
 //! ([`check_endpoints`]).
 
 use anyhow::{Result, anyhow, bail};
+use sparring_engine::Role;
 use sparring_engine::record::EvalMode;
 use sparring_engine::registry::Registry;
 use sparring_engine::scenario::{self, Loaded};
@@ -56,7 +57,7 @@ pub(super) fn replaced(file: &Path, loaded: &Loaded, role: &str) -> bool {
     };
     let now = match role {
         "attacker" => &loaded.scenario.attacker.kind,
-        "defender" => &loaded.scenario.defender.kind,
+        "defender" => &loaded.role(Role::Defender).kind,
         _ => &loaded.scenario.judge.kind,
     };
     *now != kind
@@ -69,7 +70,7 @@ pub(super) fn replaced(file: &Path, loaded: &Loaded, role: &str) -> bool {
 /// model, a wrong path, a missing key) comes back from the first request, with the status and the body.
 pub(crate) fn check_endpoints(loaded: &Loaded, mode: EvalMode) -> Result<()> {
     let s = &loaded.scenario;
-    let mut roles = vec![("defender", &s.defender), ("judge", &s.judge)];
+    let mut roles = vec![("defender", s.role(Role::Defender)), ("judge", &s.judge)];
     if mode != EvalMode::Plain {
         roles.insert(0, ("attacker", &s.attacker));
     }

@@ -91,10 +91,10 @@ pub enum Weights {
     Policy,
 }
 
-/// A chat-LM attacker or defender.
+/// A chat-LM attacker or defender (or, under self-play, both): each request is answered, and each group learned,
+/// in the role it names.
 pub struct ChatPolicy {
     lm: ChatModel,
-    role: Role,
     params: PolicyParams,
     training: Option<Training>,
     /// Weights used for generation when adapters are in play (base + merged generator adapters).
@@ -120,13 +120,13 @@ impl ChatPolicy {
     ) -> Result<Self, RoleError> {
         let mut me = ChatPolicy {
             lm,
-            role: ctx.role,
             params: p.clone(),
             training: None,
             generator: None,
             host: None,
         };
         let role_salt = match ctx.role {
+            _ if ctx.self_play => 0x5E1F,
             Role::Attacker => 0xA77A,
             Role::Defender => 0xDEFE,
             Role::Judge => 0x7D6E,
@@ -167,48 +167,42 @@ impl ChatPolicy {
         Ok(me)
     }
 
-    /// The chat messages this policy answers for a seed and an input.
-    pub fn messages(&self, seed: &Seed, input: &str) -> Vec<ChatMessage> {
-        player::messages(self.role, seed, input, self.params.think)
+    /// The chat messages this policy answers as `role` for a seed and an input.
+    pub fn messages(&self, role: Role, seed: &Seed, input: &str) -> Vec<ChatMessage> {
+        player::messages(role, seed, input, self.params.think)
     }
 
-    /// Text the assistant turn is prefilled with (part of every output text; empty for most settings).
-    pub fn prefill(&self) -> &'static str {
-        player::prefill(self.role, self.params.think)
+    /// Text the assistant turn of `role` is prefilled with (part of every output text; empty for most settings).
+    pub fn prefill(&self, role: Role) -> &'static str {
+        player::prefill(role, self.params.think)
     }
 
-    fn stops(&self) -> &'static [&'static str] {
-        player::stops(self.role, self.params.think)
-    }
-
-    /// The output text of a sample ([`player::output_text`]).
-    fn output_text(&self, s: &Sample) -> String {
+    /// The output text of a sample of `role` ([`player::output_text`]).
+    fn output_text(&self, role: Role, s: &Sample) -> String {
         player::output_text(
-            self.role,
+            role,
             self.params.think,
-            self.prefill(),
+            self.prefill(role),
             &s.text,
             s.truncated,
         )
     }
 
-    /// Prompt tokens (prefill included) for a group and the response text the model actually generated.
+    /// Prompt tokens (prefill included) for a group.
     fn learn_prompt(&self, g: &Group) -> Result<Vec<u32>, RoleError> {
         self.lm
-            .prefilled_ids(&self.messages(&g.seed, &g.input), self.prefill())
+            .prefilled_ids(
+                &self.messages(g.role, &g.seed, &g.input),
+                self.prefill(g.role),
+            )
             .map_err(RoleError::Failed)
     }
 
-    fn generated_part<'a>(&self, output: &'a str) -> &'a str {
-        output.strip_prefix(self.prefill()).unwrap_or(output)
-    }
-
-    /// The tokens a learner trains on for an output: its generated part (without the prefill), tokenized, with
-    /// the end token.
-    fn learned_ids(&self, output: &str) -> Result<Vec<u32>, RoleError> {
-        self.lm
-            .response_ids(self.generated_part(output))
-            .map_err(RoleError::Failed)
+    /// The tokens a learner trains on for an output of `role`: the part the model generated (without the
+    /// prefill), tokenized, with the end token.
+    fn learned_ids(&self, role: Role, output: &str) -> Result<Vec<u32>, RoleError> {
+        let generated = output.strip_prefix(self.prefill(role)).unwrap_or(output);
+        self.lm.response_ids(generated).map_err(RoleError::Failed)
     }
 
     fn sampling(&self) -> Sampling {
@@ -292,7 +286,7 @@ impl ChatPolicy {
             let prompt = self.learn_prompt(g)?;
             let mut responses = Vec::with_capacity(g.outputs.len());
             for o in &g.outputs {
-                let r = self.learned_ids(o)?;
+                let r = self.learned_ids(g.role, o)?;
                 tokens += (prompt.len() + r.len()) as u64;
                 responses.push(r);
             }
@@ -320,13 +314,13 @@ impl ChatPolicy {
             let prompt = self.learn_prompt(g)?;
             let mut samples = Vec::with_capacity(g.outputs.len());
             for (i, (o, r)) in g.outputs.iter().zip(&g.rewards).enumerate() {
-                let response = self.learned_ids(o)?;
+                let response = self.learned_ids(g.role, o)?;
                 tokens += (prompt.len() + response.len()) as u64;
                 samples.push(GrpoSample {
                     response,
                     gen_logprobs: g.logprobs.get(i).cloned().unwrap_or_default(),
                     reward: r.map(|x| x as f32),
-                    error: self.role == Role::Attacker
+                    error: g.role == Role::Attacker
                         && parse_attacker(o, self.params.require_think).is_err(),
                 });
             }
@@ -374,15 +368,21 @@ fn learn_report(rep: Option<StepReport>, tokens: u64) -> LearnReport {
 
 impl Policy for ChatPolicy {
     fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError> {
-        let mut rows = Vec::new();
-        let prefill = self.prefill();
+        // One batch per role among the requests (a self-play player's call may hold both): each has its own
+        // prefill and stops.
+        let roles = [Role::Attacker, Role::Defender];
+        let mut rows: [Vec<(Vec<u32>, u64)>; 2] = Default::default();
         for r in reqs {
             let ids = self
                 .lm
-                .prefilled_ids(&self.messages(&r.seed, &r.input), prefill)
+                .prefilled_ids(
+                    &self.messages(r.role, &r.seed, &r.input),
+                    self.prefill(r.role),
+                )
                 .map_err(RoleError::Failed)?;
+            let at = usize::from(r.role != Role::Attacker);
             for k in 0..r.n {
-                rows.push((ids.clone(), row_seed(r.rng_seed, k)));
+                rows[at].push((ids.clone(), row_seed(r.rng_seed, k)));
             }
         }
         let model = self.generator.as_ref().unwrap_or(&self.lm.model);
@@ -390,24 +390,32 @@ impl Policy for ChatPolicy {
             Some(h) => Net::Host(h),
             None => Net::Burn(model),
         };
-        let samples = self
-            .lm
-            .generate_net(net, &rows, self.sampling(), self.stops())
-            .map_err(RoleError::Failed)?;
-        let mut it = samples.into_iter();
+        let mut sampled = Vec::with_capacity(2);
+        for (role, rows) in roles.into_iter().zip(&rows) {
+            let stops = player::stops(role, self.params.think);
+            let samples = if rows.is_empty() {
+                Vec::new()
+            } else {
+                self.lm
+                    .generate_net(net, rows, self.sampling(), stops)
+                    .map_err(RoleError::Failed)?
+            };
+            sampled.push(samples.into_iter());
+        }
         let on_policy = self.on_policy();
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
+            let role = r.role;
             let mut gens = Vec::with_capacity(r.n);
             for _ in 0..r.n {
-                let Some(s) = it.next() else {
+                let Some(s) = sampled[usize::from(role != Role::Attacker)].next() else {
                     return Err(RoleError::failed("generation returned too few samples"));
                 };
-                let text = self.output_text(&s);
-                let parsed = player::parsed(self.role, &text, self.params.require_think);
+                let text = self.output_text(role, &s);
+                let parsed = player::parsed(role, &text, self.params.require_think);
                 // The learner trains on the text re-tokenized: the sampled log-probs of its tokens.
                 let logprobs = if on_policy && !r.is_eval() {
-                    let learned = self.learned_ids(&text)?;
+                    let learned = self.learned_ids(role, &text)?;
                     aligned_logprobs(&s.tokens, &s.logprobs, &learned)
                 } else {
                     Vec::new()

@@ -271,17 +271,31 @@ impl IntentPlayer {
         train: &[Intent],
         seed: u64,
     ) -> Result<IntentPlayer, LmError> {
+        Self::playing(lang, &[role], cfg, train, seed)
+    }
+
+    /// A fresh model that plays each of `roles` (the first is its [`Self::role`]; a self-play player has both),
+    /// warm-started on the warm data of every one of them (`warm_start.examples` each), drawn from `train`
+    /// seeds; all seeded by `seed`.
+    pub fn playing(
+        lang: &Language,
+        roles: &[PlayerRole],
+        cfg: PlayerConfig,
+        train: &[Intent],
+        seed: u64,
+    ) -> Result<IntentPlayer, LmError> {
         let device = crate::lm::device(cfg.backend)?;
         let model = Self::init_model(lang, &cfg, seed, &device)?;
-        let data = match role {
-            PlayerRole::Attacker => {
-                warm_attacker_data(lang, train, cfg.warm_start.examples, seed ^ 0xA77A)
-            }
-            PlayerRole::Defender => {
-                warm_defender_data(lang, train, cfg.warm_start.examples, seed ^ 0xDEFE)
-            }
-        };
+        let n = cfg.warm_start.examples;
+        let mut data = Vec::new();
+        for role in roles {
+            data.extend(match role {
+                PlayerRole::Attacker => warm_attacker_data(lang, train, n, seed ^ 0xA77A),
+                PlayerRole::Defender => warm_defender_data(lang, train, n, seed ^ 0xDEFE),
+            });
+        }
         let (model, warm_losses) = supervised_train(model, &data, &cfg.warm_start, seed ^ 0x5F7)?;
+        let role = roles.first().copied().unwrap_or(PlayerRole::Attacker);
         Self::from_model(role, cfg, model, warm_losses, seed)
     }
 
@@ -343,17 +357,19 @@ impl IntentPlayer {
         self.version
     }
 
-    fn max_new(&self) -> usize {
-        self.cfg.max_new_tokens.unwrap_or(match self.role {
+    /// The generation length cap when playing `role`.
+    fn max_new(&self, role: PlayerRole) -> usize {
+        self.cfg.max_new_tokens.unwrap_or(match role {
             PlayerRole::Attacker => 14,
             PlayerRole::Defender => 3,
         })
     }
 
-    /// Samples one continuation per context (`greedy` ignores the temperature); `seeds` gives each
+    /// Samples one continuation per context of `role` (`greedy` ignores the temperature); `seeds` gives each
     /// row's sampling seed.
     pub fn sample(
         &self,
+        role: PlayerRole,
         contexts: &[Vec<Token>],
         seeds: &[u64],
         greedy: bool,
@@ -364,7 +380,7 @@ impl IntentPlayer {
         let cfg = SamplingConfig {
             temperature: if greedy { 0.0 } else { self.cfg.temperature },
             top_p: self.cfg.top_p,
-            max_new_tokens: self.max_new(),
+            max_new_tokens: self.max_new(role),
             stop_tokens: vec![EOS],
             pad_token: PAD,
         };
@@ -393,7 +409,7 @@ impl IntentPlayer {
             .iter()
             .map(|(c, s)| attacker_context(lang, *c, s))
             .collect();
-        let gens = self.sample(&ctx, rng_seeds, greedy)?;
+        let gens = self.sample(PlayerRole::Attacker, &ctx, rng_seeds, greedy)?;
         Ok(gens
             .into_iter()
             .map(|g| {
@@ -412,7 +428,7 @@ impl IntentPlayer {
         greedy: bool,
     ) -> Result<Vec<(Generation, Response)>, LmError> {
         let ctx: Vec<Vec<Token>> = prompts.iter().map(|p| defender_context(lang, p)).collect();
-        let gens = self.sample(&ctx, rng_seeds, greedy)?;
+        let gens = self.sample(PlayerRole::Defender, &ctx, rng_seeds, greedy)?;
         Ok(gens
             .into_iter()
             .map(|g| {

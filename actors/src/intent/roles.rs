@@ -201,7 +201,8 @@ pub fn merge_copies(responses: &[Vec<Token>], rewards: &[Option<f64>]) -> Vec<Op
         .collect()
 }
 
-/// `intent-lm`: an attacker or defender on the Burn LM, warm-started at construction.
+/// `intent-lm`: an attacker or defender on the Burn LM, warm-started at construction (a self-play player: one
+/// model warm-started on both sides' data, answering each request in the role it names).
 pub struct IntentLmPolicy {
     lang: Arc<Language>,
     player: IntentPlayer,
@@ -209,17 +210,25 @@ pub struct IntentLmPolicy {
 }
 
 impl IntentLmPolicy {
-    /// Builds and warm-starts the player (seeded by the scenario seed and the role).
+    /// Builds and warm-starts the player (seeded by the scenario seed and the role; a self-play player by the
+    /// seed alone, whichever role builds it).
     pub fn new(params: &IntentLmParams, ctx: &BuildContext) -> Result<IntentLmPolicy, RoleError> {
         let cfg = params.player_config()?;
         let role = player_role(ctx.role)?;
         let lang = Arc::new(Language::builtin());
         let split = split_intents(&lang, params.held_out_fraction, params.split_seed);
-        let seed = hash_words(ctx.seed, &[role as u64]);
-        // The warm start is a pure function of (role, config, split, seed): cache its state in the
+        let (roles, seed) = if ctx.self_play {
+            (
+                vec![PlayerRole::Attacker, PlayerRole::Defender],
+                hash_words(ctx.seed, &[SELF_PLAY_SALT]),
+            )
+        } else {
+            (vec![role], hash_words(ctx.seed, &[role as u64]))
+        };
+        // The warm start is a pure function of (roles, config, split, seed): cache its state in the
         // process so that a supervisor restart or a second build does not pay for it again.
         let key = format!(
-            "{role:?}|{seed}|{}|{}|{}",
+            "{roles:?}|{seed}|{}|{}|{}",
             params.held_out_fraction,
             params.split_seed,
             serde_json::to_string(&cfg).map_err(|e| RoleError::failed(e.to_string()))?
@@ -229,12 +238,14 @@ impl IntentLmPolicy {
             Some(bytes) => {
                 let mut bare = cfg.clone();
                 bare.warm_start.steps = 0;
-                let mut p = IntentPlayer::new(&lang, role, bare, &[], seed).map_err(lm_err)?;
+                let mut p =
+                    IntentPlayer::playing(&lang, &roles, bare, &[], seed).map_err(lm_err)?;
                 p.load(&bytes).map_err(lm_err)?;
                 p
             }
             None => {
-                let p = IntentPlayer::new(&lang, role, cfg, &split.train, seed).map_err(lm_err)?;
+                let p = IntentPlayer::playing(&lang, &roles, cfg, &split.train, seed)
+                    .map_err(lm_err)?;
                 let bytes = p.save().map_err(lm_err)?;
                 if let Ok(mut m) = warm_cache().lock() {
                     m.insert(key, bytes);
@@ -254,53 +265,57 @@ impl IntentLmPolicy {
         &self.player
     }
 
-    fn context(&self, req_input: &str, cat: ECategory) -> Result<Vec<Token>, RoleError> {
+    /// The model's context for an input played as `role` (its role tag says which side it plays).
+    fn context(
+        &self,
+        role: PlayerRole,
+        req_input: &str,
+        cat: ECategory,
+    ) -> Result<Vec<Token>, RoleError> {
         let toks = encode(&self.lang, req_input, "input")?;
-        Ok(match self.player.role() {
+        Ok(match role {
             PlayerRole::Attacker => attacker_context(&self.lang, category(cat), &toks),
             PlayerRole::Defender => defender_context(&self.lang, &toks),
         })
     }
 }
 
+/// The seed salt of a self-play player (any value that is not a [`PlayerRole`]'s).
+const SELF_PLAY_SALT: u64 = 0x5E1F;
+
 impl Policy for IntentLmPolicy {
     fn generate(&mut self, reqs: &[GenRequest]) -> Result<Vec<Vec<Generation>>, RoleError> {
-        // rows answered greedily (evaluation, with `eval_greedy`) and sampled, each in one batch
-        let mut rows: [(Vec<Vec<Token>>, Vec<u64>); 2] = Default::default();
+        // Rows answered greedily (evaluation, with `eval_greedy`) and sampled, per role, each kind in one batch.
+        let roles = [PlayerRole::Attacker, PlayerRole::Defender];
+        let bucket = |role: PlayerRole, greedy: bool| 2 * usize::from(greedy) + role as usize;
+        let mut rows: [(Vec<Vec<Token>>, Vec<u64>); 4] = Default::default();
         let mut which = Vec::new();
         for r in reqs {
+            let role = player_role(r.role)?;
             let c = self
-                .context(&r.input, r.seed.category)
+                .context(role, &r.input, r.seed.category)
                 .map_err(|e| RoleError::failed(format!("{}: {e}", r.key)))?;
-            let greedy = self.eval_greedy && r.is_eval();
-            let (contexts, seeds) = &mut rows[usize::from(greedy)];
+            let b = bucket(role, self.eval_greedy && r.is_eval());
+            let (contexts, seeds) = &mut rows[b];
             for k in 0..r.n {
                 contexts.push(c.clone());
                 seeds.push(hash_words(r.rng_seed, &[k as u64]));
-                which.push(greedy);
+                which.push(b);
             }
         }
-        let [(sc, ss), (gc, gs)] = &rows;
-        let mut sampled = self
-            .player
-            .sample(sc, ss, false)
-            .map_err(lm_err)?
-            .into_iter();
-        let mut greedy_rows = self
-            .player
-            .sample(gc, gs, true)
-            .map_err(lm_err)?
-            .into_iter();
-        let mut it = which.into_iter().filter_map(|g| {
-            if g {
-                greedy_rows.next()
-            } else {
-                sampled.next()
+        let mut answered = Vec::with_capacity(rows.len());
+        for greedy in [false, true] {
+            for role in roles {
+                let (contexts, seeds) = &rows[bucket(role, greedy)];
+                let g = self.player.sample(role, contexts, seeds, greedy);
+                answered.push(g.map_err(lm_err)?.into_iter());
             }
-        });
+        }
+        let mut it = which.into_iter().filter_map(|b| answered[b].next());
         let on_policy = self.player.algorithm() == Algorithm::Grpo;
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
+            let role = player_role(r.role)?;
             let mut v = Vec::with_capacity(r.n);
             for _ in 0..r.n {
                 let Some(g) = it.next() else {
@@ -315,7 +330,7 @@ impl Policy for IntentLmPolicy {
                 } else {
                     Vec::new()
                 };
-                let parsed = match self.player.role() {
+                let parsed = match role {
                     PlayerRole::Attacker => parse_rewrite(&self.lang, &g.tokens)
                         .ok()
                         .map(|p| self.lang.decode(&p)),
@@ -344,7 +359,7 @@ impl Policy for IntentLmPolicy {
         let mut pgroups = Vec::new();
         for g in groups {
             let ctx = self
-                .context(&g.input, g.seed.category)
+                .context(player_role(g.role)?, &g.input, g.seed.category)
                 .map_err(|e| RoleError::failed(format!("{}: {e}", g.key)))?;
             let mut responses = Vec::with_capacity(g.outputs.len());
             for (i, o) in g.outputs.iter().enumerate() {
@@ -387,7 +402,7 @@ impl Policy for IntentLmPolicy {
                         .zip(&g.rewards)
                         .enumerate()
                         .map(|(i, (response, reward))| GrpoSample {
-                            error: self.player.role() == PlayerRole::Attacker
+                            error: eg.role == Role::Attacker
                                 && parse_rewrite(&self.lang, &response)
                                     .map(|p| self.lang.topic_of(&p))
                                     .ok()
@@ -434,10 +449,10 @@ impl Policy for IntentLmPolicy {
 }
 
 /// `intent-rule`: the warm-start behaviours as scripted policies — as a defender the rule of
-/// [`warm_defender_response`], as an attacker rewrites drawn from the warm attacker's distribution.
+/// [`warm_defender_response`], as an attacker rewrites drawn from the warm attacker's distribution (each request
+/// in the role it names).
 pub struct IntentRulePolicy {
     lang: Arc<Language>,
-    role: PlayerRole,
 }
 
 impl Policy for IntentRulePolicy {
@@ -450,7 +465,7 @@ impl Policy for IntentRulePolicy {
             let mut v = Vec::with_capacity(r.n);
             for k in 0..r.n {
                 let mut rng = SplitMix64::new(hash_words(r.rng_seed, &[k as u64]));
-                let g = match self.role {
+                let g = match player_role(r.role)? {
                     PlayerRole::Defender => {
                         let resp = warm_defender_response(lang, &toks).tokens(lang);
                         let end = resp.iter().position(|&t| t == EOS).unwrap_or(resp.len());
@@ -722,7 +737,8 @@ pub fn register(reg: &mut Registry) {
             if let Some(k) = p.keys().next() {
                 return Err(RoleError::config(k.clone(), "unknown parameter (intent-rule takes none)"));
             }
-            Ok(Box::new(IntentRulePolicy { lang: Arc::new(Language::builtin()), role: player_role(c.role)? }) as Box<dyn Policy>)
+            player_role(c.role)?;
+            Ok(Box::new(IntentRulePolicy { lang: Arc::new(Language::builtin()) }) as Box<dyn Policy>)
         }),
     );
     reg.add_judge(

@@ -99,6 +99,7 @@ pub fn ctx(role: Role) -> BuildContext {
         run_dir: None,
         learns: false,
         node: None,
+        self_play: false,
     }
 }
 

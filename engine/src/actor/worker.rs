@@ -61,6 +61,7 @@ impl WorkerSpec {
             scenario_dir: ctx.scenario_dir.clone(),
             seed: ctx.seed,
             learns: ctx.learns,
+            self_play: ctx.self_play,
         })
     }
 

@@ -369,6 +369,7 @@ impl HostState {
             run_dir: None,
             learns: spec.learns,
             node: None,
+            self_play: spec.self_play,
         };
         let registry = self.args.registry.clone();
         Ok(if spec.role == Role::Judge {

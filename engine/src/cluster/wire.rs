@@ -81,6 +81,9 @@ pub struct RoleSpec {
     pub scenario_dir: PathBuf,
     pub seed: u64,
     pub learns: bool,
+    /// [`crate::registry::BuildContext::self_play`].
+    #[serde(default)]
+    pub self_play: bool,
 }
 
 /// A call to a node's host.

@@ -19,6 +19,7 @@ use std::sync::Arc;
 pub fn best_response_scenario(loaded: &Loaded, rounds: u32, tag: &str) -> Loaded {
     let mut sub = loaded.clone();
     let sc = &mut sub.scenario;
+    sc.split_player();
     sc.game.schedule = crate::scenario::Schedule::FrozenDefender;
     sc.game.rounds = rounds;
     if let Some(k) = sc.eval.adaptive.seeds_per_round {

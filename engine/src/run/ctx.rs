@@ -102,6 +102,7 @@ impl Ctx<'_> {
     ) -> Result<Pending<R::Answer>, RunError> {
         // In flight from before the send: waking the role's thread is part of the hand-off.
         self.meters.enter();
+        let slot = self.route(slot);
         match self.game.submit(slot, request) {
             Ok(t) => Ok(Pending(t)),
             Err(e) => {
@@ -117,6 +118,15 @@ impl Ctx<'_> {
         let (out, busy) = out?;
         self.meters.push(busy);
         Ok(out)
+    }
+
+    /// The slot that serves `slot`'s requests: under self-play the attacker's player also defends.
+    fn route(&self, slot: Slot) -> Slot {
+        if slot == Slot::Defender && self.loaded.self_play() {
+            Slot::Attacker
+        } else {
+            slot
+        }
     }
 
     /// What the role threads are computing now: the starts of their current requests.
@@ -204,8 +214,8 @@ impl Ctx<'_> {
     }
 }
 
-/// The attacker, defender and judge workers of `loaded`, restored from `restore` where given; a role `placed` on
-/// a node runs there (else in this process).
+/// The attacker, defender and judge workers of `loaded` ([`game_slots`]), restored from `restore` where given; a
+/// role `placed` on a node runs there (else in this process).
 pub(super) fn role_slots(
     loaded: &Loaded,
     registry: &Registry,
@@ -215,12 +225,12 @@ pub(super) fn role_slots(
 ) -> BTreeMap<Slot, SlotSpec> {
     let sc = &loaded.scenario;
     let mut slots = BTreeMap::new();
-    for (role, fault) in [
-        (Role::Attacker, &sc.faults.attacker),
-        (Role::Defender, &sc.faults.defender),
-        (Role::Judge, &sc.faults.judge),
-    ] {
-        let slot = Slot::from(role);
+    for slot in game_slots(loaded) {
+        let (role, fault) = match slot {
+            Slot::Attacker => (Role::Attacker, &sc.faults.attacker),
+            Slot::Defender => (Role::Defender, &sc.faults.defender),
+            _ => (Role::Judge, &sc.faults.judge),
+        };
         let cfg = loaded.role(role);
         let ctx = loaded.context(role, Some(run_dir.to_path_buf()));
         let spec = if role == Role::Judge {
@@ -249,6 +259,16 @@ pub(super) fn role_slots(
         );
     }
     slots
+}
+
+/// The role slots of `loaded`'s game: attacker, defender and judge, or under self-play the attacker (the one
+/// player) and the judge.
+pub(super) fn game_slots(loaded: &Loaded) -> Vec<Slot> {
+    if loaded.self_play() {
+        vec![Slot::Attacker, Slot::Judge]
+    } else {
+        vec![Slot::Attacker, Slot::Defender, Slot::Judge]
+    }
 }
 
 /// A role's fault plan (no fault when the scenario injects none), with a fresh counter.

@@ -55,6 +55,9 @@ pub async fn evaluate_watched(
     round: u32,
     on_step: Option<&(dyn Fn(&EvalStep) + Sync)>,
 ) -> Result<Vec<EvalRec>, RunError> {
+    // A self-play player's states may differ by side here (e.g. the initial attacker against a trained
+    // defender): two copies of the player.
+    let loaded = &loaded.two_players();
     let (game, join) = start_outside(loaded, registry, work_dir, &init).await?;
     let cx = Ctx::outside(loaded, registry, work_dir, &game, on_step);
     let out = match mode {
@@ -371,6 +374,7 @@ pub async fn crossplay(
     round: u32,
     on_cell: &mut (dyn FnMut(&CrossCell) + Send),
 ) -> Result<Vec<CrossCell>, RunError> {
+    let loaded = &loaded.two_players();
     let (game, join) = start_outside(loaded, registry, work_dir, &BTreeMap::new()).await?;
     let cx = Ctx::outside(loaded, registry, work_dir, &game, None);
     let load = |slot: Slot, state: &Arc<Vec<u8>>| {

@@ -57,7 +57,7 @@ use crate::roles::{Role, Seed};
 use crate::scenario::Loaded;
 use crate::vocab::Slot;
 use commit::{CommitPipeline, Commits, json, metrics_line, write_atomic};
-use ctx::{Ctx, fault_plan, role_slots};
+use ctx::{Ctx, fault_plan, game_slots, role_slots};
 use meters::{Meters, Parent};
 use round::{Next, Played, play_round};
 use serde::{Deserialize, Serialize};
@@ -247,10 +247,12 @@ async fn run_with(
         (open_run_dir(loaded, run_dir)?, 0)
     };
     let first_round = last_round + 1;
-    let restore = restore_points(run_dir, last_round, resume, &opts.init)?;
+    let slots = game_slots(loaded);
+    let restore = restore_points(run_dir, &slots, last_round, resume, &opts.init)?;
     let (game, join) = start_game(loaded, registry, run_dir, &restore).await?;
     let result = async {
-        let states = starting_states(&game, &restore, last_round).await?;
+        let mut states = starting_states(&game, &slots, &restore, last_round).await?;
+        mirror_player(loaded, &mut states);
         let initial = initial_players(run_dir, last_round, &states)?;
         let cx = Ctx {
             loaded,
@@ -387,16 +389,17 @@ fn open_run_dir(loaded: &Loaded, run_dir: &Path) -> Result<String, RunError> {
     Ok(run)
 }
 
-/// The states the roles are restored from: those of the last committed round; on a fresh run, `init`.
+/// The states the game's `slots` are restored from: those of the last committed round; on a fresh run, `init`.
 fn restore_points(
     run_dir: &Path,
+    slots: &[Slot],
     last_round: u32,
     resume: bool,
     init: &BTreeMap<Slot, Vec<u8>>,
 ) -> Result<BTreeMap<Slot, Vec<u8>>, RunError> {
     let mut restore: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
     if last_round > 0 {
-        for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
+        for &slot in slots {
             let path = replay::state_path(run_dir, slot.as_str(), last_round);
             match std::fs::read(&path) {
                 Ok(b) => {
@@ -422,7 +425,11 @@ async fn start_game(
     let mut placed = BTreeMap::new();
     if let Some(c) = &sc.cluster {
         let cluster = Cluster::open(c).await.map_err(RunError)?;
-        for role in [Role::Attacker, Role::Defender, Role::Judge] {
+        let roles = [Role::Attacker, Role::Defender, Role::Judge];
+        for role in roles
+            .into_iter()
+            .filter(|&r| !(loaded.self_play() && r == Role::Defender))
+        {
             if let Some(node) = &loaded.role(role).node
                 && let Some(node) = cluster.place(node).await.map_err(RunError)?
             {
@@ -456,13 +463,14 @@ async fn start_game(
 /// as the roles save them (fresh, or started from the run's initial states).
 async fn starting_states(
     game: &GameHandle,
+    slots: &[Slot],
     restore: &BTreeMap<Slot, Vec<u8>>,
     last_round: u32,
 ) -> Result<BTreeMap<Slot, Arc<Vec<u8>>>, RunError> {
     let mut states: BTreeMap<Slot, Arc<Vec<u8>>> = BTreeMap::new();
     // States to carry forward for sides that do not learn in a round (the roles save theirs together).
     let mut saving = Vec::new();
-    for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
+    for &slot in slots {
         match restore.get(&slot) {
             Some(b) if last_round > 0 => {
                 states.insert(slot, Arc::new(b.clone()));
@@ -475,6 +483,17 @@ async fn starting_states(
         states.insert(slot, saved.state);
     }
     Ok(states)
+}
+
+/// Under self-play the defender's state is the one player's (the attacker's), the same bytes: a run directory
+/// then holds a defender state and checkpoint beside the attacker's, as every other run's does, so the tools
+/// that read a run's defender (evaluation, reports, export, serve) read the player.
+fn mirror_player(loaded: &Loaded, states: &mut BTreeMap<Slot, Arc<Vec<u8>>>) {
+    if loaded.self_play()
+        && let Some(player) = states.get(&Slot::Attacker).cloned()
+    {
+        states.insert(Slot::Defender, player);
+    }
 }
 
 /// The initial players (checkpoint `r0`), for the best-response attacker of the adaptive evaluation: on a fresh

@@ -104,6 +104,16 @@ pub(super) async fn overlap<F: Future, W: Future>(call: F, work: W) -> (F::Outpu
     tokio::join!(call, work)
 }
 
+/// The defender's update, once its rewards are known.
+enum DefenderUpdate {
+    /// The schedule freezes the defender this round.
+    Frozen,
+    /// Sent to the defender: it computes while the judge compares the attacker's rewrites.
+    Sent(Pending<Learned>),
+    /// Self-play: the defender's batch, learned with the attacker's in the one player's update.
+    Held(Vec<Group>),
+}
+
 /// What a round hands to its commit.
 pub(super) struct Played {
     pub(super) log: RoundLog,
@@ -440,7 +450,7 @@ impl<'c> Round<'c> {
         &mut self,
         mut plan: Planned,
         (mut label_requests, label_at): (Vec<LabelRequest>, Vec<(usize, usize)>),
-    ) -> Result<(Labels, Option<Pending<Learned>>), RunError> {
+    ) -> Result<(Labels, DefenderUpdate), RunError> {
         let cx = self.cx;
         // Each response's text once; the requests share it.
         self.shown_texts = self
@@ -483,13 +493,15 @@ impl<'c> Round<'c> {
         };
         let weight = cx.loaded.scenario.payoffs.defender_weight;
         let verdicts = defender_rewards(&mut self.responses, plan, verdicts, weight);
-        let update = if learns {
-            for (k, group) in batch.iter_mut().enumerate() {
-                group.rewards = self.responses[k].iter().map(|r| r.reward).collect();
-            }
-            Some(cx.submit(Slot::Defender, Learn(batch))?)
+        for (k, group) in batch.iter_mut().enumerate() {
+            group.rewards = self.responses[k].iter().map(|r| r.reward).collect();
+        }
+        let update = if !learns {
+            DefenderUpdate::Frozen
+        } else if cx.loaded.self_play() {
+            DefenderUpdate::Held(batch)
         } else {
-            None
+            DefenderUpdate::Sent(cx.submit(Slot::Defender, Learn(batch))?)
         };
         verdicts.record(&mut self.judgments);
         Ok((labels, update))
@@ -502,6 +514,7 @@ impl<'c> Round<'c> {
             .enumerate()
             .map(|(k, req)| Group {
                 key: req.key.clone(),
+                role: Role::Defender,
                 seed: req.seed.clone(),
                 input: req.input.clone(),
                 outputs: self.responses[k]
@@ -592,6 +605,7 @@ impl<'c> Round<'c> {
             .enumerate()
             .map(|(si, s)| Group {
                 key: self.seed_keys[si].clone(),
+                role: Role::Attacker,
                 seed: s.clone(),
                 input: s.prompt.to_string(),
                 outputs: self.rewrites[si].iter().map(|r| r.text.clone()).collect(),
@@ -656,13 +670,15 @@ impl<'c> Round<'c> {
     }
 
     /// Learn: the attacker's update (the defender's was sent by [`Self::judge_defender`]) and the defender's
-    /// answer; sides frozen by the schedule do not learn. The new states replace the old ones in `states`.
-    /// While the learners compute: the next round's attacker requests queue behind the attacker's update.
+    /// answer; sides frozen by the schedule do not learn. Under self-play, one update of the one player on both
+    /// sides' batches (the defender's groups, then the attacker's). The new states replace the old ones in
+    /// `states`. While the learners compute: the next round's attacker requests queue behind the attacker's
+    /// update.
     async fn learn(
         &mut self,
         states: &mut BTreeMap<Slot, Arc<Vec<u8>>>,
         mut attacker_batch: Vec<Group>,
-        defender_update: Option<Pending<Learned>>,
+        defender_update: DefenderUpdate,
     ) -> Result<Option<Next>, RunError> {
         let t = Instant::now();
         let (cx, round) = (self.cx, self.number);
@@ -670,6 +686,14 @@ impl<'c> Round<'c> {
             group.rewards = row.iter().map(|r| r.reward).collect();
         }
         let attacker_learns = cx.loaded.learns(Side::Attacker, round);
+        let (attacker_batch, defender_update) = match defender_update {
+            DefenderUpdate::Held(mut both) => {
+                both.extend(attacker_batch);
+                (both, None)
+            }
+            DefenderUpdate::Sent(p) => (attacker_batch, Some(p)),
+            DefenderUpdate::Frozen => (attacker_batch, None),
+        };
         let learners = async {
             tokio::join!(
                 async {
@@ -698,6 +722,10 @@ impl<'c> Round<'c> {
                 state,
             }) = learned
             {
+                if cx.loaded.self_play() {
+                    // The one player's state is the defender's too (the same bytes).
+                    states.insert(Slot::Defender, Arc::clone(&state));
+                }
                 self.retired.extend(states.insert(side.into(), state));
                 self.learn_records.push(Record::Learn(LearnRec {
                     run: cx.run.clone(),

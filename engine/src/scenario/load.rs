@@ -122,16 +122,29 @@ impl Loaded {
             run_dir,
             learns: trains(&self.scenario, role),
             node: None,
+            self_play: self.scenario.defender.is_none() && role != Role::Judge,
         }
     }
 
     /// The configuration of a role.
     pub fn role(&self, role: Role) -> &RoleCfg {
-        match role {
-            Role::Attacker => &self.scenario.attacker,
-            Role::Defender => &self.scenario.defender,
-            Role::Judge => &self.scenario.judge,
-        }
+        self.scenario.role(role)
+    }
+
+    /// Is one player playing both sides (`game.schedule = "self-play"`)? Its game has no defender actor: the
+    /// defender's requests go to the attacker's.
+    pub fn self_play(&self) -> bool {
+        self.scenario.self_play()
+    }
+
+    /// The same scenario with its one player (self-play) played by two copies, an attacker and a defender built
+    /// from its table (the `[attacker]` table becomes the `[defender]` too): for games that load different states
+    /// into the two sides (a best-response attacker against a frozen defender, evaluations of saved players).
+    /// Other scenarios are returned as they are.
+    pub fn two_players(&self) -> Loaded {
+        let mut two = self.clone();
+        two.scenario.split_player();
+        two
     }
 
     /// Does `side` learn in `round` (1-based)?
@@ -157,7 +170,7 @@ pub fn trains(s: &Scenario, role: Role) -> bool {
 /// Does `side` learn in `round` (1-based) under the game's schedule?
 pub fn learns(g: &GameCfg, side: Side, round: u32) -> bool {
     match g.schedule {
-        Schedule::Joint => true,
+        Schedule::Joint | Schedule::SelfPlay => true,
         Schedule::FrozenDefender => side == Side::Attacker,
         Schedule::FrozenAttacker => side == Side::Defender,
         Schedule::Sequential => {
@@ -418,6 +431,24 @@ pub fn load_str(
     if g.first.is_some() && g.schedule != Schedule::Sequential {
         errs.push(loc.at(Some("game.first"), "only used by the sequential schedule"));
     }
+    match (g.schedule, &scenario.defender) {
+        (Schedule::SelfPlay, Some(_)) => errs.push(loc.at(
+            Some("defender"),
+            "under `game.schedule = \"self-play\"` one player plays both sides: its table is `[attacker]`; \
+             remove `[defender]`",
+        )),
+        (s, None) if s != Schedule::SelfPlay => errs.push(loc.at(
+            None,
+            "missing table `[defender]` (only the `self-play` schedule plays without one)",
+        )),
+        _ => {}
+    }
+    if g.schedule == Schedule::SelfPlay && scenario.faults.defender.is_some() {
+        errs.push(loc.at(
+            Some("faults.defender"),
+            "under self-play the defender is the attacker's player: inject its faults with `faults.attacker`",
+        ));
+    }
     let p = &scenario.payoffs;
     for (k, v) in [
         ("payoffs.error_reward", p.error_reward),
@@ -554,12 +585,25 @@ pub fn load_str(
     }
 
     // Roles.
+    let self_play = scenario.self_play();
+    let kind = &scenario.attacker.kind;
+    if self_play
+        && registry.info(Role::Attacker, kind).is_some()
+        && registry.info(Role::Defender, kind).is_none()
+    {
+        errs.push(loc.at(
+            Some("attacker.kind"),
+            format!(
+                "`{}` cannot play the defender, and under `game.schedule = \"self-play\"` one player plays both sides",
+                scenario.attacker.kind
+            ),
+        ));
+    }
     for role in [Role::Attacker, Role::Defender, Role::Judge] {
-        let cfg = match role {
-            Role::Attacker => &scenario.attacker,
-            Role::Defender => &scenario.defender,
-            Role::Judge => &scenario.judge,
-        };
+        if self_play && role == Role::Defender {
+            continue; // the attacker's table, checked as the attacker
+        }
+        let cfg = scenario.role(role);
         let ctx = BuildContext {
             scenario_dir: base_dir.clone(),
             seed: g.seed,
@@ -567,6 +611,7 @@ pub fn load_str(
             run_dir: None,
             learns: trains(&scenario, role),
             node: cfg.node.clone(),
+            self_play: self_play && role != Role::Judge,
         };
         if let Err(e) = registry.check(role, &cfg.kind, &cfg.params, &ctx) {
             let (key, msg) = match e {
@@ -630,12 +675,7 @@ pub fn load_str(
 /// `backend` (a role that names another backend is an error: a shared model lives on one).
 fn resolve_models(scenario: &mut Scenario, err: &mut dyn FnMut(&str, String)) {
     let models = scenario.models.clone();
-    for role in [Role::Attacker, Role::Defender, Role::Judge] {
-        let cfg = match role {
-            Role::Attacker => &mut scenario.attacker,
-            Role::Defender => &mut scenario.defender,
-            Role::Judge => &mut scenario.judge,
-        };
+    for (role, cfg) in scenario.tables_mut() {
         let Some(name) = cfg.params.get("model").and_then(|v| v.as_str()) else {
             continue;
         };
@@ -672,17 +712,14 @@ fn resolve_models(scenario: &mut Scenario, err: &mut dyn FnMut(&str, String)) {
 /// `[cluster]` and the roles' `node` keys: unique node names with `HOST:PORT` addresses, a cookie variable that
 /// is set, every `node` listed, heartbeats that can time out.
 fn check_cluster(scenario: &Scenario, err: &mut dyn FnMut(&str, String)) {
-    let placed: Vec<(Role, &str)> = [Role::Attacker, Role::Defender, Role::Judge]
-        .into_iter()
-        .filter_map(|r| {
-            let cfg = match r {
-                Role::Attacker => &scenario.attacker,
-                Role::Defender => &scenario.defender,
-                Role::Judge => &scenario.judge,
-            };
-            cfg.node.as_deref().map(|n| (r, n))
-        })
-        .collect();
+    let placed: Vec<(Role, &str)> = [
+        (Role::Attacker, Some(&scenario.attacker)),
+        (Role::Defender, scenario.defender.as_ref()),
+        (Role::Judge, Some(&scenario.judge)),
+    ]
+    .into_iter()
+    .filter_map(|(r, cfg)| cfg?.node.as_deref().map(|n| (r, n)))
+    .collect();
     let Some(c) = &scenario.cluster else {
         for (role, _) in placed {
             err(

@@ -13,7 +13,7 @@ pub use load::*;
 pub use schema::json_schema;
 
 use crate::data::{FileType, Format};
-use crate::roles::Category;
+use crate::roles::{Category, Role};
 pub use crate::vocab::{PayoffMode, Side};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -44,8 +44,10 @@ pub struct Scenario {
     pub models: BTreeMap<String, ModelDecl>,
     /// The attacker: `kind` (see `sparring list`) and that kind's parameters.
     pub attacker: RoleCfg,
-    /// The defender: `kind` (see `sparring list`) and that kind's parameters.
-    pub defender: RoleCfg,
+    /// The defender: `kind` (see `sparring list`) and that kind's parameters. Absent under the `self-play`
+    /// schedule, where the attacker's table is the one player that plays both sides (and required otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defender: Option<RoleCfg>,
     /// The judge: `kind` (see `sparring list`) and that kind's parameters.
     pub judge: RoleCfg,
     /// The replay log.
@@ -63,6 +65,40 @@ pub struct Scenario {
     /// Nodes (`sparring node` processes) that host roles: a role table's `node = "NAME"` places it there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterCfg>,
+}
+
+impl Scenario {
+    /// Is one player playing both sides (`game.schedule = "self-play"`)?
+    pub fn self_play(&self) -> bool {
+        self.game.schedule == Schedule::SelfPlay
+    }
+
+    /// The table of `role`. Without a `[defender]` (self-play), the defender is the attacker's player.
+    pub fn role(&self, role: Role) -> &RoleCfg {
+        match role {
+            Role::Attacker => &self.attacker,
+            Role::Defender => self.defender.as_ref().unwrap_or(&self.attacker),
+            Role::Judge => &self.judge,
+        }
+    }
+
+    /// A self-play scenario becomes the joint game of two copies of its player; others stay as they are.
+    pub fn split_player(&mut self) {
+        if self.self_play() {
+            self.game.schedule = Schedule::Joint;
+            self.defender = Some(self.attacker.clone());
+        }
+    }
+
+    /// The role tables the scenario has (no defender under self-play), with their roles.
+    pub fn tables_mut(&mut self) -> Vec<(Role, &mut RoleCfg)> {
+        let mut v = vec![(Role::Attacker, &mut self.attacker)];
+        if let Some(d) = self.defender.as_mut() {
+            v.push((Role::Defender, d));
+        }
+        v.push((Role::Judge, &mut self.judge));
+        v
+    }
 }
 
 /// `[cluster]`: the nodes a game may place roles on, how it authenticates, and what it does when a node is lost.
@@ -152,6 +188,9 @@ pub enum Schedule {
     FrozenDefender,
     /// Only the defender learns.
     FrozenAttacker,
+    /// One player (the `[attacker]` table; no `[defender]`) plays both sides, told its role by the prompt, and
+    /// one update per round learns from both sides' batches (single-policy self-play).
+    SelfPlay,
 }
 
 fn yes() -> bool {
@@ -173,7 +212,7 @@ pub struct GameCfg {
     #[schemars(range(min = 1))]
     pub rounds: u32,
     /// Which sides learn: `joint` (both, every round), `sequential` (alternating phases), `frozen-defender`,
-    /// `frozen-attacker`.
+    /// `frozen-attacker`, or `self-play` (one player plays and learns both sides).
     #[serde(default = "joint")]
     pub schedule: Schedule,
     /// Rounds per phase of the `sequential` schedule.
