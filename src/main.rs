@@ -26,6 +26,17 @@ mod serve;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Refuse a scenario whose rounds would hold more than this much memory (e.g. `8GiB`, `512MB`); default: the
+    /// memory available now.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
+}
+
+/// A `--max-memory` size: bytes, or a number with a unit (`8GiB`, `1.5 GB`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("`{s}` is not a size like 8GiB or 512MB ({e})"))
 }
 
 #[derive(Subcommand)]
@@ -169,6 +180,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> Result<()> {
     let registry = sparring_actors::registry();
+    scenario::set_memory_limit(cli.max_memory);
     match cli.cmd {
         Cmd::Convert { input, out } => {
             let spin = ProgressBar::new_spinner();

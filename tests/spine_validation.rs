@@ -429,3 +429,51 @@ fn a_shared_model_is_named_once_and_its_backend_is_the_roles() {
     );
     assert_eq!(p["backend"].as_str(), Some("flex"));
 }
+
+/// A round that cannot fit in memory is refused before anything runs, naming the `--set` and the estimate (it
+/// used to grow to 24 GB and be killed by the kernel with no message); `--max-memory` sets another bound, and a
+/// size that does not parse is a usage error.
+#[test]
+fn a_round_that_cannot_fit_is_refused_with_the_key_and_the_estimate() {
+    let Some(sh) = shared_or_skip("round_that_cannot_fit") else {
+        return;
+    };
+    let dir = tmpdir("cannot-fit");
+    let f = write_scenario(&dir, &scenario(&sh, 1, ""));
+    let sparring = |args: &[&str]| {
+        let t0 = std::time::Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sparring"))
+            .args(args)
+            .arg(&f)
+            .output()
+            .unwrap();
+        (out, t0.elapsed())
+    };
+    let (out, took) = sparring(&["run", "-q", "--set", "game.seeds_per_round=100000000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--set game.seeds_per_round=100000000")
+            && err.contains("`game.seeds_per_round`")
+            && err.contains("600000000 responses")
+            && err.contains("at least"),
+        "{err}"
+    );
+    assert!(took.as_secs() < 30, "refused only after {took:?}");
+    // The scenario as written fits in the machine; under a 1 MiB bound it does not.
+    let (out, _) = sparring(&["validate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, _) = sparring(&["validate", "--max-memory", "16KiB"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--max-memory allows"),
+        "{err}"
+    );
+    let (out, _) = sparring(&["validate", "--max-memory", "lots"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a size"), "{err}");
+}

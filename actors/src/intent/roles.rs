@@ -165,6 +165,14 @@ impl IntentLmParams {
                 "must be >= 24 (context + response)",
             ));
         }
+        if let Some(n) = cfg.max_new_tokens
+            && !(1..=m.max_len).contains(&n)
+        {
+            return Err(RoleError::config(
+                "max_new_tokens",
+                format!("{n} is not in 1..={} (`model.max_len`)", m.max_len),
+            ));
+        }
         Ok(cfg)
     }
 }

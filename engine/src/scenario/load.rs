@@ -414,6 +414,11 @@ pub fn load_str(
             errs.push(loc.at(Some(k), "must be at least 1"));
         }
     }
+    if let Some((bound, what)) = super::fit::memory_bound()
+        && let Some((key, why)) = super::fit::too_big(&scenario, bound, what)
+    {
+        errs.push(loc.at(Some(key), why));
+    }
     match (g.schedule, g.phase_rounds) {
         (Schedule::Sequential, None) => errs.push(loc.at(
             Some("game.schedule"),

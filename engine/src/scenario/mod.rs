@@ -4,11 +4,14 @@
 //!
 //! - here: the schema itself, one serde struct per table (`#[serde(deny_unknown_fields)]`, defaults in code);
 //! - [`load`]: reading a file, `--set` overrides, validation with file:line:column, data loading ([`Loaded`]);
-//! - [`schema`]: the JSON Schema of scenario files (`sparring schema`), from the structs and the registered kinds.
+//! - [`schema`]: the JSON Schema of scenario files (`sparring schema`), from the structs and the registered kinds;
+//! - [`fit`]: whether a round of the scenario can fit in memory (refused at validation when it cannot).
 
+pub mod fit;
 mod load;
 mod schema;
 
+pub use fit::set_memory_limit;
 pub use load::*;
 pub use schema::json_schema;
 
