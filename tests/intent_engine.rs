@@ -40,18 +40,56 @@ fn run(name: &str, sets: &[String], dir: &Path) -> run::RunSummary {
     let registry = sparring_actors::registry();
     let path = root().join(format!("scenarios/{name}.toml"));
     let loaded = scenario::load(&path, sets, &registry).unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()
+        .block_on(run::run(
+            &loaded,
+            &registry,
+            dir,
+            false,
+            &mut |_: &Progress| {},
+        ))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A run's attacker-mode evaluation of `round` as it logged it, the run's checkpoints of that round (the roles'
+/// states by slot) and its scenario.
+fn logged_eval(
+    dir: &Path,
+    round: u32,
+) -> (
+    Vec<sparring_engine::record::EvalRec>,
+    BTreeMap<Slot, Vec<u8>>,
+    scenario::Loaded,
+) {
+    let committed = replay::read_committed(&dir.join(replay::LOG)).unwrap();
+    let logged: Vec<_> = committed
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Eval(e) if e.round == round && e.mode == EvalMode::Attacker => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!logged.is_empty());
+    let registry = sparring_actors::registry();
+    let loaded = scenario::load(&dir.join("scenario.toml"), &[], &registry).unwrap();
+    let mut init = BTreeMap::new();
+    for (slot, role) in [
+        (Slot::Attacker, "attacker"),
+        (Slot::Defender, "defender"),
+        (Slot::Judge, "judge"),
+    ] {
+        let state = std::fs::read(run::checkpoint_path(dir, role, round)).unwrap();
+        init.insert(slot, state);
+    }
+    (logged, init, loaded)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(run::run(
-        &loaded,
-        &registry,
-        dir,
-        false,
-        &mut |_: &Progress| {},
-    ))
-    .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .unwrap()
 }
 
 #[test]
@@ -157,35 +195,10 @@ fn a_self_play_run_is_one_player_that_restarts_and_resumes_exactly() {
         );
     }
     // Two copies of the player, both from the round-3 checkpoint, give the run's own evaluation.
-    let committed = replay::read_committed(&clean.join(replay::LOG)).unwrap();
-    let logged: Vec<_> = committed
-        .records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Eval(e) if e.mode == EvalMode::Attacker => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
-    assert!(!logged.is_empty());
-    let registry = sparring_actors::registry();
-    let loaded = scenario::load(&clean.join("scenario.toml"), &[], &registry).unwrap();
+    let (logged, init, loaded) = logged_eval(&clean, 3);
     assert!(loaded.self_play());
-    let mut init = BTreeMap::new();
-    for (slot, role) in [
-        (Slot::Attacker, "attacker"),
-        (Slot::Defender, "defender"),
-        (Slot::Judge, "judge"),
-    ] {
-        init.insert(
-            slot,
-            std::fs::read(run::checkpoint_path(&clean, role, 3)).unwrap(),
-        );
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let again = rt
+    let registry = sparring_actors::registry();
+    let again = runtime()
         .block_on(run::evaluate(
             &loaded,
             &registry,
@@ -289,33 +302,9 @@ fn checkpoints_reproduce_the_runs_own_evaluation() {
         assert_eq!(c.last_round, 2, "{}", log.display());
     }
     // The run's attacker-mode evaluation of round 2, replayed from the round-2 checkpoints.
-    let committed = replay::read_committed(&dir.join(replay::LOG)).unwrap();
-    let logged: Vec<_> = committed
-        .records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Eval(e) if e.round == 2 && e.mode == EvalMode::Attacker => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
-    assert!(!logged.is_empty());
+    let (logged, mut init, loaded) = logged_eval(&dir, 2);
     let registry = sparring_actors::registry();
-    let loaded = scenario::load(&dir.join("scenario.toml"), &[], &registry).unwrap();
-    let mut init = BTreeMap::new();
-    for (slot, role) in [
-        (Slot::Attacker, "attacker"),
-        (Slot::Defender, "defender"),
-        (Slot::Judge, "judge"),
-    ] {
-        init.insert(
-            slot,
-            std::fs::read(run::checkpoint_path(&dir, role, 2)).unwrap(),
-        );
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let again = rt
         .block_on(run::evaluate(
             &loaded,
