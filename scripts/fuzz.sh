@@ -64,7 +64,7 @@ PY
   esac
   for f in "${real[@]}"; do
     [[ -f "$f" ]] || continue
-    for n in 4096 65536; do head -c "$n" "$f" > "$dir/prefix-$n-$(basename "$f")"; done
+    for n in 4096 16384; do head -c "$n" "$f" > "$dir/prefix-$n-$(basename "$f")"; done
   done
 }
 
@@ -79,7 +79,7 @@ for t in "${TARGETS[@]}"; do
   before=$(kept "$t")
   set +e
   (cd actors/fuzz && cargo +nightly fuzz run "$t" "$ROOT/fuzz/corpus/$t" -- \
-    -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1) > "$log" 2>&1
+    -max_total_time="$SECONDS_EACH" -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1) > "$log" 2>&1
   rc=$?
   set -e
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)

@@ -8,6 +8,9 @@
 //! here, as neither minijinja nor minijinja-contrib has them: `raise_exception` and `strftime_now` (transformers'
 //! own template globals), `{% generation %}` tags, and `tojson`, because minijinja's builtin filter writes compact
 //! JSON (`{"a":1}`) with `<`, `>`, `&` and `'` escaped, where transformers' is `json.dumps` (`{"a": 1}`, text as is).
+//!
+//! A template comes from a model file, so it is untrusted code: a render stops after [`TEMPLATE_FUEL`] instructions
+//! and [`MAX_RENDER_BYTES`] of output, with an error that says so.
 
 use minijinja::value::{Kwargs, ValueKind, from_args};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
@@ -62,10 +65,45 @@ impl std::fmt::Debug for ChatTemplate {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Instructions a render may run (the shipped models' templates take a few thousand per message).
+pub const TEMPLATE_FUEL: u64 = 10_000_000;
+
+/// The most a render may write.
+pub const MAX_RENDER_BYTES: usize = 16 << 20;
+
+/// A writer that refuses to grow past [`MAX_RENDER_BYTES`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDER_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt is over {} MiB",
+                MAX_RENDER_BYTES >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The date `strftime_now` formats by default (HF's Llama 3.1 template default `date_string`).
 pub const DEFAULT_DATE: (i32, u32, u32) = (2024, 7, 26);
 
 fn template_error(e: Error) -> FormatError {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return FormatError::invalid(
+            "chat template",
+            format!(
+                "stopped after {TEMPLATE_FUEL} instructions (a template from a model file is untrusted: one that \
+                 loops this long is refused)"
+            ),
+        );
+    }
     let mut msg = e.to_string();
     if let Some(line) = e.line() {
         msg = format!("line {line}: {msg}");
@@ -85,6 +123,7 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<Value, Error> {
@@ -184,7 +223,12 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(template_error)?;
-        tmpl.render(ctx).map_err(template_error)
+        let mut out = Capped(Vec::new());
+        tmpl.render_captured_to(ctx, &mut out)
+            .map_err(template_error)?;
+        String::from_utf8(out.0).map_err(|e| {
+            FormatError::invalid("chat template", format!("rendered non-UTF-8 text: {e}"))
+        })
     }
 }
 
@@ -403,4 +447,40 @@ fn py_methods(
         }
     }
     minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    fn user(content: &str) -> Vec<ChatMessage> {
+        vec![ChatMessage::new("user", content)]
+    }
+
+    /// A template that loops for ever (here 10^8 iterations) is stopped by its fuel, and one that writes more
+    /// than the cap stops at the cap; both with an error that says why. A normal template is untouched.
+    #[test]
+    fn untrusted_templates_are_stopped() {
+        let looping = ChatTemplate::new(
+            "{% for a in range(10000) %}{% for b in range(10000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap();
+        let e = looping.render(&user("hi"), false).unwrap_err().to_string();
+        assert!(
+            e.contains("chat template") && e.contains("instructions"),
+            "{e}"
+        );
+        let writing =
+            ChatTemplate::new("{% for i in range(100) %}{{ messages[0].content }}{% endfor %}")
+                .unwrap();
+        let e = writing
+            .render(&user(&"y".repeat(1 << 20)), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("over 16 MiB"), "{e}");
+        let plain =
+            ChatTemplate::new("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}")
+                .unwrap();
+        assert_eq!(plain.render(&user("hi"), false).unwrap(), "<user>hi");
+    }
 }
