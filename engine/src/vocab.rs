@@ -87,6 +87,16 @@ impl Slot {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
+
+    /// The role this slot's actor plays (`None` for the replay log).
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Slot::Attacker => Some(Role::Attacker),
+            Slot::Defender => Some(Role::Defender),
+            Slot::Judge => Some(Role::Judge),
+            Slot::Replay => None,
+        }
+    }
 }
 
 /// Pairwise or pointwise rewards.

@@ -53,7 +53,7 @@ use crate::record::{EvalRec, Metrics, Record, Tally};
 use crate::registry::Registry;
 use crate::replay;
 use crate::rng::{SplitMix64, derive};
-use crate::roles::{Role, Seed};
+use crate::roles::Seed;
 use crate::scenario::Loaded;
 use crate::vocab::Slot;
 use commit::{CommitPipeline, Commits, json, metrics_line, write_atomic};
@@ -425,11 +425,7 @@ async fn start_game(
     let mut placed = BTreeMap::new();
     if let Some(c) = &sc.cluster {
         let cluster = Cluster::open(c).await.map_err(RunError)?;
-        let roles = [Role::Attacker, Role::Defender, Role::Judge];
-        for role in roles
-            .into_iter()
-            .filter(|&r| !(loaded.self_play() && r == Role::Defender))
-        {
+        for role in game_slots(loaded).into_iter().filter_map(Slot::role) {
             if let Some(node) = &loaded.role(role).node
                 && let Some(node) = cluster.place(node).await.map_err(RunError)?
             {

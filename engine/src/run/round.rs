@@ -722,10 +722,6 @@ impl<'c> Round<'c> {
                 state,
             }) = learned
             {
-                if cx.loaded.self_play() {
-                    // The one player's state is the defender's too (the same bytes).
-                    states.insert(Slot::Defender, Arc::clone(&state));
-                }
                 self.retired.extend(states.insert(side.into(), state));
                 self.learn_records.push(Record::Learn(LearnRec {
                     run: cx.run.clone(),
@@ -736,6 +732,8 @@ impl<'c> Round<'c> {
                 }));
             }
         }
+        // Under self-play the player's new state is the defender's too.
+        super::mirror_player(cx.loaded, states);
         self.timings.learn_ms = ms(t);
         Ok(next)
     }
