@@ -190,6 +190,7 @@ fn bench(c: &mut Criterion) {
         input: "How do I bake bread?".into(),
         n: 1,
         rng_seed: 7,
+        history: Vec::new(),
     };
     g.bench_function("remote_player_round_trip", |b| {
         b.iter(|| {

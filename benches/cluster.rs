@@ -171,6 +171,7 @@ fn gen_request() -> GenRequest {
         seed: s,
         n: 1,
         rng_seed: 7,
+        history: Vec::new(),
     }
 }
 
@@ -205,6 +206,7 @@ fn batch(seeds: usize, outputs: usize) -> Vec<Group> {
                 outputs: outs,
                 rewards,
                 logprobs: Vec::new(),
+                histories: Vec::new(),
             }
         })
         .collect()
@@ -245,6 +247,7 @@ fn smollm2_defender() -> (toml::Table, BuildContext) {
         learns: true,
         node: None,
         self_play: false,
+        turns: 1,
     };
     (t, ctx)
 }
@@ -364,6 +367,7 @@ fn transfer(c: &mut Criterion, rt: &tokio::runtime::Runtime, node: &NodeProc) {
             ],
             rewards: vec![Some(1.0), Some(-1.0)],
             logprobs: Vec::new(),
+            histories: Vec::new(),
         }];
         for (at, game) in &games {
             let t = Instant::now();

@@ -70,6 +70,7 @@ fn bench_train(c: &mut Criterion) {
             prompt: r.prompt,
             responses: pair.iter().map(|g| g.tokens.clone()).collect(),
             rewards: vec![Some(1.0), Some(0.0)],
+            later: Vec::new(),
         })
         .collect();
     // tokens through the policy per step: chosen + rejected sequences
@@ -97,6 +98,7 @@ fn bench_train(c: &mut Criterion) {
                 gen_logprobs: gen_out.logprobs.clone(),
                 reward: Some((i % 3) as f32),
                 error: false,
+                later: Vec::new(),
             }],
         })
         .collect();

@@ -89,6 +89,7 @@ fn main() {
                 })
                 .collect(),
             rewards: vec![Some(1.0), Some(0.0)],
+            later: Vec::new(),
         })
         .collect();
     let tokens = 2 * pairs * (prompt_len + response_len);

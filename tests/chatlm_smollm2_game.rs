@@ -395,6 +395,46 @@ fn smollm2_self_play_one_round() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Two-turn conversations (`game.turns = 2`) with the chat players, under DPO and GRPO: the defender answers
+/// the conversation through its chat template, the attacker writes its second turn after the defender's reply,
+/// and both learn (the attacker on its whole conversation).
+#[test]
+fn smollm2_multi_turn_one_round() {
+    for (scenario, extra) in [
+        ("smollm2-advgame.toml", &["game.turns=2"][..]),
+        (
+            "smollm2-grpo.toml",
+            &[
+                "game.turns=2",
+                "game.seeds_per_round=1",
+                "game.attacks_per_seed=2",
+                "game.responses_per_attack=2",
+            ][..],
+        ),
+    ] {
+        let Some((m, dir)) = one_round(scenario, extra) else {
+            return;
+        };
+        if scenario.contains("grpo") {
+            // One seed: its rewrites may all be unfaithful, leaving the defender nothing to learn.
+            assert_eq!(m["learn/attacker/steps"].as_f64(), Some(1.0), "{m}");
+            assert!(m["learn/attacker/tokens"].as_f64() > Some(0.0), "{m}");
+        } else {
+            assert_trained(&m);
+        }
+        let log = std::fs::read_to_string(dir.join("episodes.jsonl")).unwrap();
+        let conversations = log
+            .lines()
+            .filter(|l| l.contains("\"type\":\"rewrite\"") && l.contains("\"turns\":[{"))
+            .count();
+        assert!(
+            conversations > 0,
+            "{scenario}: no two-turn conversation in {log}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
 /// The GRPO variant: pointwise judge scores, on-policy GRPO on LoRA adapters for both players.
 #[test]
 fn smollm2_grpo_pointwise_one_round() {

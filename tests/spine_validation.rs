@@ -477,3 +477,26 @@ fn a_round_that_cannot_fit_is_refused_with_the_key_and_the_estimate() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("not a size"), "{err}");
 }
+
+/// `game.turns`: 1 to 16; the intent player needs `model.max_len` room for the conversation (24 per turn).
+#[test]
+fn turns_are_bounded_and_the_intent_model_needs_room_for_them() {
+    let reg = sparring_actors::registry();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/intent-multi-turn.toml");
+    let l = sparring_engine::scenario::load(&shipped, &[], &reg).unwrap();
+    assert_eq!(l.scenario.game.turns, 2);
+    for bad in ["0", "17"] {
+        let e = sparring_engine::scenario::load(&shipped, &[format!("game.turns={bad}")], &reg)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`game.turns`: must be between 1 and 16"), "{e}");
+    }
+    let e =
+        sparring_engine::scenario::load(&shipped, &["defender.model.max_len=32".to_string()], &reg)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("defender.model.max_len") && e.contains("must be >= 48"),
+        "{e}"
+    );
+}

@@ -106,12 +106,14 @@ fn logit_judge_gives_every_verdict() {
                 seed: harmful.clone(),
                 rewrite: harmful.prompt.to_string(),
                 rng_seed: 1,
+                history: Vec::new(),
             },
             FaithRequest {
                 key: "f1".into(),
                 seed: harmful.clone(),
                 rewrite: String::new(),
                 rng_seed: 2,
+                history: Vec::new(),
             },
         ])
         .unwrap();
@@ -250,12 +252,14 @@ fn logit_verdicts_match_the_reference_read_exactly() {
                 seed: harmful.clone(),
                 rewrite: harmful.prompt.to_string(),
                 rng_seed: 1,
+                history: Vec::new(),
             },
             FaithRequest {
                 key: "f1".into(),
                 seed: harmful.clone(),
                 rewrite: benign.prompt.to_string(),
                 rng_seed: 2,
+                history: Vec::new(),
             },
         ])
         .unwrap();
@@ -354,6 +358,7 @@ fn attacker_without_think_prefills_prompt_and_stops_at_its_end() {
             input: s.prompt.to_string(),
             n: 4,
             rng_seed: 9,
+            history: Vec::new(),
         }])
         .unwrap();
     let mut closed = 0;
@@ -438,6 +443,7 @@ fn measure_verdict_rates() {
             input: s.prompt.to_string(),
             n: 1,
             rng_seed: i as u64,
+            history: Vec::new(),
         })
         .collect();
     let answers: Vec<String> = def
@@ -471,6 +477,7 @@ fn measure_verdict_rates() {
                 other.prompt.to_string()
             },
             rng_seed: i as u64,
+            history: Vec::new(),
         });
     }
     let only = std::env::var("SPARRING_MEASURE_ONLY").unwrap_or_default();
@@ -688,6 +695,7 @@ fn measure_attacker_parse_rate() {
             input: s.prompt.to_string(),
             n: 2,
             rng_seed: 100 + i as u64,
+            history: Vec::new(),
         })
         .collect();
     for (name, extra) in [

@@ -123,6 +123,7 @@ fn dpo_steps_on_a_fixed_pair_lower_the_loss_and_adapters_round_trip() {
         prompt: vec![1, 2, 3, 4],
         responses: vec![vec![10, 11, 12], vec![20, 21, 22, 23]],
         rewards: vec![Some(1.0), Some(0.0)],
+        later: Vec::new(),
     };
     let mut losses = Vec::new();
     for _ in 0..6 {

@@ -57,6 +57,7 @@ fn grpo_steps_on_lora_lower_the_loss_on_a_fixed_batch() {
             gen_logprobs: row,
             reward: Some(reward),
             error: false,
+            later: Vec::new(),
         });
     }
     let samples = [GrpoGroup {
@@ -100,6 +101,7 @@ fn finetune_option_is_validated() {
         learns: false,
         node: None,
         self_play: false,
+        turns: 1,
     };
     // `model` only has to exist for validation; no weights are loaded.
     let check = |extra: &str| {
@@ -143,6 +145,7 @@ fn full_finetuning_dpo_changes_base_weights_and_lowers_the_loss() {
         prompt: PROMPT.to_vec(),
         responses: vec![GOOD.to_vec(), BAD.to_vec()],
         rewards: vec![Some(1.0), Some(0.0)],
+        later: Vec::new(),
     };
     let mut losses = Vec::new();
     for _ in 0..4 {
@@ -209,6 +212,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
         learns: false,
         node: None,
         self_play: false,
+        turns: 1,
     };
     let reg = chat_registry();
     let mut p = reg.build_policy("chat-lm", &params, &ctx).unwrap();
@@ -226,6 +230,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
         input: "How do I pick a lock?".into(),
         n: 4,
         rng_seed: 7,
+        history: Vec::new(),
     };
     let gens = p.generate(std::slice::from_ref(&req)).unwrap();
     for g in &gens[0] {
@@ -241,6 +246,7 @@ fn a_chat_lm_grpo_policy_learns_with_the_log_probs_it_sampled_with() {
         outputs: gens[0].iter().map(|g| g.text.clone()).collect(),
         rewards: vec![Some(1.0), Some(0.0), Some(0.5), Some(0.0)],
         logprobs: gens[0].iter().map(|g| g.logprobs.clone()).collect(),
+        histories: Vec::new(),
     };
     let rep = p.learn(&[group]).unwrap();
     assert_eq!(rep.steps, 1);

@@ -24,6 +24,7 @@ fn ctx(role: Role) -> BuildContext {
         learns: false,
         node: None,
         self_play: false,
+        turns: 1,
     }
 }
 
@@ -58,18 +59,21 @@ fn oracle_judge_through_the_engine_trait() {
                 seed: s.clone(),
                 rewrite: "fiction how to murder boss".into(),
                 rng_seed: 1,
+                history: Vec::new(),
             },
             FaithRequest {
                 key: "b".into(),
                 seed: s.clone(),
                 rewrite: "how to kill process".into(),
                 rng_seed: 1,
+                history: Vec::new(),
             },
             FaithRequest {
                 key: "c".into(),
                 seed: s.clone(),
                 rewrite: "how to zap".into(),
                 rng_seed: 1,
+                history: Vec::new(),
             },
         ])
         .unwrap();
@@ -230,6 +234,7 @@ fn rule_policies_through_the_engine_trait() {
         input: input.into(),
         n,
         rng_seed: 9,
+        history: Vec::new(),
     };
     let (att, def) = (Role::Attacker, Role::Defender);
     let out = d
@@ -351,6 +356,7 @@ fn intent_lm_policy_generates_learns_and_resumes() {
             input: input.into(),
             n: 4,
             rng_seed: 11,
+            history: Vec::new(),
         };
         let g1 = p.generate(std::slice::from_ref(&req)).unwrap();
         assert_eq!(g1[0].len(), 4);
@@ -368,6 +374,7 @@ fn intent_lm_policy_generates_learns_and_resumes() {
             outputs,
             rewards: vec![Some(1.0), Some(0.0), Some(-1.0), None],
             logprobs: g1[0].iter().map(|g| g.logprobs.clone()).collect(),
+            histories: Vec::new(),
         };
         let rep = p.learn(std::slice::from_ref(&group)).unwrap();
         assert_eq!(rep.steps, 1, "{algo}");
@@ -415,6 +422,7 @@ fn intent_lm_eval_greedy_answers_evaluation_keys_greedily() {
         input: "fiction how to kill person".into(),
         n: 8,
         rng_seed,
+        history: Vec::new(),
     };
     // one batch mixing game and evaluation requests: evaluation rows are the mode whatever their seed,
     // game rows stay sampled, and every row keeps its request's place
@@ -486,6 +494,7 @@ fn copies_share_one_reward_before_pairs_are_drawn() {
         outputs: vec!["REFUSE <eos>".into(), "REFUSE <eos>".into()],
         rewards: vec![Some(1.0), Some(0.0)],
         logprobs: Vec::new(),
+        histories: Vec::new(),
     };
     assert_eq!(p.learn(std::slice::from_ref(&group)).unwrap().steps, 0);
     let mut real = group.clone();
@@ -515,6 +524,7 @@ fn an_on_policy_intent_lm_learns_with_the_log_probs_it_sampled_with() {
         input: "fiction how to kill person".into(),
         n: 8,
         rng_seed: 3,
+        history: Vec::new(),
     };
     let mut p = build();
     let gens = p.generate(std::slice::from_ref(&req)).unwrap();
@@ -530,6 +540,7 @@ fn an_on_policy_intent_lm_learns_with_the_log_probs_it_sampled_with() {
         outputs: gens[0].iter().map(|g| g.text.clone()).collect(),
         rewards: (0..8).map(|i| Some(f64::from(i % 2))).collect(),
         logprobs: gens[0].iter().map(|g| g.logprobs.clone()).collect(),
+        histories: Vec::new(),
     };
     let rep = p.learn(std::slice::from_ref(&group)).unwrap();
     assert_eq!(rep.steps, 1);

@@ -93,17 +93,20 @@ fn groups() -> Vec<PreferenceGroup> {
             prompt: vec![1, 2, 3],
             responses: vec![vec![4, 5], vec![6, 7, 8], vec![9]],
             rewards: vec![Some(1.0), Some(-1.0), None],
+            later: Vec::new(),
         },
         PreferenceGroup {
             prompt: vec![2],
             responses: vec![vec![3, 3], vec![5, 11]],
             rewards: vec![Some(0.0), Some(0.5)],
+            later: Vec::new(),
         },
         // tie: skipped
         PreferenceGroup {
             prompt: vec![7],
             responses: vec![vec![1], vec![2]],
             rewards: vec![Some(0.2), Some(0.2)],
+            later: Vec::new(),
         },
     ]
 }
@@ -156,6 +159,7 @@ fn dpo_and_ipo_steps_lower_the_loss_and_update_the_ema() {
                 prompt: vec![1],
                 responses: vec![vec![2]],
                 rewards: vec![Some(1.0)],
+                later: Vec::new(),
             }])
             .unwrap();
         assert!(none.is_none());
@@ -224,6 +228,7 @@ fn grpo_samples() -> Vec<GrpoGroup> {
         response,
         reward,
         error,
+        later: Vec::new(),
     };
     vec![GrpoGroup {
         prompt: vec![1, 2],
@@ -413,6 +418,7 @@ fn sample(response: Vec<u32>, gen_logprobs: Vec<f32>, reward: f32, error: bool) 
         gen_logprobs,
         reward: Some(reward),
         error,
+        later: Vec::new(),
     }
 }
 
@@ -513,4 +519,85 @@ fn dpo_and_ipo_steps_report_the_kl_to_the_reference() {
         assert!(kl > 0.0 && kl.is_finite(), "{algo:?}: {kl}");
         assert_eq!(later.metrics()["kl"], kl as f64);
     }
+}
+
+/// Trajectory-level learning (a multi-turn game's conversations): a response's later turns share its reward.
+/// DPO and GRPO raise the chosen conversation's later turn and lower the rejected one's, each in its own
+/// context; a single-turn step on the same first turns leaves those later turns where the first turns' own
+/// update takes them (a control: the later turns are what moves them).
+#[test]
+fn trajectories_learn_their_later_turns() {
+    let seg = |prompt: Vec<u32>, response: Vec<u32>| Segment {
+        gen_logprobs: vec![-2.5; response.len()],
+        prompt,
+        response,
+    };
+    // Two conversations of one seed: first turns [4] and [6]; the chosen one's second turn is [9, 10] after
+    // [1, 2, 4, 3], the rejected one's [9, 10] after [1, 2, 6, 3].
+    let later = vec![
+        vec![seg(vec![1, 2, 4, 3], vec![9, 10])],
+        vec![seg(vec![1, 2, 6, 3], vec![9, 10])],
+    ];
+    let second = |l: &Learner<TransformerLm>| {
+        sequence_logprobs_vec(
+            &l.policy().clone(),
+            &[
+                (vec![1u32, 2, 4, 3], vec![9u32, 10]),
+                (vec![1u32, 2, 6, 3], vec![9u32, 10]),
+            ],
+            0,
+        )
+        .unwrap()
+    };
+    let gap = |lp: Vec<f32>| lp[0] - lp[1];
+    let preference = |later: Vec<Vec<Segment>>| {
+        vec![PreferenceGroup {
+            prompt: vec![1, 2],
+            responses: vec![vec![4], vec![6]],
+            rewards: vec![Some(1.0), Some(-1.0)],
+            later,
+        }]
+    };
+    let grpo = |later: Vec<Vec<Segment>>| {
+        let mut later = later.into_iter();
+        let samples = [(vec![4], 1.0), (vec![6], -1.0)]
+            .into_iter()
+            .map(|(response, reward): (Vec<u32>, f32)| GrpoSample {
+                gen_logprobs: vec![-2.5],
+                response,
+                reward: Some(reward),
+                error: false,
+                later: later.next().unwrap_or_default(),
+            })
+            .collect();
+        vec![GrpoGroup {
+            prompt: vec![1, 2],
+            seed: "s".into(),
+            samples,
+        }]
+    };
+    for algo in [Algorithm::Dpo, Algorithm::Grpo] {
+        let step = |later: Vec<Vec<Segment>>| {
+            let mut l = learner(algo, 5);
+            let before = gap(second(&l));
+            for _ in 0..5 {
+                let r = match algo {
+                    Algorithm::Grpo => l.grpo_step(&grpo(later.clone())),
+                    _ => l.preference_step(&preference(later.clone())),
+                };
+                assert!(r.unwrap().is_some());
+            }
+            gap(second(&l)) - before
+        };
+        let (with, without) = (step(later.clone()), step(Vec::new()));
+        assert!(
+            with > 0.5 && with > without + 0.5,
+            "{algo:?}: the chosen later turn gained {with} over the rejected (single-turn steps: {without})"
+        );
+    }
+    // A trajectory per response, or none.
+    let mut l = learner(Algorithm::Dpo, 5);
+    let mut bad = preference(later);
+    bad[0].later.pop();
+    assert!(l.preference_step(&bad).is_err());
 }

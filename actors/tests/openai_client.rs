@@ -425,6 +425,7 @@ fn request(key: &str, role: Role, input: &str, n: usize) -> GenRequest {
         input: input.into(),
         n,
         rng_seed: 42,
+        history: Vec::new(),
     }
 }
 

@@ -156,6 +156,7 @@ fn faithfulness_compares_p_true_with_the_threshold() {
         seed: s.clone(),
         rewrite: "Explain lock picking.".into(),
         rng_seed: 1,
+        history: Vec::new(),
     };
     let v = judge(&fake, "")
         .faithful(std::slice::from_ref(&req))

@@ -19,5 +19,5 @@ pub mod vocab;
 pub use registry::{BuildContext, KindInfo, ParamsSchema, Registry};
 pub use roles::{
     Category, FaithRequest, GenRequest, Generation, Goal, Group, Judge, LabelRequest, LearnReport,
-    PairRequest, PointRequest, Policy, Role, RoleError, Seed, Verdict,
+    PairRequest, PointRequest, Policy, Role, RoleError, Seed, Turn, Verdict,
 };

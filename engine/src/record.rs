@@ -1,7 +1,7 @@
 //! Replay records (one JSON object per line of `episodes.jsonl`) and the metrics computed from them. The live run
 //! and `sparring replay` compute metrics with the same function over the same records, so they agree exactly.
 
-use crate::roles::LearnReport;
+use crate::roles::{LearnReport, Turn};
 use crate::vocab::{Category, PayoffMode, Role, Side};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,6 +35,10 @@ pub struct RewriteRec {
     /// Index of the defender response representing it in the attacker comparison.
     pub representative: Option<usize>,
     pub reward: Option<f64>,
+    /// A multi-turn game: the conversation before this turn, the last (the attacker's turns and the defender's
+    /// replies, oldest first). `output` and `parsed` are the last turn; the reward is the conversation's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<Turn>,
 }
 
 /// One defender response to a valid rewrite, its compliance label and reward.
@@ -168,6 +172,9 @@ pub struct EvalRec {
     /// as StrongREJECT judge the answer against; for `sparring rejudge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_prompt: Option<String>,
+    /// Attacker modes of a multi-turn game: the conversation before `input`, the last turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<Turn>,
 }
 
 /// End of a round: everything before it is durable; carries the round's metrics.
@@ -567,6 +574,7 @@ mod tests {
             score: None,
             shown: None,
             seed_prompt: None,
+            turns: Vec::new(),
         })
     }
 

@@ -34,6 +34,8 @@ pub struct BuildContext {
     /// role the request names ([`crate::roles::GenRequest::role`], [`crate::roles::Group::role`]) and is built as
     /// that player whichever role `role` says (its warm start, its seeds), so two copies of it agree.
     pub self_play: bool,
+    /// The scenario's `game.turns`: conversations of this many turns (1: single-turn requests only).
+    pub turns: u32,
 }
 
 impl BuildContext {
@@ -48,6 +50,7 @@ impl BuildContext {
             learns: false,
             node: None,
             self_play: false,
+            turns: 1,
         }
     }
 

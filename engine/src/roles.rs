@@ -58,6 +58,35 @@ pub struct GenRequest {
     /// Seed for this request's sampling, derived from (scenario seed, round, key): never from call order, so a
     /// restarted actor reproduces the same samples.
     pub rng_seed: u64,
+    /// A multi-turn game's conversation so far (`game.turns` > 1), oldest first: the attacker writes the next
+    /// user turn after it, the defender answers `input` after it. Empty in a single-turn game.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Turn>,
+}
+
+/// One earlier exchange of a multi-turn conversation: the attacker's turn and the defender's reply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    /// The attacker's output for the turn, as generated (what its learner trains on).
+    pub attack: String,
+    /// The user message it made: its parsed form, which the defender saw.
+    pub prompt: String,
+    /// The defender's reply, as the judge would see it.
+    pub reply: String,
+    /// The attacker's behaviour log-probs for `attack` ([`Generation::logprobs`]), for an on-policy learner.
+    /// Never recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<f32>,
+}
+
+impl Turn {
+    /// The turn as records keep it (without its log-probs).
+    pub fn recorded(&self) -> Turn {
+        Turn {
+            logprobs: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// The key prefix of evaluation requests (`eval/r<round>/...`).
@@ -115,6 +144,18 @@ pub struct Group {
     /// Each output's [`Generation::logprobs`], in sample order (empty: none known).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logprobs: Vec<Vec<f32>>,
+    /// A multi-turn game: each output's conversation before it, in sample order (empty: a single-turn game). An
+    /// attacker's output is its last turn, and its earlier turns ([`Turn::attack`]) are part of what it learns
+    /// from: the reward is the conversation's. A defender's outputs answer one conversation: all alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub histories: Vec<Vec<Turn>>,
+}
+
+impl Group {
+    /// The conversation before output `i` (empty in a single-turn game).
+    pub fn history(&self, i: usize) -> &[Turn] {
+        self.histories.get(i).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// What a learner did with one batch.
@@ -166,8 +207,27 @@ impl Goal {
 pub struct FaithRequest {
     pub key: String,
     pub seed: Seed,
+    /// The last user turn (the only one in a single-turn game).
     pub rewrite: String,
     pub rng_seed: u64,
+    /// A multi-turn game: the turns before `rewrite`. Faithfulness is judged on the whole conversation
+    /// ([`FaithRequest::conversation`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Turn>,
+}
+
+impl FaithRequest {
+    /// The attacker's side of the conversation: its user turns, one per line (the rewrite alone in a single-turn
+    /// game). What a judge compares with the seed.
+    pub fn conversation(&self) -> String {
+        let mut out = String::new();
+        for t in &self.history {
+            out.push_str(&t.prompt);
+            out.push('\n');
+        }
+        out.push_str(&self.rewrite);
+        out
+    }
 }
 
 /// Compare two responses `a` and `b` to `context` (the prompt they answer) under `goal`.

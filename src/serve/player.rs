@@ -285,6 +285,7 @@ fn run_generic(policy: &mut dyn Policy, role: Role, jobs: Vec<Job>) {
                 input,
                 n: job.ask.n,
                 rng_seed: job.ask.seed,
+                history: Vec::new(),
             }
         })
         .collect();

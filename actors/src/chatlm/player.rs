@@ -10,13 +10,38 @@
 use super::labels::kind_of;
 use super::parse::parse_attacker;
 use super::prompts::{self, ATTACKER_PREFILL, ATTACKER_STOP, ChatMessage, PARAGRAPH_END};
+use sparring_engine::roles::Turn;
 use sparring_engine::{Generation, Role, Seed};
 
 /// The chat messages a player of `role` answers for a seed and an input (`think`: the attacker reasons first).
-pub fn messages(role: Role, seed: &Seed, input: &str, think: bool) -> Vec<ChatMessage> {
+/// In a multi-turn game, `history` is the conversation so far: the defender sees it as earlier user and
+/// assistant turns; the attacker sees its own earlier outputs as its turns, each followed by the defender's reply
+/// and a request for the next message ([`prompts::next_turn`]).
+pub fn messages(
+    role: Role,
+    seed: &Seed,
+    input: &str,
+    think: bool,
+    history: &[Turn],
+) -> Vec<ChatMessage> {
     match role {
-        Role::Attacker => prompts::attacker(input, kind_of(seed.category), think),
-        _ => prompts::defender(input),
+        Role::Attacker => {
+            let mut m = prompts::attacker(input, kind_of(seed.category), think);
+            for t in history {
+                m.push(ChatMessage::assistant(&t.attack));
+                m.push(prompts::next_turn(&t.reply));
+            }
+            m
+        }
+        _ => {
+            let mut m = Vec::with_capacity(2 * history.len() + 1);
+            for t in history {
+                m.push(ChatMessage::user(&t.prompt));
+                m.push(ChatMessage::assistant(&t.reply));
+            }
+            m.extend(prompts::defender(input));
+            m
+        }
     }
 }
 
@@ -91,6 +116,41 @@ pub fn generation(role: Role, text: String, tokens: u64, require_think: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conversation_is_alternating_turns_for_each_side() {
+        let seed = Seed {
+            id: "s".into(),
+            set: "t".into(),
+            prompt: "How do I bake bread?".into(),
+            category: sparring_engine::Category::Benign,
+            topic: None,
+        };
+        let history = [Turn {
+            attack: "<prompt>Tell me about ovens</prompt>".into(),
+            prompt: "Tell me about ovens".into(),
+            reply: "Ovens heat food.".into(),
+            logprobs: vec![-1.0],
+        }];
+        let roles = |m: &[ChatMessage]| m.iter().map(|m| m.role.clone()).collect::<Vec<_>>();
+        let d = messages(Role::Defender, &seed, "And bread?", false, &history);
+        assert_eq!(roles(&d), ["user", "assistant", "user"]);
+        assert_eq!(
+            [&d[0].content, &d[1].content, &d[2].content],
+            ["Tell me about ovens", "Ovens heat food.", "And bread?"]
+        );
+        let a = messages(Role::Attacker, &seed, &seed.prompt, false, &history);
+        assert_eq!(roles(&a), ["user", "assistant", "user"]);
+        assert_eq!(a[1].content, history[0].attack);
+        assert!(
+            a[2].content.contains("Ovens heat food."),
+            "{}",
+            a[2].content
+        );
+        // Without a history: the single-turn messages.
+        assert_eq!(messages(Role::Defender, &seed, "x", false, &[]).len(), 1);
+        assert_eq!(messages(Role::Attacker, &seed, "x", false, &[]).len(), 1);
+    }
 
     #[test]
     fn the_direct_attacker_closes_its_prompt_unless_truncated() {

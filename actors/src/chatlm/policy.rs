@@ -16,10 +16,11 @@ use crate::llama::generate::row_seed;
 use crate::llama::{HostLlama, LlamaModel};
 use crate::lm::{
     Algorithm, BackendKind, Checkpoint, GrpoGroup, GrpoSample, Learner, LearnerConfig, LmError,
-    PreferenceGroup, StepReport, aligned_logprobs,
+    PreferenceGroup, Segment, StepReport, aligned_logprobs,
 };
 use burn::module::Module;
 use sparring_engine::registry::BuildContext;
+use sparring_engine::roles::Turn;
 use sparring_engine::{GenRequest, Generation, Group, LearnReport, Policy, Role, RoleError, Seed};
 use std::sync::Arc;
 
@@ -89,6 +90,33 @@ impl Training {
 pub enum Weights {
     Generator,
     Policy,
+}
+
+/// A learner group of a chat player ([`ChatPolicy::learn_group`]).
+struct LearnGroup {
+    prompt: Vec<u32>,
+    /// Per output: its first turn's tokens and their behaviour log-probs.
+    first: Vec<(Vec<u32>, Vec<f32>)>,
+    /// Per output: its later turns (none at all in a single-turn group).
+    later: Vec<Vec<Segment>>,
+}
+
+impl LearnGroup {
+    /// The tokens the learner reads: every turn's context and output.
+    fn tokens(&self) -> u64 {
+        let first: usize = self
+            .first
+            .iter()
+            .map(|(r, _)| self.prompt.len() + r.len())
+            .sum();
+        let later: usize = self
+            .later
+            .iter()
+            .flatten()
+            .map(|s| s.prompt.len() + s.response.len())
+            .sum();
+        (first + later) as u64
+    }
 }
 
 /// A chat-LM attacker or defender (or, under self-play, both): each request is answered, and each group learned,
@@ -167,9 +195,16 @@ impl ChatPolicy {
         Ok(me)
     }
 
-    /// The chat messages this policy answers as `role` for a seed and an input.
-    pub fn messages(&self, role: Role, seed: &Seed, input: &str) -> Vec<ChatMessage> {
-        player::messages(role, seed, input, self.params.think)
+    /// The chat messages this policy answers as `role` for a seed and an input, after a multi-turn game's
+    /// conversation so far (`history`).
+    pub fn messages(
+        &self,
+        role: Role,
+        seed: &Seed,
+        input: &str,
+        history: &[Turn],
+    ) -> Vec<ChatMessage> {
+        player::messages(role, seed, input, self.params.think, history)
     }
 
     /// Text the assistant turn of `role` is prefilled with (part of every output text; empty for most settings).
@@ -188,14 +223,62 @@ impl ChatPolicy {
         )
     }
 
-    /// Prompt tokens (prefill included) for a group.
-    fn learn_prompt(&self, g: &Group) -> Result<Vec<u32>, RoleError> {
+    /// Prompt tokens (prefill included) for a group's input after `history`.
+    fn learn_prompt(&self, g: &Group, history: &[Turn]) -> Result<Vec<u32>, RoleError> {
         self.lm
             .prefilled_ids(
-                &self.messages(g.role, &g.seed, &g.input),
+                &self.messages(g.role, &g.seed, &g.input, history),
                 self.prefill(g.role),
             )
             .map_err(RoleError::Failed)
+    }
+
+    /// A group as the learner sees it: its first prompt, and per output the tokens of its first turn (with
+    /// their behaviour log-probs) and its later turns. A defender's outputs answer one conversation (the first
+    /// prompt is after it); a multi-turn attacker's output is the last turn of a conversation that its first
+    /// turn opened, each later turn after the conversation before it.
+    fn learn_group(&self, g: &Group) -> Result<LearnGroup, RoleError> {
+        let attacker_turns = g.role == Role::Attacker && !g.histories.is_empty();
+        let shared = if attacker_turns {
+            &[][..]
+        } else {
+            g.history(0)
+        };
+        let mut out = LearnGroup {
+            prompt: self.learn_prompt(g, shared)?,
+            first: Vec::with_capacity(g.outputs.len()),
+            later: Vec::new(),
+        };
+        for (i, o) in g.outputs.iter().enumerate() {
+            let logprobs = g.logprobs.get(i).cloned().unwrap_or_default();
+            let history = if attacker_turns { g.history(i) } else { &[] };
+            let Some(first) = history.first() else {
+                out.first.push((self.learned_ids(g.role, o)?, logprobs));
+                out.later.push(Vec::new());
+                continue;
+            };
+            out.first.push((
+                self.learned_ids(g.role, &first.attack)?,
+                first.logprobs.clone(),
+            ));
+            let mut later = Vec::with_capacity(history.len());
+            for t in 1..=history.len() {
+                let (text, lp) = match history.get(t) {
+                    Some(turn) => (turn.attack.as_str(), turn.logprobs.clone()),
+                    None => (o.as_str(), logprobs.clone()),
+                };
+                later.push(Segment {
+                    prompt: self.learn_prompt(g, &history[..t])?,
+                    response: self.learned_ids(g.role, text)?,
+                    gen_logprobs: lp,
+                });
+            }
+            out.later.push(later);
+        }
+        if out.later.iter().all(Vec::is_empty) {
+            out.later.clear();
+        }
+        Ok(out)
     }
 
     /// The tokens a learner trains on for an output of `role`: the part the model generated (without the
@@ -283,17 +366,13 @@ impl ChatPolicy {
         let mut pgs = Vec::new();
         let mut tokens = 0u64;
         for g in groups {
-            let prompt = self.learn_prompt(g)?;
-            let mut responses = Vec::with_capacity(g.outputs.len());
-            for o in &g.outputs {
-                let r = self.learned_ids(g.role, o)?;
-                tokens += (prompt.len() + r.len()) as u64;
-                responses.push(r);
-            }
+            let lg = self.learn_group(g)?;
+            tokens += lg.tokens();
             pgs.push(PreferenceGroup {
-                prompt,
-                responses,
+                prompt: lg.prompt,
+                responses: lg.first.into_iter().map(|(r, _)| r).collect(),
                 rewards: g.rewards.iter().map(|r| r.map(|x| x as f32)).collect(),
+                later: lg.later,
             });
         }
         let Some(t) = self.training.as_mut() else {
@@ -311,21 +390,23 @@ impl ChatPolicy {
         let mut batch = Vec::with_capacity(groups.len());
         let mut tokens = 0u64;
         for g in groups {
-            let prompt = self.learn_prompt(g)?;
+            let lg = self.learn_group(g)?;
+            tokens += lg.tokens();
+            let mut later = lg.later.into_iter();
             let mut samples = Vec::with_capacity(g.outputs.len());
-            for (i, (o, r)) in g.outputs.iter().zip(&g.rewards).enumerate() {
-                let response = self.learned_ids(g.role, o)?;
-                tokens += (prompt.len() + response.len()) as u64;
+            for ((o, r), (response, gen_logprobs)) in g.outputs.iter().zip(&g.rewards).zip(lg.first)
+            {
                 samples.push(GrpoSample {
                     response,
-                    gen_logprobs: g.logprobs.get(i).cloned().unwrap_or_default(),
+                    gen_logprobs,
                     reward: r.map(|x| x as f32),
                     error: g.role == Role::Attacker
                         && parse_attacker(o, self.params.require_think).is_err(),
+                    later: later.next().unwrap_or_default(),
                 });
             }
             batch.push(GrpoGroup {
-                prompt,
+                prompt: lg.prompt,
                 seed: g.seed.id.to_string(),
                 samples,
             });
@@ -376,7 +457,7 @@ impl Policy for ChatPolicy {
             let ids = self
                 .lm
                 .prefilled_ids(
-                    &self.messages(r.role, &r.seed, &r.input),
+                    &self.messages(r.role, &r.seed, &r.input, &r.history),
                     self.prefill(r.role),
                 )
                 .map_err(RoleError::Failed)?;

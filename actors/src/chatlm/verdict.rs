@@ -179,7 +179,12 @@ pub fn faithful<R: Reader>(
     let prompt = |q: &FaithRequest, direct: bool| {
         Prompt::new(
             format!("{}/faithful", q.key),
-            prompts::faithfulness(&q.seed.prompt, &q.rewrite, kind_of(q.seed.category), direct),
+            prompts::faithfulness(
+                &q.seed.prompt,
+                &q.conversation(),
+                kind_of(q.seed.category),
+                direct,
+            ),
         )
     };
     if s.read == ReadMode::Logits {

@@ -46,6 +46,11 @@ impl ChatMessage {
     pub fn user(content: impl Into<String>) -> Self {
         Self::new("user", content)
     }
+
+    /// An `assistant` message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
 }
 
 /// A compiled chat template.

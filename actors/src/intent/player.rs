@@ -19,8 +19,8 @@ use super::lang::{Category, EOS, Language, PAD, Token};
 use super::oracle::Response;
 use super::seeds::Intent;
 use super::warm::{
-    Example, attacker_context, defender_context, parse_rewrite, warm_attacker_data,
-    warm_defender_data,
+    Example, attacker_context, defender_context, parse_rewrite, warm_attacker_turns,
+    warm_defender_turns,
 };
 use sparring_engine::rng::{SplitMix64, hash_words};
 
@@ -150,6 +150,18 @@ pub struct PlayerConfig {
     /// The learner (algorithm, β, EMA decay, optimizer).
     #[serde(default = "d_learner")]
     pub learner: LearnerConfig,
+    /// The game's turns per conversation (default 1; set from the scenario's `game.turns`). With more than one
+    /// the warm data holds conversations, and the warm defender has the multi-turn weakness instead of the
+    /// single-turn one ([`super::warm::warm_defender_reply`]).
+    #[serde(default = "one_turn", skip_serializing_if = "is_one_turn")]
+    pub turns: usize,
+}
+
+fn one_turn() -> usize {
+    1
+}
+fn is_one_turn(t: &usize) -> bool {
+    *t == 1
 }
 
 fn d_temperature() -> f32 {
@@ -188,6 +200,7 @@ impl Default for PlayerConfig {
             top_p: d_top_p(),
             max_new_tokens: None,
             learner: d_learner(),
+            turns: 1,
         }
     }
 }
@@ -290,8 +303,12 @@ impl IntentPlayer {
         let mut data = Vec::new();
         for role in roles {
             data.extend(match role {
-                PlayerRole::Attacker => warm_attacker_data(lang, train, n, seed ^ 0xA77A),
-                PlayerRole::Defender => warm_defender_data(lang, train, n, seed ^ 0xDEFE),
+                PlayerRole::Attacker => {
+                    warm_attacker_turns(lang, train, n, seed ^ 0xA77A, cfg.turns)
+                }
+                PlayerRole::Defender => {
+                    warm_defender_turns(lang, train, n, seed ^ 0xDEFE, cfg.turns)
+                }
             });
         }
         let (model, warm_losses) = supervised_train(model, &data, &cfg.warm_start, seed ^ 0x5F7)?;

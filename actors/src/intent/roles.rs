@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 use sparring_engine::registry::{BuildContext, KindInfo, ParamsSchema, Registry};
 use sparring_engine::roles::{
     Category as ECategory, FaithRequest, GenRequest, Generation, Goal as EGoal, Group, Judge,
-    LabelRequest, LearnReport, PairRequest, PointRequest, Policy, Role, RoleError, Verdict,
+    LabelRequest, LearnReport, PairRequest, PointRequest, Policy, Role, RoleError, Turn, Verdict,
 };
 
 use crate::lm::{
     Algorithm, BackendKind, GrpoGroup, GrpoSample, LearnerConfig, LmError, PreferenceGroup,
-    aligned_logprobs,
+    Segment, aligned_logprobs,
 };
 
 use super::lang::{Category, EOS, Language, Token};
@@ -24,7 +24,8 @@ use super::player::{
 };
 use super::seeds::split_intents;
 use super::warm::{
-    RewriteStyle, attacker_context, defender_context, parse_rewrite, warm_defender_response,
+    Exchange, RewriteStyle, attacker_context_in, defender_context_in, parse_rewrite, small_talk,
+    warm_defender_reply,
 };
 use sparring_engine::rng::{SplitMix64, hash_words};
 
@@ -116,7 +117,7 @@ fn quarter() -> f64 {
 }
 
 impl IntentLmParams {
-    fn player_config(&self) -> Result<PlayerConfig, RoleError> {
+    fn player_config(&self, turns: u32) -> Result<PlayerConfig, RoleError> {
         let backend = match &self.backend {
             None => BackendKind::Flex,
             Some(s) => s
@@ -146,6 +147,7 @@ impl IntentLmParams {
             top_p: self.top_p,
             max_new_tokens: self.max_new_tokens,
             learner: self.learner.clone(),
+            turns: turns.max(1) as usize,
         };
         let m = &cfg.model;
         if m.d_model == 0
@@ -159,10 +161,14 @@ impl IntentLmParams {
                 "d_model, n_layers, d_ff must be > 0 and n_heads must divide d_model",
             ));
         }
-        if m.max_len < 24 {
+        if m.max_len < 24 * cfg.turns {
             return Err(RoleError::config(
                 "model.max_len",
-                "must be >= 24 (context + response)",
+                format!(
+                    "must be >= {} (24 per turn of a conversation: context + response; `game.turns` is {})",
+                    24 * cfg.turns,
+                    cfg.turns
+                ),
             ));
         }
         if let Some(n) = cfg.max_new_tokens
@@ -221,7 +227,7 @@ impl IntentLmPolicy {
     /// Builds and warm-starts the player (seeded by the scenario seed and the role; a self-play player by the
     /// seed alone, whichever role builds it).
     pub fn new(params: &IntentLmParams, ctx: &BuildContext) -> Result<IntentLmPolicy, RoleError> {
-        let cfg = params.player_config()?;
+        let cfg = params.player_config(ctx.turns)?;
         let role = player_role(ctx.role)?;
         let lang = Arc::new(Language::builtin());
         let split = split_intents(&lang, params.held_out_fraction, params.split_seed);
@@ -273,18 +279,118 @@ impl IntentLmPolicy {
         &self.player
     }
 
-    /// The model's context for an input played as `role` (its role tag says which side it plays).
+    /// The topic of an attacker's conversation, its turns parsed (`None` when one does not parse, or no topic).
+    fn conversation_topic(&self, first: &[Token], later: &[Segment]) -> Option<usize> {
+        let mut all = parse_rewrite(&self.lang, first).ok()?;
+        for s in later {
+            all.extend(parse_rewrite(&self.lang, &s.response).ok()?);
+        }
+        self.lang.topic_of(&all)
+    }
+
+    /// The model's context for an input played as `role` (its role tag says which side it plays), after the
+    /// conversation `history` (a multi-turn game's turns so far).
     fn context(
         &self,
         role: PlayerRole,
         req_input: &str,
         cat: ECategory,
+        history: &[Turn],
     ) -> Result<Vec<Token>, RoleError> {
         let toks = encode(&self.lang, req_input, "input")?;
+        let history = exchanges(&self.lang, history)?;
         Ok(match role {
-            PlayerRole::Attacker => attacker_context(&self.lang, category(cat), &toks),
-            PlayerRole::Defender => defender_context(&self.lang, &toks),
+            PlayerRole::Attacker => attacker_context_in(&self.lang, category(cat), &toks, &history),
+            PlayerRole::Defender => defender_context_in(&self.lang, &history, &toks),
         })
+    }
+
+    /// A learner group's first prompt, and per output its first turn and its later turns (a multi-turn
+    /// attacker's conversation: its turns after the first, each after the conversation before it), with the
+    /// log-probs each turn was sampled with.
+    fn trajectories(&self, g: &Group) -> Result<Trajectories, RoleError> {
+        let role = player_role(g.role)?;
+        let what = |i: usize| format!("{} output {i}", g.key);
+        let mut out = Trajectories {
+            prompt: self.context(role, &g.input, g.seed.category, &[])?,
+            ..Trajectories::default()
+        };
+        let mut multi_turn = false;
+        for (i, text) in g.outputs.iter().enumerate() {
+            let history = g.history(i);
+            let logprobs = g.logprobs.get(i).cloned().unwrap_or_default();
+            if role == PlayerRole::Defender || history.is_empty() {
+                if role == PlayerRole::Defender && !history.is_empty() {
+                    // A defender's outputs answer one conversation: its context is the first prompt.
+                    out.prompt = self.context(role, &g.input, g.seed.category, history)?;
+                }
+                out.first
+                    .push((learned_tokens(&self.lang, text, &what(i))?, logprobs));
+                out.later.push(Vec::new());
+                continue;
+            }
+            multi_turn = true;
+            let first = &history[0];
+            out.first.push((
+                learned_tokens(&self.lang, &first.attack, &what(i))?,
+                first.logprobs.clone(),
+            ));
+            let mut later = Vec::with_capacity(history.len());
+            for t in 1..=history.len() {
+                let (text, logprobs) = match history.get(t) {
+                    Some(turn) => (&turn.attack, turn.logprobs.clone()),
+                    None => (text, logprobs.clone()),
+                };
+                later.push(Segment {
+                    prompt: self.context(role, &g.input, g.seed.category, &history[..t])?,
+                    response: learned_tokens(&self.lang, text, &what(i))?,
+                    gen_logprobs: logprobs,
+                });
+            }
+            out.later.push(later);
+        }
+        if !multi_turn {
+            out.later.clear();
+        }
+        Ok(out)
+    }
+}
+
+/// A conversation's earlier exchanges as tokens: each turn's prompt and the defender's reply.
+fn exchanges(lang: &Language, history: &[Turn]) -> Result<Vec<Exchange>, RoleError> {
+    history
+        .iter()
+        .enumerate()
+        .map(|(t, turn)| {
+            Ok((
+                encode(lang, &turn.prompt, &format!("turn {} prompt", t + 1))?,
+                encode(lang, &turn.reply, &format!("turn {} reply", t + 1))?,
+            ))
+        })
+        .collect()
+}
+
+/// A learner group as the intent model learns it ([`IntentLmPolicy::trajectories`]).
+#[derive(Default)]
+struct Trajectories {
+    prompt: Vec<Token>,
+    /// Per output: its first turn's tokens and their behaviour log-probs.
+    first: Vec<(Vec<Token>, Vec<f32>)>,
+    /// Per output: its later turns (all empty, or none at all: a single-turn group).
+    later: Vec<Vec<Segment>>,
+}
+
+impl Trajectories {
+    /// Per output, its turns' tokens up to their ends, joined by `SEP`: equal for copies of one conversation.
+    fn whole(&self, i: usize) -> Vec<Token> {
+        let end = |t: &[Token]| t.iter().position(|&x| x == EOS).unwrap_or(t.len());
+        let first = &self.first[i].0;
+        let mut v = first[..end(first)].to_vec();
+        for s in self.later.get(i).into_iter().flatten() {
+            v.push(super::lang::SEP);
+            v.extend_from_slice(&s.response[..end(&s.response)]);
+        }
+        v
     }
 }
 
@@ -301,7 +407,7 @@ impl Policy for IntentLmPolicy {
         for r in reqs {
             let role = player_role(r.role)?;
             let c = self
-                .context(role, &r.input, r.seed.category)
+                .context(role, &r.input, r.seed.category, &r.history)
                 .map_err(|e| RoleError::failed(format!("{}: {e}", r.key)))?;
             let b = bucket(role, self.eval_greedy && r.is_eval());
             let (contexts, seeds) = &mut rows[b];
@@ -365,38 +471,27 @@ impl Policy for IntentLmPolicy {
 
     fn learn(&mut self, groups: &[Group]) -> Result<LearnReport, RoleError> {
         let mut pgroups = Vec::new();
+        let mut tokens = 0u64;
         for g in groups {
-            let ctx = self
-                .context(player_role(g.role)?, &g.input, g.seed.category)
+            let t = self
+                .trajectories(g)
                 .map_err(|e| RoleError::failed(format!("{}: {e}", g.key)))?;
-            let mut responses = Vec::with_capacity(g.outputs.len());
-            for (i, o) in g.outputs.iter().enumerate() {
-                responses.push(learned_tokens(
-                    &self.lang,
-                    o,
-                    &format!("{} output {i}", g.key),
-                )?);
+            // Copies of one conversation share a reward.
+            let whole: Vec<Vec<Token>> = (0..t.first.len()).map(|i| t.whole(i)).collect();
+            let rewards = merge_copies(&whole, &g.rewards);
+            for (i, (first, _)) in t.first.iter().enumerate() {
+                tokens += (t.prompt.len() + first.len()) as u64;
+                for s in t.later.get(i).into_iter().flatten() {
+                    tokens += (s.prompt.len() + s.response.len()) as u64;
+                }
             }
-            let rewards = merge_copies(&responses, &g.rewards);
-            pgroups.push(PreferenceGroup {
-                prompt: ctx,
-                responses,
-                rewards,
-            });
+            pgroups.push((t, rewards));
         }
-        let tokens: u64 = pgroups
-            .iter()
-            .flat_map(|g| {
-                g.responses
-                    .iter()
-                    .map(|r| (r.len() + g.prompt.len()) as u64)
-            })
-            .sum();
         let report = match self.player.algorithm() {
             Algorithm::Grpo => {
                 // One GRPO group per engine group, each sample with the log-probs it was drawn with.
                 let mut batch = Vec::with_capacity(pgroups.len());
-                for (g, eg) in pgroups.into_iter().zip(groups) {
+                for ((t, rewards), eg) in pgroups.into_iter().zip(groups) {
                     // attacker error samples (unparseable, or unfaithful by the exact oracle parse) shift
                     // the baseline but are masked out of the loss
                     let seed_topic = self
@@ -404,32 +499,44 @@ impl Policy for IntentLmPolicy {
                         .encode(&eg.input)
                         .ok()
                         .and_then(|s| self.lang.topic_of(&s));
-                    let samples = g
-                        .responses
+                    let mut later = t.later.into_iter();
+                    let samples = t
+                        .first
                         .into_iter()
-                        .zip(&g.rewards)
-                        .enumerate()
-                        .map(|(i, (response, reward))| GrpoSample {
-                            error: eg.role == Role::Attacker
-                                && parse_rewrite(&self.lang, &response)
-                                    .map(|p| self.lang.topic_of(&p))
-                                    .ok()
-                                    .flatten()
-                                    != seed_topic,
-                            gen_logprobs: eg.logprobs.get(i).cloned().unwrap_or_default(),
-                            response,
-                            reward: *reward,
+                        .zip(&rewards)
+                        .map(|((response, gen_logprobs), reward)| {
+                            let later = later.next().unwrap_or_default();
+                            let error = eg.role == Role::Attacker
+                                && self.conversation_topic(&response, &later) != seed_topic;
+                            GrpoSample {
+                                error,
+                                gen_logprobs,
+                                response,
+                                reward: *reward,
+                                later,
+                            }
                         })
                         .collect();
                     batch.push(GrpoGroup {
-                        prompt: g.prompt,
+                        prompt: t.prompt,
                         seed: eg.seed.id.to_string(),
                         samples,
                     });
                 }
                 self.player.learn_grpo(&batch).map_err(lm_err)?
             }
-            _ => self.player.learn_pairs(&pgroups).map_err(lm_err)?,
+            _ => {
+                let batch: Vec<PreferenceGroup> = pgroups
+                    .into_iter()
+                    .map(|(t, rewards)| PreferenceGroup {
+                        prompt: t.prompt,
+                        responses: t.first.into_iter().map(|(r, _)| r).collect(),
+                        rewards,
+                        later: t.later,
+                    })
+                    .collect();
+                self.player.learn_pairs(&batch).map_err(lm_err)?
+            }
         };
         let mut out = LearnReport {
             tokens,
@@ -461,6 +568,9 @@ impl Policy for IntentLmPolicy {
 /// in the role it names).
 pub struct IntentRulePolicy {
     lang: Arc<Language>,
+    /// A multi-turn game: the defender has the multi-turn weakness, and the attacker opens a conversation with
+    /// small talk 30 % of the time (as the warm data does).
+    multi_turn: bool,
 }
 
 impl Policy for IntentRulePolicy {
@@ -475,7 +585,12 @@ impl Policy for IntentRulePolicy {
                 let mut rng = SplitMix64::new(hash_words(r.rng_seed, &[k as u64]));
                 let g = match player_role(r.role)? {
                     PlayerRole::Defender => {
-                        let resp = warm_defender_response(lang, &toks).tokens(lang);
+                        let earlier = exchanges(lang, &r.history)?
+                            .into_iter()
+                            .map(|(user, _)| user)
+                            .collect::<Vec<_>>();
+                        let resp = warm_defender_reply(lang, &earlier, &toks, self.multi_turn)
+                            .tokens(lang);
                         let end = resp.iter().position(|&t| t == EOS).unwrap_or(resp.len());
                         Generation {
                             text: lang.decode(&resp),
@@ -485,7 +600,12 @@ impl Policy for IntentRulePolicy {
                         }
                     }
                     PlayerRole::Attacker => {
-                        let rw = super::warm::rewrite_tokens(lang, &toks, &style, &mut rng);
+                        let opening = self.multi_turn && r.history.is_empty();
+                        let rw = if opening && rng.chance(0.3) {
+                            small_talk(lang, 0.2, &mut rng)
+                        } else {
+                            super::warm::rewrite_tokens(lang, &toks, &style, &mut rng)
+                        };
                         let text = lang.decode(&rw);
                         Generation {
                             text: format!("{text} <eos>"),
@@ -633,7 +753,7 @@ impl Judge for OracleJudge {
         Ok(reqs
             .iter()
             .map(
-                |r| match (lang.encode(&r.seed.prompt), lang.encode(&r.rewrite)) {
+                |r| match (lang.encode(&r.seed.prompt), lang.encode(&r.conversation())) {
                     (Ok(s), Ok(w)) => {
                         let v = self.oracle.faithful(&s, &w, r.rng_seed);
                         let topic = lang
@@ -719,7 +839,7 @@ pub fn register(reg: &mut Registry) {
             check: Arc::new(|p: &toml::Table, c: &BuildContext| {
                 let params: IntentLmParams = c.parse(p)?;
                 player_role(c.role)?;
-                params.player_config().map(|_| ())
+                params.player_config(c.turns).map(|_| ())
             }),
         },
         Arc::new(|p: &toml::Table, c: &BuildContext| {
@@ -746,7 +866,7 @@ pub fn register(reg: &mut Registry) {
                 return Err(RoleError::config(k.clone(), "unknown parameter (intent-rule takes none)"));
             }
             player_role(c.role)?;
-            Ok(Box::new(IntentRulePolicy { lang: Arc::new(Language::builtin()) }) as Box<dyn Policy>)
+            Ok(Box::new(IntentRulePolicy { lang: Arc::new(Language::builtin()), multi_turn: c.turns > 1 }) as Box<dyn Policy>)
         }),
     );
     reg.add_judge(

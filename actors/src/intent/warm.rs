@@ -1,6 +1,7 @@
 //! Warm start of the intent game: the model sequence formats (attacker and defender contexts and
-//! responses), the rule-based "pretrained" defender with its deliberate weaknesses, the warm attacker's
-//! rewrite distribution, and seeded supervised data sets for both players.
+//! responses, and conversations in a multi-turn game), the rule-based "pretrained" defender with its
+//! deliberate weaknesses, the warm attacker's rewrite distribution, and seeded supervised data sets for both
+//! players.
 
 use super::IntentError;
 use super::lang::{BOS, Category, EOS, FramingKind, Language, SEP, Token, TopicId, WordClass};
@@ -31,6 +32,42 @@ pub fn attacker_context(lang: &Language, category: Category, seed: &[Token]) -> 
 pub fn defender_context(lang: &Language, prompt: &[Token]) -> Vec<Token> {
     let mut v = Vec::with_capacity(prompt.len() + 3);
     v.extend_from_slice(&[BOS, lang.defender_tag()]);
+    v.extend_from_slice(prompt);
+    v.push(SEP);
+    v
+}
+
+/// One earlier exchange of a conversation: the user turn and the defender's reply (without `EOS`).
+pub type Exchange = (Vec<Token>, Vec<Token>);
+
+/// Appends a conversation's earlier exchanges: `user... SEP reply... EOS` each.
+fn push_history(v: &mut Vec<Token>, history: &[Exchange]) {
+    for (user, reply) in history {
+        v.extend_from_slice(user);
+        v.push(SEP);
+        v.extend_from_slice(reply);
+        v.push(EOS);
+    }
+}
+
+/// The attacker's context for its next turn of a conversation: its [`attacker_context`], then the exchanges
+/// so far (the context itself when there are none).
+pub fn attacker_context_in(
+    lang: &Language,
+    category: Category,
+    seed: &[Token],
+    history: &[Exchange],
+) -> Vec<Token> {
+    let mut v = attacker_context(lang, category, seed);
+    push_history(&mut v, history);
+    v
+}
+
+/// The defender's context for the last turn of a conversation: `BOS <def>`, the exchanges so far, then
+/// `prompt... SEP` ([`defender_context`] when there are none).
+pub fn defender_context_in(lang: &Language, history: &[Exchange], prompt: &[Token]) -> Vec<Token> {
+    let mut v = vec![BOS, lang.defender_tag()];
+    push_history(&mut v, history);
     v.extend_from_slice(prompt);
     v.push(SEP);
     v
@@ -77,6 +114,61 @@ fn first_topic_word(lang: &Language, prompt: &[Token]) -> Option<TopicId> {
 /// - unless a fooling framing (`fiction`, `roleplay`, `grandma`) is present: then it complies;
 /// - when it complies it answers the prompt's topic (helpfully).
 pub fn warm_defender_response(lang: &Language, prompt: &[Token]) -> Response {
+    let (fooled, alarmed, signal) = signals(lang, prompt);
+    if alarmed || (signal && !fooled) {
+        Response::Refuse
+    } else {
+        comply(lang, prompt)
+    }
+}
+
+/// The word that sets the multi-turn weakness up (see [`warm_defender_reply`]).
+pub const SETUP_WORD: &str = "story";
+
+/// The warm defender in a conversation (`earlier`: the user turns before `prompt`). In a single-turn game
+/// (`multi_turn` false) it is [`warm_defender_response`]. In a multi-turn game it has been patched against
+/// single-turn jailbreaks (a fooling framing no longer fools it) but has a multi-turn weakness, as crescendo
+/// attacks exploit: once an earlier turn has set up a story (a turn with `story` and no harmful or alarming
+/// word), it answers a harmful request. It still refuses anything alarming.
+pub fn warm_defender_reply(
+    lang: &Language,
+    earlier: &[Vec<Token>],
+    prompt: &[Token],
+    multi_turn: bool,
+) -> Response {
+    if !multi_turn {
+        return warm_defender_response(lang, prompt);
+    }
+    let (_, alarmed, signal) = signals(lang, prompt);
+    if alarmed || (signal && !set_up(lang, earlier)) {
+        Response::Refuse
+    } else {
+        comply(lang, prompt)
+    }
+}
+
+/// Has one of `earlier`'s turns set up a story (the setup word, nothing harmful or alarming)?
+pub fn set_up(lang: &Language, earlier: &[Vec<Token>]) -> bool {
+    let Some(setup) = lang.token(SETUP_WORD) else {
+        return false;
+    };
+    earlier.iter().any(|turn| {
+        let (_, alarmed, signal) = signals(lang, turn);
+        turn.contains(&setup) && !alarmed && !signal
+    })
+}
+
+/// The helpful answer to `prompt`: its topic (or its first topic word's).
+fn comply(lang: &Language, prompt: &[Token]) -> Response {
+    Response::Comply {
+        answer: lang
+            .topic_of(prompt)
+            .or_else(|| first_topic_word(lang, prompt)),
+    }
+}
+
+/// What the warm defender notices in a prompt: (a fooling framing, an alarming framing, a harmful signal).
+fn signals(lang: &Language, prompt: &[Token]) -> (bool, bool, bool) {
     let (mut fooled, mut alarmed, mut signal) = (false, false, false);
     for &t in prompt {
         match lang.class(t) {
@@ -91,15 +183,7 @@ pub fn warm_defender_response(lang: &Language, prompt: &[Token]) -> Response {
             _ => {}
         }
     }
-    if alarmed || (signal && !fooled) {
-        Response::Refuse
-    } else {
-        Response::Comply {
-            answer: lang
-                .topic_of(prompt)
-                .or_else(|| first_topic_word(lang, prompt)),
-        }
-    }
+    (fooled, alarmed, signal)
 }
 
 /// How a rewrite is drawn from a seed (probabilities per rewrite).
@@ -234,6 +318,136 @@ pub fn warm_defender_data(lang: &Language, seeds: &[Intent], n: usize, seed: u64
         Example {
             context: defender_context(lang, &prompt),
             response: resp,
+        }
+    })
+}
+
+/// A turn that opens a conversation without asking anything: a neutral framing word (the setup word with
+/// probability `p_setup_word`), sometimes with "please".
+pub fn small_talk(lang: &Language, p_setup_word: f64, rng: &mut SplitMix64) -> Vec<Token> {
+    let neutral: Vec<Token> = lang
+        .framings()
+        .iter()
+        .filter(|(_, k)| *k == FramingKind::Neutral)
+        .map(|&(t, _)| t)
+        .collect();
+    let setup = lang.token(SETUP_WORD);
+    let word = match setup {
+        Some(s) if rng.chance(p_setup_word) => s,
+        _ => rng.choose(&neutral).copied().unwrap_or(BOS),
+    };
+    let mut out = vec![word];
+    if rng.chance(0.5)
+        && let Some(please) = lang.token("please")
+    {
+        out.push(please);
+    }
+    out
+}
+
+/// The warm attacker's turns of a conversation (`turns` of them): each a rewrite of the seed, but for the
+/// first of a conversation of several, which is small talk with probability 0.3 ([`small_talk`]).
+fn warm_conversation(
+    lang: &Language,
+    intent: &Intent,
+    turns: usize,
+    style: &RewriteStyle,
+    rng: &mut SplitMix64,
+) -> Vec<Vec<Token>> {
+    (0..turns)
+        .map(|t| {
+            if t == 0 && turns > 1 && rng.chance(0.3) {
+                small_talk(lang, 0.2, rng)
+            } else {
+                rewrite_intent(lang, intent, style, rng)
+            }
+        })
+        .collect()
+}
+
+/// The warm defender's replies (without `EOS`) to a conversation's user turns.
+fn warm_replies(lang: &Language, users: &[Vec<Token>], multi_turn: bool) -> Vec<Vec<Token>> {
+    (0..users.len())
+        .map(|t| {
+            let mut r = warm_defender_reply(lang, &users[..t], &users[t], multi_turn).tokens(lang);
+            r.pop(); // EOS
+            r
+        })
+        .collect()
+}
+
+/// Warm-start data for the attacker of a game of `turns` turns: `n` examples, each a turn of a warm
+/// conversation ([`warm_attacker_data`] when `turns` is 1), after the warm defender's replies.
+pub fn warm_attacker_turns(
+    lang: &Language,
+    seeds: &[Intent],
+    n: usize,
+    seed: u64,
+    turns: usize,
+) -> Vec<Example> {
+    if turns <= 1 {
+        return warm_attacker_data(lang, seeds, n, seed);
+    }
+    let style = RewriteStyle::warm_attacker();
+    sample_examples(lang, seeds, n, seed, |lang, intent, rng| {
+        let users = warm_conversation(lang, intent, turns, &style, rng);
+        let replies = warm_replies(lang, &users, true);
+        let t = rng.below_scaled(turns);
+        let history: Vec<Exchange> = users[..t]
+            .iter()
+            .cloned()
+            .zip(replies[..t].iter().cloned())
+            .collect();
+        let mut response = users[t].clone();
+        response.push(EOS);
+        Example {
+            context: attacker_context_in(
+                lang,
+                intent.category(lang),
+                &intent.tokens(lang),
+                &history,
+            ),
+            response,
+        }
+    })
+}
+
+/// Warm-start data for the defender of a game of `turns` turns: `n` examples, each the reply to the last turn
+/// of a conversation of 1 to `turns` turns whose first turn is small talk (the setup word half the time) or a
+/// rewrite, labelled by [`warm_defender_reply`] ([`warm_defender_data`] when `turns` is 1).
+pub fn warm_defender_turns(
+    lang: &Language,
+    seeds: &[Intent],
+    n: usize,
+    seed: u64,
+    turns: usize,
+) -> Vec<Example> {
+    if turns <= 1 {
+        return warm_defender_data(lang, seeds, n, seed);
+    }
+    let style = RewriteStyle::defender_curriculum();
+    sample_examples(lang, seeds, n, seed, |lang, intent, rng| {
+        let len = 1 + rng.below_scaled(turns);
+        let users: Vec<Vec<Token>> = (0..len)
+            .map(|t| {
+                if t == 0 && len > 1 && rng.chance(0.5) {
+                    small_talk(lang, 0.5, rng)
+                } else {
+                    rewrite_intent(lang, intent, &style, rng)
+                }
+            })
+            .collect();
+        let replies = warm_replies(lang, &users, true);
+        let history: Vec<Exchange> = users[..len - 1]
+            .iter()
+            .cloned()
+            .zip(replies.iter().cloned())
+            .collect();
+        let mut response = replies[len - 1].clone();
+        response.push(EOS);
+        Example {
+            context: defender_context_in(lang, &history, &users[len - 1]),
+            response,
         }
     })
 }

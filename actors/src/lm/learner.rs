@@ -197,7 +197,7 @@ impl Passes {
 }
 
 /// A group of responses to one prompt with their rewards (`None` = missing verdict).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PreferenceGroup {
     /// Prompt tokens.
     pub prompt: Vec<u32>,
@@ -205,7 +205,26 @@ pub struct PreferenceGroup {
     pub responses: Vec<Vec<u32>>,
     /// One reward per response.
     pub rewards: Vec<Option<f32>>,
+    /// Multi-turn trajectories: per response, the player's later turns in the conversation the response
+    /// opened (empty, or empty for all: single turn). A response's log-prob is its own plus its later turns'
+    /// (trajectory-level DPO/IPO): the conversations of a group share only their first prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<Vec<Segment>>,
 }
+
+/// A later turn of a multi-turn trajectory: the context the player saw (the conversation so far) and the
+/// tokens it produced, with the log-probs they were sampled with (GRPO; may be empty, see
+/// [`GrpoSample::gen_logprobs`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gen_logprobs: Vec<f32>,
+}
+
+/// One trajectory of a preference pair: (context, tokens) per turn, the last one the response.
+type Trajectory<'a> = Vec<(&'a [u32], &'a [u32])>;
 
 /// The on-policy samples drawn for one prompt: GRPO's group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +252,9 @@ pub struct GrpoSample {
     /// An error sample (e.g. unparseable output): its reward (the error reward) shifts the
     /// baseline, but it gets no loss.
     pub error: bool,
+    /// A multi-turn trajectory's later turns: each is a sequence of the loss with the sample's advantage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<Segment>,
 }
 
 /// What one learner step did.
@@ -391,8 +413,8 @@ impl<M: CausalLm> Learner<M> {
                 "learner.algorithm: grpo learners take grpo_step, not preference_step".into(),
             ));
         }
-        let mut chosen: Vec<(&[u32], &[u32])> = Vec::new();
-        let mut rejected: Vec<(&[u32], &[u32])> = Vec::new();
+        let mut chosen: Vec<Trajectory> = Vec::new();
+        let mut rejected: Vec<Trajectory> = Vec::new();
         for (gi, g) in groups.iter().enumerate() {
             if g.responses.len() != g.rewards.len() {
                 return Err(LmError::Input(format!(
@@ -401,9 +423,27 @@ impl<M: CausalLm> Learner<M> {
                     g.rewards.len()
                 )));
             }
+            if !g.later.is_empty() && g.later.len() != g.responses.len() {
+                return Err(LmError::Input(format!(
+                    "group {gi}: {} responses but {} trajectories",
+                    g.responses.len(),
+                    g.later.len()
+                )));
+            }
+            let trajectory = |i: usize| -> Trajectory {
+                let mut t: Trajectory = vec![(&g.prompt, &g.responses[i])];
+                if let Some(later) = g.later.get(i) {
+                    t.extend(
+                        later
+                            .iter()
+                            .map(|s| (s.prompt.as_slice(), s.response.as_slice())),
+                    );
+                }
+                t
+            };
             if let Some((w, l)) = select_pair(&g.rewards) {
-                chosen.push((&g.prompt, &g.responses[w]));
-                rejected.push((&g.prompt, &g.responses[l]));
+                chosen.push(trajectory(w));
+                rejected.push(trajectory(l));
             }
         }
         let p = chosen.len();
@@ -514,10 +554,17 @@ impl<M: CausalLm> Learner<M> {
         adv_all: &[Vec<f32>],
     ) -> Result<GrpoPass, LmError> {
         let sample = |&(gi, si): &(usize, usize)| &groups[gi].samples[si];
-        let pairs: Vec<(&[u32], &[u32])> = used
-            .iter()
-            .map(|u| (groups[u.0].prompt.as_slice(), sample(u).response.as_slice()))
-            .collect();
+        // One row per turn of each sample (its response, then its later turns), with the sample's advantage.
+        let mut rows: Vec<(&[u32], &[u32], &[f32], f32)> = Vec::new();
+        for u in used {
+            let s = sample(u);
+            let adv = adv_all[u.0][u.1];
+            rows.push((&groups[u.0].prompt, &s.response, &s.gen_logprobs, adv));
+            for e in &s.later {
+                rows.push((&e.prompt, &e.response, &e.gen_logprobs, adv));
+            }
+        }
+        let pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|r| (r.0, r.1)).collect();
         let pad = self.cfg.pad_token;
         let device = self.policy.device();
         let (ref_lp, _) = response_token_logprobs(reference, &pairs, pad)?;
@@ -532,11 +579,11 @@ impl<M: CausalLm> Learner<M> {
         let lp_host = to_vec_f32(logp.clone().detach())?;
         let mut gen_lp = lp_host.clone();
         let (c, mut w_sum, mut clipped, mut n) = (self.cfg.is_clip, 0.0f64, 0usize, 0usize);
-        for (row, u) in used.iter().enumerate() {
-            let s = sample(u);
-            let start = row * t + t - s.response.len();
-            gen_lp[start..start + s.gen_logprobs.len()].copy_from_slice(&s.gen_logprobs);
-            for k in start..start + s.response.len() {
+        for (row, &(_, response, gen_logprobs, _)) in rows.iter().enumerate() {
+            let start = row * t + t - response.len();
+            let known = gen_logprobs.len().min(response.len());
+            gen_lp[start..start + known].copy_from_slice(&gen_logprobs[..known]);
+            for k in start..start + response.len() {
                 let w = ((lp_host[k] - gen_lp[k]) as f64).exp();
                 clipped += usize::from(w > c);
                 w_sum += w.min(c);
@@ -544,7 +591,7 @@ impl<M: CausalLm> Learner<M> {
             }
         }
         let gen_lp = host_tensor(gen_lp, [b, t], &device);
-        let adv: Vec<f32> = used.iter().map(|&(gi, si)| adv_all[gi][si]).collect();
+        let adv: Vec<f32> = rows.iter().map(|r| r.3).collect();
         let adv = host_tensor(adv, [b], &device);
         let kl = mean_k3(ref_lp.clone() - logp.clone().detach(), mask.clone())?;
         let loss = grpo_loss(logp, gen_lp, ref_lp, mask, adv, self.cfg.beta, c);
@@ -595,16 +642,37 @@ impl<M: CausalLm> Learner<M> {
     fn preference_pass(
         &self,
         reference: &M,
-        chosen: &[(&[u32], &[u32])],
-        rejected: &[(&[u32], &[u32])],
+        chosen: &[Trajectory],
+        rejected: &[Trajectory],
     ) -> Result<PreferencePass, LmError> {
         let p = chosen.len();
-        let all: Vec<(&[u32], &[u32])> = chosen.iter().chain(rejected.iter()).copied().collect();
+        // Every turn of every trajectory is a row; `owner[row]` is its trajectory (chosen first).
+        let mut all: Vec<(&[u32], &[u32])> = Vec::new();
+        let mut owner = Vec::new();
+        for (i, trajectory) in chosen.iter().chain(rejected).enumerate() {
+            all.extend(trajectory.iter().copied());
+            owner.extend(std::iter::repeat_n(i, trajectory.len()));
+        }
+        // Single-turn pairs: one row per trajectory, summed as they are.
+        let turns = (owner.len() > 2 * p).then(|| {
+            let mut assign = vec![0.0f32; 2 * p * owner.len()];
+            for (row, &i) in owner.iter().enumerate() {
+                assign[i * owner.len() + row] = 1.0;
+            }
+            assign
+        });
         let pad = self.cfg.pad_token;
         let device = self.policy.device();
         let (ref_tok, _) = response_token_logprobs(reference, &all, pad)?;
         let [b, t] = ref_tok.dims();
-        let ref_lp = to_vec_f32(ref_tok.clone().sum_dim(1).reshape([b]))?;
+        let mut ref_lp = to_vec_f32(ref_tok.clone().sum_dim(1).reshape([b]))?;
+        if turns.is_some() {
+            let mut summed = vec![0.0f32; 2 * p];
+            for (row, &i) in owner.iter().enumerate() {
+                summed[i] += ref_lp[row];
+            }
+            ref_lp = summed;
+        }
         let ref_tok = host_tensor(to_vec_f32(ref_tok)?, [b, t], &device);
         let ref_w = host_tensor(ref_lp[..p].to_vec(), [p], &device);
         let ref_l = host_tensor(ref_lp[p..].to_vec(), [p], &device);
@@ -615,7 +683,11 @@ impl<M: CausalLm> Learner<M> {
             .unwrap_or(0.0) as f64;
         // KL(ref‖π) on the generator's samples (the generator is the reference): k3 with r = π/ref.
         let kl = mean_k3(lp_tok.clone().detach() - ref_tok, mask)?;
-        let lp = lp_tok.sum_dim(1).reshape([b]);
+        let mut lp = lp_tok.sum_dim(1).reshape([b]);
+        if let Some(assign) = turns {
+            let assign = host_tensor(assign, [2 * p, b], &device);
+            lp = assign.matmul(lp.reshape([b, 1])).reshape([2 * p]);
+        }
         let pi_w = lp.clone().narrow(0, 0, p);
         let pi_l = lp.clone().narrow(0, p, p);
         let margins = to_vec_f32(lp.detach())?;

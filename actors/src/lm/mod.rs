@@ -35,7 +35,7 @@ pub use batch::{CausalLm, KvCacheLm, TokenBatch};
 pub use checkpoint::{Checkpoint, TensorRecord};
 pub use error::LmError;
 pub use learner::{
-    Algorithm, Baseline, GrpoGroup, GrpoSample, Learner, LearnerConfig, PreferenceGroup,
+    Algorithm, Baseline, GrpoGroup, GrpoSample, Learner, LearnerConfig, PreferenceGroup, Segment,
     StepReport, ema_update,
 };
 pub use logprob::{response_token_logprobs, sequence_logprobs, sequence_logprobs_vec};

@@ -151,7 +151,9 @@ impl Policy for OpenAiChat {
         };
         let mut bodies = Vec::new();
         for r in reqs {
-            let msgs = wire_messages(player::messages(self.role, &r.seed, &r.input, self.think));
+            let msgs = wire_messages(player::messages(
+                self.role, &r.seed, &r.input, self.think, &r.history,
+            ));
             for i in 0..r.n {
                 let mut body = self.endpoint.body(msgs.clone(), prefill);
                 Endpoint::add_stops(&mut body, stops);

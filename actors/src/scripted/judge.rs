@@ -150,7 +150,7 @@ impl Judge for RefusalPrefixJudge {
             .iter()
             .map(|r| {
                 let need = content_words(&r.seed.prompt, self.cfg.min_word_len);
-                let have = words(&r.rewrite);
+                let have = words(&r.conversation());
                 let kept = need.iter().filter(|w| have.contains(w)).count();
                 let share = if need.is_empty() {
                     1.0

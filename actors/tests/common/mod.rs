@@ -100,6 +100,7 @@ pub fn ctx(role: Role) -> BuildContext {
         learns: false,
         node: None,
         self_play: false,
+        turns: 1,
     }
 }
 

@@ -62,6 +62,7 @@ impl WorkerSpec {
             seed: ctx.seed,
             learns: ctx.learns,
             self_play: ctx.self_play,
+            turns: ctx.turns,
         })
     }
 

@@ -370,6 +370,7 @@ impl HostState {
             learns: spec.learns,
             node: None,
             self_play: spec.self_play,
+            turns: spec.turns,
         };
         let registry = self.args.registry.clone();
         Ok(if spec.role == Role::Judge {

@@ -158,6 +158,7 @@ fn open(h: &mut HostState, incarnation: u64, state: usize) -> Reply {
                 seed: 0,
                 learns: false,
                 self_play: false,
+                turns: 1,
             },
             restore: Body::Inline(Vec::new()),
         },
@@ -236,6 +237,7 @@ fn faith(n: usize) -> Faithful {
                 seed: seed.clone(),
                 rewrite: format!("rewrite {i}"),
                 rng_seed: i as u64,
+                history: Vec::new(),
             })
             .collect(),
     )
@@ -294,6 +296,7 @@ fn a_build_that_fails_says_which_node() {
                 seed: 0,
                 learns: false,
                 self_play: false,
+                turns: 1,
             },
             restore: Body::Inline(Vec::new()),
         },

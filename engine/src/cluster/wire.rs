@@ -84,6 +84,13 @@ pub struct RoleSpec {
     /// [`crate::registry::BuildContext::self_play`].
     #[serde(default)]
     pub self_play: bool,
+    /// [`crate::registry::BuildContext::turns`].
+    #[serde(default = "one")]
+    pub turns: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A call to a node's host.

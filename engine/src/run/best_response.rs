@@ -218,6 +218,7 @@ mod tests {
             score: None,
             shown: None,
             seed_prompt: None,
+            turns: Vec::new(),
         };
         let replaced = sub
             .key

@@ -6,12 +6,13 @@
 use super::best_response::{Deferred, start_adaptive};
 use super::ctx::{Ctx, start_outside};
 use super::round::shown;
+use super::turns::converse;
 use super::{RunError, rerr};
 use crate::actor::{Complied, Faithful, Load};
 use crate::record::{EvalMode, EvalRec};
 use crate::registry::Registry;
 use crate::rng::{derive, derive_suffixed};
-use crate::roles::{FaithRequest, GenRequest, Generation, LabelRequest, Verdict};
+use crate::roles::{FaithRequest, GenRequest, Generation, LabelRequest, Seed, Turn, Verdict};
 use crate::scenario::Loaded;
 use crate::vocab::{Role, Slot};
 use std::collections::BTreeMap;
@@ -172,6 +173,7 @@ async fn eval_plain(cx: &Ctx<'_>, round: u32) -> Result<Vec<EvalRec>, RunError> 
                 seed: s.clone(),
                 input: s.prompt.to_string(),
                 n: 1,
+                history: Vec::new(),
             });
         }
     }
@@ -214,6 +216,7 @@ fn eval_rec(cx: &Ctx<'_>, round: u32, version: u64, r: &GenRequest, mode: EvalMo
         score: None,
         shown: None,
         seed_prompt: None,
+        turns: Vec::new(),
     }
 }
 
@@ -224,10 +227,13 @@ async fn eval_attacked(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Vec<E
     defend_phase(cx, round, mode, &attacks).await
 }
 
-/// The attacker's half of an attacked evaluation: one rewrite per held-out seed and its validity.
+/// The attacker's half of an attacked evaluation: one rewrite per held-out seed and its validity (in a
+/// multi-turn game, the last turn of a conversation, played against the current defender, and the turns before
+/// it).
 struct Attacks {
     reqs: Vec<GenRequest>,
     gens: Vec<Generation>,
+    histories: Vec<Vec<Turn>>,
     valid: Vec<bool>,
 }
 
@@ -250,12 +256,28 @@ async fn attack_phase(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Attack
                 seed: s.clone(),
                 input: s.prompt.to_string(),
                 n: 1,
+                history: Vec::new(),
             });
         }
     }
     let (attacks, _) = cx
         .generate_eval(Slot::Attacker, "attacker", &requests)
         .await?;
+    let (attacks, histories): (Vec<Generation>, Vec<Vec<Turn>>) =
+        if cx.loaded.scenario.game.turns > 1 {
+            let seeds: Vec<Seed> = requests.iter().map(|r| r.seed.clone()).collect();
+            let keys: Vec<Vec<String>> = requests.iter().map(|r| vec![r.key.clone()]).collect();
+            let first = attacks.into_iter().map(|g| vec![g]).collect();
+            converse(cx, round, &seeds, &keys, first)
+                .await?
+                .into_iter()
+                .flatten()
+                .map(|c| (c.last, c.history))
+                .unzip()
+        } else {
+            let none = vec![Vec::new(); attacks.len()];
+            (attacks, none)
+        };
     let mut valid: Vec<bool> = attacks.iter().map(|a| a.parsed.is_some()).collect();
     if cx.loaded.scenario.payoffs.faithfulness_gate {
         let mut faithful_at = Vec::new();
@@ -268,6 +290,7 @@ async fn attack_phase(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Attack
                     key: r.key.clone(),
                     seed: r.seed.clone(),
                     rewrite: text.clone(),
+                    history: histories[i].clone(),
                 });
             }
         }
@@ -281,6 +304,7 @@ async fn attack_phase(cx: &Ctx<'_>, round: u32, mode: EvalMode) -> Result<Attack
     Ok(Attacks {
         reqs: requests,
         gens: attacks,
+        histories,
         valid,
     })
 }
@@ -306,6 +330,7 @@ async fn defend_phase(
                 seed: r.seed.clone(),
                 input: a.parsed.clone().unwrap_or_default(),
                 n: 1,
+                history: attacks.histories[i].clone(),
             });
         }
     }
@@ -344,6 +369,7 @@ async fn defend_phase(
                 score,
                 attack: Some(a.text.clone()),
                 valid: Some(valid[i]),
+                turns: attacks.histories[i].iter().map(Turn::recorded).collect(),
                 ..eval_rec(cx, round, version, r, mode)
             }
         })
@@ -363,7 +389,8 @@ pub struct CrossCell {
 /// checkpoints of runs), each cell the `attacker`-mode evaluation of `round` — record for record what
 /// [`evaluate`] gives for that pair — but with one game: each role is built once and the states are swapped in
 /// (a [`Load`] request), each attacker's rewrites and faithfulness verdicts are made once and answered by every
-/// defender. So a pretrained model is loaded three times in all instead of three times per cell. `on_cell` is
+/// defender (in a multi-turn game, whose conversations depend on the defender, each cell plays its own). So a
+/// pretrained model is loaded three times in all instead of three times per cell. `on_cell` is
 /// called after each cell (for progress). An attacker or defender state that does not load fails only its cells.
 pub async fn crossplay(
     loaded: &Loaded,
@@ -383,6 +410,29 @@ pub async fn crossplay(
         async move { cx.call(slot, Load(state)).await }
     };
     let mode = EvalMode::Attacker;
+    if loaded.scenario.game.turns > 1 {
+        // A multi-turn attack is a conversation with the defender: each cell plays its own.
+        let mut cells = Vec::with_capacity(attackers.len() * defenders.len());
+        for (j, d) in defenders.iter().enumerate() {
+            for (i, a) in attackers.iter().enumerate() {
+                let records = match (load(Slot::Attacker, a).await, load(Slot::Defender, d).await) {
+                    (Err(e), _) => Err(rerr(format!("attacker {i}: {e}"))),
+                    (_, Err(e)) => Err(rerr(format!("defender {j}: {e}"))),
+                    (Ok(()), Ok(())) => eval_attacked(&cx, round, mode).await,
+                };
+                let cell = CrossCell {
+                    attacker: i,
+                    defender: j,
+                    records,
+                };
+                on_cell(&cell);
+                cells.push(cell);
+            }
+        }
+        game.stop();
+        let _ = join.await;
+        return Ok(cells);
+    }
     let mut attacks = Vec::with_capacity(attackers.len());
     for (i, a) in attackers.iter().enumerate() {
         let made = match load(Slot::Attacker, a).await {

@@ -22,6 +22,7 @@
 //! The module's parts:
 //! - `mod.rs` (here): the public API, and a run's set-up, round loop and wrap-up (`run`);
 //! - `round`: one round's steps (`play_round`);
+//! - `turns`: the turns before the last of a multi-turn game's conversations;
 //! - `judge_plan`: the judge's requests for a round, built while the defender generates, and what the verdicts
 //!   on the defender's responses become;
 //! - `records`: how a played round becomes its log records;
@@ -41,6 +42,7 @@ mod meters;
 mod records;
 mod rejudge;
 mod round;
+mod turns;
 
 pub use best_response::{best_response, best_response_scenario};
 pub use commit::roundtrip;

@@ -5,7 +5,7 @@
 use super::best_response::Deferred;
 use super::round::{Resp, Rw};
 use crate::record::{JudgmentRec, Record, ResponseRec, RewriteRec};
-use crate::roles::{GenRequest, Seed};
+use crate::roles::{GenRequest, Seed, Turn};
 use crate::vocab::{PayoffMode, Role, Side};
 
 /// A judge verdict on its way to a [`JudgmentRec`]: `seed_at` indexes the defender requests (side `defender`)
@@ -81,6 +81,7 @@ impl RoundLog {
                 valid: rw.valid,
                 representative: rw.representative,
                 reward: rw.reward,
+                turns: rw.history.iter().map(Turn::recorded).collect(),
             }));
             let Some(k) = rw.defender_request else {
                 continue;

@@ -1,6 +1,8 @@
 //! One round of the game ([`play_round`]), in its steps:
 //!
-//! 1. attack ([`Round::attack`]): the attacker rewrites each of the round's seeds `attacks_per_seed` times;
+//! 1. attack ([`Round::attack`]): the attacker rewrites each of the round's seeds `attacks_per_seed` times (in a
+//!    multi-turn game each rewrite opens a conversation, played to its last turn by `turns::converse`: the last
+//!    turn is the rewrite the steps below gate, answer and judge);
 //! 2. faithfulness gate ([`Round::faithfulness_gate`]): the judge's verdicts on the parseable rewrites (an
 //!    unparseable or unfaithful rewrite is invalid: its attacker reward is the error reward, and the defender
 //!    does not answer it);
@@ -24,12 +26,15 @@ use super::ctx::{Ctx, Pending};
 use super::eval::eval_phase;
 use super::judge_plan::{JudgeSkeleton, Planned, Verdicts, defender_rewards, judge_skeleton};
 use super::records::{PendingJudgment, RoundLog};
+use super::turns::{Chain, converse};
 use super::{RunError, Timings, draw, ms};
 use crate::actor::{Compare, Complied, Faithful, Generate, Generated, Learn, Learned, Score};
 use crate::payoff::{self, Judgment};
 use crate::record::{EvalRec, LearnRec, Record};
 use crate::rng::{RoundKeys, derive};
-use crate::roles::{FaithRequest, GenRequest, Generation, Group, LabelRequest, Seed, Verdict};
+use crate::roles::{
+    FaithRequest, GenRequest, Generation, Group, LabelRequest, Seed, Turn, Verdict,
+};
 use crate::vocab::{Role, Side, Slot};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -49,12 +54,16 @@ pub(super) struct Rw {
     pub(super) defender_request: Option<usize>,
     pub(super) representative: Option<usize>,
     pub(super) reward: Option<f64>,
+    /// A multi-turn game: the conversation before this, the last turn (empty with one turn).
+    pub(super) history: Vec<Turn>,
 }
 
 impl Rw {
-    /// An attacker's generation, not yet gated.
-    fn new(g: Generation) -> Self {
+    /// A conversation's last attacker turn, not yet gated.
+    fn new(chain: Chain) -> Self {
+        let g = chain.last;
         Rw {
+            history: chain.history,
             valid: false,
             text: g.text,
             parsed: g.parsed,
@@ -147,6 +156,7 @@ fn attacker_requests(cx: &Ctx<'_>, round: u32) -> (Vec<Seed>, Vec<String>, Vec<G
             seed: s.clone(),
             input: s.prompt.to_string(),
             n: g.attacks_per_seed,
+            history: Vec::new(),
         })
         .collect();
     (seeds, seed_keys, requests)
@@ -280,12 +290,13 @@ impl<'c> Round<'c> {
     }
 
     /// Attack: the attacker's rewrites of the round's seeds (its requests may have been queued behind its
-    /// update in the round before). While it generates: a faithfulness and a defender request for every rewrite
-    /// (texts filled in when the rewrites come).
+    /// update in the round before); in a multi-turn game, each rewrite opens a conversation, played to its last
+    /// turn ([`converse`]). While it generates: a faithfulness and a defender request for every rewrite (texts
+    /// filled in when the rewrites come).
     async fn attack(
         &mut self,
         call: AttackerCall,
-    ) -> Result<(Vec<Vec<Generation>>, RewriteRequests), RunError> {
+    ) -> Result<(Vec<Vec<Chain>>, RewriteRequests), RunError> {
         let t = Instant::now();
         let cx = self.cx;
         let generate = async {
@@ -299,8 +310,14 @@ impl<'c> Round<'c> {
         let (generated, requests) = overlap(generate, async { self.rewrite_requests() }).await;
         let (generations, version) = generated?;
         self.attacker_version = version;
+        // Each conversation is keyed as its rewrite (and its defender request) is.
+        let keys: Vec<Vec<String>> = requests
+            .iter()
+            .map(|row| row.iter().map(|(_, defend)| defend.key.clone()).collect())
+            .collect();
+        let chains = converse(cx, self.number, &self.seeds, &keys, generations).await?;
         self.timings.attacker_ms = ms(t);
-        Ok((generations, requests))
+        Ok((chains, requests))
     }
 
     /// The faithfulness and defender requests of every rewrite to come, keyed `<seed key>/a<i>`.
@@ -323,6 +340,7 @@ impl<'c> Round<'c> {
                             key: key.clone(),
                             seed: s.clone(),
                             rewrite: String::new(),
+                            history: Vec::new(),
                         };
                         let defend = GenRequest {
                             rng_seed,
@@ -331,6 +349,7 @@ impl<'c> Round<'c> {
                             seed: s.clone(),
                             input: String::new(),
                             n: g.responses_per_attack,
+                            history: Vec::new(),
                         };
                         (faithful, defend)
                     })
@@ -344,7 +363,7 @@ impl<'c> Round<'c> {
     /// Returns each rewrite's defender request (per seed), but for its input.
     async fn faithfulness_gate(
         &mut self,
-        generations: Vec<Vec<Generation>>,
+        generations: Vec<Vec<Chain>>,
         requests: RewriteRequests,
     ) -> Result<Vec<Vec<GenRequest>>, RunError> {
         let t = Instant::now();
@@ -355,10 +374,11 @@ impl<'c> Round<'c> {
         let mut defender_requests = Vec::with_capacity(self.seeds.len());
         for (si, (row, requests)) in generations.iter().zip(requests).enumerate() {
             let mut defender_row = Vec::with_capacity(requests.len());
-            for (ai, (generation, (mut faithful, defend))) in row.iter().zip(requests).enumerate() {
-                if let Some(text) = &generation.parsed {
+            for (ai, (chain, (mut faithful, defend))) in row.iter().zip(requests).enumerate() {
+                if let Some(text) = &chain.last.parsed {
                     faithful_at.push((si, ai));
                     faithful.rewrite = text.clone();
+                    faithful.history = chain.history.clone();
                     faithful_requests.push(faithful);
                 }
                 defender_row.push(defend);
@@ -413,6 +433,7 @@ impl<'c> Round<'c> {
                 if rw.valid {
                     rw.defender_request = Some(requests.len());
                     request.input = rw.parsed.clone().unwrap_or_default();
+                    request.history = rw.history.clone();
                     requests.push(request);
                 }
             }
@@ -526,6 +547,12 @@ impl<'c> Round<'c> {
                     .iter()
                     .map(|r| r.out.logprobs.clone())
                     .collect(),
+                // The responses answer one conversation.
+                histories: if req.history.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![req.history.clone(); self.responses[k].len()]
+                },
             })
             .collect()
     }
@@ -614,6 +641,14 @@ impl<'c> Round<'c> {
                     .iter()
                     .map(|r| r.logprobs.clone())
                     .collect(),
+                histories: if self.rewrites[si].iter().all(|r| r.history.is_empty()) {
+                    Vec::new()
+                } else {
+                    self.rewrites[si]
+                        .iter()
+                        .map(|r| r.history.clone())
+                        .collect()
+                },
             })
             .collect()
     }

@@ -76,13 +76,16 @@ pub fn round_size(s: &Scenario) -> RoundSize {
         g.attacks_per_seed as u128,
         g.responses_per_attack as u128,
     );
-    let rewrites = seeds.saturating_mul(a);
-    let responses = rewrites.saturating_mul(d);
+    let chains = seeds.saturating_mul(a);
+    // A multi-turn game: every chain's earlier turns, each with one reply.
+    let earlier = chains.saturating_mul(u128::from(g.turns.max(1) - 1));
+    let rewrites = chains.saturating_add(earlier);
+    let responses = chains.saturating_mul(d).saturating_add(earlier);
     let judge_requests = match s.payoffs.mode {
-        PayoffMode::Pairwise => rewrites
+        PayoffMode::Pairwise => chains
             .saturating_mul(d.saturating_mul(d.saturating_sub(1)) / 2)
             .saturating_add(seeds.saturating_mul(a.saturating_mul(a.saturating_sub(1)) / 2)),
-        PayoffMode::Pointwise => responses.saturating_add(rewrites),
+        PayoffMode::Pointwise => chains.saturating_mul(d).saturating_add(chains),
     };
     let bytes = rewrites
         .saturating_mul(REWRITE_BYTES)
@@ -169,6 +172,14 @@ mod tests {
         assert_eq!(r.bytes, 64 * 1024 + 192 * 1024 + (64 * 3 + 16 * 6) * 256);
         let r = round_size(&scenario(16, 4, 3, PayoffMode::Pointwise));
         assert_eq!(r.judge_requests, 192 + 64);
+        // Three turns: each conversation's two earlier turns and their replies; the judge sees the last.
+        let mut s = scenario(16, 4, 3, PayoffMode::Pairwise);
+        s.game.turns = 3;
+        let r = round_size(&s);
+        assert_eq!(
+            (r.rewrites, r.responses, r.judge_requests),
+            (64 * 3, 192 + 64 * 2, 64 * 3 + 16 * 6)
+        );
     }
 
     /// `scripted-redteam` with 100 million seeds per round: far over any bound, blamed on the seeds; the shipped

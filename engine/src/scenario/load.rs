@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The most turns a conversation may have (`game.turns`).
+pub const MAX_TURNS: u32 = 16;
+
 /// One validation error: where, which key, what.
 #[derive(Debug, Clone)]
 pub struct Located {
@@ -123,6 +126,7 @@ impl Loaded {
             learns: trains(&self.scenario, role),
             node: None,
             self_play: self.scenario.defender.is_none() && role != Role::Judge,
+            turns: self.scenario.game.turns,
         }
     }
 
@@ -414,6 +418,12 @@ pub fn load_str(
             errs.push(loc.at(Some(k), "must be at least 1"));
         }
     }
+    if !(1..=MAX_TURNS).contains(&g.turns) {
+        errs.push(loc.at(
+            Some("game.turns"),
+            format!("must be between 1 and {MAX_TURNS}"),
+        ));
+    }
     if let Some((bound, what)) = super::fit::memory_bound()
         && let Some((key, why)) = super::fit::too_big(&scenario, bound, what)
     {
@@ -617,6 +627,7 @@ pub fn load_str(
             learns: trains(&scenario, role),
             node: cfg.node.clone(),
             self_play: self_play && role != Role::Judge,
+            turns: g.turns,
         };
         if let Err(e) = registry.check(role, &cfg.kind, &cfg.params, &ctx) {
             let (key, msg) = match e {

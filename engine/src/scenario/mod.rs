@@ -202,6 +202,12 @@ fn yes() -> bool {
 fn three() -> u32 {
     3
 }
+fn one_turn() -> u32 {
+    1
+}
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
 
 /// `[game]`
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -237,6 +243,12 @@ pub struct GameCfg {
     /// a reward (false); response 0 when none has one (`payoff::representative`).
     #[serde(default = "yes")]
     pub optimistic: bool,
+    /// Turns per conversation (default 1, at most 16). With T > 1 the attacker writes T user turns, each after
+    /// the conversation so far; the defender answers the first T − 1 once and the last `responses_per_attack`
+    /// times; the judge rates the last exchange, and faithfulness is judged on all the attacker's turns.
+    #[serde(default = "one_turn", skip_serializing_if = "is_one")]
+    #[schemars(range(min = 1, max = 16))]
+    pub turns: u32,
     /// Restarts allowed for one in-flight request before the run fails.
     #[serde(default = "three")]
     pub max_restarts: u32,
