@@ -162,6 +162,28 @@ fn restarts_and_resumes_exactly(
     }
 }
 
+/// `engine::run::evaluate` on a run's checkpoints of `round` gives the run's own attacker-mode evaluation of it,
+/// record for record; returns those records and the run's scenario.
+fn reproduces_its_evaluation(
+    dir: &Path,
+    round: u32,
+) -> (Vec<sparring_engine::record::EvalRec>, scenario::Loaded) {
+    let (logged, init, loaded) = logged_eval(dir, round);
+    let registry = sparring_actors::registry();
+    let again = runtime()
+        .block_on(run::evaluate(
+            &loaded,
+            &registry,
+            dir,
+            init,
+            EvalMode::Attacker,
+            round,
+        ))
+        .unwrap();
+    assert_eq!(again, logged);
+    (logged, loaded)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -272,20 +294,8 @@ fn a_self_play_run_is_one_player_that_restarts_and_resumes_exactly() {
         );
     }
     // Two copies of the player, both from the round-3 checkpoint, give the run's own evaluation.
-    let (logged, init, loaded) = logged_eval(&clean, 3);
+    let (_, loaded) = reproduces_its_evaluation(&clean, 3);
     assert!(loaded.self_play());
-    let registry = sparring_actors::registry();
-    let again = runtime()
-        .block_on(run::evaluate(
-            &loaded,
-            &registry,
-            &clean,
-            init,
-            EvalMode::Attacker,
-            3,
-        ))
-        .unwrap();
-    assert_eq!(again, logged);
     restarts_and_resumes_exactly("intent-self-play", &sets, &clean, "attacker", 4);
     let _ = std::fs::remove_dir_all(&clean);
 }
@@ -775,20 +785,26 @@ fn a_multi_turn_run_restarts_and_resumes_exactly() {
         conversations > 3 * 8 * 4 / 2,
         "{conversations} two-turn conversations"
     );
-    let (logged, init, loaded) = logged_eval(&clean, 3);
+    let (logged, loaded) = reproduces_its_evaluation(&clean, 3);
     assert!(logged.iter().any(|e| !e.turns.is_empty()));
-    let registry = sparring_actors::registry();
-    let again = runtime()
-        .block_on(run::evaluate(
+    // Cross-play plays each cell's conversations: the round-3 pair's cell is that evaluation too.
+    let state = |role: &str, r: u32| {
+        Arc::new(std::fs::read(run::checkpoint_path(&clean, role, r)).unwrap())
+    };
+    let cells = runtime()
+        .block_on(run::crossplay(
             &loaded,
-            &registry,
+            &sparring_actors::registry(),
             &clean,
-            init,
-            EvalMode::Attacker,
+            &[state("attacker", 0), state("attacker", 3)],
+            &[state("defender", 3)],
             3,
+            &mut |_| {},
         ))
         .unwrap();
-    assert_eq!(again, logged);
+    assert_eq!(cells.len(), 2);
+    let last = cells.iter().find(|c| c.attacker == 1).unwrap();
+    assert_eq!(last.records.as_ref().unwrap(), &logged);
     // The defender's 2nd request is its answers to the first round's first turns.
     restarts_and_resumes_exactly("intent-multi-turn", &sets, &clean, "defender", 2);
     let _ = std::fs::remove_dir_all(&clean);

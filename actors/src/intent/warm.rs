@@ -376,6 +376,11 @@ fn warm_replies(lang: &Language, users: &[Vec<Token>], multi_turn: bool) -> Vec<
         .collect()
 }
 
+/// The exchanges of `users`' turns with their `replies`.
+fn exchanges(users: &[Vec<Token>], replies: &[Vec<Token>]) -> Vec<Exchange> {
+    users.iter().cloned().zip(replies.iter().cloned()).collect()
+}
+
 /// Warm-start data for the attacker of a game of `turns` turns: `n` examples, each a turn of a warm
 /// conversation ([`warm_attacker_data`] when `turns` is 1), after the warm defender's replies.
 pub fn warm_attacker_turns(
@@ -393,11 +398,7 @@ pub fn warm_attacker_turns(
         let users = warm_conversation(lang, intent, turns, &style, rng);
         let replies = warm_replies(lang, &users, true);
         let t = rng.below_scaled(turns);
-        let history: Vec<Exchange> = users[..t]
-            .iter()
-            .cloned()
-            .zip(replies[..t].iter().cloned())
-            .collect();
+        let history = exchanges(&users[..t], &replies);
         let mut response = users[t].clone();
         response.push(EOS);
         Example {
@@ -438,11 +439,7 @@ pub fn warm_defender_turns(
             })
             .collect();
         let replies = warm_replies(lang, &users, true);
-        let history: Vec<Exchange> = users[..len - 1]
-            .iter()
-            .cloned()
-            .zip(replies.iter().cloned())
-            .collect();
+        let history = exchanges(&users[..len - 1], &replies);
         let mut response = replies[len - 1].clone();
         response.push(EOS);
         Example {

@@ -410,31 +410,14 @@ pub async fn crossplay(
         async move { cx.call(slot, Load(state)).await }
     };
     let mode = EvalMode::Attacker;
-    if loaded.scenario.game.turns > 1 {
-        // A multi-turn attack is a conversation with the defender: each cell plays its own.
-        let mut cells = Vec::with_capacity(attackers.len() * defenders.len());
-        for (j, d) in defenders.iter().enumerate() {
-            for (i, a) in attackers.iter().enumerate() {
-                let records = match (load(Slot::Attacker, a).await, load(Slot::Defender, d).await) {
-                    (Err(e), _) => Err(rerr(format!("attacker {i}: {e}"))),
-                    (_, Err(e)) => Err(rerr(format!("defender {j}: {e}"))),
-                    (Ok(()), Ok(())) => eval_attacked(&cx, round, mode).await,
-                };
-                let cell = CrossCell {
-                    attacker: i,
-                    defender: j,
-                    records,
-                };
-                on_cell(&cell);
-                cells.push(cell);
-            }
-        }
-        game.stop();
-        let _ = join.await;
-        return Ok(cells);
-    }
+    // A single-turn attacker's rewrites are made once and answered by every defender; a multi-turn attack is a
+    // conversation with the defender, so each cell plays its own.
+    let multi_turn = loaded.scenario.game.turns > 1;
     let mut attacks = Vec::with_capacity(attackers.len());
     for (i, a) in attackers.iter().enumerate() {
+        if multi_turn {
+            break;
+        }
         let made = match load(Slot::Attacker, a).await {
             Ok(()) => attack_phase(&cx, round, mode).await,
             Err(e) => Err(rerr(format!("attacker {i}: {e}"))),
@@ -444,11 +427,15 @@ pub async fn crossplay(
     let mut cells = Vec::with_capacity(attackers.len() * defenders.len());
     for (j, d) in defenders.iter().enumerate() {
         let loaded_d = load(Slot::Defender, d).await;
-        for (i, att) in attacks.iter().enumerate() {
-            let records = match (&loaded_d, att) {
+        for (i, a) in attackers.iter().enumerate() {
+            let records = match (&loaded_d, attacks.get(i)) {
                 (Err(e), _) => Err(rerr(format!("defender {j}: {e}"))),
-                (_, Err(e)) => Err(rerr(e.0.clone())),
-                (Ok(()), Ok(att)) => defend_phase(&cx, round, mode, att).await,
+                (Ok(()), None) => match load(Slot::Attacker, a).await {
+                    Ok(()) => eval_attacked(&cx, round, mode).await,
+                    Err(e) => Err(rerr(format!("attacker {i}: {e}"))),
+                },
+                (Ok(()), Some(Err(e))) => Err(rerr(e.0.clone())),
+                (Ok(()), Some(Ok(att))) => defend_phase(&cx, round, mode, att).await,
             };
             let cell = CrossCell {
                 attacker: i,
