@@ -56,6 +56,8 @@ pub struct Committed {
     pub len: u64,
     /// Last committed round (0 if none).
     pub last_round: u32,
+    /// Each committed round and the byte length of the log through its commit marker, in log order.
+    pub commits: Vec<(u32, u64)>,
 }
 
 /// Read the committed records of a log (a missing file is an empty log). A record that does not parse before
@@ -99,6 +101,7 @@ pub fn fold_committed(path: &Path, mut each: impl FnMut(Record)) -> Result<Commi
                     pending.drain(..).for_each(&mut each);
                     out.len = end;
                     out.last_round = round;
+                    out.commits.push((round, end));
                 }
             }
             Err(e) => {

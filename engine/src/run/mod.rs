@@ -243,13 +243,13 @@ async fn run_with(
     let tally = Arc::new(std::sync::Mutex::new(Tally::default()));
     let mut per_round: Vec<(u32, Metrics)> = Vec::new();
     let _lock = lock_run_dir(run_dir)?;
+    let slots = game_slots(loaded);
     let (run, last_round) = if resume {
-        reopen_run_dir(run_dir, &tally, &mut per_round)?
+        reopen_run_dir(run_dir, &slots, &tally, &mut per_round)?
     } else {
         (open_run_dir(loaded, run_dir)?, 0)
     };
     let first_round = last_round + 1;
-    let slots = game_slots(loaded);
     let restore = restore_points(run_dir, &slots, last_round, resume, &opts.init)?;
     let (game, join) = start_game(loaded, registry, run_dir, &restore).await?;
     let result = async {
@@ -337,10 +337,16 @@ fn lock_run_dir(run_dir: &Path) -> Result<RunLock, RunError> {
     }
 }
 
-/// Reopen a run directory to resume its run: the run's id and last committed round, its committed rounds
+/// Reopen a run directory to resume its run: the run's id and the round it resumes after, its committed rounds
 /// folded into the run's summary (`tally`) and per-round metrics.
+///
+/// That round is the log's last committed one, unless the roles' states of that round are gone: a log cut or
+/// damaged after later rounds retired them. The run then resumes after the newest round at or before it whose
+/// states are kept (`state/`, or a checkpoint; round 0: the roles as built), the log is cut back to that round's
+/// commit, and the rounds after it are played again, to the same records.
 fn reopen_run_dir(
     run_dir: &Path,
+    slots: &[Slot],
     tally: &std::sync::Mutex<Tally>,
     per_round: &mut Vec<(u32, Metrics)>,
 ) -> Result<(String, u32), RunError> {
@@ -350,12 +356,57 @@ fn reopen_run_dir(
         .and_then(|t| {
             serde_json::from_str(&t).map_err(|e| rerr(format!("{}: {e}", info_path.display())))
         })?;
-    let committed = replay::fold_committed(&run_dir.join(replay::LOG), |r| match r {
+    let log = run_dir.join(replay::LOG);
+    let mut committed = replay::fold_committed(&log, |_| {}).map_err(RunError)?;
+    let kept = |round: u32| {
+        round == 0
+            || slots
+                .iter()
+                .all(|s| state_file(run_dir, *s, round).is_some())
+    };
+    if !kept(committed.last_round) {
+        let (round, len) = committed
+            .commits
+            .iter()
+            .rev()
+            .copied()
+            .find(|&(r, _)| kept(r))
+            .unwrap_or((0, 0));
+        tracing::warn!(
+            "{}: its last commit is round {}, whose role states are gone (the log was cut or damaged after \
+             later rounds): resuming after round {round}, the newest with its states kept, and playing the \
+             rounds after it again",
+            log.display(),
+            committed.last_round
+        );
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .map_err(|e| rerr(format!("{}: {e}", log.display())))?;
+        file.set_len(len).map_err(|e| {
+            rerr(format!(
+                "{}: cutting back to round {round}: {e}",
+                log.display()
+            ))
+        })?;
+        committed.last_round = round;
+    }
+    replay::fold_committed(&log, |r| match r {
         Record::Commit(c) => per_round.push((c.round, c.metrics)),
         other => lock(tally).add(&other),
     })
     .map_err(RunError)?;
     Ok((info.run_id, committed.last_round))
+}
+
+/// Where a role's state of `round` is kept: `state/`, else the round's checkpoint.
+fn state_file(run_dir: &Path, slot: Slot, round: u32) -> Option<PathBuf> {
+    [
+        replay::state_path(run_dir, slot.as_str(), round),
+        checkpoint_path(run_dir, slot.as_str(), round),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
 }
 
 /// The run id a run directory's `run.json` records (`None` when it is missing or unreadable).
@@ -402,7 +453,8 @@ fn restore_points(
     let mut restore: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
     if last_round > 0 {
         for &slot in slots {
-            let path = replay::state_path(run_dir, slot.as_str(), last_round);
+            let path = state_file(run_dir, slot, last_round)
+                .unwrap_or_else(|| replay::state_path(run_dir, slot.as_str(), last_round));
             match std::fs::read(&path) {
                 Ok(b) => {
                     restore.insert(slot, b);

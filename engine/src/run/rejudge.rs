@@ -175,10 +175,11 @@ fn open_out(from: &Path, loaded: &Loaded, out: &Path) -> Result<(), RunError> {
 
 /// `metrics.jsonl` and `summary.json` of the re-judged directory, from its log.
 fn close_out(out: &Path, done: u32, last_round: u32) -> Result<Rejudged, RunError> {
-    // As a run closes: its committed rounds folded back (`reopen_run_dir`), then its closing files.
+    // As a run closes: its committed rounds folded back (`reopen_run_dir`; a re-judged directory keeps no role
+    // states), then its closing files.
     let tally = std::sync::Mutex::new(Tally::default());
     let mut per_round = Vec::new();
-    reopen_run_dir(out, &tally, &mut per_round)?;
+    reopen_run_dir(out, &[], &tally, &mut per_round)?;
     let (summary, _) = write_summary(out, &tally, &per_round, last_round)?;
     Ok(Rejudged {
         out_dir: out.to_path_buf(),
