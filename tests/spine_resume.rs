@@ -356,11 +356,12 @@ fn a_second_resume_of_a_directory_in_use_is_refused() {
     assert_eq!(commits(&out.join("episodes.jsonl")), 3);
 }
 
-/// Power-loss style damage: every file of a finished run's directory cut at every 4 KiB boundary (0 included),
-/// then `--resume`. Either the run is restored to the same records (`episodes.jsonl`, `metrics.jsonl` and
-/// `summary.json` byte-identical: a log cut back to an earlier commit plays the lost rounds again, from the
-/// newest round whose role states are kept), or the error names the damaged file. Never a panic, never a silent
-/// loss.
+/// Power-loss style damage: every file of a run's directory cut at every 4 KiB boundary (0 included), then
+/// `--resume`: of a finished run, and of a run that failed after its second round's commit. Either the run is
+/// restored to the records of the uninterrupted run (`episodes.jsonl`, `metrics.jsonl` and `summary.json`
+/// byte-identical: a log cut back to an earlier commit, or a role state that no longer matches the sums its
+/// commit wrote, plays the lost rounds again from the newest round whose states are intact), or the error names
+/// the damaged file. Never a panic, never a silent loss.
 #[test]
 fn every_file_cut_at_every_4_kib_resumes_identically_or_names_the_file() {
     let Some(sh) = shared_or_skip("truncation") else {
@@ -370,66 +371,109 @@ fn every_file_cut_at_every_4_kib_resumes_identically_or_names_the_file() {
     let f = write_scenario(&dir, &scenario(&sh, 4, "[checkpoints]\nevery = 2\n"));
     let clean = dir.join("clean");
     run(Some(&f), &clean, &[]);
-    let kept = ["episodes.jsonl", "metrics.jsonl", "summary.json"].map(|n| read(&clean.join(n)));
+    let want = ["episodes.jsonl", "metrics.jsonl", "summary.json"].map(|n| read(&clean.join(n)));
+    // The same run, failed by its attacker (one request failing more often than the 3 restarts allowed), after
+    // a commit or more.
+    let failed = dir.join("failed");
+    let out = Command::new(env!("CARGO_BIN_EXE_sparring"))
+        .args([
+            "run",
+            "-q",
+            "--set",
+            "faults.attacker.error_on_request=[8,9,10,11]",
+        ])
+        .arg("--out")
+        .arg(&failed)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let last = sparring_engine::replay::read_committed(&failed.join("episodes.jsonl"))
+        .unwrap()
+        .last_round;
+    assert!(
+        (1..4).contains(&last),
+        "the failed run committed {last} rounds"
+    );
+    let mut tally = Cuts::default();
+    for base in [&clean, &failed] {
+        cut_and_resume(base, &dir.join("cut"), &want, &mut tally);
+    }
+    let Cuts {
+        restored,
+        replayed,
+        named,
+    } = tally;
+    // The log's cuts before its last commit, and the cut states, are played again; run.json and scenario.toml
+    // are named.
+    assert!(replayed > 20, "{replayed} replayed of {restored} restored");
+    assert!(named >= 4, "{named} named");
+    eprintln!("{restored} restored ({replayed} by playing rounds again), {named} named");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[derive(Default)]
+struct Cuts {
+    restored: usize,
+    replayed: usize,
+    named: usize,
+}
+
+/// Every file of `base` cut at every 4 KiB boundary in a copy (`cut`), then `--resume` (without faults): the
+/// records `want`, or an error naming the file.
+fn cut_and_resume(base: &Path, cut_dir: &Path, want: &[String; 3], tally: &mut Cuts) {
     let mut files = Vec::new();
-    let mut stack = vec![clean.clone()];
+    let mut stack = vec![base.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
             } else if p.file_name().is_some_and(|n| n != "run.lock") {
-                files.push(p.strip_prefix(&clean).unwrap().to_path_buf());
+                files.push(p.strip_prefix(base).unwrap().to_path_buf());
             }
         }
     }
     files.sort();
-    let (mut restored, mut named, mut replayed) = (0, 0, 0);
     for file in &files {
-        let len = std::fs::metadata(clean.join(file)).unwrap().len();
+        let len = std::fs::metadata(base.join(file)).unwrap().len();
         for cut in (0..len.max(1)).step_by(4096) {
-            let cut_dir = dir.join("cut");
-            let _ = std::fs::remove_dir_all(&cut_dir);
-            copy_dir(&clean, &cut_dir);
-            let damaged = cut_dir.join(file);
+            let _ = std::fs::remove_dir_all(cut_dir);
+            copy_dir(base, cut_dir);
             std::fs::OpenOptions::new()
                 .write(true)
-                .open(&damaged)
+                .open(cut_dir.join(file))
                 .unwrap()
                 .set_len(cut)
                 .unwrap();
             let out = Command::new(env!("CARGO_BIN_EXE_sparring"))
-                .args(["run", "-q", "--resume"])
-                .arg(&cut_dir)
+                .args(["run", "-q", "--set", "faults.attacker.error_on_request=[]"])
+                .arg("--resume")
+                .arg(cut_dir)
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let what = format!("{} cut at {cut}", file.display());
+            let what = format!("{}: {} cut at {cut}", base.display(), file.display());
             assert!(!stderr.contains("panicked"), "{what}: {stderr}");
             if out.status.success() {
                 for (name, want) in ["episodes.jsonl", "metrics.jsonl", "summary.json"]
                     .iter()
-                    .zip(&kept)
+                    .zip(want)
                 {
                     assert!(
                         read(&cut_dir.join(name)) == *want,
-                        "{what}: {name} differs after --resume"
+                        "{what}: {name} differs after --resume; {stderr}"
                     );
                 }
-                restored += 1;
-                replayed += usize::from(stderr.contains("playing the rounds after it again"));
+                tally.restored += 1;
+                tally.replayed += usize::from(stderr.contains("playing the rounds after it again"));
             } else {
                 let name = file.file_name().unwrap().to_string_lossy();
                 assert!(stderr.contains(name.as_ref()), "{what}: {stderr}");
-                named += 1;
+                tally.named += 1;
             }
         }
     }
-    // The log's cuts before its last commit are played again; run.json and scenario.toml are named.
-    assert!(replayed > 10, "{replayed} replayed of {restored} restored");
-    assert!(named >= 2, "{named} named");
-    eprintln!("{restored} restored ({replayed} by playing lost rounds again), {named} named");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

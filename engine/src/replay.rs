@@ -18,6 +18,7 @@ use crate::record::{CommitRec, Metrics, Record, Tally, metrics};
 use crate::roles::RoleError;
 use crate::scenario::{PayoffCfg, Scenario};
 use crate::vocab::{PayoffMode, Side};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -46,6 +47,70 @@ pub struct CommitJob {
 /// Path of a role's state file for a round.
 pub fn state_path(run_dir: &Path, role: &str, round: u32) -> PathBuf {
     run_dir.join(STATE_DIR).join(format!("{role}.r{round}.bin"))
+}
+
+/// The name of the file beside a round's states (in `state/`, `state/r<round>.sums.json`; in a checkpoint's
+/// directory, `sums.json`) that records each state's length and CRC-32, written before the round's commit: a
+/// state file damaged later (cut, overwritten) is told from an intact one.
+pub fn sums_path(dir: &Path, round: Option<u32>) -> PathBuf {
+    match round {
+        Some(r) => dir.join(format!("r{r}.sums.json")),
+        None => dir.join("sums.json"),
+    }
+}
+
+/// A state's length and CRC-32 ([`sums_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSum {
+    pub len: u64,
+    pub crc32: u32,
+}
+
+impl StateSum {
+    pub fn of(bytes: &[u8]) -> Self {
+        StateSum {
+            len: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+        }
+    }
+}
+
+/// Write `sums` to `path` atomically (a temporary file, then a rename).
+pub fn write_sums(path: &Path, sums: &BTreeMap<String, StateSum>) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(sums).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A role's state read from `path` and checked against the sums file `sums` beside it: an error names the file
+/// that is damaged (the state, or the sums file). Without a sums file (a run directory written before they
+/// existed) the state is taken as it is.
+pub fn read_state(path: &Path, sums: &Path, role: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(sums) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(bytes),
+        Err(e) => return Err(format!("{}: {e}", sums.display())),
+    };
+    let table: BTreeMap<String, StateSum> =
+        serde_json::from_str(&text).map_err(|e| format!("{}: damaged: {e}", sums.display()))?;
+    let want = table
+        .get(role)
+        .ok_or_else(|| format!("{}: no entry for {role}", sums.display()))?;
+    let got = StateSum::of(&bytes);
+    if got != *want {
+        return Err(format!(
+            "{}: damaged: {} bytes with CRC-32 {:08x}, but the round's commit wrote {} bytes with {:08x} ({})",
+            path.display(),
+            got.len,
+            got.crc32,
+            want.len,
+            want.crc32,
+            sums.display()
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The committed part of a log.
@@ -236,6 +301,13 @@ impl ReplayLog {
             }
             std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
         }
+        let sums: BTreeMap<String, StateSum> = job
+            .states
+            .iter()
+            .map(|(role, bytes)| (role.clone(), StateSum::of(bytes)))
+            .collect();
+        let state_sums = sums_path(&self.dir.join(STATE_DIR), Some(job.round));
+        write_sums(&state_sums, &sums).map_err(RoleError::failed)?;
         if self.fsync {
             fsync_dir(&self.dir.join(STATE_DIR));
         }
@@ -254,6 +326,7 @@ impl ReplayLog {
                     std::fs::copy(&from, &to).map_err(|e| io(&to, e))?;
                 }
             }
+            write_sums(&sums_path(&dir, None), &sums).map_err(RoleError::failed)?;
         }
         // Truncate a partial write from a failed earlier attempt of this commit.
         let log = self.dir.join(LOG);
@@ -288,7 +361,10 @@ impl ReplayLog {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 let keep = format!(".r{}.bin", job.round);
-                if name.ends_with(".bin") && !name.ends_with(&keep) {
+                let keep_sums = format!("r{}.sums.json", job.round);
+                if (name.ends_with(".bin") && !name.ends_with(&keep))
+                    || (name.ends_with(".sums.json") && name != keep_sums)
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

@@ -362,9 +362,13 @@ fn reopen_run_dir(
         round == 0
             || slots
                 .iter()
-                .all(|s| state_file(run_dir, *s, round).is_some())
+                .all(|s| intact_state(run_dir, *s, round).is_ok())
     };
     if !kept(committed.last_round) {
+        let why: Vec<String> = slots
+            .iter()
+            .filter_map(|s| intact_state(run_dir, *s, committed.last_round).err())
+            .collect();
         let (round, len) = committed
             .commits
             .iter()
@@ -373,11 +377,11 @@ fn reopen_run_dir(
             .find(|&(r, _)| kept(r))
             .unwrap_or((0, 0));
         tracing::warn!(
-            "{}: its last commit is round {}, whose role states are gone (the log was cut or damaged after \
-             later rounds): resuming after round {round}, the newest with its states kept, and playing the \
-             rounds after it again",
+            "{}: its last commit is round {}, whose role states are gone or damaged ({}): resuming after round \
+             {round}, the newest with its states kept, and playing the rounds after it again",
             log.display(),
-            committed.last_round
+            committed.last_round,
+            why.join("; ")
         );
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -399,14 +403,22 @@ fn reopen_run_dir(
     Ok((info.run_id, committed.last_round))
 }
 
-/// Where a role's state of `round` is kept: `state/`, else the round's checkpoint.
-fn state_file(run_dir: &Path, slot: Slot, round: u32) -> Option<PathBuf> {
-    [
-        replay::state_path(run_dir, slot.as_str(), round),
-        checkpoint_path(run_dir, slot.as_str(), round),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+/// A role's state of `round`, checked against the sums its commit wrote: from `state/`, else from the round's
+/// checkpoint. The error says why neither is usable (missing, or damaged: naming the file).
+fn intact_state(run_dir: &Path, slot: Slot, round: u32) -> Result<Vec<u8>, String> {
+    let role = slot.as_str();
+    let kept = checkpoint_path(run_dir, role, round);
+    let sums = kept.with_file_name("sums.json");
+    replay::read_state(
+        &replay::state_path(run_dir, role, round),
+        &replay::sums_path(&run_dir.join(replay::STATE_DIR), Some(round)),
+        role,
+    )
+    .or_else(|e| match replay::read_state(&kept, &sums, role) {
+        Ok(b) => Ok(b),
+        Err(_) if !kept.exists() => Err(e),
+        Err(k) => Err(format!("{e}; {k}")),
+    })
 }
 
 /// The run id a run directory's `run.json` records (`None` when it is missing or unreadable).
@@ -453,13 +465,11 @@ fn restore_points(
     let mut restore: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
     if last_round > 0 {
         for &slot in slots {
-            let path = state_file(run_dir, slot, last_round)
-                .unwrap_or_else(|| replay::state_path(run_dir, slot.as_str(), last_round));
-            match std::fs::read(&path) {
+            match intact_state(run_dir, slot, last_round) {
                 Ok(b) => {
                     restore.insert(slot, b);
                 }
-                Err(e) => return Err(rerr(format!("cannot resume: {}: {e}", path.display()))),
+                Err(e) => return Err(rerr(format!("cannot resume: {e}"))),
             }
         }
     } else if !resume {
@@ -554,22 +564,27 @@ fn initial_players(
     states: &BTreeMap<Slot, Arc<Vec<u8>>>,
 ) -> Result<BTreeMap<Slot, Vec<u8>>, RunError> {
     let mut initial: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
+    let dir = run_dir.join(replay::CHECKPOINT_DIR).join("r0");
+    let sums = replay::sums_path(&dir, None);
     if last_round > 0 {
         for slot in [Slot::Attacker, Slot::Defender, Slot::Judge] {
-            if let Ok(b) = std::fs::read(checkpoint_path(run_dir, slot.as_str(), 0)) {
+            let path = checkpoint_path(run_dir, slot.as_str(), 0);
+            if path.exists() {
+                let b = replay::read_state(&path, &sums, slot.as_str()).map_err(RunError)?;
                 initial.insert(slot, b);
             }
         }
         return Ok(initial);
     }
+    std::fs::create_dir_all(&dir).map_err(|e| rerr(format!("{}: {e}", dir.display())))?;
     for (slot, b) in states {
-        let path = checkpoint_path(run_dir, slot.as_str(), 0);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| rerr(format!("{}: {e}", parent.display())))?;
-        }
-        write_atomic(&path, b.as_slice())?;
+        write_atomic(&checkpoint_path(run_dir, slot.as_str(), 0), b.as_slice())?;
     }
+    let table = states
+        .iter()
+        .map(|(slot, b)| (slot.as_str().to_string(), replay::StateSum::of(b)))
+        .collect();
+    replay::write_sums(&sums, &table).map_err(RunError)?;
     Ok(states.iter().map(|(k, v)| (*k, v.to_vec())).collect())
 }
 
