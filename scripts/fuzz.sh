@@ -7,14 +7,16 @@
 #
 # Needs: `rustup toolchain install nightly` and `cargo install cargo-fuzz`.
 # Corpora live under fuzz/corpus/<target> (git-ignored: they are seeded from ../shared's files, which never enter
-# the repository, and from small files written here) and grow from run to run. A crash is kept by libFuzzer under
-# actors/fuzz/artifacts/<target>/ and fails the script; turn it into a regression test in the normal suite.
-# Targets (actors/fuzz/fuzz_targets): gguf, safetensors.
+# the repository, from the shipped scenarios, and from small files written here) and grow from run to run. A crash
+# is kept by libFuzzer under <crate>/artifacts/<target>/ and fails the script; turn it into a regression test in
+# the normal suite.
+# Targets: gguf, safetensors (actors/fuzz: the model-file parsers); scenario (a scenario file and `--set`
+# overrides through validation), data (the data-set readers), replay (the replay log's readers) (engine/fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED=${SPARRING_SHARED:-$ROOT/../shared}
-TARGETS=(gguf safetensors)
+TARGETS=(gguf safetensors scenario data replay)
 WANT=${1:-all}
 SECONDS_EACH=${2:-60}
 if [[ "$WANT" != all ]]; then
@@ -24,6 +26,14 @@ fi
 cargo +nightly fuzz --help > /dev/null 2>&1 || {
   echo "needs the nightly toolchain and cargo-fuzz: rustup toolchain install nightly && cargo install cargo-fuzz" >&2
   exit 2
+}
+
+# The cargo-fuzz crate of a target.
+crate() {
+  case $1 in
+    gguf|safetensors) echo actors/fuzz ;;
+    *) echo engine/fuzz ;;
+  esac
 }
 
 # Seeds: small valid files, and prefixes of the real ones (parsers fail on them at every depth).
@@ -57,6 +67,30 @@ elif t == "safetensors":
     h += b" " * (-len(h) % 8)
     open(f"{d}/tiny-valid", "wb").write(struct.pack("<Q", len(h)) + h + bytes(range(24)))
 PY
+  case $t in
+    scenario)
+      for f in scenarios/*.toml; do cp "$f" "$dir/"; done
+      { cat scenarios/scripted-redteam.toml; printf '\n%%%%\ngame.rounds=2\ngame.turns=3\ndata.eval[0].limit=4\n'; } \
+        > "$dir/with-overrides" ;;
+    data)
+      # The first byte picks the file type (byte % 3: csv, tsv, jsonl) and the layout (byte / 3 % 9).
+      for f in "$SHARED"/data/*/*.jsonl "$SHARED"/data/*/*.csv scenarios/intent-data/*.jsonl; do
+        [[ -f "$f" ]] || continue
+        case $f in *.csv) pick='\x00' ;; *) pick='\x02' ;; esac
+        { printf "$pick"; head -c 4096 "$f"; } > "$dir/$(basename "$f")"
+      done ;;
+    replay)
+      # A real log: a short scripted run's, whole and cut.
+      local bin=${SPARRING_BIN:-target/debug/sparring} run
+      run=$(mktemp -d)
+      if [[ -x "$bin" ]] && "$bin" run scenarios/scripted-redteam.toml -q --out "$run/r" --set game.rounds=2 \
+        --set game.seeds_per_round=2 --set 'data.eval[0].limit=2' --set 'data.eval[1].limit=2' > /dev/null 2>&1; then
+        head -c 16384 "$run/r/episodes.jsonl" > "$dir/log-16k"
+        head -c 2048 "$run/r/episodes.jsonl" > "$dir/log-2k"
+      fi
+      rm -rf "$run"
+      printf '{"type":"commit","round":1}\n' > "$dir/commit-only" ;;
+  esac
   local real=()
   case $t in
     gguf) real=("${SPARRING_SMOLLM2_GGUF:-$HOME/.cache/sparring/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}") ;;
@@ -69,7 +103,7 @@ PY
 }
 
 # Files libFuzzer kept for a target (crashes, leaks, timeouts, out-of-memory inputs).
-kept() { { find "actors/fuzz/artifacts/$1" -type f 2>/dev/null || true; } | wc -l; }
+kept() { { find "$(crate "$1")/artifacts/$1" -type f 2>/dev/null || true; } | wc -l; }
 
 status=0
 printf '%-12s %8s %14s %10s %8s\n' target seconds executions exec/s crashes
@@ -78,7 +112,7 @@ for t in "${TARGETS[@]}"; do
   log=$(mktemp)
   before=$(kept "$t")
   set +e
-  (cd actors/fuzz && cargo +nightly fuzz run "$t" "$ROOT/fuzz/corpus/$t" -- \
+  (cd "$(crate "$t")" && cargo +nightly fuzz run "$t" "$ROOT/fuzz/corpus/$t" -- \
     -max_total_time="$SECONDS_EACH" -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1) > "$log" 2>&1
   rc=$?
   set -e

@@ -97,6 +97,10 @@ fn err(path: &Path, line: usize, column: Option<&str>, message: impl Into<String
 
 /// The set `cfg` from file `path`: every seed, filtered by `cfg.filter` and `cfg.category` (not yet `limit`).
 pub fn read_set(path: &Path, cfg: &SetCfg) -> Result<Vec<Seed>, DataError> {
+    // A device or a pipe (`/dev/zero`, `/dev/stdin`) would be read without end.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(err(path, 0, None, "not a regular file"));
+    }
     let bytes = std::fs::read(path).map_err(|e| err(path, 0, None, format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();

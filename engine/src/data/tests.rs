@@ -257,3 +257,16 @@ fn the_shared_sets_read_as_before() {
     );
     assert_eq!(&*xs[0].id, "s:v2-1");
 }
+
+/// A device named as a data set or a scenario is refused at once, not read without end.
+#[cfg(unix)]
+#[test]
+fn a_device_is_not_read() {
+    let e = read_set(Path::new("/dev/zero"), &set("")).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let registry = crate::registry::Registry::new();
+    let e = crate::scenario::load(Path::new("/dev/zero"), &[], &registry)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+}

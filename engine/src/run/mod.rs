@@ -619,7 +619,14 @@ async fn play_rounds(
             retired,
             end,
             next,
-        } = played?;
+        } = match played {
+            Ok(p) => p,
+            Err(e) => {
+                // The rounds played before this one are still committed: a failed round loses only itself.
+                let _ = commits.finish(&cx.meters).await;
+                return Err(e);
+            }
+        };
         queued = next;
         let bytes = retired.iter().map(|s| s.len()).sum::<usize>();
         let (committed, after) = commits.chain();

@@ -306,13 +306,13 @@ pub fn load(
     overrides: &[String],
     registry: &Registry,
 ) -> Result<Loaded, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        one_err(
-            path.display().to_string(),
-            None,
-            format!("cannot read scenario: {e}"),
-        )
-    })?;
+    let cannot = |why: String| one_err(path.display().to_string(), None, why);
+    // A device or a pipe (`/dev/zero`) would be read without end.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(cannot("cannot read scenario: not a regular file".into()));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| cannot(format!("cannot read scenario: {e}")))?;
     load_str(path, &text, overrides, registry)
 }
 
