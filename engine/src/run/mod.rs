@@ -244,13 +244,13 @@ async fn run_with(
     let mut per_round: Vec<(u32, Metrics)> = Vec::new();
     let _lock = lock_run_dir(run_dir)?;
     let slots = game_slots(loaded);
-    let (run, last_round) = if resume {
+    // The states the roles start from: the resumed round's, or on a fresh run `opts.init`.
+    let (run, last_round, restore) = if resume {
         reopen_run_dir(run_dir, &slots, &tally, &mut per_round)?
     } else {
-        (open_run_dir(loaded, run_dir)?, 0)
+        (open_run_dir(loaded, run_dir)?, 0, opts.init.clone())
     };
     let first_round = last_round + 1;
-    let restore = restore_points(run_dir, &slots, last_round, resume, &opts.init)?;
     let (game, join) = start_game(loaded, registry, run_dir, &restore).await?;
     let result = async {
         let mut states = starting_states(&game, &slots, &restore, last_round).await?;
@@ -337,8 +337,9 @@ fn lock_run_dir(run_dir: &Path) -> Result<RunLock, RunError> {
     }
 }
 
-/// Reopen a run directory to resume its run: the run's id and the round it resumes after, its committed rounds
-/// folded into the run's summary (`tally`) and per-round metrics.
+/// Reopen a run directory to resume its run: the run's id, the round it resumes after and the `slots`' states of
+/// that round (checked against their sums), its committed rounds folded into the run's summary (`tally`) and
+/// per-round metrics.
 ///
 /// That round is the log's last committed one, unless the roles' states of that round are gone: a log cut or
 /// damaged after later rounds retired them. The run then resumes after the newest round at or before it whose
@@ -349,7 +350,7 @@ fn reopen_run_dir(
     slots: &[Slot],
     tally: &std::sync::Mutex<Tally>,
     per_round: &mut Vec<(u32, Metrics)>,
-) -> Result<(String, u32), RunError> {
+) -> Result<(String, u32, BTreeMap<Slot, Vec<u8>>), RunError> {
     let info_path = run_dir.join("run.json");
     let info: RunInfo = std::fs::read_to_string(&info_path)
         .map_err(|e| rerr(format!("{}: {e}", info_path.display())))
@@ -358,24 +359,14 @@ fn reopen_run_dir(
         })?;
     let log = run_dir.join(replay::LOG);
     let mut committed = replay::fold_committed(&log, |_| {}).map_err(RunError)?;
-    let kept = |round: u32| {
-        round == 0
-            || slots
-                .iter()
-                .all(|s| intact_state(run_dir, *s, round).is_ok())
-    };
-    if !kept(committed.last_round) {
-        let why: Vec<String> = slots
-            .iter()
-            .filter_map(|s| intact_state(run_dir, *s, committed.last_round).err())
-            .collect();
-        let (round, len) = committed
+    let mut states = intact_states(run_dir, slots, committed.last_round);
+    if let Err(why) = &states {
+        let (round, len, kept) = committed
             .commits
             .iter()
             .rev()
-            .copied()
-            .find(|&(r, _)| kept(r))
-            .unwrap_or((0, 0));
+            .find_map(|&(r, len)| Some((r, len, intact_states(run_dir, slots, r).ok()?)))
+            .unwrap_or((0, 0, BTreeMap::new()));
         tracing::warn!(
             "{}: its last commit is round {}, whose role states are gone or damaged ({}): resuming after round \
              {round}, the newest with its states kept, and playing the rounds after it again",
@@ -394,13 +385,40 @@ fn reopen_run_dir(
             ))
         })?;
         committed.last_round = round;
+        states = Ok(kept);
     }
     replay::fold_committed(&log, |r| match r {
         Record::Commit(c) => per_round.push((c.round, c.metrics)),
         other => lock(tally).add(&other),
     })
     .map_err(RunError)?;
-    Ok((info.run_id, committed.last_round))
+    Ok((
+        info.run_id,
+        committed.last_round,
+        states.unwrap_or_default(),
+    ))
+}
+
+/// The `slots`' states of `round`, each read once and checked ([`intact_state`]); none for round 0 (the roles as
+/// built). The errors say why a state is not usable.
+fn intact_states(
+    run_dir: &Path,
+    slots: &[Slot],
+    round: u32,
+) -> Result<BTreeMap<Slot, Vec<u8>>, Vec<String>> {
+    if round == 0 {
+        return Ok(BTreeMap::new());
+    }
+    let (mut states, mut why) = (BTreeMap::new(), Vec::new());
+    for &slot in slots {
+        match intact_state(run_dir, slot, round) {
+            Ok(b) => {
+                states.insert(slot, b);
+            }
+            Err(e) => why.push(e),
+        }
+    }
+    if why.is_empty() { Ok(states) } else { Err(why) }
 }
 
 /// A role's state of `round`, checked against the sums its commit wrote: from `state/`, else from the round's
@@ -452,30 +470,6 @@ fn open_run_dir(loaded: &Loaded, run_dir: &Path) -> Result<String, RunError> {
     };
     write_atomic(&run_dir.join("run.json"), json(&info)?.as_bytes())?;
     Ok(run)
-}
-
-/// The states the game's `slots` are restored from: those of the last committed round; on a fresh run, `init`.
-fn restore_points(
-    run_dir: &Path,
-    slots: &[Slot],
-    last_round: u32,
-    resume: bool,
-    init: &BTreeMap<Slot, Vec<u8>>,
-) -> Result<BTreeMap<Slot, Vec<u8>>, RunError> {
-    let mut restore: BTreeMap<Slot, Vec<u8>> = BTreeMap::new();
-    if last_round > 0 {
-        for &slot in slots {
-            match intact_state(run_dir, slot, last_round) {
-                Ok(b) => {
-                    restore.insert(slot, b);
-                }
-                Err(e) => return Err(rerr(format!("cannot resume: {e}"))),
-            }
-        }
-    } else if !resume {
-        restore = init.clone();
-    }
-    Ok(restore)
 }
 
 /// The run's supervised roles, restored from `restore`, and its replay log.
